@@ -1,0 +1,38 @@
+// The ProxyAttn parameters (DESIGN.md section 1) and the choice of backend.
+#pragma once
+
+#include <cstdint>
+
+namespace proxyattn {
+
+// How a head's budget ratio turns into a per-row block count (stage 3).
+enum class BudgetMode : std::uint8_t {
+  row_ratio,       // k_hm = ceil(k_h * (m+1) / Nb): the ratio applied to each row's eligible length
+  last_row_count,  // k_hm = k_h: the last row's absolute count for every row
+};
+
+enum class Backend : std::uint8_t {
+  automatic,      // the tensors' device decides: cuda for CUDA tensors, cpu for host tensors
+  cpu_reference,  // simple loops in double precision: the oracle of the tests, slow
+  cpu,            // threads and vectorised fp32 loops
+  cuda,
+};
+
+const char* backend_name(Backend backend);
+
+struct Config {
+  int block_size = 128;                 // query and key block size B
+  int stride = 4;                       // proxy scores use every stride-th token
+  int proxy_groups = 1;                 // g, must divide the kv head count
+  double gamma = 0.95;                  // attention mass each head's budget covers, in [0, 1]
+  std::int64_t min_budget_tokens = 2048;  // floor on every head's budget
+  bool keep_sink = true;                // always keep key block 0
+  BudgetMode budget_mode = BudgetMode::row_ratio;
+  double scale = 0.0;                   // softmax scale; 0 means 1/sqrt(head_dim)
+  Backend backend = Backend::automatic;
+};
+
+// Throws Error naming the field and its value when a parameter is out of range.
+void validate(const Config& config);
+
+}  // namespace proxyattn

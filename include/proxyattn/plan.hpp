@@ -1,0 +1,66 @@
+// Plan once, run many: the plan validates the problem, sizes and holds the workspace and the
+// per-sequence tables, so that the run calls neither allocate nor synchronise (CUDA-graph safe).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "proxyattn/config.hpp"
+#include "proxyattn/tensor.hpp"
+
+namespace proxyattn {
+
+// What the plan needs to know about the inputs. Q is [total, q_heads, head_dim], K and V are
+// [total, kv_heads, head_dim]; the sequences of a packed batch are given by cumulative offsets
+// on the host, as in flash_attn_varlen_func (the run calls must see the same packing).
+struct Problem {
+  int q_heads = 0;
+  int kv_heads = 0;
+  int head_dim = 0;
+  DType dtype = DType::bfloat16;
+  Device device = Device::cpu;
+  int device_index = 0;
+  std::vector<std::int32_t> cu_seqlens;  // [num_seqs + 1], cu_seqlens[0] == 0, non-decreasing
+
+  // A batch of one sequence.
+  static Problem single(std::int64_t tokens, int q_heads, int kv_heads, int head_dim, DType dtype,
+                        Device device = Device::cpu, int device_index = 0);
+  int num_seqs() const { return static_cast<int>(cu_seqlens.size()) - 1; }
+  std::int64_t total_tokens() const { return cu_seqlens.empty() ? 0 : cu_seqlens.back(); }
+};
+
+class Plan {
+ public:
+  // Allocates its own workspace on problem.device. `stream` (a cudaStream_t) orders the upload
+  // of the sequence tables for CUDA problems; ignored on the CPU.
+  Plan(const Config& config, const Problem& problem, void* stream = nullptr);
+  // Uses a caller-owned workspace of at least workspace_bytes(config, problem) bytes on
+  // problem.device (for example from a framework's caching allocator); it must outlive the plan.
+  Plan(const Config& config, const Problem& problem, void* workspace, std::size_t bytes,
+       void* stream = nullptr);
+  ~Plan();
+  Plan(Plan&&) noexcept;
+  Plan& operator=(Plan&&) noexcept;
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+
+  static std::size_t workspace_bytes(const Config& config, const Problem& problem);
+
+  const Config& config() const;
+  const Problem& problem() const;
+  Backend backend() const;            // the resolved backend, never automatic
+  float scale() const;                // the resolved softmax scale
+  std::int64_t num_blocks() const;    // query blocks over the whole batch
+  std::int64_t mask_rows() const;     // num_blocks() * q_heads
+  std::int64_t mask_capacity() const; // kept blocks if every causal block were kept
+
+  struct Impl;
+  Impl& impl() const { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace proxyattn

@@ -1,0 +1,211 @@
+// The API layer: validates every argument against the plan, then hands over to the backend.
+#include "proxyattn/attention.hpp"
+
+#include <cstring>
+
+#include "core/backends.hpp"
+#include "core/check.hpp"
+#include "core/plan_impl.hpp"
+
+namespace proxyattn {
+namespace {
+
+using detail::invalid;
+
+void check_same_device(const char* name, const TensorView& t, const Plan::Impl& p) {
+  const bool same = t.device == p.problem.device &&
+                    (t.device == Device::cpu || t.device_index == p.problem.device_index);
+  if (!same)
+    invalid(name, " is on ", device_name(t.device), ":", t.device_index, " but the plan is for ",
+            device_name(p.problem.device), ":", p.problem.device_index);
+}
+
+void check_heads_tensor(const char* name, const TensorView& t, const Plan::Impl& p, int heads) {
+  const Problem& pr = p.problem;
+  if (!t.defined()) invalid(name, " is undefined");
+  if (t.ndim != 3)
+    invalid(name, " must have 3 dimensions [total_tokens, heads, head_dim], got ", t.describe());
+  if (t.dtype != pr.dtype)
+    invalid(name, " must be ", dtype_name(pr.dtype), " as planned, got ", t.describe());
+  check_same_device(name, t, p);
+  if (t.shape[0] != pr.total_tokens() || t.shape[1] != heads || t.shape[2] != pr.head_dim)
+    invalid(name, " must have shape [", pr.total_tokens(), ", ", heads, ", ", pr.head_dim,
+            "] as planned, got ", t.describe());
+  if (t.shape[2] > 1 && t.stride[2] != 1)
+    invalid(name, " must be contiguous in its last dimension, got stride ", t.stride[2]);
+  if (t.stride[0] < 0 || t.stride[1] < 0)
+    invalid(name, " must have non-negative strides, got [", t.stride[0], ", ", t.stride[1], ", ",
+            t.stride[2], "]");
+  if (t.data == nullptr && t.numel() > 0) invalid(name, " has a null data pointer");
+}
+
+void check_lse(const TensorView& lse, const Plan::Impl& p) {
+  if (!lse.defined()) return;
+  const Problem& pr = p.problem;
+  if (lse.dtype != DType::float32) invalid("lse must be float32, got ", lse.describe());
+  check_same_device("lse", lse, p);
+  if (lse.ndim != 2 || lse.shape[0] != pr.q_heads || lse.shape[1] != pr.total_tokens())
+    invalid("lse must have shape [", pr.q_heads, ", ", pr.total_tokens(), "], got ", lse.describe());
+  if (!lse.is_contiguous()) invalid("lse must be contiguous");
+  if (lse.data == nullptr && lse.numel() > 0) invalid("lse has a null data pointer");
+}
+
+void check_inputs(const Plan::Impl& p, const TensorView& q, const TensorView& k, const TensorView* v,
+                  const TensorView* out) {
+  check_heads_tensor("q", q, p, p.problem.q_heads);
+  check_heads_tensor("k", k, p, p.problem.kv_heads);
+  if (v) check_heads_tensor("v", *v, p, p.problem.kv_heads);
+  if (out) check_heads_tensor("out", *out, p, p.problem.q_heads);
+}
+
+// Header checks for every backend; the host backends also check every index, which the CUDA
+// backend cannot do without a synchronisation (its kernels skip out-of-range indices instead).
+void check_mask(const BlockMask& m, const Plan::Impl& p) {
+  if (m.block_size != p.config.block_size)
+    invalid("mask.block_size (", m.block_size, ") must equal config.block_size (", p.config.block_size, ")");
+  if (m.num_heads != p.problem.q_heads)
+    invalid("mask.num_heads (", m.num_heads, ") must equal problem.q_heads (", p.problem.q_heads, ")");
+  if (m.num_rows != p.mask_rows)
+    invalid("mask.num_rows (", m.num_rows, ") must be num_blocks * q_heads = ", p.mask_rows);
+  if (m.device != p.problem.device || (m.device == Device::cuda && m.device_index != p.problem.device_index))
+    invalid("mask is on ", device_name(m.device), ":", m.device_index, " but the plan is for ",
+            device_name(p.problem.device), ":", p.problem.device_index);
+  if (m.row_offsets == nullptr) invalid("mask.row_offsets is null");
+  if (m.device == Device::cuda) return;
+  if (m.row_offsets[0] != 0) invalid("mask.row_offsets[0] must be 0, got ", m.row_offsets[0]);
+  if (m.row_offsets[m.num_rows] > 0 && m.col_indices == nullptr) invalid("mask.col_indices is null");
+  for (int s = 0; s < p.problem.num_seqs(); ++s) {
+    for (std::int64_t b = p.block_offset[s]; b < p.block_offset[s + 1]; ++b) {
+      const std::int64_t m_local = b - p.block_offset[s];
+      for (int h = 0; h < m.num_heads; ++h) {
+        const std::int64_t r = b * m.num_heads + h;
+        const std::int64_t lo = m.row_offsets[r], hi = m.row_offsets[r + 1];
+        if (hi < lo) invalid("mask.row_offsets must be non-decreasing, row ", r, ": ", lo, " > ", hi);
+        for (std::int64_t i = lo; i < hi; ++i) {
+          const std::int32_t c = m.col_indices[i];
+          if (c < 0 || c > m_local)
+            invalid("mask row ", r, " (sequence ", s, ", query block ", m_local, ", head ", h,
+                    ") keeps key block ", c, ", outside the causal range [0, ", m_local, "]");
+          if (i > lo && c <= m.col_indices[i - 1])
+            invalid("mask row ", r, " must list key blocks in ascending order, got ", m.col_indices[i - 1],
+                    " then ", c);
+        }
+      }
+    }
+  }
+}
+
+Estimate host_estimate(const Plan::Impl& p) {
+  Estimate e;
+  e.device = Device::cpu;
+  e.mask.block_size = p.config.block_size;
+  e.mask.num_heads = p.problem.q_heads;
+  e.mask.num_rows = p.mask_rows;
+  e.mask.device = Device::cpu;
+  e.mask.row_offsets = p.row_offsets.data();
+  e.mask.col_indices = p.col_indices.data();
+  e.budget_blocks = p.budget_blocks.data();
+  e.kept_blocks = p.kept_blocks.data();
+  return e;
+}
+
+void run_attention(Plan::Impl& p, const TensorView& q, const TensorView& k, const TensorView& v,
+                   const BlockMask* mask, const TensorView& out, const TensorView& lse, void* stream) {
+  switch (p.backend) {
+    case Backend::cuda: detail::cuda::attention(p, q, k, v, mask, out, lse, stream); return;
+    case Backend::cpu_reference: detail::reference::attention(p, q, k, v, mask, out, lse); return;
+    default: detail::cpu::attention(p, q, k, v, mask, out, lse); return;
+  }
+}
+
+}  // namespace
+
+Estimate estimate(Plan& plan, const TensorView& q, const TensorView& k, void* stream) {
+  Plan::Impl& p = plan.impl();
+  check_inputs(p, q, k, nullptr, nullptr);
+  if (p.backend == Backend::cuda) return detail::cuda::estimate(p, q, k, stream);
+  detail::EstimateOut out{p.row_offsets.data(), p.col_indices.data(), p.budget_blocks.data(),
+                          p.kept_blocks.data()};
+  if (p.backend == Backend::cpu_reference)
+    detail::reference::estimate(p, q, k, out);
+  else
+    detail::cpu::estimate(p, q, k, out);
+  return host_estimate(p);
+}
+
+void sparse_attention(Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
+                      const BlockMask& mask, const TensorView& out, const TensorView& lse, void* stream) {
+  Plan::Impl& p = plan.impl();
+  check_inputs(p, q, k, &v, &out);
+  check_lse(lse, p);
+  check_mask(mask, p);
+  run_attention(p, q, k, v, &mask, out, lse, stream);
+}
+
+Estimate attention(Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
+                   const TensorView& out, const TensorView& lse, void* stream) {
+  Plan::Impl& p = plan.impl();
+  check_inputs(p, q, k, &v, &out);
+  check_lse(lse, p);
+  Estimate e = estimate(plan, q, k, stream);
+  run_attention(p, q, k, v, &e.mask, out, lse, stream);
+  return e;
+}
+
+void dense_attention(Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
+                     const TensorView& out, const TensorView& lse, void* stream) {
+  Plan::Impl& p = plan.impl();
+  check_inputs(p, q, k, &v, &out);
+  check_lse(lse, p);
+  run_attention(p, q, k, v, nullptr, out, lse, stream);
+}
+
+HostEstimate to_host(const Plan& plan, const Estimate& e, void* stream) {
+  const Plan::Impl& p = plan.impl();
+  const int heads = p.problem.q_heads, seqs = p.problem.num_seqs();
+  HostEstimate h;
+  h.num_seqs = seqs;
+  h.q_heads = heads;
+  h.mask.block_size = e.mask.block_size;
+  h.mask.num_heads = e.mask.num_heads;
+  h.mask.row_offsets.resize(e.mask.num_rows + 1);
+  h.budget_blocks.resize(static_cast<std::size_t>(seqs) * heads);
+  h.kept_blocks.resize(h.budget_blocks.size());
+  auto fetch = [&](void* dst, const void* src, std::size_t bytes) {
+    if (bytes == 0) return;
+    if (e.device == Device::cuda)
+      detail::cuda::copy_to_host_async(dst, src, bytes, stream);
+    else
+      std::memcpy(dst, src, bytes);
+  };
+  fetch(h.mask.row_offsets.data(), e.mask.row_offsets, h.mask.row_offsets.size() * sizeof(std::int64_t));
+  fetch(h.budget_blocks.data(), e.budget_blocks, h.budget_blocks.size() * sizeof(std::int32_t));
+  fetch(h.kept_blocks.data(), e.kept_blocks, h.kept_blocks.size() * sizeof(std::int64_t));
+  if (e.device == Device::cuda) detail::cuda::synchronize(stream);
+  h.mask.col_indices.resize(h.mask.row_offsets.back());
+  fetch(h.mask.col_indices.data(), e.mask.col_indices, h.mask.col_indices.size() * sizeof(std::int32_t));
+  if (e.device == Device::cuda) detail::cuda::synchronize(stream);
+  h.causal_blocks.resize(h.budget_blocks.size());
+  for (int s = 0; s < seqs; ++s)
+    for (int hd = 0; hd < heads; ++hd) {
+      const std::int64_t nb = p.seq_blocks(s);
+      h.causal_blocks[static_cast<std::size_t>(s) * heads + hd] = nb * (nb + 1) / 2;
+    }
+  return h;
+}
+
+double HostEstimate::density(int seq, int head) const {
+  const std::size_t i = static_cast<std::size_t>(seq) * q_heads + head;
+  return causal_blocks[i] ? static_cast<double>(kept_blocks[i]) / causal_blocks[i] : 1.0;
+}
+
+double HostEstimate::density() const {
+  std::int64_t kept = 0, causal = 0;
+  for (std::size_t i = 0; i < kept_blocks.size(); ++i) {
+    kept += kept_blocks[i];
+    causal += causal_blocks[i];
+  }
+  return causal ? static_cast<double>(kept) / causal : 1.0;
+}
+
+}  // namespace proxyattn

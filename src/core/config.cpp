@@ -1,0 +1,39 @@
+#include "proxyattn/config.hpp"
+
+#include <cmath>
+
+#include "core/check.hpp"
+
+namespace proxyattn {
+
+const char* backend_name(Backend backend) {
+  switch (backend) {
+    case Backend::automatic: return "automatic";
+    case Backend::cpu_reference: return "cpu_reference";
+    case Backend::cpu: return "cpu";
+    case Backend::cuda: return "cuda";
+  }
+  return "?";
+}
+
+void validate(const Config& c) {
+  using detail::invalid;
+  if (c.block_size < 1 || c.block_size > 4096)
+    invalid("config.block_size must be in [1, 4096], got ", c.block_size);
+  if (c.stride < 1) invalid("config.stride must be >= 1, got ", c.stride);
+  if (c.block_size % c.stride != 0)
+    invalid("config.block_size (", c.block_size, ") must be a multiple of config.stride (", c.stride,
+            ")");
+  if (c.proxy_groups < 1) invalid("config.proxy_groups must be >= 1, got ", c.proxy_groups);
+  if (!(c.gamma >= 0.0 && c.gamma <= 1.0)) invalid("config.gamma must be in [0, 1], got ", c.gamma);
+  if (c.min_budget_tokens < 0)
+    invalid("config.min_budget_tokens must be >= 0, got ", c.min_budget_tokens);
+  if (!(c.scale >= 0.0) || std::isinf(c.scale))
+    invalid("config.scale must be finite and >= 0 (0 means 1/sqrt(head_dim)), got ", c.scale);
+  if (c.budget_mode != BudgetMode::row_ratio && c.budget_mode != BudgetMode::last_row_count)
+    invalid("config.budget_mode is not a BudgetMode value: ", static_cast<int>(c.budget_mode));
+  if (static_cast<int>(c.backend) > static_cast<int>(Backend::cuda))
+    invalid("config.backend is not a Backend value: ", static_cast<int>(c.backend));
+}
+
+}  // namespace proxyattn

@@ -1,0 +1,59 @@
+// The integer and selection rules of stages 2 and 3, shared by every backend (host and device)
+// so that the CPU and the GPU choose exactly the same budgets from the same block masses.
+#pragma once
+
+#include <cstdint>
+
+#include "proxyattn/config.hpp"
+
+#if defined(__CUDACC__)
+#define PROXYATTN_HD __host__ __device__ __forceinline__
+#else
+#define PROXYATTN_HD inline
+#endif
+
+namespace proxyattn::rules {
+
+PROXYATTN_HD std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
+PROXYATTN_HD std::int64_t max64(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
+PROXYATTN_HD std::int64_t min64(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
+
+// Blocks kept whatever the scores say in query block m: the diagonal, and the sink (block 0)
+// when it is not the diagonal itself.
+PROXYATTN_HD int forced_blocks(std::int64_t m, bool keep_sink) { return keep_sink && m > 0 ? 2 : 1; }
+
+// Stage 3: how many key blocks head h keeps in query block m of a sequence of nb blocks, given
+// the head's stage-2 count k_h. Integers only, so that every backend agrees.
+PROXYATTN_HD std::int64_t row_budget(std::int64_t k_h, std::int64_t m, std::int64_t nb,
+                                     std::int64_t min_blocks, bool keep_sink, BudgetMode mode) {
+  const std::int64_t eligible = m + 1;
+  std::int64_t k = mode == BudgetMode::row_ratio ? ceil_div(k_h * eligible, nb) : k_h;
+  k = max64(k, min_blocks);
+  k = max64(k, forced_blocks(m, keep_sink));
+  return min64(k, eligible);
+}
+
+// Stage 2 cut: given the block masses sorted in decreasing order and their running (inclusive)
+// prefix sums, k_h is the smallest count whose prefix reaches gamma times the total. gamma >= 1
+// and a non-finite total (NaN or Inf in the inputs) keep every block: the safe side is dense.
+// `prefix_at(i)` returns the prefix sum of the i+1 largest masses.
+template <class PrefixAt>
+PROXYATTN_HD std::int64_t budget_from_sorted_prefix(PrefixAt prefix_at, std::int64_t nb,
+                                                    double gamma) {
+  if (nb == 0) return 0;
+  const double total = static_cast<double>(prefix_at(nb - 1));
+  if (gamma >= 1.0 || !(total == total) || total - total != 0.0) return nb;
+  const double target = gamma * total;
+  if (target <= 0.0) return 0;
+  for (std::int64_t i = 0; i < nb; ++i)
+    if (static_cast<double>(prefix_at(i)) >= target) return i + 1;
+  return nb;
+}
+
+// Ranking key of a proxy score: NaN ranks below everything, so a poisoned input can neither
+// break the sort nor push out the blocks that real scores chose.
+PROXYATTN_HD float rank_key(float score) { return score == score ? score : -3.0e38f; }
+PROXYATTN_HD double rank_key(double score) { return score == score ? score : -1.0e308; }
+
+}  // namespace proxyattn::rules

@@ -1,0 +1,232 @@
+// Fast CPU estimator. Stage 2 first (per head), then the row budgets and CSR offsets, then
+// stages 1 and 3 fused per (sequence, group, query block): the proxy scores of one query block
+// are computed, pooled to block maxima, ranked and written out at once, so that no memory of
+// size (N/s)^2 or Nb^2 is ever held.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "core/backends.hpp"
+#include "core/rules.hpp"
+#include "cpu/kernels.hpp"
+
+namespace proxyattn::detail::cpu {
+namespace {
+
+// Stage 2 for one head: block masses of the last min(B, len) queries, in two passes over the
+// keys (row max and sum first, then the normalised block sums), O(B * N / B) memory.
+std::vector<double> head_mass(const Plan::Impl& p, const TensorView& q, const TensorView& k, int s, int h) {
+  const std::int64_t B = p.config.block_size, D = p.problem.head_dim;
+  const std::int64_t begin = p.seq_begin(s), len = p.seq_len(s), nb = p.seq_blocks(s);
+  const std::int64_t L = std::min(B, len), first = len - L;
+  const std::int64_t dp = round_up(D, kLanes), bp = round_up(B, kLanes);
+  const int kvh = h / p.gqa_ratio();
+  std::vector<float> qt(L * dp, 0.f), kt(D * bp, 0.f), sc(L * bp), row(D);
+  std::vector<float> mx(L, -INFINITY), sum(L, 0.f);
+  std::vector<double> mass(nb, 0.0);
+  for (std::int64_t i = 0; i < L; ++i) load_row(q, begin + first + i, h, &qt[i * dp], p.scale * kLog2e);
+
+  auto scores = [&](std::int64_t n, std::int64_t& keys) {
+    const std::int64_t k0 = n * B;
+    keys = std::min(B, len - k0);
+    const std::int64_t cols = round_up(keys, kLanes);
+    for (std::int64_t j = 0; j < cols; ++j) {
+      if (j < keys) load_row(k, begin + k0 + j, kvh, row.data(), 1.f);
+      for (std::int64_t d = 0; d < D; ++d) kt[d * bp + j] = j < keys ? row[d] : 0.f;
+    }
+    gemm(qt.data(), dp, kt.data(), bp, sc.data(), bp, L, cols, D, false);
+    for (std::int64_t i = 0; i < L; ++i)  // causal: key k0 + j visible to query first + i
+      for (std::int64_t j = std::max<std::int64_t>(0, std::min(keys, first + i - k0 + 1)); j < cols; ++j)
+        sc[i * bp + j] = -INFINITY;
+    return cols;
+  };
+  std::int64_t keys = 0;
+  const std::int64_t last_block = (len - 1) / B;  // key blocks past it are not visible to anyone
+  for (std::int64_t n = 0; n <= last_block; ++n) {
+    const std::int64_t cols = scores(n, keys);
+    for (std::int64_t i = 0; i < L; ++i) {
+      const float* srow = &sc[i * bp];
+      float m = mx[i];
+      for (std::int64_t j = 0; j < cols; ++j) m = srow[j] > m ? srow[j] : m;
+      const float base = m == -INFINITY ? 0.f : m;
+      float add = 0.f;
+      for (std::int64_t j = 0; j < cols; j += kLanes) {
+        const vf e = exp2v(loadv(srow + j) - base);
+        for (int l = 0; l < kLanes; ++l) add += e[l];
+      }
+      sum[i] = sum[i] * exp2s(mx[i] - base) + add;
+      mx[i] = m;
+    }
+  }
+  for (std::int64_t n = 0; n <= last_block; ++n) {
+    const std::int64_t cols = scores(n, keys);
+    double block = 0.0;
+    for (std::int64_t i = 0; i < L; ++i) {
+      const float* srow = &sc[i * bp];
+      const float base = mx[i] == -INFINITY ? 0.f : mx[i];
+      float add = 0.f;
+      for (std::int64_t j = 0; j < cols; j += kLanes) {
+        const vf e = exp2v(loadv(srow + j) - base);
+        for (int l = 0; l < kLanes; ++l) add += e[l];
+      }
+      block += static_cast<double>(add) / sum[i];
+    }
+    mass[n] = block / static_cast<double>(L);
+  }
+  return mass;
+}
+
+std::int64_t budget(std::vector<double> mass, double gamma) {
+  std::sort(mass.begin(), mass.end(), [](double a, double b) { return rules::rank_key(a) > rules::rank_key(b); });
+  std::partial_sum(mass.begin(), mass.end(), mass.begin());
+  return rules::budget_from_sorted_prefix([&](std::int64_t i) { return mass[i]; },
+                                          static_cast<std::int64_t>(mass.size()), gamma);
+}
+
+// The proxy heads of one (sequence, group) at the strided tokens: queries scaled for base 2,
+// keys transposed to [D][na_padded] so that a score row is one matrix product.
+struct Proxy {
+  std::int64_t na = 0, nap = 0, dp = 0;
+  std::vector<float> q, kt;
+};
+
+Proxy make_proxy(const Plan::Impl& p, const TensorView& q, const TensorView& k, int s, int j) {
+  const std::int64_t D = p.problem.head_dim, stride = p.config.stride;
+  const std::int64_t begin = p.seq_begin(s), len = p.seq_len(s);
+  const int gq = p.group_size_q(), gk = p.group_size_kv();
+  Proxy x;
+  x.na = (len + stride - 1) / stride;
+  x.nap = round_up(x.na, kLanes);
+  x.dp = round_up(D, kLanes);
+  x.q.assign(x.na * x.dp, 0.f);
+  x.kt.assign(D * x.nap, 0.f);
+  std::vector<float> row(D), acc(D);
+  for (std::int64_t a = 0; a < x.na; ++a) {
+    const std::int64_t t = begin + a * stride;
+    std::fill(acc.begin(), acc.end(), 0.f);
+    for (int h = j * gq; h < (j + 1) * gq; ++h) {
+      load_row(q, t, h, row.data(), 1.f);
+      for (std::int64_t d = 0; d < D; ++d) acc[d] += row[d];
+    }
+    for (std::int64_t d = 0; d < D; ++d) x.q[a * x.dp + d] = acc[d] / gq * p.scale * kLog2e;
+    std::fill(acc.begin(), acc.end(), 0.f);
+    for (int h = j * gk; h < (j + 1) * gk; ++h) {
+      load_row(k, t, h, row.data(), 1.f);
+      for (std::int64_t d = 0; d < D; ++d) acc[d] += row[d];
+    }
+    for (std::int64_t d = 0; d < D; ++d) x.kt[d * x.nap + a] = acc[d] / gk;
+  }
+  return x;
+}
+
+// Stage 1 for query block m: A[n] = max over its strided queries a and the strided keys b of
+// block n of softmax_b(score(a, b)), computed as exp2(max(score - lse)) in base 2.
+void proxy_row(const Plan::Impl& p, const Proxy& x, std::int64_t m, std::vector<float>& sc,
+               std::vector<float>& A) {
+  const std::int64_t per_block = p.config.block_size / p.config.stride;
+  const std::int64_t a0 = m * per_block, a1 = std::min(x.na, a0 + per_block);
+  const std::int64_t cols = round_up(a1, kLanes);
+  const std::int64_t rows = a1 - a0;
+  sc.resize(rows * cols);
+  gemm(&x.q[a0 * x.dp], x.dp, x.kt.data(), x.nap, sc.data(), cols, rows, cols, p.problem.head_dim, false);
+  std::fill(A.begin(), A.begin() + m + 1, -INFINITY);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* s = &sc[r * cols];
+    const std::int64_t a = a0 + r;
+    for (std::int64_t b = a + 1; b < cols; ++b) s[b] = -INFINITY;
+    float mx = -INFINITY;
+    for (std::int64_t b = 0; b <= a; ++b) mx = s[b] > mx ? s[b] : mx;
+    const float base = mx == -INFINITY ? 0.f : mx;
+    vf sum = vf{};
+    for (std::int64_t b = 0; b < cols; b += kLanes) sum += exp2v(loadv(s + b) - base);
+    float total = 0.f;
+    for (int l = 0; l < kLanes; ++l) total += sum[l];
+    const float lse = base + std::log2(total);
+    for (std::int64_t b = 0; b <= a; ++b) {
+      const float v = s[b] - lse;
+      float& cell = A[b / per_block];
+      cell = v > cell ? v : cell;  // NaN never enters
+    }
+  }
+  for (std::int64_t n = 0; n <= m; ++n) A[n] = A[n] == -INFINITY ? 0.f : exp2s(A[n]);
+}
+
+}  // namespace
+
+void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, EstimateOut out) {
+  const Config& c = p.config;
+  const int heads = p.problem.q_heads, seqs = p.problem.num_seqs(), groups = c.proxy_groups;
+  const int per_group = p.group_size_q();
+
+  // Stage 2, one task per (sequence, head).
+#pragma omp parallel for schedule(dynamic, 1)
+  for (std::int64_t t = 0; t < static_cast<std::int64_t>(seqs) * heads; ++t) {
+    const int s = static_cast<int>(t / heads), h = static_cast<int>(t % heads);
+    out.budget_blocks[t] = p.seq_len(s) ? static_cast<std::int32_t>(budget(head_mass(p, q, k, s, h), c.gamma)) : 0;
+  }
+
+  // Row budgets and CSR offsets: integers only, in row order.
+  const std::int64_t min_blocks = rules::ceil_div(c.min_budget_tokens, c.block_size);
+  out.row_offsets[0] = 0;
+  for (int s = 0; s < seqs; ++s) {
+    const std::int64_t nb = p.seq_blocks(s);
+    for (int h = 0; h < heads; ++h) out.kept_blocks[s * heads + h] = 0;
+    for (std::int64_t m = 0; m < nb; ++m)
+      for (int h = 0; h < heads; ++h) {
+        const std::int64_t row = (p.block_offset[s] + m) * heads + h;
+        const std::int64_t count =
+            rules::row_budget(out.budget_blocks[s * heads + h], m, nb, min_blocks, c.keep_sink, c.budget_mode);
+        out.row_offsets[row + 1] = out.row_offsets[row] + count;
+        out.kept_blocks[s * heads + h] += count;
+      }
+  }
+
+  // Stages 1 and 3, one task per (sequence, group, query block), the proxies built per
+  // (sequence, group) first.
+  for (int s = 0; s < seqs; ++s) {
+    const std::int64_t nb = p.seq_blocks(s);
+    if (nb == 0) continue;
+    std::vector<Proxy> proxies(groups);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int j = 0; j < groups; ++j) proxies[j] = make_proxy(p, q, k, s, j);
+#pragma omp parallel
+    {
+      std::vector<float> sc, A(nb);
+      std::vector<std::int32_t> ranked, kept;
+#pragma omp for schedule(dynamic, 1)
+      for (std::int64_t task = groups * nb - 1; task >= 0; --task) {  // long rows first
+        const int j = static_cast<int>(task / nb);
+        const std::int64_t m = task % nb;
+        proxy_row(p, proxies[j], m, sc, A);
+        // Rank the unforced blocks once for the group: score descending, index ascending.
+        ranked.clear();
+        for (std::int64_t n = 0; n < m; ++n)
+          if (!(c.keep_sink && n == 0)) ranked.push_back(static_cast<std::int32_t>(n));
+        std::int64_t need = 0;
+        for (int h = j * per_group; h < (j + 1) * per_group; ++h) {
+          const std::int64_t row = (p.block_offset[s] + m) * heads + h;
+          need = std::max(need, out.row_offsets[row + 1] - out.row_offsets[row]);
+        }
+        const std::int64_t forced = rules::forced_blocks(m, c.keep_sink);
+        const std::int64_t take = std::min<std::int64_t>(need - forced, static_cast<std::int64_t>(ranked.size()));
+        std::partial_sort(ranked.begin(), ranked.begin() + std::max<std::int64_t>(take, 0), ranked.end(),
+                          [&](std::int32_t a, std::int32_t b) {
+                            const float ka = rules::rank_key(A[a]), kb = rules::rank_key(A[b]);
+                            return ka > kb || (ka == kb && a < b);
+                          });
+        for (int h = j * per_group; h < (j + 1) * per_group; ++h) {
+          const std::int64_t row = (p.block_offset[s] + m) * heads + h;
+          const std::int64_t count = out.row_offsets[row + 1] - out.row_offsets[row];
+          kept.assign(ranked.begin(), ranked.begin() + (count - forced));
+          kept.push_back(static_cast<std::int32_t>(m));
+          if (forced == 2) kept.push_back(0);
+          std::sort(kept.begin(), kept.end());
+          std::copy(kept.begin(), kept.end(), out.col_indices + out.row_offsets[row]);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace proxyattn::detail::cpu

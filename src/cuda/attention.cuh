@@ -1,0 +1,244 @@
+// Block-sparse flash-attention forward for sm_80+ (mma.sync, cp.async), one CTA of 4 warps per
+// (query tile, head) work item. The kept key blocks come from the CSR mask (or every causal block
+// for dense attention) through one iterator; keys are processed in tiles of 64 with K and V
+// double-buffered so that the copy of the next tile overlaps the math of this one.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+#include "cuda/mma.cuh"
+
+namespace proxyattn::detail::cuda {
+
+struct AttentionParams {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* o;
+  float* lse;  // [q_heads, total_tokens] or null
+  std::int64_t q_tok, q_head, k_tok, k_head, v_tok, v_head, o_tok, o_head;  // strides, elements
+  const std::int64_t* row_offsets;  // null: dense causal
+  const std::int32_t* col_indices;
+  const std::int32_t* schedule;     // rows in the order to run them (longest first)
+  const std::int32_t* block_seq;    // sequence of each global query block
+  const std::int32_t* block_offset; // first global block of each sequence
+  const std::int32_t* cu_seqlens;
+  std::int64_t total_tokens;
+  int q_heads, gqa_ratio;
+  int num_rows;                     // mask rows (query blocks x heads)
+  int tiles_per_block;              // set by the launcher: query tiles per 128-row block
+  int num_items;                    // set by the launcher: num_rows * tiles_per_block
+  float scale_log2;                 // softmax scale * log2(e)
+};
+
+// Walks the 64-key tiles of the kept blocks of one row, skipping tiles past the sequence end,
+// tiles wholly after the last query of the CTA, and indices outside [0, m] (a bad raw mask).
+struct KeyTiles {
+  const std::int32_t* cols;  // null: dense, blocks lo..hi-1 themselves
+  std::int64_t e, hi;
+  int sub, m, len, last_query;
+
+  __device__ __forceinline__ int next() {
+    while (e < hi) {
+      const int n = cols ? cols[e] : static_cast<int>(e);
+      const int start = n * 128 + sub * kKeyTile;
+      if (++sub == 128 / kKeyTile) {
+        sub = 0;
+        ++e;
+      }
+      if (n >= 0 && n <= m && start < len && start <= last_query) return start;
+    }
+    return -1;
+  }
+};
+
+template <class T, int D, int BR>
+__global__ void __launch_bounds__(128) sparse_attention_kernel(AttentionParams p) {
+  constexpr int MT = BR / 64;  // m16 tiles per warp: 4 warps x 16 x MT rows = BR
+  constexpr bool kBf16 = Elem<T>::is_bf16;
+  extern __shared__ __align__(128) std::uint16_t smem[];
+  std::uint16_t* sQ = smem;
+  std::uint16_t* sK = sQ + BR * D;           // two buffers of kKeyTile x D
+  std::uint16_t* sV = sK + 2 * kKeyTile * D;  // two buffers
+
+  if (static_cast<int>(blockIdx.x) >= p.num_items) return;
+  const int row = p.schedule[blockIdx.x / p.tiles_per_block];
+  const int tile = blockIdx.x % p.tiles_per_block;
+  const int b = row / p.q_heads, h = row % p.q_heads;
+  const int s = p.block_seq[b];
+  const int m = b - p.block_offset[s];
+  const std::int64_t begin = p.cu_seqlens[s];
+  const int len = p.cu_seqlens[s + 1] - p.cu_seqlens[s];
+  const int q0 = m * 128 + tile * BR;
+  if (q0 >= len) return;
+  const int q_rows = min(BR, len - q0);
+  const int kvh = h / p.gqa_ratio;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+
+  const T* qg = static_cast<const T*>(p.q) + begin * p.q_tok + h * p.q_head;
+  const T* kg = static_cast<const T*>(p.k) + begin * p.k_tok + kvh * p.k_head;
+  const T* vg = static_cast<const T*>(p.v) + begin * p.v_tok + kvh * p.v_head;
+  auto q_row = [&](int r) { return reinterpret_cast<const std::uint16_t*>(qg + (q0 + r) * p.q_tok); };
+
+  KeyTiles tiles{p.col_indices, p.row_offsets ? p.row_offsets[row] : 0, p.row_offsets ? p.row_offsets[row + 1] : m + 1,
+                 0, m, len, q0 + q_rows - 1};
+  if (!p.row_offsets) tiles.cols = nullptr;
+
+  auto load_kv = [&](const T* base, std::int64_t tok_stride, std::uint16_t* dst, int start) {
+    mma::load_tile_async<D, 128>(
+        dst, kKeyTile, [&](int r) { return reinterpret_cast<const std::uint16_t*>(base + (start + r) * tok_stride); },
+        [&](int r) { return start + r < len; });
+  };
+
+  mma::load_tile_async<D, 128>(sQ, BR, q_row, [&](int r) { return r < q_rows; });
+  mma::cp_async_commit();
+  int cur = tiles.next();
+  if (cur >= 0) load_kv(kg, p.k_tok, sK, cur);
+  mma::cp_async_commit();
+
+  float O[MT][D / 8][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) O[mt][j][0] = O[mt][j][1] = O[mt][j][2] = O[mt][j][3] = 0.f;
+  float row_max[MT][2], row_sum[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) row_max[mt][0] = row_max[mt][1] = -INFINITY, row_sum[mt][0] = row_sum[mt][1] = 0.f;
+
+  const int warp_row0 = warp * 16 * MT;  // first row of this warp within the CTA tile
+  int buf = 0;
+  while (cur >= 0) {
+    load_kv(vg, p.v_tok, sV + buf * kKeyTile * D, cur);
+    mma::cp_async_commit();
+    mma::cp_async_wait<1>();  // Q and K(cur) have landed; V(cur) may still be in flight
+    __syncthreads();
+
+    float S[MT][8][4];
+    mma::warp_scores<D, MT, kBf16>(sQ, warp_row0, sK + buf * kKeyTile * D, S);
+
+    const int nxt = tiles.next();
+    if (nxt >= 0) load_kv(kg, p.k_tok, sK + (buf ^ 1) * kKeyTile * D, nxt);
+    mma::cp_async_commit();
+
+    // Scale to base 2 and mask keys after the query (diagonal) or past the sequence end.
+    const bool need_mask = cur + kKeyTile > q0 || cur + kKeyTile > len;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int qi = q0 + warp_row0 + mt * 16 + g + hr * 8;
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float x = S[mt][j][hr * 2 + e] * p.scale_log2;
+            if (need_mask) {
+              const int key = cur + j * 8 + c * 2 + e;
+              if (key > qi || key >= len) x = -INFINITY;
+            }
+            S[mt][j][hr * 2 + e] = x;
+            mx = fmaxf(mx, x);
+          }
+        mx = mma::quad_max(mx);
+        const float new_max = fmaxf(row_max[mt][hr], mx);
+        // A row that has seen no key keeps max -inf: subtract 0 so that exp2 gives 0, not NaN.
+        const float base = new_max == -INFINITY ? 0.f : new_max;
+        const float rescale = exp2f(row_max[mt][hr] - base);
+        row_max[mt][hr] = new_max;
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float pe = exp2f(S[mt][j][hr * 2 + e] - base);
+            S[mt][j][hr * 2 + e] = pe;
+            sum += pe;
+          }
+        row_sum[mt][hr] = row_sum[mt][hr] * rescale + sum;  // per-lane partial; the quad sums at the end
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) O[mt][j][hr * 2] *= rescale, O[mt][j][hr * 2 + 1] *= rescale;
+      }
+
+    mma::cp_async_wait<1>();  // V(cur) has landed; K(nxt) may still be in flight
+    __syncthreads();
+
+    const std::uint16_t* v_tile = sV + buf * kKeyTile * D;
+#pragma unroll
+    for (int kk = 0; kk < kKeyTile / 16; ++kk) {
+      std::uint32_t a[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {  // C fragments of two n8 tiles are the A fragment of a k16 step
+        a[mt][0] = Elem<T>::pack(S[mt][2 * kk][0], S[mt][2 * kk][1]);
+        a[mt][1] = Elem<T>::pack(S[mt][2 * kk][2], S[mt][2 * kk][3]);
+        a[mt][2] = Elem<T>::pack(S[mt][2 * kk + 1][0], S[mt][2 * kk + 1][1]);
+        a[mt][3] = Elem<T>::pack(S[mt][2 * kk + 1][2], S[mt][2 * kk + 1][3]);
+      }
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        std::uint32_t bv[4];
+        const int key = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+        mma::ldmatrix_x4_trans(bv, v_tile + mma::swz<D>(key, dp * 16 + (lane >> 4) * 8));
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma::mma16816<kBf16>(O[mt][2 * dp], a[mt], bv[0], bv[1]);
+          mma::mma16816<kBf16>(O[mt][2 * dp + 1], a[mt], bv[2], bv[3]);
+        }
+      }
+    }
+    cur = nxt;
+    buf ^= 1;
+  }
+  mma::cp_async_wait<0>();
+
+  // Epilogue: normalise, write O in the input dtype and LSE in natural log.
+  T* og = static_cast<T*>(p.o) + begin * p.o_tok + h * p.o_head;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int r = warp_row0 + mt * 16 + g + hr * 8;
+      const float l = mma::quad_sum(row_sum[mt][hr]);
+      if (r >= q_rows) continue;
+      const bool empty = row_max[mt][hr] == -INFINITY;
+      const float inv = empty ? 0.f : 1.f / l;
+      T* orow = og + (q0 + r) * p.o_tok;
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j)
+        *reinterpret_cast<std::uint32_t*>(orow + j * 8 + c * 2) =
+            Elem<T>::pack(O[mt][j][hr * 2] * inv, O[mt][j][hr * 2 + 1] * inv);
+      if (p.lse && c == 0)
+        p.lse[h * p.total_tokens + begin + q0 + r] = empty ? -INFINITY : (row_max[mt][hr] + log2f(l)) * kLn2;
+    }
+}
+
+// Query rows per CTA: 128 (two m16 tiles per warp, FA2's shape) up to D = 128; 64 at D = 256,
+// where two tiles' output accumulators would not fit in the registers.
+template <int D>
+constexpr int query_tile_rows() { return D == 256 ? 64 : 128; }
+
+template <class T, int D>
+void launch_sparse_attention(AttentionParams p, cudaStream_t stream) {
+  constexpr int BR = query_tile_rows<D>();
+  p.tiles_per_block = 128 / BR;
+  p.num_items = p.num_rows * p.tiles_per_block;
+  if (p.num_items == 0) return;
+  const std::size_t smem = static_cast<std::size_t>(BR + 4 * kKeyTile) * D * 2;
+  auto kernel = sparse_attention_kernel<T, D, BR>;
+  PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  kernel<<<p.num_items, 128, smem, stream>>>(p);
+  PROXYATTN_LAUNCH_CHECK("sparse_attention_kernel");
+}
+
+// Declared here, instantiated once each in attention_<dtype>_d<dim>.cu (compile time).
+#define PROXYATTN_DECLARE_ATTENTION(T, D) extern template void launch_sparse_attention<T, D>(AttentionParams, cudaStream_t);
+PROXYATTN_DECLARE_ATTENTION(__nv_bfloat16, 64)
+PROXYATTN_DECLARE_ATTENTION(__nv_bfloat16, 128)
+PROXYATTN_DECLARE_ATTENTION(__nv_bfloat16, 256)
+PROXYATTN_DECLARE_ATTENTION(__half, 64)
+PROXYATTN_DECLARE_ATTENTION(__half, 128)
+PROXYATTN_DECLARE_ATTENTION(__half, 256)
+#undef PROXYATTN_DECLARE_ATTENTION
+
+}  // namespace proxyattn::detail::cuda

@@ -1,0 +1,298 @@
+// The CUDA backend behind the seam of core/backends.hpp: support checks, the workspace, and the
+// launch sequences of estimate and attention (no allocation, no synchronisation).
+#include <cub/device/device_radix_sort.cuh>
+#include <cub/device/device_scan.cuh>
+
+#include <algorithm>
+
+#include "core/backends.hpp"
+#include "core/rules.hpp"
+#include "cuda/attention.cuh"
+#include "cuda/estimate.cuh"
+#include "cuda/layout.hpp"
+#include "cuda/runtime.hpp"
+
+namespace proxyattn::detail::cuda {
+namespace {
+
+constexpr int kScheduleKeyBits = 14;  // row lengths are at most kMaxBlocks = 8192 < 2^14
+
+struct State {
+  Tables tables;
+  Regions regions;
+};
+
+State& state(const Plan::Impl& p) { return *static_cast<State*>(p.backend_state.get()); }
+
+// Calls f.template operator()<T, D>() for the plan's dtype and head dim: the one place that
+// maps runtime values to kernel instantiations.
+template <class F>
+void dispatch(DType dtype, int dim, F&& f) {
+  auto by_dim = [&]<class T>() {
+    switch (dim) {
+      case 64: f.template operator()<T, 64>(); return;
+      case 128: f.template operator()<T, 128>(); return;
+      case 256: f.template operator()<T, 256>(); return;
+      default: fail(ErrorCode::unsupported, "the CUDA backend takes head_dim 64, 128 or 256, got ", dim);
+    }
+  };
+  if (dtype == DType::bfloat16)
+    by_dim.template operator()<__nv_bfloat16>();
+  else if (dtype == DType::float16)
+    by_dim.template operator()<__half>();
+  else
+    fail(ErrorCode::unsupported, "the CUDA backend takes float16 or bfloat16, got ", dtype_name(dtype));
+}
+
+void check_operand(const char* name, const TensorView& t) {
+  if (reinterpret_cast<std::uintptr_t>(t.data) % 16 != 0)
+    fail(ErrorCode::unsupported, name, " must be 16-byte aligned on cuda, got address ", t.data);
+  if (t.stride[0] % 8 != 0 || t.stride[1] % 8 != 0)
+    fail(ErrorCode::unsupported, name, " token and head strides must be multiples of 8 elements on cuda, got [",
+         t.stride[0], ", ", t.stride[1], "]");
+}
+
+int next_pow2(int x) {
+  int p = 1;
+  while (p < x) p <<= 1;
+  return p;
+}
+
+std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
+
+// Sort keys of the attention schedule: kept blocks of each row (or m + 1 when dense).
+__global__ void schedule_keys_kernel(const std::int64_t* row_offsets, const std::int32_t* block_seq,
+                                     const std::int32_t* block_offset, int q_heads, int rows, std::int32_t* keys,
+                                     std::int32_t* ids) {
+  const int r = blockIdx.x * blockDim.x + threadIdx.x;
+  if (r >= rows) return;
+  std::int64_t work;
+  if (row_offsets) {
+    work = row_offsets[r + 1] - row_offsets[r];
+  } else {
+    const int b = r / q_heads;
+    work = b - block_offset[block_seq[b]] + 1;
+  }
+  keys[r] = static_cast<std::int32_t>(work < 0 ? 0 : work >= (1 << kScheduleKeyBits) ? (1 << kScheduleKeyBits) - 1 : work);
+  ids[r] = r;
+}
+
+}  // namespace
+
+Tables make_tables(const Plan::Impl& p) {
+  Tables t;
+  const int S = p.problem.num_seqs();
+  t.cu_seqlens = p.problem.cu_seqlens;
+  t.block_offset.assign(S + 1, 0);
+  t.strided_offset.assign(S + 1, 0);
+  t.chunk_offset.assign(S + 1, 0);
+  for (int s = 0; s < S; ++s) {
+    const std::int64_t nb = p.seq_blocks(s);
+    t.block_offset[s + 1] = static_cast<std::int32_t>(p.block_offset[s + 1]);
+    t.strided_offset[s + 1] = t.strided_offset[s] + static_cast<std::int32_t>(rules::ceil_div(p.seq_len(s), p.config.stride));
+    t.chunk_offset[s + 1] = t.chunk_offset[s] + static_cast<std::int32_t>(rules::ceil_div(nb, kStage2Chunk));
+    t.block_seq.insert(t.block_seq.end(), nb, s);
+    t.chunk_seq.insert(t.chunk_seq.end(), rules::ceil_div(nb, kStage2Chunk), s);
+    t.max_blocks = std::max<int>(t.max_blocks, static_cast<int>(nb));
+  }
+  t.total_strided = t.strided_offset[S];
+  t.total_chunks = t.chunk_offset[S];
+  t.sort_size = next_pow2(std::max(t.max_blocks, 1));
+  return t;
+}
+
+std::size_t carve(const Plan::Impl& p, const Tables& t, void* base, Regions* r) {
+  std::size_t off = 0;
+  auto take = [&](std::size_t bytes) {
+    off = align256(off);
+    void* ptr = base ? static_cast<char*>(base) + off : nullptr;
+    off += std::max<std::size_t>(bytes, 1);
+    return ptr;
+  };
+  const std::size_t S = p.problem.num_seqs(), H = p.problem.q_heads, rows = p.mask_rows;
+  const std::size_t elem = dtype_size(p.problem.dtype);
+  r->cu_seqlens = static_cast<std::int32_t*>(take(4 * (S + 1)));
+  r->block_offset = static_cast<std::int32_t*>(take(4 * (S + 1)));
+  r->strided_offset = static_cast<std::int32_t*>(take(4 * (S + 1)));
+  r->chunk_offset = static_cast<std::int32_t*>(take(4 * (S + 1)));
+  r->block_seq = static_cast<std::int32_t*>(take(4 * t.block_seq.size()));
+  r->chunk_seq = static_cast<std::int32_t*>(take(4 * t.chunk_seq.size()));
+  r->budget = static_cast<std::int32_t*>(take(4 * S * H));
+  r->kept = static_cast<std::int64_t*>(take(8 * S * H));
+  r->counts = static_cast<std::int64_t*>(take(8 * (rows + 1)));
+  r->row_offsets = static_cast<std::int64_t*>(take(8 * (rows + 1)));
+  r->col_indices = static_cast<std::int32_t*>(take(4 * static_cast<std::size_t>(p.mask_capacity)));
+  r->mass = static_cast<float*>(take(4 * H * p.num_blocks));
+  r->partial = static_cast<float*>(take(4 * 2 * kBlock * H * t.total_chunks));
+  r->qbar = take(elem * p.config.proxy_groups * t.total_strided * p.problem.head_dim);
+  r->kbar = take(elem * p.config.proxy_groups * t.total_strided * p.problem.head_dim);
+  r->sched_keys = static_cast<std::int32_t*>(take(4 * rows));
+  r->sched_rows = static_cast<std::int32_t*>(take(4 * rows));
+  r->sched_keys_sorted = static_cast<std::int32_t*>(take(4 * rows));
+  r->sched_rows_sorted = static_cast<std::int32_t*>(take(4 * rows));
+  r->scan_temp_bytes = 0;
+  PROXYATTN_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, r->scan_temp_bytes, r->counts, r->row_offsets,
+                                                     static_cast<int>(rows + 1)));
+  r->scan_temp = take(r->scan_temp_bytes);
+  r->sort_temp_bytes = 0;
+  PROXYATTN_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(
+      nullptr, r->sort_temp_bytes, r->sched_keys, r->sched_keys_sorted, r->sched_rows, r->sched_rows_sorted,
+      static_cast<int>(std::max<std::size_t>(rows, 1)), 0, kScheduleKeyBits));
+  r->sort_temp = take(r->sort_temp_bytes);
+  return align256(off);
+}
+
+void check_supported(const Plan::Impl& p) {
+  const int n = device_count();
+  if (p.problem.device_index >= n)
+    fail(ErrorCode::unsupported, "problem.device is cuda:", p.problem.device_index, " but ", n,
+         " CUDA devices are visible");
+  cudaDeviceProp prop{};
+  PROXYATTN_CUDA_CHECK(cudaGetDeviceProperties(&prop, p.problem.device_index));
+  if (prop.major < 8)
+    fail(ErrorCode::unsupported, "the CUDA backend needs compute capability 8.0 or newer, cuda:",
+         p.problem.device_index, " is ", prop.major, ".", prop.minor);
+  if (p.problem.dtype != DType::bfloat16 && p.problem.dtype != DType::float16)
+    fail(ErrorCode::unsupported, "the CUDA backend takes float16 or bfloat16, got problem.dtype ",
+         dtype_name(p.problem.dtype));
+  const int D = p.problem.head_dim;
+  if (D != 64 && D != 128 && D != 256)
+    fail(ErrorCode::unsupported, "the CUDA backend takes head_dim 64, 128 or 256, got ", D);
+  if (p.config.block_size != kBlock)
+    fail(ErrorCode::unsupported, "the CUDA backend takes config.block_size 128, got ", p.config.block_size);
+  if (p.config.stride > 16)
+    fail(ErrorCode::unsupported, "the CUDA backend takes config.stride up to 16, got ", p.config.stride);
+  for (int s = 0; s < p.problem.num_seqs(); ++s)
+    if (p.seq_blocks(s) > kMaxBlocks)
+      fail(ErrorCode::unsupported, "sequence ", s, " has ", p.seq_len(s), " tokens; the CUDA backend takes up to ",
+           static_cast<long long>(kMaxBlocks) * kBlock);
+  if (p.mask_rows * 2 >= (INT64_C(1) << 31))
+    fail(ErrorCode::unsupported, "the batch has ", p.mask_rows, " (query block, head) rows, too many for one launch");
+}
+
+std::size_t workspace_bytes(const Plan::Impl& p) {
+  DeviceGuard guard(p.problem.device_index);
+  Regions r{};
+  return carve(p, make_tables(p), nullptr, &r);
+}
+
+void prepare(Plan::Impl& p, void* stream_ptr) {
+  DeviceGuard guard(p.problem.device_index);
+  auto st = std::make_shared<State>();
+  st->tables = make_tables(p);
+  carve(p, st->tables, p.workspace, &st->regions);
+  const auto s = static_cast<cudaStream_t>(stream_ptr);
+  const Tables& t = st->tables;
+  const Regions& r = st->regions;
+  auto upload = [&](void* dst, const std::vector<std::int32_t>& src) {
+    if (!src.empty())
+      PROXYATTN_CUDA_CHECK(cudaMemcpyAsync(dst, src.data(), src.size() * 4, cudaMemcpyHostToDevice, s));
+  };
+  // The host vectors live in the plan's state, so the asynchronous copies may read them late.
+  upload(r.cu_seqlens, t.cu_seqlens);
+  upload(r.block_offset, t.block_offset);
+  upload(r.strided_offset, t.strided_offset);
+  upload(r.chunk_offset, t.chunk_offset);
+  upload(r.block_seq, t.block_seq);
+  upload(r.chunk_seq, t.chunk_seq);
+  p.backend_state = st;
+}
+
+Estimate estimate(Plan::Impl& p, const TensorView& q, const TensorView& k, void* stream_ptr) {
+  DeviceGuard guard(p.problem.device_index);
+  check_operand("q", q);
+  check_operand("k", k);
+  const auto stream = static_cast<cudaStream_t>(stream_ptr);
+  State& st = state(p);
+  const Regions& r = st.regions;
+  EstimateParams ep{};
+  ep.q = q.data;
+  ep.k = k.data;
+  ep.q_tok = q.stride[0], ep.q_head = q.stride[1], ep.k_tok = k.stride[0], ep.k_head = k.stride[1];
+  ep.r = r;
+  ep.num_seqs = p.problem.num_seqs();
+  ep.q_heads = p.problem.q_heads;
+  ep.kv_heads = p.problem.kv_heads;
+  ep.groups = p.config.proxy_groups;
+  ep.stride = p.config.stride;
+  ep.num_blocks = static_cast<int>(p.num_blocks);
+  ep.total_chunks = static_cast<int>(st.tables.total_chunks);
+  ep.sort_size = st.tables.sort_size;
+  ep.total_strided = st.tables.total_strided;
+  ep.min_blocks = rules::ceil_div(p.config.min_budget_tokens, p.config.block_size);
+  ep.keep_sink = p.config.keep_sink;
+  ep.budget_mode = p.config.budget_mode;
+  ep.gamma = static_cast<float>(p.config.gamma);
+  ep.scale_log2 = p.scale * kLog2e;
+
+  dispatch(p.problem.dtype, p.problem.head_dim,
+           [&]<class T, int D>() { launch_estimate_before_scan<T, D>(ep, stream); });
+  PROXYATTN_CUDA_CHECK(cudaMemsetAsync(r.counts + p.mask_rows, 0, sizeof(std::int64_t), stream));
+  std::size_t scan_bytes = r.scan_temp_bytes;
+  PROXYATTN_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(r.scan_temp, scan_bytes, r.counts, r.row_offsets,
+                                                     static_cast<int>(p.mask_rows + 1), stream));
+  dispatch(p.problem.dtype, p.problem.head_dim,
+           [&]<class T, int D>() { launch_estimate_after_scan<T, D>(ep, stream); });
+
+  Estimate e;
+  e.device = Device::cuda;
+  e.mask.block_size = p.config.block_size;
+  e.mask.num_heads = p.problem.q_heads;
+  e.mask.num_rows = p.mask_rows;
+  e.mask.device = Device::cuda;
+  e.mask.device_index = p.problem.device_index;
+  e.mask.row_offsets = r.row_offsets;
+  e.mask.col_indices = r.col_indices;
+  e.budget_blocks = r.budget;
+  e.kept_blocks = r.kept;
+  return e;
+}
+
+void attention(Plan::Impl& p, const TensorView& q, const TensorView& k, const TensorView& v, const BlockMask* mask,
+               const TensorView& out, const TensorView& lse, void* stream_ptr) {
+  DeviceGuard guard(p.problem.device_index);
+  check_operand("q", q);
+  check_operand("k", k);
+  check_operand("v", v);
+  check_operand("out", out);
+  if (p.mask_rows == 0) return;
+  const auto stream = static_cast<cudaStream_t>(stream_ptr);
+  State& st = state(p);
+  const Regions& r = st.regions;
+  const int rows = static_cast<int>(p.mask_rows);
+
+  // Longest rows first: the hardware starts CTAs roughly in index order, so a descending sort of
+  // the work per row is a longest-processing-time-first schedule.
+  schedule_keys_kernel<<<(rows + 255) / 256, 256, 0, stream>>>(mask ? mask->row_offsets : nullptr, r.block_seq,
+                                                              r.block_offset, p.problem.q_heads, rows, r.sched_keys,
+                                                              r.sched_rows);
+  PROXYATTN_LAUNCH_CHECK("schedule_keys_kernel");
+  std::size_t sort_bytes = r.sort_temp_bytes;
+  PROXYATTN_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(r.sort_temp, sort_bytes, r.sched_keys,
+                                                                 r.sched_keys_sorted, r.sched_rows, r.sched_rows_sorted,
+                                                                 rows, 0, kScheduleKeyBits, stream));
+  AttentionParams ap{};
+  ap.q = q.data;
+  ap.k = k.data;
+  ap.v = v.data;
+  ap.o = out.data;
+  ap.lse = lse.defined() ? lse.as<float>() : nullptr;
+  ap.q_tok = q.stride[0], ap.q_head = q.stride[1];
+  ap.k_tok = k.stride[0], ap.k_head = k.stride[1];
+  ap.v_tok = v.stride[0], ap.v_head = v.stride[1];
+  ap.o_tok = out.stride[0], ap.o_head = out.stride[1];
+  ap.row_offsets = mask ? mask->row_offsets : nullptr;
+  ap.col_indices = mask ? mask->col_indices : nullptr;
+  ap.schedule = r.sched_rows_sorted;
+  ap.block_seq = r.block_seq;
+  ap.block_offset = r.block_offset;
+  ap.cu_seqlens = r.cu_seqlens;
+  ap.total_tokens = p.problem.total_tokens();
+  ap.q_heads = p.problem.q_heads;
+  ap.gqa_ratio = p.gqa_ratio();
+  ap.num_rows = rows;
+  ap.scale_log2 = p.scale * kLog2e;
+  dispatch(p.problem.dtype, p.problem.head_dim, [&]<class T, int D>() { launch_sparse_attention<T, D>(ap, stream); });
+}
+
+}  // namespace proxyattn::detail::cuda

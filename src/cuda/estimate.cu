@@ -1,0 +1,483 @@
+// Estimator kernels (see estimate.cuh for the sequence of launches).
+#include <cub/block/block_scan.cuh>
+
+#include "core/rules.hpp"
+#include "cuda/estimate.cuh"
+#include "cuda/mma.cuh"
+
+namespace proxyattn::detail::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+
+// Index of the sequence holding entry `x` of a table of prefix offsets (num_seqs + 1 entries).
+__device__ __forceinline__ int find_seq(const std::int32_t* offsets, int num_seqs, std::int64_t x) {
+  int lo = 0, hi = num_seqs - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (offsets[mid] <= x) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+// Float max through integer atomics: non-negative floats order as ints, negative ones in
+// reverse as unsigned ints. The cell starts at -inf.
+__device__ __forceinline__ void atomic_max_float(float* cell, float v) {
+  if (v >= 0.f)
+    atomicMax(reinterpret_cast<int*>(cell), __float_as_int(v));
+  else
+    atomicMin(reinterpret_cast<unsigned*>(cell), __float_as_uint(v));
+}
+
+__device__ __forceinline__ float warp_max(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+// In-place bitonic sort of n (a power of two) keys in shared memory, descending.
+template <class K>
+__device__ void bitonic_sort_desc(K* keys, int n) {
+  for (int k = 2; k <= n; k <<= 1)
+    for (int j = k >> 1; j > 0; j >>= 1) {
+      for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const int ixj = i ^ j;
+        if (ixj > i) {
+          const K a = keys[i], b = keys[ixj];
+          const bool swap = (i & k) == 0 ? a < b : a > b;
+          if (swap) keys[i] = b, keys[ixj] = a;
+        }
+      }
+      __syncthreads();
+    }
+}
+
+__device__ __forceinline__ int next_pow2(int x) {
+  int p = 1;
+  while (p < x) p <<= 1;
+  return p;
+}
+
+// ---- proxy heads ---------------------------------------------------------------------------
+template <class T, int D>
+__global__ void __launch_bounds__(kThreads) proxy_kernel(EstimateParams p) {
+  const std::int64_t a = blockIdx.x;
+  const int j = blockIdx.y;
+  const int s = find_seq(p.r.strided_offset, p.num_seqs, a);
+  const std::int64_t tok = p.r.cu_seqlens[s] + (a - p.r.strided_offset[s]) * p.stride;
+  const int gq = p.q_heads / p.groups, gk = p.kv_heads / p.groups;
+  const T* q = static_cast<const T*>(p.q) + tok * p.q_tok;
+  const T* k = static_cast<const T*>(p.k) + tok * p.k_tok;
+  T* qbar = static_cast<T*>(p.r.qbar) + (j * p.total_strided + a) * D;
+  T* kbar = static_cast<T*>(p.r.kbar) + (j * p.total_strided + a) * D;
+  for (int d = threadIdx.x; d < D; d += kThreads) {
+    float sq = 0.f, sk = 0.f;
+    for (int h = j * gq; h < (j + 1) * gq; ++h) sq += Elem<T>::to_float(q[h * p.q_head + d]);
+    for (int h = j * gk; h < (j + 1) * gk; ++h) sk += Elem<T>::to_float(k[h * p.k_head + d]);
+    qbar[d] = Elem<T>::from_float(sq / gq);
+    kbar[d] = Elem<T>::from_float(sk / gk);
+  }
+}
+
+// ---- stage 2 -------------------------------------------------------------------------------
+// One CTA per (chunk of kStage2Chunk key blocks, head): the last min(128, len) queries of the
+// head against the chunk's keys. Pass 1 leaves each row's (max, sum) for the chunk; pass 2
+// merges them into the row's log-sum-exp and sums the probabilities per key block.
+template <class T, int D, bool kMass>
+__global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
+  constexpr bool kBf16 = Elem<T>::is_bf16;
+  extern __shared__ __align__(128) std::uint16_t smem[];
+  std::uint16_t* sQ = smem;              // 128 x D
+  std::uint16_t* sK = sQ + kBlock * D;   // 64 x D
+  __shared__ float lse2[kBlock];
+  __shared__ float block_sum[kStage2Chunk];
+
+  const int chunk = blockIdx.x, h = blockIdx.y;
+  const int s = p.r.chunk_seq[chunk];
+  const int c_local = chunk - p.r.chunk_offset[s];
+  const std::int64_t begin = p.r.cu_seqlens[s];
+  const int len = p.r.cu_seqlens[s + 1] - p.r.cu_seqlens[s];
+  const int L = min(kBlock, len), first = len - L;
+  const int kvh = h / (p.q_heads / p.kv_heads);
+  const int key_begin = c_local * kStage2Chunk * kBlock;
+  const int key_end = min(len, key_begin + kStage2Chunk * kBlock);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const T* qg = static_cast<const T*>(p.q) + begin * p.q_tok + h * p.q_head;
+  const T* kg = static_cast<const T*>(p.k) + begin * p.k_tok + kvh * p.k_head;
+
+  mma::load_tile_async<D, kThreads>(
+      sQ, kBlock, [&](int r) { return reinterpret_cast<const std::uint16_t*>(qg + (first + r) * p.q_tok); },
+      [&](int r) { return r < L; });
+  mma::cp_async_commit();
+  if constexpr (kMass) {
+    if (threadIdx.x < kBlock) {  // merge the chunks' (max, sum) of this row
+      float mx = -INFINITY, sum = 0.f;
+      for (int cc = p.r.chunk_offset[s]; cc < p.r.chunk_offset[s + 1]; ++cc) {
+        const float* e = p.r.partial + ((static_cast<std::int64_t>(cc) * p.q_heads + h) * kBlock + threadIdx.x) * 2;
+        const float m2 = fmaxf(mx, e[0]);
+        const float base = m2 == -INFINITY ? 0.f : m2;
+        sum = sum * exp2f(mx - base) + e[1] * exp2f(e[0] - base);
+        mx = m2;
+      }
+      lse2[threadIdx.x] = mx == -INFINITY ? INFINITY : mx + log2f(sum);  // +inf: row sees nothing
+    }
+    if (threadIdx.x < kStage2Chunk) block_sum[threadIdx.x] = 0.f;
+  }
+  float rmax[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}}, rsum[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+
+  for (int start = key_begin; start < key_end; start += kKeyTile) {
+    __syncthreads();  // the previous tile is consumed
+    mma::load_tile_async<D, kThreads>(
+        sK, kKeyTile, [&](int r) { return reinterpret_cast<const std::uint16_t*>(kg + (start + r) * p.k_tok); },
+        [&](int r) { return start + r < len; });
+    mma::cp_async_commit();
+    mma::cp_async_wait<0>();
+    __syncthreads();
+    float S[2][8][4];
+    mma::warp_scores<D, 2, kBf16>(sQ, warp * 32, sK, S);
+    float part = 0.f;
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int r = warp * 32 + mt * 16 + g + hr * 8;
+        const int qi = first + r;
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int key = start + j * 8 + c * 2 + e;
+            float x = S[mt][j][hr * 2 + e] * p.scale_log2;
+            if (key > qi || key >= len || r >= L) x = -INFINITY;
+            S[mt][j][hr * 2 + e] = x;
+            mx = fmaxf(mx, x);
+          }
+        if constexpr (kMass) {
+          const float l2 = lse2[r];
+#pragma unroll
+          for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) part += exp2f(S[mt][j][hr * 2 + e] - l2);
+        } else {
+          mx = mma::quad_max(mx);
+          const float m2 = fmaxf(rmax[mt][hr], mx);
+          const float base = m2 == -INFINITY ? 0.f : m2;
+          float sum = 0.f;
+#pragma unroll
+          for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) sum += exp2f(S[mt][j][hr * 2 + e] - base);
+          rsum[mt][hr] = rsum[mt][hr] * exp2f(rmax[mt][hr] - base) + sum;
+          rmax[mt][hr] = m2;
+        }
+      }
+    if constexpr (kMass) {
+      part = warp_sum(part);
+      if (lane == 0) atomicAdd(&block_sum[(start - key_begin) / kBlock], part);
+    }
+  }
+
+  if constexpr (kMass) {
+    __syncthreads();
+    const int nb = p.r.block_offset[s + 1] - p.r.block_offset[s];
+    const int blocks_here = min(kStage2Chunk, nb - c_local * kStage2Chunk);
+    if (threadIdx.x < blocks_here)
+      p.r.mass[static_cast<std::int64_t>(h) * p.num_blocks + p.r.block_offset[s] + c_local * kStage2Chunk + threadIdx.x] =
+          block_sum[threadIdx.x] / L;
+  } else {
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const float l = mma::quad_sum(rsum[mt][hr]);
+        const int r = warp * 32 + mt * 16 + g + hr * 8;
+        if (c == 0) {
+          float* e = p.r.partial + ((static_cast<std::int64_t>(chunk) * p.q_heads + h) * kBlock + r) * 2;
+          e[0] = rmax[mt][hr];
+          e[1] = l;
+        }
+      }
+  }
+  mma::cp_async_wait<0>();
+}
+
+// ---- budgets and row counts ----------------------------------------------------------------
+// One CTA per (sequence, head): k_h from the sorted block masses, then the stage-3 count of
+// every row of the head (integers, rules.hpp) and their sum.
+__global__ void __launch_bounds__(kThreads) budget_kernel(EstimateParams p) {
+  extern __shared__ float sorted[];
+  __shared__ int below;
+  __shared__ unsigned long long kept_sum;
+  const int s = blockIdx.x, h = blockIdx.y;
+  const int bo = p.r.block_offset[s];
+  const int nb = p.r.block_offset[s + 1] - bo;
+  const int n = next_pow2(max(nb, 1));
+  bool bad = false;
+  for (int i = threadIdx.x; i < n; i += kThreads) {
+    const float x = i < nb ? p.r.mass[static_cast<std::int64_t>(h) * p.num_blocks + bo + i] : -INFINITY;
+    bad |= i < nb && !isfinite(x);
+    sorted[i] = x;
+  }
+  if (threadIdx.x == 0) below = 0, kept_sum = 0;
+  bad = __syncthreads_or(bad);
+  std::int64_t k_h = nb;  // gamma >= 1 or a NaN/Inf mass: keep everything
+  if (!bad && p.gamma < 1.f && nb > 0) {
+    bitonic_sort_desc(sorted, n);
+    // Inclusive prefix sums: each thread scans a contiguous segment, CUB scans the segments.
+    using Scan = cub::BlockScan<float, kThreads>;
+    __shared__ typename Scan::TempStorage scan_tmp;
+    const int per = (nb + kThreads - 1) / kThreads, lo = min(nb, threadIdx.x * per), hi = min(nb, lo + per);
+    float seg = 0.f;
+    for (int i = lo; i < hi; ++i) seg += sorted[i];
+    float offset;
+    Scan(scan_tmp).ExclusiveSum(seg, offset);
+    __syncthreads();
+    for (int i = lo; i < hi; ++i) offset = (sorted[i] += offset);
+    __syncthreads();
+    const float target = p.gamma * sorted[nb - 1];
+    int count = 0;
+    for (int i = lo; i < hi; ++i) count += sorted[i] < target;
+    atomicAdd(&below, count);
+    __syncthreads();
+    k_h = target <= 0.f ? 0 : min(nb, below + 1);
+  }
+  if (threadIdx.x == 0) p.r.budget[s * p.q_heads + h] = static_cast<std::int32_t>(k_h);
+  unsigned long long local = 0;
+  for (int m = threadIdx.x; m < nb; m += kThreads) {
+    const std::int64_t cnt = rules::row_budget(k_h, m, nb, p.min_blocks, p.keep_sink, p.budget_mode);
+    p.r.counts[static_cast<std::int64_t>(bo + m) * p.q_heads + h] = cnt;
+    local += cnt;
+  }
+  atomicAdd(&kept_sum, local);
+  __syncthreads();
+  if (threadIdx.x == 0) p.r.kept[s * p.q_heads + h] = static_cast<std::int64_t>(kept_sum);
+}
+
+// ---- stages 1 and 3 ------------------------------------------------------------------------
+// One CTA per (query block, group). The block's strided proxy queries (at most 128 / stride,
+// in chunks of 64 rows) against the causal strided proxy keys: pass 1 gives each row's
+// log-sum-exp, pass 2 the maximum of (score - lse) per key block. Then the unforced blocks are
+// ranked once (score descending, index ascending) and each head of the group writes its prefix.
+template <class T, int D>
+__global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int tile_bytes) {
+  constexpr bool kBf16 = Elem<T>::is_bf16;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  std::uint16_t* sQ = reinterpret_cast<std::uint16_t*>(smem_raw);  // 64 x D
+  std::uint16_t* sK = sQ + 64 * D;                                     // 256 x D
+  unsigned long long* keys = reinterpret_cast<unsigned long long*>(smem_raw);  // after the scores
+  float* amax = reinterpret_cast<float*>(smem_raw + tile_bytes);             // [sort_size]
+  int* pos = reinterpret_cast<int*>(amax);                                   // after the ranking
+  __shared__ float stat_max[4][16], stat_sum[4][16], lse2[64];
+
+  const int b = p.num_blocks - 1 - blockIdx.x;  // long rows first
+  const int j = blockIdx.y;
+  const int s = p.r.block_seq[b];
+  const int m = b - p.r.block_offset[s];
+  const int len = p.r.cu_seqlens[s + 1] - p.r.cu_seqlens[s];
+  const int na = (len + p.stride - 1) / p.stride;
+  const int per_block = kBlock / p.stride;
+  const int a0 = m * per_block, a1 = min(na, a0 + per_block);
+  const T* qbar = static_cast<const T*>(p.r.qbar) + (j * p.total_strided + p.r.strided_offset[s]) * D;
+  const T* kbar = static_cast<const T*>(p.r.kbar) + (j * p.total_strided + p.r.strided_offset[s]) * D;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+
+  for (int n = threadIdx.x; n <= m; n += kThreads) amax[n] = -INFINITY;
+
+  for (int c0 = a0; c0 < a1; c0 += 64) {
+    const int rows = min(64, a1 - c0);
+    const int mtiles = (rows + 15) / 16;
+    const int mtiles_p2 = mtiles == 1 ? 1 : mtiles == 2 ? 2 : 4;
+    const int warps_per_tile = 4 / mtiles_p2;  // warps sharing an m-tile split its key tiles
+    const int my_mt = warp / warps_per_tile, my_sub = warp % warps_per_tile;
+    const bool active = my_mt < mtiles;
+    const int last = c0 + rows - 1;  // last strided query: keys 0..last are causal
+    const int key_tiles = last / 64 + 1;
+    const int rounds = (key_tiles + warps_per_tile - 1) / warps_per_tile;
+
+    __syncthreads();
+    mma::load_tile_async<D, kThreads>(
+        sQ, 64, [&](int r) { return reinterpret_cast<const std::uint16_t*>(qbar + static_cast<std::int64_t>(c0 + r) * D); },
+        [&](int r) { return r < rows; });
+    mma::cp_async_commit();
+
+    for (int pass = 0; pass < 2; ++pass) {
+      float rmax[2] = {-INFINITY, -INFINITY}, rsum[2] = {0.f, 0.f};
+      for (int round = 0; round < rounds; ++round) {
+        const int key0 = round * warps_per_tile * 64;
+        __syncthreads();
+        mma::load_tile_async<D, kThreads>(
+            sK, warps_per_tile * 64,
+            [&](int r) { return reinterpret_cast<const std::uint16_t*>(kbar + static_cast<std::int64_t>(key0 + r) * D); },
+            [&](int r) { return key0 + r <= last; });
+        mma::cp_async_commit();
+        mma::cp_async_wait<0>();
+        __syncthreads();
+        const int start = key0 + my_sub * 64;
+        if (!active || start > last) continue;
+        float S[1][8][4];
+        mma::warp_scores<D, 1, kBf16>(sQ, my_mt * 16, sK + my_sub * 64 * D, S);
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const int r = my_mt * 16 + g + hr * 8;
+          const int a = c0 + r;
+          float mx = -INFINITY;
+#pragma unroll
+          for (int jj = 0; jj < 8; ++jj)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int key = start + jj * 8 + c * 2 + e;
+              const bool masked = key > a || r >= rows;
+              float x = S[0][jj][hr * 2 + e] * p.scale_log2;
+              if (pass == 1 && !masked) x -= lse2[r];
+              if (masked) x = -INFINITY;
+              S[0][jj][hr * 2 + e] = x;
+              mx = fmaxf(mx, x);
+            }
+          if (pass == 0) {
+            mx = mma::quad_max(mx);
+            const float m2 = fmaxf(rmax[hr], mx);
+            const float base = m2 == -INFINITY ? 0.f : m2;
+            float sum = 0.f;
+#pragma unroll
+            for (int jj = 0; jj < 8; ++jj)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) sum += exp2f(S[0][jj][hr * 2 + e] - base);
+            rsum[hr] = rsum[hr] * exp2f(rmax[hr] - base) + sum;
+            rmax[hr] = m2;
+          }
+        }
+        if (pass == 1) {
+#pragma unroll
+          for (int jj = 0; jj < 8; ++jj) {
+            float v = fmaxf(fmaxf(S[0][jj][0], S[0][jj][1]), fmaxf(S[0][jj][2], S[0][jj][3]));
+            v = warp_max(v);
+            if (lane == 0 && v > -INFINITY) atomic_max_float(&amax[(start + jj * 8) / per_block], v);
+          }
+        }
+      }
+      if (pass == 0) {  // rows' log-sum-exp: quads, then the warps that split the keys
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const float l = mma::quad_sum(rsum[hr]);
+          if (c == 0) stat_max[warp][g + hr * 8] = rmax[hr], stat_sum[warp][g + hr * 8] = l;
+        }
+        __syncthreads();
+        if (threadIdx.x < rows) {
+          const int r = threadIdx.x, mt = r / 16;
+          float mx = -INFINITY, sum = 0.f;
+          for (int w = mt * warps_per_tile; w < (mt + 1) * warps_per_tile; ++w) {
+            const float m2 = fmaxf(mx, stat_max[w][r % 16]);
+            const float base = m2 == -INFINITY ? 0.f : m2;
+            sum = sum * exp2f(mx - base) + stat_sum[w][r % 16] * exp2f(stat_max[w][r % 16] - base);
+            mx = m2;
+          }
+          lse2[r] = mx == -INFINITY ? INFINITY : mx + log2f(sum);
+        }
+        __syncthreads();
+      }
+    }
+  }
+  __syncthreads();
+
+  // Rank the unforced blocks of the row: key = score bits (non-negative floats order as
+  // integers) above the complement of the index, so that ties go to the lower index. Forced
+  // blocks and padding get key 0 and sort last.
+  const int n2 = next_pow2(m + 1);
+  for (int n = threadIdx.x; n < n2; n += kThreads) {
+    const bool forced = n == m || (p.keep_sink && n == 0);
+    unsigned long long key = 0;
+    if (n <= m && !forced) {
+      const float a = amax[n] == -INFINITY ? 0.f : exp2f(amax[n]);
+      key = (static_cast<unsigned long long>(__float_as_uint(a)) << 32) | (0xFFFFFFFFu - static_cast<unsigned>(n));
+    }
+    keys[n] = key;
+  }
+  __syncthreads();
+  bitonic_sort_desc(keys, n2);
+  for (int i = threadIdx.x; i < n2; i += kThreads)
+    if (keys[i] != 0) pos[0xFFFFFFFFu - static_cast<unsigned>(keys[i] & 0xFFFFFFFFu)] = i;
+  __syncthreads();
+
+  // Each head keeps the forced blocks and the first (count - forced) ranked ones, written in
+  // ascending order through a block-wide scan of the keep flags.
+  using Scan = cub::BlockScan<int, kThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  const int forced = rules::forced_blocks(m, p.keep_sink);
+  const int gq = p.q_heads / p.groups;
+  const int per = (m + 1 + kThreads - 1) / kThreads, lo = min(m + 1, static_cast<int>(threadIdx.x) * per),
+            hi = min(m + 1, lo + per);
+  for (int h = j * gq; h < (j + 1) * gq; ++h) {
+    const std::int64_t row = static_cast<std::int64_t>(b) * p.q_heads + h;
+    const std::int64_t out0 = p.r.row_offsets[row];
+    const int take = static_cast<int>(p.r.row_offsets[row + 1] - out0) - forced;
+    auto keep = [&](int n) { return n == m || (p.keep_sink && n == 0) || pos[n] < take; };
+    int count = 0;
+    for (int n = lo; n < hi; ++n) count += keep(n);
+    int offset;
+    Scan(scan_tmp).ExclusiveSum(count, offset);
+    for (int n = lo; n < hi; ++n)
+      if (keep(n)) p.r.col_indices[out0 + offset++] = n;
+    __syncthreads();
+  }
+}
+
+template <class Kernel>
+void allow_smem(Kernel kernel, std::size_t bytes) {
+  if (bytes > 48 * 1024)
+    PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+}
+
+}  // namespace
+
+template <class T, int D>
+void launch_estimate_before_scan(const EstimateParams& p, cudaStream_t stream) {
+  if (p.total_strided > 0) {
+    proxy_kernel<T, D><<<dim3(static_cast<unsigned>(p.total_strided), p.groups), kThreads, 0, stream>>>(p);
+    PROXYATTN_LAUNCH_CHECK("proxy_kernel");
+  }
+  if (p.total_chunks > 0) {
+    const std::size_t smem = (kBlock + kKeyTile) * D * 2;
+    allow_smem(stage2_kernel<T, D, false>, smem);
+    allow_smem(stage2_kernel<T, D, true>, smem);
+    const dim3 grid(p.total_chunks, p.q_heads);
+    stage2_kernel<T, D, false><<<grid, kThreads, smem, stream>>>(p);
+    PROXYATTN_LAUNCH_CHECK("stage2_kernel (row statistics)");
+    stage2_kernel<T, D, true><<<grid, kThreads, smem, stream>>>(p);
+    PROXYATTN_LAUNCH_CHECK("stage2_kernel (block masses)");
+  }
+  if (p.num_seqs > 0) {
+    const std::size_t smem = static_cast<std::size_t>(p.sort_size) * sizeof(float);
+    allow_smem(budget_kernel, smem);
+    budget_kernel<<<dim3(p.num_seqs, p.q_heads), kThreads, smem, stream>>>(p);
+    PROXYATTN_LAUNCH_CHECK("budget_kernel");
+  }
+}
+
+template <class T, int D>
+void launch_estimate_after_scan(const EstimateParams& p, cudaStream_t stream) {
+  if (p.num_blocks == 0) return;
+  const int tile_bytes = static_cast<int>(std::max<std::size_t>((64 + 256) * D * 2, p.sort_size * sizeof(unsigned long long)));
+  const std::size_t smem = tile_bytes + static_cast<std::size_t>(p.sort_size) * sizeof(float);
+  allow_smem(stage1_kernel<T, D>, smem);
+  stage1_kernel<T, D><<<dim3(p.num_blocks, p.groups), kThreads, smem, stream>>>(p, tile_bytes);
+  PROXYATTN_LAUNCH_CHECK("stage1_kernel");
+}
+
+#define PROXYATTN_INSTANTIATE(T, D)                                                             \
+  template void launch_estimate_before_scan<T, D>(const EstimateParams&, cudaStream_t); \
+  template void launch_estimate_after_scan<T, D>(const EstimateParams&, cudaStream_t);
+PROXYATTN_INSTANTIATE(__nv_bfloat16, 64)
+PROXYATTN_INSTANTIATE(__nv_bfloat16, 128)
+PROXYATTN_INSTANTIATE(__nv_bfloat16, 256)
+PROXYATTN_INSTANTIATE(__half, 64)
+PROXYATTN_INSTANTIATE(__half, 128)
+PROXYATTN_INSTANTIATE(__half, 256)
+#undef PROXYATTN_INSTANTIATE
+
+}  // namespace proxyattn::detail::cuda

@@ -1,0 +1,35 @@
+// The estimator on the GPU, stages 1-3, in five launches with no host synchronisation:
+//   proxy     mean heads of each group at the strided tokens (qbar, kbar)
+//   stage 2   per (head, chunk of key blocks): row max/sum of the last queries, then block masses
+//   budget    per (sequence, head): sort the masses, cut at gamma, row counts of stage 3
+//   (scan)    CSR row offsets from the counts (CUB, in the caller)
+//   stage 1+3 per (query block, group): proxy block maxima, one ranking, every head's prefix
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+#include "cuda/layout.hpp"
+
+namespace proxyattn::detail::cuda {
+
+struct EstimateParams {
+  const void* q;
+  const void* k;
+  std::int64_t q_tok, q_head, k_tok, k_head;
+  Regions r;
+  int num_seqs, q_heads, kv_heads, groups, stride;
+  int num_blocks, total_chunks, sort_size;
+  std::int64_t total_strided, min_blocks;
+  bool keep_sink;
+  BudgetMode budget_mode;
+  float gamma, scale_log2;
+};
+
+// Launches everything but the scan; defined per (dtype, head dim) in estimate.cu.
+template <class T, int D>
+void launch_estimate_before_scan(const EstimateParams& p, cudaStream_t stream);
+template <class T, int D>
+void launch_estimate_after_scan(const EstimateParams& p, cudaStream_t stream);
+
+}  // namespace proxyattn::detail::cuda

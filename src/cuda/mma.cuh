@@ -1,0 +1,123 @@
+// Tensor-core tile primitives for sm_80+ (mma.sync m16n8k16, ldmatrix, cp.async), shared by the
+// attention kernel and the estimator kernels.
+//
+// Shared-memory tiles hold rows of D 16-bit elements with the 16-byte chunks of each row
+// XOR-swizzled by (row % 8), so that the 8 row addresses of an ldmatrix hit 8 different bank
+// groups. Fragment layouts follow the PTX ISA for mma.m16n8k16 (g = lane / 4, c = lane % 4):
+//   A (16x16): a0 (g, 2c..2c+1) a1 (g+8, 2c..) a2 (g, 2c+8..) a3 (g+8, 2c+8..)
+//   B (16x8):  b0 (k 2c..2c+1, n g) b1 (k 2c+8.., n g)
+//   C (16x8):  c0,c1 (g, 2c..2c+1) c2,c3 (g+8, 2c..2c+1)
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+
+namespace proxyattn::detail::cuda::mma {
+
+// Element offset of (row, col) in a swizzled tile of D columns; col a multiple of 8.
+template <int D>
+__device__ __forceinline__ int swz(int row, int col) {
+  static_assert(D % 64 == 0, "the swizzle needs at least 8 chunks of 16 bytes per row");
+  return row * D + ((((col >> 3) ^ (row & 7))) << 3);
+}
+
+__device__ __forceinline__ std::uint32_t smem_addr(const void* p) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte asynchronous copy; src_bytes 0 writes zeros (rows past the end of a sequence).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  const int n = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+// C += A * B, bf16 or fp16 inputs, fp32 accumulators.
+template <bool kBf16>
+__device__ __forceinline__ void mma16816(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
+                                         std::uint32_t b1) {
+  if constexpr (kBf16) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// Copies `rows` rows of D elements into a swizzled tile with all threads of the block; rows
+// with valid(r) false are zero-filled. row_ptr(r) gives the global address of row r.
+template <int D, int kThreads, class RowPtr, class Valid>
+__device__ __forceinline__ void load_tile_async(std::uint16_t* tile, int rows, RowPtr row_ptr, Valid valid) {
+  constexpr int kChunks = D / 8;
+  for (int i = threadIdx.x; i < rows * kChunks; i += kThreads) {
+    const int r = i / kChunks, ch = i % kChunks;
+    const bool ok = valid(r);
+    const std::uint16_t* src = ok ? row_ptr(r) + ch * 8 : row_ptr(0);
+    cp_async16(tile + swz<D>(r, ch * 8), src, ok);
+  }
+}
+
+// S[16*MT x 64] = Q[rows q0.., D] * K[64 keys, D]^T for one warp: Q rows from a swizzled tile
+// starting at row q0, K from a swizzled 64-row tile. S is in C-fragment layout, [mt][n8 tile][4].
+template <int D, int MT, bool kBf16>
+__device__ __forceinline__ void warp_scores(const std::uint16_t* sQ, int q0, const std::uint16_t* sK,
+                                            float (&S)[MT][8][4]) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < 8; ++j) S[mt][j][0] = S[mt][j][1] = S[mt][j][2] = S[mt][j][3] = 0.f;
+#pragma unroll
+  for (int k0 = 0; k0 < D; k0 += 16) {
+    std::uint32_t a[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      const int row = q0 + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+      ldmatrix_x4(a[mt], sQ + swz<D>(row, k0 + (lane >> 4) * 8));
+    }
+#pragma unroll
+    for (int np = 0; np < 4; ++np) {  // pairs of n8 tiles: 16 keys
+      std::uint32_t b[4];
+      const int key = np * 16 + (lane & 7) + (lane >> 4) * 8;
+      ldmatrix_x4(b, sK + swz<D>(key, k0 + ((lane >> 3) & 1) * 8));
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        mma16816<kBf16>(S[mt][2 * np], a[mt], b[0], b[1]);
+        mma16816<kBf16>(S[mt][2 * np + 1], a[mt], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// Maximum and sum over the 4 lanes of a quad (the lanes that share a row of a C fragment).
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+}  // namespace proxyattn::detail::cuda::mma

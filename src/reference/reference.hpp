@@ -1,0 +1,34 @@
+// The reference backend's stages, exposed so that the tests can check each one against its
+// brute-force definition. Double precision, simple loops, no shortcuts: this is the oracle.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "proxyattn/tensor.hpp"
+
+namespace proxyattn::detail::reference {
+
+struct Seq {
+  std::int64_t begin = 0;  // first token of the sequence in the packed batch
+  std::int64_t len = 0;
+};
+
+// Stage 1 for one sequence and proxy group j of g: A[m * nb + n] for n <= m, zero above.
+std::vector<double> proxy_block_scores(const TensorView& q, const TensorView& k, Seq seq, int group,
+                                       int groups, int stride, int block, double scale);
+
+// Stage 2 for one head: the mean over the last min(block, len) queries of the probability in
+// each key block; sums to 1.
+std::vector<double> head_block_mass(const TensorView& q, const TensorView& k, Seq seq, int head,
+                                    int gqa_ratio, int block, double scale);
+
+// k_h: the smallest count of largest masses whose sum reaches gamma of the total.
+std::int64_t budget_blocks(const std::vector<double>& mass, double gamma);
+
+// Stage 3 for one row: the forced blocks, then the best-ranked others of scores[0..m] (ties:
+// lower index first) up to `count`; ascending.
+std::vector<std::int32_t> select_blocks(const double* scores, std::int64_t m, std::int64_t count,
+                                        bool keep_sink);
+
+}  // namespace proxyattn::detail::reference

@@ -1,0 +1,122 @@
+// Judges an estimate against the reference's double-precision stage quantities. Two correct
+// implementations in different precisions may choose differently only where the reference
+// values are within `tol` of a tie: at the gamma cut of a budget, or between two blocks of
+// (nearly) equal proxy score. Everything else must hold exactly: forced blocks, counts from the
+// integer rules, ascending order, and the top-k property of every row.
+#pragma once
+
+#include <algorithm>
+#include <functional>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/plan_impl.hpp"
+#include "core/rules.hpp"
+#include "reference/reference.hpp"
+#include "test_util.hpp"
+
+namespace testutil {
+
+struct MaskCheck {
+  std::int64_t heads_checked = 0, budgets_equal = 0;
+  std::int64_t rows_checked = 0, rows_equal = 0;
+  std::vector<std::string> failures;
+  void fail(const std::string& s) {
+    if (failures.size() < 20) failures.push_back(s);
+  }
+  std::string report() const {
+    std::ostringstream o;
+    o << "budgets equal " << budgets_equal << "/" << heads_checked << ", rows equal " << rows_equal << "/"
+      << rows_checked;
+    for (const auto& f : failures) o << "\n  " << f;
+    return o.str();
+  }
+};
+
+inline MaskCheck check_estimate(const Plan& plan, const TensorView& q, const TensorView& k, const HostEstimate& got,
+                                const HostEstimate* ref, double tol) {
+  namespace ref_ns = proxyattn::detail::reference;
+  const Plan::Impl& p = plan.impl();
+  const Config& c = p.config;
+  const int heads = p.problem.q_heads, groups = c.proxy_groups, per_group = heads / groups;
+  const std::int64_t min_blocks = proxyattn::rules::ceil_div(c.min_budget_tokens, c.block_size);
+  MaskCheck out;
+  for (int s = 0; s < p.problem.num_seqs(); ++s) {
+    const ref_ns::Seq seq{p.seq_begin(s), p.seq_len(s)};
+    const std::int64_t nb = p.seq_blocks(s);
+    std::vector<std::vector<double>> A(groups);
+    for (int j = 0; j < groups; ++j)
+      A[j] = ref_ns::proxy_block_scores(q, k, seq, j, groups, c.stride, c.block_size, p.scale);
+    for (int h = 0; h < heads; ++h) {
+      ++out.heads_checked;
+      const std::int64_t kg = got.budget_blocks[s * heads + h];
+      std::vector<double> mass = ref_ns::head_block_mass(q, k, seq, h, p.gqa_ratio(), c.block_size, p.scale);
+      const std::int64_t kr = ref_ns::budget_blocks(mass, c.gamma);
+      if (kg == kr) {
+        ++out.budgets_equal;
+      } else {
+        std::sort(mass.begin(), mass.end(), std::greater<double>());
+        std::vector<double> prefix(mass.size());
+        std::partial_sum(mass.begin(), mass.end(), prefix.begin());
+        const double target = c.gamma * (prefix.empty() ? 0.0 : prefix.back());
+        const bool justified = kg < kr ? (kg >= 1 && prefix[kg - 1] >= target - tol)
+                                       : (kg >= 2 && kg <= nb && prefix[kg - 2] < target + tol);
+        if (!justified)
+          out.fail("seq " + std::to_string(s) + " head " + std::to_string(h) + ": budget " + std::to_string(kg) +
+                   " blocks, reference " + std::to_string(kr) + " and not a near-tie at gamma");
+      }
+      std::int64_t kept_sum = 0;
+      for (std::int64_t m = 0; m < nb; ++m) {
+        ++out.rows_checked;
+        const std::int64_t row = (p.block_offset[s] + m) * heads + h;
+        const std::vector<std::int32_t> blocks(got.mask.col_indices.begin() + got.mask.row_offsets[row],
+                                               got.mask.col_indices.begin() + got.mask.row_offsets[row + 1]);
+        kept_sum += static_cast<std::int64_t>(blocks.size());
+        const std::string where = "seq " + std::to_string(s) + " block " + std::to_string(m) + " head " +
+                                  std::to_string(h) + ": ";
+        const std::int64_t want = proxyattn::rules::row_budget(kg, m, nb, min_blocks, c.keep_sink, c.budget_mode);
+        if (static_cast<std::int64_t>(blocks.size()) != want) {
+          out.fail(where + "keeps " + std::to_string(blocks.size()) + " blocks, rule says " + std::to_string(want));
+          continue;
+        }
+        if (!std::is_sorted(blocks.begin(), blocks.end()) ||
+            std::adjacent_find(blocks.begin(), blocks.end()) != blocks.end() ||
+            (!blocks.empty() && (blocks.front() < 0 || blocks.back() > m))) {
+          out.fail(where + "indices not ascending, unique and in [0, m]");
+          continue;
+        }
+        auto has = [&](std::int64_t n) { return std::binary_search(blocks.begin(), blocks.end(), n); };
+        if (!has(m) || (c.keep_sink && !has(0))) out.fail(where + "a forced block is missing");
+        const double* a = &A[h / per_group][m * nb];
+        double row_max = 0, min_kept = 1e300, max_dropped = -1e300;
+        for (std::int64_t n = 0; n <= m; ++n) row_max = std::max(row_max, a[n]);
+        for (std::int64_t n = 0; n <= m; ++n) {
+          if (n == m || (c.keep_sink && n == 0)) continue;
+          if (has(n))
+            min_kept = std::min(min_kept, a[n]);
+          else
+            max_dropped = std::max(max_dropped, a[n]);
+        }
+        if (min_kept < max_dropped - tol * row_max) {
+          std::ostringstream o;
+          o << where << "kept a block of proxy score " << min_kept << " over one of " << max_dropped;
+          out.fail(o.str());
+        }
+        if (ref) {
+          const bool same = std::equal(blocks.begin(), blocks.end(),
+                                       ref->mask.col_indices.begin() + ref->mask.row_offsets[row],
+                                       ref->mask.col_indices.begin() + ref->mask.row_offsets[row + 1]);
+          out.rows_equal += same;
+        }
+      }
+      if (kept_sum != got.kept_blocks[s * heads + h])
+        out.fail("seq " + std::to_string(s) + " head " + std::to_string(h) + ": kept_blocks " +
+                 std::to_string(got.kept_blocks[s * heads + h]) + " but the rows hold " + std::to_string(kept_sum));
+    }
+  }
+  return out;
+}
+
+}  // namespace testutil

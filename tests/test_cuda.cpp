@@ -1,0 +1,349 @@
+// The CUDA backend against the CPU reference (the oracle), on small shapes that break lazy code.
+// Every test skips, saying so, where no CUDA device is present.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/plan_impl.hpp"
+#include "mask_check.hpp"
+#include "test_util.hpp"
+
+using namespace testutil;
+
+namespace {
+
+#define REQUIRE_GPU() \
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: the CUDA backend tests need one"
+
+// A host tensor mirrored on the device.
+struct DeviceCopy {
+  Buffer buf;
+  TensorView view;
+  explicit DeviceCopy(const HostTensor& h) : buf(Device::cuda, std::max<std::size_t>(h.bytes.size(), 16)) {
+    buf.copy_from_host(h.bytes.data(), h.bytes.size());
+    view = h.view();
+    view.data = buf.data();
+    view.device = Device::cuda;
+  }
+  HostTensor fetch(const HostTensor& like) const {
+    HostTensor h = like;
+    buf.copy_to_host(h.bytes.data(), h.bytes.size());
+    return h;
+  }
+  void poison() { buf.fill_bytes(0xFF); }
+};
+
+struct GpuRun {
+  HostTensor out, lse;
+};
+
+Problem on_cuda(Problem p) {
+  p.device = Device::cuda;
+  return p;
+}
+
+// Sparse (mask) or dense attention on the GPU, outputs poisoned first.
+GpuRun run_gpu(Plan& plan, const Qkv& x, const BlockMask* mask) {
+  const Problem& p = plan.problem();
+  DeviceCopy q(x.q), k(x.k), v(x.v);
+  HostTensor out(p.dtype, {p.total_tokens(), p.q_heads, p.head_dim}), lse(DType::float32, {p.q_heads, p.total_tokens()});
+  DeviceCopy o(out), l(lse);
+  o.poison();
+  l.poison();
+  if (mask)
+    sparse_attention(plan, q.view, k.view, v.view, *mask, o.view, l.view);
+  else
+    dense_attention(plan, q.view, k.view, v.view, o.view, l.view);
+  synchronize(Device::cuda);
+  return {o.fetch(out), l.fetch(lse)};
+}
+
+GpuRun run_ref(const Problem& pr, const Config& c, const Qkv& x, const BlockMask* mask) {
+  Config rc = c;
+  rc.backend = Backend::cpu_reference;
+  Problem hp = pr;
+  hp.device = Device::cpu;
+  Plan plan(rc, hp);
+  HostTensor out(pr.dtype, {pr.total_tokens(), pr.q_heads, pr.head_dim}), lse(DType::float32, {pr.q_heads, pr.total_tokens()});
+  if (mask)
+    sparse_attention(plan, x.q.view(), x.k.view(), x.v.view(), *mask, out.view(), lse.view());
+  else
+    dense_attention(plan, x.q.view(), x.k.view(), x.v.view(), out.view(), lse.view());
+  return {out, lse};
+}
+
+// Relative error of the LSE over the finite entries, and whether the -inf entries agree.
+double lse_error(const HostTensor& a, const HostTensor& b) {
+  double num = 0, den = 0;
+  for (std::int64_t i = 0; i < b.numel(); ++i) {
+    const double x = a.at(i), y = b.at(i);
+    if (std::isinf(y) && y < 0) {
+      if (!(std::isinf(x) && x < 0)) return INFINITY;
+      continue;
+    }
+    if (!std::isfinite(x)) return INFINITY;
+    num += (x - y) * (x - y);
+    den += y * y;
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+}
+
+HostBlockMask random_mask(const Plan& plan, double density, bool drop_diagonal, std::mt19937_64& rng) {
+  const Plan::Impl& p = plan.impl();
+  HostBlockMask m;
+  m.block_size = p.config.block_size;
+  m.num_heads = p.problem.q_heads;
+  std::uniform_real_distribution<double> u(0, 1);
+  for (int s = 0; s < p.problem.num_seqs(); ++s)
+    for (std::int64_t b = 0; b < p.seq_blocks(s); ++b)
+      for (int h = 0; h < m.num_heads; ++h) {
+        std::vector<std::int32_t> row;
+        for (std::int64_t n = 0; n <= b; ++n)
+          if ((n == b && !drop_diagonal) || u(rng) < density) row.push_back(static_cast<std::int32_t>(n));
+        m.add_row(row);
+      }
+  return m;
+}
+
+struct MaskOnGpu {
+  Buffer off, idx;
+  BlockMask view;
+  explicit MaskOnGpu(const HostBlockMask& m)
+      : off(Device::cuda, m.row_offsets.size() * 8), idx(Device::cuda, std::max<std::size_t>(m.col_indices.size(), 1) * 4) {
+    off.copy_from_host(m.row_offsets.data(), m.row_offsets.size() * 8);
+    idx.copy_from_host(m.col_indices.data(), m.col_indices.size() * 4);
+    view = m.view();
+    view.device = Device::cuda;
+    view.row_offsets = static_cast<const std::int64_t*>(off.data());
+    view.col_indices = static_cast<const std::int32_t*>(idx.data());
+  }
+};
+
+struct Shape {
+  std::vector<std::int32_t> lengths;
+  int hq, hkv, dim;
+  DType dtype;
+};
+
+const std::vector<Shape>& shapes() {
+  static const std::vector<Shape> s = {
+      {{1}, 4, 4, 64, DType::bfloat16},          {{200}, 4, 1, 128, DType::bfloat16},
+      {{300}, 7, 1, 128, DType::float16},        {{129}, 8, 1, 256, DType::bfloat16},
+      {{0, 1, 130, 257}, 8, 2, 64, DType::float16}, {{383}, 2, 2, 256, DType::float16},
+  };
+  return s;
+}
+
+std::string name(const Shape& s) {
+  std::string n = "lengths";
+  for (auto l : s.lengths) n += " " + std::to_string(l);
+  return n + " hq " + std::to_string(s.hq) + " hkv " + std::to_string(s.hkv) + " dim " + std::to_string(s.dim) + " " +
+         dtype_name(s.dtype);
+}
+
+}  // namespace
+
+TEST(Cuda, DenseMatchesReference) {
+  REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  for (const Shape& sh : shapes()) {
+    SCOPED_TRACE(name(sh) + " seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const Problem pr = make_problem(sh.lengths, sh.hq, sh.hkv, sh.dim, sh.dtype);
+    Config c;
+    Plan plan(c, on_cuda(pr));
+    const Qkv x = random_qkv(pr, rng);
+    const GpuRun g = run_gpu(plan, x, nullptr);
+    const GpuRun r = run_ref(pr, c, x, nullptr);
+    ASSERT_TRUE(g.out.all_finite()) << "unwritten or non-finite output";
+    EXPECT_LT(rel_error(g.out, r.out), 1e-2);
+    EXPECT_LT(lse_error(g.lse, r.lse), 1e-3);
+  }
+}
+
+TEST(Cuda, SparseMatchesReferenceOnRandomMasks) {
+  REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  for (const Shape& sh : shapes())
+    for (bool drop_diagonal : {false, true}) {
+      SCOPED_TRACE(name(sh) + (drop_diagonal ? " without diagonals" : "") + " seed " + std::to_string(seed));
+      std::mt19937_64 rng(seed);
+      const Problem pr = make_problem(sh.lengths, sh.hq, sh.hkv, sh.dim, sh.dtype);
+      Config c;
+      Plan plan(c, on_cuda(pr));
+      const Qkv x = random_qkv(pr, rng);
+      const HostBlockMask m = random_mask(plan, 0.4, drop_diagonal, rng);
+      MaskOnGpu gm(m);
+      const GpuRun g = run_gpu(plan, x, &gm.view);
+      const BlockMask hm = m.view();
+      const GpuRun r = run_ref(pr, c, x, &hm);
+      // Rows that keep nothing give exactly 0; all others must be finite.
+      ASSERT_TRUE(g.out.all_finite()) << "unwritten or non-finite output";
+      EXPECT_LT(rel_error(g.out, r.out), 1e-2);
+      EXPECT_LT(lse_error(g.lse, r.lse), 1e-3);
+    }
+}
+
+TEST(Cuda, EstimateMatchesReferenceUpToNearTies) {
+  REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  struct Case {
+    Shape shape;
+    int stride, groups;
+    double gamma;
+    BudgetMode mode;
+  };
+  const std::vector<Case> cases = {
+      {{{1000}, 8, 2, 128, DType::bfloat16}, 4, 1, 0.9, BudgetMode::row_ratio},
+      {{{1500}, 4, 4, 64, DType::float16}, 8, 2, 0.95, BudgetMode::row_ratio},
+      {{{0, 700, 1, 1200}, 7, 1, 128, DType::bfloat16}, 2, 1, 0.8, BudgetMode::last_row_count},
+      {{{900}, 8, 8, 256, DType::bfloat16}, 16, 8, 0.9, BudgetMode::row_ratio},
+      {{{1300}, 8, 4, 64, DType::float16}, 1, 4, 0.0, BudgetMode::row_ratio},
+  };
+  for (const Case& cs : cases) {
+    SCOPED_TRACE(name(cs.shape) + " stride " + std::to_string(cs.stride) + " groups " + std::to_string(cs.groups) +
+                 " gamma " + std::to_string(cs.gamma) + " seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const Problem pr = make_problem(cs.shape.lengths, cs.shape.hq, cs.shape.hkv, cs.shape.dim, cs.shape.dtype);
+    Config c;
+    c.stride = cs.stride;
+    c.proxy_groups = cs.groups;
+    c.gamma = cs.gamma;
+    c.budget_mode = cs.mode;
+    c.min_budget_tokens = 128;
+    Plan plan(c, on_cuda(pr));
+    const Qkv x = random_qkv(pr, rng);
+    DeviceCopy q(x.q), k(x.k);
+    const HostEstimate ge = to_host(plan, estimate(plan, q.view, k.view));
+    Config rc = c;
+    rc.backend = Backend::cpu_reference;
+    Plan ref(rc, pr);
+    const HostEstimate re = to_host(ref, estimate(ref, x.q.view(), x.k.view()));
+    // The GPU ranks with proxies rounded to the input dtype: near-ties within 5% of the row max.
+    const MaskCheck check = check_estimate(ref, x.q.view(), x.k.view(), ge, &re, 5e-2);
+    EXPECT_TRUE(check.failures.empty()) << check.report();
+    EXPECT_GE(check.rows_equal, check.rows_checked * 9 / 10) << check.report();
+    std::printf("  %s: %s\n", name(cs.shape).c_str(), check.report().c_str());
+  }
+}
+
+TEST(Cuda, GammaOneIsDenseAttention) {
+  REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Problem pr = make_problem({1000, 77}, 8, 2, 128, DType::bfloat16);
+  Config c;
+  c.gamma = 1.0;
+  Plan plan(c, on_cuda(pr));
+  const Qkv x = random_qkv(pr, rng);
+  DeviceCopy q(x.q), k(x.k), v(x.v);
+  HostTensor out(pr.dtype, {pr.total_tokens(), 8, 128});
+  DeviceCopy o1(out), o2(out);
+  o1.poison();
+  o2.poison();
+  const Estimate e = attention(plan, q.view, k.view, v.view, o1.view, TensorView{});
+  EXPECT_DOUBLE_EQ(to_host(plan, e).density(), 1.0);
+  dense_attention(plan, q.view, k.view, v.view, o2.view, TensorView{});
+  EXPECT_EQ(o1.fetch(out).bytes, o2.fetch(out).bytes) << "the full mask must give dense attention exactly";
+}
+
+TEST(Cuda, GraphCaptureReplaysTheWholeLayer) {
+  REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Problem pr = make_problem({3000, 500}, 8, 2, 128, DType::bfloat16);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  Config c;
+  c.min_budget_tokens = 256;
+  Plan plan(c, on_cuda(pr), stream);
+  const Qkv x = random_qkv(pr, rng);
+  DeviceCopy q(x.q), k(x.k), v(x.v);
+  HostTensor out(pr.dtype, {pr.total_tokens(), 8, 128});
+  DeviceCopy eager(out), graphed(out);
+  eager.poison();
+  graphed.poison();
+  attention(plan, q.view, k.view, v.view, eager.view, TensorView{}, stream);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  cudaGraph_t graph;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  attention(plan, q.view, k.view, v.view, graphed.view, TensorView{}, stream);
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess) << "estimate + attend must be capturable";
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_EQ(eager.fetch(out).bytes, graphed.fetch(out).bytes);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+TEST(Cuda, NanStaysInItsSequenceAndGroup) {
+  REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Problem pr = make_problem({700, 800, 600}, 8, 2, 64, DType::bfloat16);
+  Config c;
+  c.proxy_groups = 2;
+  c.min_budget_tokens = 128;
+  Plan plan(c, on_cuda(pr));
+  const Qkv clean = random_qkv(pr, rng);
+  Qkv dirty = clean;
+  dirty.q.set((780 * 8 + 1) * 64 + 3, NAN);  // sequence 1, head 1 (group 0), a strided token
+  auto run = [&](const Qkv& x) {
+    DeviceCopy q(x.q), k(x.k), v(x.v);
+    HostTensor out(pr.dtype, {pr.total_tokens(), 8, 64});
+    DeviceCopy o(out);
+    o.poison();
+    attention(plan, q.view, k.view, v.view, o.view, TensorView{});
+    return o.fetch(out);
+  };
+  const HostTensor a = run(clean), b = run(dirty);
+  ASSERT_TRUE(a.all_finite());
+  for (std::int64_t t = 0; t < pr.total_tokens(); ++t)
+    for (int h = 0; h < 8; ++h)
+      for (int d = 0; d < 64; ++d) {
+        const std::int64_t i = (t * 8 + h) * 64 + d;
+        const bool same_seq = t >= 700 && t < 1500;
+        if (!same_seq || h >= 4)
+          ASSERT_EQ(a.at(i), b.at(i)) << "token " << t << " head " << h;
+        else if (h != 1)
+          ASSERT_TRUE(std::isfinite(b.at(i))) << "token " << t << " head " << h;
+      }
+}
+
+TEST(Cuda, UnsupportedInputsAreClearErrors) {
+  REQUIRE_GPU();
+  auto expect_unsupported = [](const Problem& p, const Config& c, const char* part) {
+    try {
+      Plan plan(c, p);
+      ADD_FAILURE() << "no error for " << part;
+    } catch (const Error& e) {
+      EXPECT_EQ(static_cast<int>(e.code()), static_cast<int>(ErrorCode::unsupported)) << e.what();
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  Config c;
+  expect_unsupported(on_cuda(make_problem({100}, 4, 2, 128, DType::float32)), c, "float32");
+  expect_unsupported(on_cuda(make_problem({100}, 4, 2, 96, DType::bfloat16)), c, "head_dim");
+  Config c64;
+  c64.block_size = 64;
+  expect_unsupported(on_cuda(make_problem({100}, 4, 2, 128, DType::bfloat16)), c64, "block_size");
+  // A misaligned view is refused at the call.
+  const Problem pr = on_cuda(make_problem({64}, 4, 2, 64, DType::bfloat16));
+  Plan plan(c, pr);
+  Buffer buf(Device::cuda, 64 * 4 * 64 * 2 + 64);
+  TensorView q = TensorView::contiguous(static_cast<char*>(buf.data()) + 2, DType::bfloat16, {64, 4, 64}, Device::cuda);
+  TensorView k = TensorView::contiguous(buf.data(), DType::bfloat16, {64, 2, 64}, Device::cuda);
+  try {
+    estimate(plan, q, k);
+    ADD_FAILURE() << "no error for a misaligned q";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("aligned"), std::string::npos) << e.what();
+  }
+}

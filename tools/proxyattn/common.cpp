@@ -1,0 +1,232 @@
+#include "common.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "core/convert.hpp"
+
+namespace proxyattn::tool {
+
+void add_common_options(CLI::App& app, CommonOptions& o, bool with_dtype) {
+  app.add_option("--device", o.device, "where to run: auto (cuda when present), cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  if (with_dtype)
+    app.add_option("--dtype", o.dtype, "input dtype: bf16, fp16 or fp32 (fp32 is CPU only)")
+        ->check(CLI::IsMember({"bf16", "fp16", "fp32"}));
+  app.add_option("--block-size", o.config.block_size, "query and key block size B (CUDA: 128)");
+  app.add_option("--stride", o.config.stride, "proxy token stride s");
+  app.add_option("--proxy-groups", o.config.proxy_groups, "proxy groups g, dividing the kv head count");
+  app.add_option("--gamma", o.config.gamma, "attention mass each head's budget covers, in [0, 1]");
+  app.add_option("--min-budget", o.config.min_budget_tokens, "floor on every head's budget, in tokens");
+  app.add_flag("--no-sink", o.no_sink, "do not force the first key block");
+  app.add_option("--budget-mode", o.budget_mode,
+                 "row_ratio (budget ratio applied to each row) or last_row_count (one count for all rows)")
+      ->check(CLI::IsMember({"row_ratio", "last_row_count"}));
+  app.add_option("--repeat", o.repeat, "timed runs per measurement (median); default 1 on the CPU, 5 on CUDA")
+      ->check(CLI::Range(0, 1000));
+  app.add_flag("--json", o.json, "print JSON instead of tables");
+}
+
+void finish_options(CommonOptions& o) {
+  o.config.keep_sink = !o.no_sink;
+  o.config.budget_mode = o.budget_mode == "last_row_count" ? BudgetMode::last_row_count : BudgetMode::row_ratio;
+  try {
+    validate(o.config);
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
+}
+
+Device resolve_device(const std::string& name) {
+  if (name == "cpu") return Device::cpu;
+  if (name == "cuda") {
+    if (!cuda_available()) throw UsageError("--device cuda: no CUDA device is available in this build/machine");
+    return Device::cuda;
+  }
+  return cuda_available() ? Device::cuda : Device::cpu;
+}
+
+DType parse_dtype(const std::string& name) {
+  if (name == "fp16") return DType::float16;
+  if (name == "fp32") return DType::float32;
+  return DType::bfloat16;
+}
+
+namespace {
+
+TensorView view3(void* data, DType dt, std::int64_t n, int h, int d, Device dev) {
+  return TensorView::contiguous(data, dt, {n, h, d}, dev);
+}
+
+void convert_to(DType dt, const float* src, std::size_t n, std::vector<unsigned char>& dst) {
+  dst.resize(n * dtype_size(dt));
+  if (dt == DType::float32) {
+    std::memcpy(dst.data(), src, n * 4);
+    return;
+  }
+  auto* out = reinterpret_cast<std::uint16_t*>(dst.data());
+  for (std::size_t i = 0; i < n; ++i)
+    out[i] = dt == DType::bfloat16 ? convert::float_to_bf16(src[i]) : convert::float_to_half(src[i]);
+}
+
+}  // namespace
+
+DeviceTensors upload_raw(const Problem& p, const void* q, const void* k, const void* v) {
+  DeviceTensors t;
+  t.problem = p;
+  const std::int64_t n = p.total_tokens();
+  const std::size_t es = dtype_size(p.dtype);
+  const std::size_t qb = n * p.q_heads * p.head_dim * es, kb = n * p.kv_heads * p.head_dim * es;
+  t.q = Buffer(p.device, qb);
+  t.k = Buffer(p.device, kb);
+  t.v = Buffer(p.device, kb);
+  t.q.copy_from_host(q, qb);
+  t.k.copy_from_host(k, kb);
+  t.v.copy_from_host(v, kb);
+  t.out_sparse = Buffer(p.device, qb);
+  t.out_dense = Buffer(p.device, qb);
+  t.lse_sparse = Buffer(p.device, n * p.q_heads * 4);
+  t.lse_dense = Buffer(p.device, n * p.q_heads * 4);
+  t.qv = view3(t.q.data(), p.dtype, n, p.q_heads, p.head_dim, p.device);
+  t.kv = view3(t.k.data(), p.dtype, n, p.kv_heads, p.head_dim, p.device);
+  t.vv = view3(t.v.data(), p.dtype, n, p.kv_heads, p.head_dim, p.device);
+  t.osv = view3(t.out_sparse.data(), p.dtype, n, p.q_heads, p.head_dim, p.device);
+  t.odv = view3(t.out_dense.data(), p.dtype, n, p.q_heads, p.head_dim, p.device);
+  t.lsv = TensorView::contiguous(t.lse_sparse.data(), DType::float32, {p.q_heads, n}, p.device);
+  t.ldv = TensorView::contiguous(t.lse_dense.data(), DType::float32, {p.q_heads, n}, p.device);
+  return t;
+}
+
+DeviceTensors upload(const Problem& p, const float* q, const float* k, const float* v) {
+  const std::int64_t n = p.total_tokens();
+  std::vector<unsigned char> qb, kb, vb;
+  convert_to(p.dtype, q, n * p.q_heads * p.head_dim, qb);
+  convert_to(p.dtype, k, n * p.kv_heads * p.head_dim, kb);
+  convert_to(p.dtype, v, n * p.kv_heads * p.head_dim, vb);
+  return upload_raw(p, qb.data(), kb.data(), vb.data());
+}
+
+int default_repeat(Device device, int requested) {
+  if (requested > 0) return requested;
+  return device == Device::cuda ? 5 : 1;
+}
+
+double time_ms(Device device, int repeat, const std::function<void()>& fn) {
+  if (device == Device::cuda || repeat > 1) {
+    fn();  // warm-up: module load, first-touch, caches
+    synchronize(device);
+  }
+  std::vector<double> t;
+  for (int i = 0; i < repeat; ++i) {
+    const auto a = std::chrono::steady_clock::now();
+    fn();
+    synchronize(device);
+    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+namespace {
+
+// A host copy of a device tensor, viewed with the same shape.
+struct HostCopy {
+  std::vector<unsigned char> bytes;
+  TensorView view;
+  HostCopy(const Buffer& b, const TensorView& like) : bytes(b.bytes()) {
+    b.copy_to_host(bytes.data(), bytes.size());
+    view = like;
+    view.data = bytes.data();
+    view.device = Device::cpu;
+  }
+};
+
+}  // namespace
+
+Measurement measure(Plan& plan, DeviceTensors& t, int repeat) {
+  const Device dev = t.problem.device;
+  Measurement m;
+  t.out_dense.fill_bytes(0xFF);  // poison: an unwritten element shows as NaN
+  t.out_sparse.fill_bytes(0xFF);
+  m.dense_ms = time_ms(dev, repeat, [&] { dense_attention(plan, t.qv, t.kv, t.vv, t.odv, t.ldv); });
+  Estimate e;
+  m.estimate_ms = time_ms(dev, repeat, [&] { e = estimate(plan, t.qv, t.kv); });
+  m.sparse_ms = time_ms(dev, repeat, [&] { sparse_attention(plan, t.qv, t.kv, t.vv, e.mask, t.osv, t.lsv); });
+  m.estimate = to_host(plan, e);
+  HostCopy os(t.out_sparse, t.osv), od(t.out_dense, t.odv), ls(t.lse_sparse, t.lsv), ld(t.lse_dense, t.ldv);
+  m.recall = attention_recall(ls.view, ld.view);
+  m.error = relative_error(os.view, od.view);
+  m.error_total = relative_error_total(os.view, od.view);
+  double sum = 0;
+  for (double r : m.recall) sum += r;
+  m.recall_mean = m.recall.empty() ? 1.0 : sum / m.recall.size();
+  return m;
+}
+
+void report(const Plan& plan, const Measurement& m, bool json, const std::string& title) {
+  const Problem& p = plan.problem();
+  const HostEstimate& e = m.estimate;
+  const int heads = p.q_heads;
+  // Per head, over the whole batch: budget (first sequence's k_h), kept density.
+  std::vector<double> density(heads, 0.0);
+  for (int h = 0; h < heads; ++h) {
+    std::int64_t kept = 0, causal = 0;
+    for (int s = 0; s < e.num_seqs; ++s) {
+      kept += e.kept_blocks[s * heads + h];
+      causal += e.causal_blocks[s * heads + h];
+    }
+    density[h] = causal ? static_cast<double>(kept) / causal : 1.0;
+  }
+  const double speedup_sparse = m.sparse_ms > 0 ? m.dense_ms / m.sparse_ms : 0;
+  const double speedup_total = m.dense_ms / std::max(1e-9, m.sparse_ms + m.estimate_ms);
+  if (json) {
+    nlohmann::json j;
+    j["title"] = title;
+    j["backend"] = backend_name(plan.backend());
+    j["tokens"] = p.total_tokens();
+    j["q_heads"] = p.q_heads;
+    j["kv_heads"] = p.kv_heads;
+    j["head_dim"] = p.head_dim;
+    j["dtype"] = dtype_name(p.dtype);
+    for (int h = 0; h < heads; ++h)
+      j["heads"].push_back({{"head", h}, {"budget_blocks", e.budget_blocks[h]}, {"density", density[h]},
+                            {"recall", m.recall[h]}, {"output_error", m.error[h]}});
+    j["density"] = e.density();
+    j["recall"] = m.recall_mean;
+    j["output_error"] = m.error_total;
+    j["estimate_ms"] = m.estimate_ms;
+    j["sparse_ms"] = m.sparse_ms;
+    j["dense_ms"] = m.dense_ms;
+    j["speedup_sparse"] = speedup_sparse;
+    j["speedup_with_estimate"] = speedup_total;
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
+  std::printf("%s\n", title.c_str());
+  std::printf("backend %s, %lld tokens in %d sequence(s), %d q heads, %d kv heads, head_dim %d, %s\n",
+              backend_name(plan.backend()), static_cast<long long>(p.total_tokens()), p.num_seqs(), p.q_heads,
+              p.kv_heads, p.head_dim, dtype_name(p.dtype));
+  const Config& c = plan.config();
+  std::printf("block %d, stride %d, proxy groups %d, gamma %.3f, min budget %lld tokens, sink %s, %s\n\n", c.block_size,
+              c.stride, c.proxy_groups, c.gamma, static_cast<long long>(c.min_budget_tokens), c.keep_sink ? "kept" : "not forced",
+              c.budget_mode == BudgetMode::row_ratio ? "row_ratio" : "last_row_count");
+  std::printf("%5s %7s %8s %9s %8s %10s\n", "head", "kv head", "budget", "density", "recall", "out error");
+  for (int h = 0; h < heads; ++h)
+    std::printf("%5d %7d %8d %8.1f%% %7.2f%% %10.2e\n", h, h / (p.q_heads / p.kv_heads), e.budget_blocks[h],
+                100 * density[h], 100 * m.recall[h], m.error[h]);
+  std::printf("\n%-28s %8.1f%%  (sparsity %.1f%%)\n", "kept density", 100 * e.density(), 100 * (1 - e.density()));
+  std::printf("%-28s %8.2f%%\n", "attention recall (mean)", 100 * m.recall_mean);
+  std::printf("%-28s %10.2e\n", "output error vs dense", m.error_total);
+  std::printf("%-28s %10.2f ms\n", "estimation (stages 1-3)", m.estimate_ms);
+  std::printf("%-28s %10.2f ms\n", "sparse attention", m.sparse_ms);
+  std::printf("%-28s %10.2f ms\n", "dense attention", m.dense_ms);
+  std::printf("%-28s %9.2fx\n", "dense / sparse", speedup_sparse);
+  std::printf("%-28s %9.2fx\n", "dense / (estimate + sparse)", speedup_total);
+}
+
+}  // namespace proxyattn::tool

@@ -1,0 +1,67 @@
+// What the tool's commands share: the config options, moving inputs to a device, timing, and
+// the accuracy metrics of a sparse run against dense attention.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "proxyattn/proxyattn.hpp"
+
+namespace proxyattn::tool {
+
+// A bad command line or input file: printed and turned into exit status 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct CommonOptions {
+  Config config;
+  std::string device = "auto";  // auto, cpu, cuda
+  std::string dtype = "bf16";
+  std::string budget_mode = "row_ratio";
+  bool no_sink = false;
+  bool json = false;
+  int repeat = 0;  // 0: 1 on the CPU, 5 on CUDA
+};
+
+// Adds the ProxyAttn parameters and the device/dtype/output options to a subcommand.
+void add_common_options(CLI::App& app, CommonOptions& o, bool with_dtype = true);
+// Applies the string options to o.config and checks them; throws UsageError.
+void finish_options(CommonOptions& o);
+Device resolve_device(const std::string& name);
+DType parse_dtype(const std::string& name);
+
+// Inputs and outputs on the run's device, in the run's dtype.
+struct DeviceTensors {
+  Problem problem;
+  Buffer q, k, v, out_sparse, out_dense, lse_sparse, lse_dense;
+  TensorView qv, kv, vv, osv, odv, lsv, ldv;
+};
+// From fp32 host arrays ([tokens, heads, dim], row-major): converted to problem.dtype.
+DeviceTensors upload(const Problem& problem, const float* q, const float* k, const float* v);
+// From raw host bytes already in problem.dtype.
+DeviceTensors upload_raw(const Problem& problem, const void* q, const void* k, const void* v);
+
+// Median wall time of fn over `repeat` runs after one warm-up (none on the CPU when repeat is 1),
+// synchronising the device around each run.
+double time_ms(Device device, int repeat, const std::function<void()>& fn);
+
+struct Measurement {
+  HostEstimate estimate;
+  double estimate_ms = 0, sparse_ms = 0, dense_ms = 0;
+  std::vector<double> recall, error;  // per head
+  double recall_mean = 0, error_total = 0;
+};
+// Dense, estimate and sparse attention on t, with the metrics of sparse against dense.
+Measurement measure(Plan& plan, DeviceTensors& t, int repeat);
+
+// Prints the per-head table and the totals (or JSON) of a measurement.
+void report(const Plan& plan, const Measurement& m, bool json, const std::string& title);
+
+int default_repeat(Device device, int requested);
+
+}  // namespace proxyattn::tool
