@@ -57,8 +57,16 @@ template <class T, int D, int BR>
 __global__ void __launch_bounds__(128) sparse_attention_kernel(AttentionParams p) {
   constexpr int MT = BR / 64;  // m16 tiles per warp: 4 warps x 16 x MT rows = BR
   constexpr bool kBf16 = Elem<T>::is_bf16;
-  extern __shared__ __align__(128) std::uint16_t smem[];
-  std::uint16_t* sQ = smem;
+  // Keys per softmax step inside a 64-key tile (PROXYATTN_ATTN_SUBTILE, default 64).
+#ifdef PROXYATTN_ATTN_SUBTILE
+  constexpr int kSub = PROXYATTN_ATTN_SUBTILE;
+#else
+  constexpr int kSub = 64;
+#endif
+  extern __shared__ __align__(128) std::uint16_t smem_raw[];
+  // The XOR addressing of mma.cuh needs tiles aligned to 2D bytes; the launcher adds the slack.
+  const std::uint32_t misalign = mma::smem_addr(smem_raw) % (2 * D);
+  std::uint16_t* sQ = smem_raw + (misalign ? (2 * D - misalign) / 2 : 0);
   std::uint16_t* sK = sQ + BR * D;           // two buffers of kKeyTile x D
   std::uint16_t* sV = sK + 2 * kKeyTile * D;  // two buffers
 
@@ -79,22 +87,23 @@ __global__ void __launch_bounds__(128) sparse_attention_kernel(AttentionParams p
   const T* qg = static_cast<const T*>(p.q) + begin * p.q_tok + h * p.q_head;
   const T* kg = static_cast<const T*>(p.k) + begin * p.k_tok + kvh * p.k_head;
   const T* vg = static_cast<const T*>(p.v) + begin * p.v_tok + kvh * p.v_head;
-  auto q_row = [&](int r) { return reinterpret_cast<const std::uint16_t*>(qg + (q0 + r) * p.q_tok); };
 
   KeyTiles tiles{p.col_indices, p.row_offsets ? p.row_offsets[row] : 0, p.row_offsets ? p.row_offsets[row + 1] : m + 1,
                  0, m, len, q0 + q_rows - 1};
   if (!p.row_offsets) tiles.cols = nullptr;
 
-  auto load_kv = [&](const T* base, std::int64_t tok_stride, std::uint16_t* dst, int start) {
-    mma::load_tile_async<D, 128>(
-        dst, kKeyTile, [&](int r) { return reinterpret_cast<const std::uint16_t*>(base + (start + r) * tok_stride); },
-        [&](int r) { return start + r < len; });
+  const std::uint32_t q_smem = mma::smem_addr(sQ), k_smem = mma::smem_addr(sK), v_smem = mma::smem_addr(sV);
+  constexpr std::uint32_t kTileBytes = kKeyTile * D * 2;
+  auto load_kv = [&](const T* base, std::int64_t tok_stride, std::uint32_t dst, int start) {
+    mma::load_rows_async<D, kKeyTile>(dst, reinterpret_cast<const std::uint16_t*>(base + start * tok_stride),
+                                      static_cast<int>(tok_stride), len - start);
   };
 
-  mma::load_tile_async<D, 128>(sQ, BR, q_row, [&](int r) { return r < q_rows; });
+  mma::load_rows_async<D, BR>(q_smem, reinterpret_cast<const std::uint16_t*>(qg + q0 * p.q_tok),
+                              static_cast<int>(p.q_tok), q_rows);
   mma::cp_async_commit();
   int cur = tiles.next();
-  if (cur >= 0) load_kv(kg, p.k_tok, sK, cur);
+  if (cur >= 0) load_kv(kg, p.k_tok, k_smem, cur);
   mma::cp_async_commit();
 
   float O[MT][D / 8][4];
@@ -107,83 +116,93 @@ __global__ void __launch_bounds__(128) sparse_attention_kernel(AttentionParams p
   for (int mt = 0; mt < MT; ++mt) row_max[mt][0] = row_max[mt][1] = -INFINITY, row_sum[mt][0] = row_sum[mt][1] = 0.f;
 
   const int warp_row0 = warp * 16 * MT;  // first row of this warp within the CTA tile
+  const std::uint32_t q_lane0 = mma::lane_addr_a<D>(sQ, warp_row0);
+  const std::uint32_t k_lane0 = mma::lane_addr_b<D>(sK, 0);
+  const std::uint32_t v_lane0 = mma::lane_addr_a<D>(sV, 0);
   int buf = 0;
   while (cur >= 0) {
-    load_kv(vg, p.v_tok, sV + buf * kKeyTile * D, cur);
+    load_kv(vg, p.v_tok, v_smem + buf * kTileBytes, cur);
     mma::cp_async_commit();
     mma::cp_async_wait<1>();  // Q and K(cur) have landed; V(cur) may still be in flight
     __syncthreads();
 
-    float S[MT][8][4];
-    mma::warp_scores<D, MT, kBf16>(sQ, warp_row0, sK + buf * kKeyTile * D, S);
-
     const int nxt = tiles.next();
-    if (nxt >= 0) load_kv(kg, p.k_tok, sK + (buf ^ 1) * kKeyTile * D, nxt);
-    mma::cp_async_commit();
-
-    // Scale to base 2 and mask keys after the query (diagonal) or past the sequence end.
     const bool need_mask = cur + kKeyTile > q0 || cur + kKeyTile > len;
+    const std::uint32_t q_lane = q_lane0;
+    const std::uint32_t k_lane = k_lane0 + buf * kTileBytes;
+    const std::uint32_t v_lane = v_lane0 + buf * kTileBytes;
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
+    for (int sub = 0; sub < kKeyTile / kSub; ++sub) {
+      // Scores of kSub keys at a time: fewer live registers than the whole tile (no spills),
+      // at the price of reading the Q fragments once per sub-tile.
+      float S[MT][kSub / 8][4];
+      mma::warp_scores_xor<D, MT, kBf16, kSub / 16>(q_lane, k_lane + sub * kSub * 2 * D, S);
+      if (sub == 0) {
+        if (nxt >= 0) load_kv(kg, p.k_tok, k_smem + (buf ^ 1) * kTileBytes, nxt);
+        mma::cp_async_commit();
+      }
+      // Mask keys after the query (diagonal) or past the sequence end, then online softmax in
+      // base 2: the row max is taken on raw scores (the scale is positive), and each probability
+      // is one FFMA and one ex2.
 #pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
-        const int qi = q0 + warp_row0 + mt * 16 + g + hr * 8;
-        float mx = -INFINITY;
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int j = 0; j < 8; ++j)
+        for (int hr = 0; hr < 2; ++hr) {
+          const int qi = q0 + warp_row0 + mt * 16 + g + hr * 8;
+          float mx = -INFINITY;
 #pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float x = S[mt][j][hr * 2 + e] * p.scale_log2;
-            if (need_mask) {
-              const int key = cur + j * 8 + c * 2 + e;
-              if (key > qi || key >= len) x = -INFINITY;
+          for (int j = 0; j < kSub / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              if (need_mask) {
+                const int key = cur + sub * kSub + j * 8 + c * 2 + e;
+                if (key > qi || key >= len) S[mt][j][hr * 2 + e] = -INFINITY;
+              }
+              mx = fmaxf(mx, S[mt][j][hr * 2 + e]);
             }
-            S[mt][j][hr * 2 + e] = x;
-            mx = fmaxf(mx, x);
-          }
-        mx = mma::quad_max(mx);
-        const float new_max = fmaxf(row_max[mt][hr], mx);
-        // A row that has seen no key keeps max -inf: subtract 0 so that exp2 gives 0, not NaN.
-        const float base = new_max == -INFINITY ? 0.f : new_max;
-        const float rescale = exp2f(row_max[mt][hr] - base);
-        row_max[mt][hr] = new_max;
-        float sum = 0.f;
+          mx = mma::quad_max(mx) * p.scale_log2;
+          const float new_max = fmaxf(row_max[mt][hr], mx);
+          // A row that has seen no key keeps max -inf: subtract 0 so that exp2 gives 0, not NaN.
+          const float base = new_max == -INFINITY ? 0.f : new_max;
+          const float rescale = fast_exp2(row_max[mt][hr] - base);
+          row_max[mt][hr] = new_max;
+          float sum = 0.f;
 #pragma unroll
-        for (int j = 0; j < 8; ++j)
+          for (int j = 0; j < kSub / 8; ++j)
 #pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float pe = exp2f(S[mt][j][hr * 2 + e] - base);
-            S[mt][j][hr * 2 + e] = pe;
-            sum += pe;
-          }
-        row_sum[mt][hr] = row_sum[mt][hr] * rescale + sum;  // per-lane partial; the quad sums at the end
+            for (int e = 0; e < 2; ++e) {
+              const float pe = fast_exp2(fmaf(S[mt][j][hr * 2 + e], p.scale_log2, -base));
+              S[mt][j][hr * 2 + e] = pe;
+              sum += pe;
+            }
+          row_sum[mt][hr] = row_sum[mt][hr] * rescale + sum;  // per-lane partial; the quad sums at the end
 #pragma unroll
-        for (int j = 0; j < D / 8; ++j) O[mt][j][hr * 2] *= rescale, O[mt][j][hr * 2 + 1] *= rescale;
-      }
+          for (int j = 0; j < D / 8; ++j) O[mt][j][hr * 2] *= rescale, O[mt][j][hr * 2 + 1] *= rescale;
+        }
 
-    mma::cp_async_wait<1>();  // V(cur) has landed; K(nxt) may still be in flight
-    __syncthreads();
-
-    const std::uint16_t* v_tile = sV + buf * kKeyTile * D;
-#pragma unroll
-    for (int kk = 0; kk < kKeyTile / 16; ++kk) {
-      std::uint32_t a[MT][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {  // C fragments of two n8 tiles are the A fragment of a k16 step
-        a[mt][0] = Elem<T>::pack(S[mt][2 * kk][0], S[mt][2 * kk][1]);
-        a[mt][1] = Elem<T>::pack(S[mt][2 * kk][2], S[mt][2 * kk][3]);
-        a[mt][2] = Elem<T>::pack(S[mt][2 * kk + 1][0], S[mt][2 * kk + 1][1]);
-        a[mt][3] = Elem<T>::pack(S[mt][2 * kk + 1][2], S[mt][2 * kk + 1][3]);
+      if (sub == 0) {
+        mma::cp_async_wait<1>();  // V(cur) has landed; K(nxt) may still be in flight
+        __syncthreads();
       }
 #pragma unroll
-      for (int dp = 0; dp < D / 16; ++dp) {
-        std::uint32_t bv[4];
-        const int key = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-        mma::ldmatrix_x4_trans(bv, v_tile + mma::swz<D>(key, dp * 16 + (lane >> 4) * 8));
+      for (int kk = 0; kk < kSub / 16; ++kk) {
+        std::uint32_t a[MT][4];
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          mma::mma16816<kBf16>(O[mt][2 * dp], a[mt], bv[0], bv[1]);
-          mma::mma16816<kBf16>(O[mt][2 * dp + 1], a[mt], bv[2], bv[3]);
+        for (int mt = 0; mt < MT; ++mt) {  // C fragments of two n8 tiles are the A fragment of a k16 step
+          a[mt][0] = Elem<T>::pack(S[mt][2 * kk][0], S[mt][2 * kk][1]);
+          a[mt][1] = Elem<T>::pack(S[mt][2 * kk][2], S[mt][2 * kk][3]);
+          a[mt][2] = Elem<T>::pack(S[mt][2 * kk + 1][0], S[mt][2 * kk + 1][1]);
+          a[mt][3] = Elem<T>::pack(S[mt][2 * kk + 1][2], S[mt][2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int dp = 0; dp < D / 16; ++dp) {
+          std::uint32_t bv[4];
+          mma::ldmatrix_x4_trans(bv, (v_lane ^ (32 * dp)) + (sub * kSub + kk * 16) * 2 * D);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma::mma16816<kBf16>(O[mt][2 * dp], a[mt], bv[0], bv[1]);
+            mma::mma16816<kBf16>(O[mt][2 * dp + 1], a[mt], bv[2], bv[3]);
+          }
         }
       }
     }
@@ -224,7 +243,7 @@ void launch_sparse_attention(AttentionParams p, cudaStream_t stream) {
   p.tiles_per_block = 128 / BR;
   p.num_items = p.num_rows * p.tiles_per_block;
   if (p.num_items == 0) return;
-  const std::size_t smem = static_cast<std::size_t>(BR + 4 * kKeyTile) * D * 2;
+  const std::size_t smem = static_cast<std::size_t>(BR + 4 * kKeyTile) * D * 2 + 2 * D;  // + alignment slack
   auto kernel = sparse_attention_kernel<T, D, BR>;
   PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   kernel<<<p.num_items, 128, smem, stream>>>(p);

@@ -47,6 +47,13 @@ constexpr int kKeyTile = 64;  // keys per tile of every score product
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
+// 2^x on the special-function unit: -inf gives +0, NaN stays NaN (what online softmax needs).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 inline int ceil_div_int(long long a, long long b) { return static_cast<int>((a + b - 1) / b); }
 
 }  // namespace proxyattn::detail::cuda

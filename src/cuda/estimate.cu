@@ -427,10 +427,10 @@ __global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int 
   }
 }
 
+// Every kernel declares its dynamic shared memory: above 48 KB, static plus dynamic needs it.
 template <class Kernel>
 void allow_smem(Kernel kernel, std::size_t bytes) {
-  if (bytes > 48 * 1024)
-    PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
 }
 
 }  // namespace

@@ -31,6 +31,29 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool vali
   const int n = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(n));
 }
+__device__ __forceinline__ void cp_async16(std::uint32_t dst, const void* src, bool valid) {
+  const int n = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+// Copies rows [0, kRows) of a tile, row r from src_row0 + r * stride (elements), into the
+// swizzled tile at shared address dst (2D-byte aligned) with 128 threads; rows >= valid_rows are
+// zero-filled.
+// The stride is in elements and below 2^24 (checked by the backend), so row offsets within a
+// tile are 32-bit: half the registers when the compiler keeps them across the main loop.
+template <int D, int kRows>
+__device__ __forceinline__ void load_rows_async(std::uint32_t dst, const std::uint16_t* src_row0, int stride,
+                                                int valid_rows) {
+  constexpr int kChunks = D / 8, kRowStep = 128 / kChunks;
+  const int ch = threadIdx.x % kChunks, r0 = threadIdx.x / kChunks;
+  const std::uint16_t* src = src_row0 + r0 * stride + ch * 8;
+#pragma unroll
+  for (int i = 0; i < kRows / kRowStep; ++i) {
+    const int r = r0 + i * kRowStep;
+    const bool ok = r < valid_rows;
+    cp_async16(dst + r * 2 * D + ((ch ^ (r & 7)) << 4), ok ? src + i * kRowStep * stride : src_row0, ok);
+  }
+}
+
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
@@ -44,6 +67,37 @@ __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const v
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_addr(p)));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], std::uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], std::uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// Lane addresses for x4 ldmatrix from a swizzled tile whose base is 2D-byte aligned, at row0 (a
+// multiple of 8) and column 0. Because row % 8 == lane % 8 there, the swizzle of column chunk
+// 2j (+ the lane's chunk bit) is a XOR of the byte address with 32 j: the address of column k0
+// is lane_addr ^ (2 * k0), one instruction from one live register instead of one register per
+// k-step (which is what spilled).
+//   a: rows row0 + lane%8 + 8 * bit3(lane), chunk bit4(lane): A fragments (and V^T, .trans)
+//   b: rows row0 + lane%8 + 8 * bit4(lane), chunk bit3(lane): B fragments of two n8 tiles
+template <int D>
+__device__ __forceinline__ std::uint32_t lane_addr_a(const std::uint16_t* tile, int row0) {
+  const int lane = threadIdx.x & 31;
+  const int row = row0 + (lane & 7) + ((lane >> 3) & 1) * 8;
+  return smem_addr(tile) + row * 2 * D + ((((lane >> 4) & 1) ^ (lane & 7)) << 4);
+}
+template <int D>
+__device__ __forceinline__ std::uint32_t lane_addr_b(const std::uint16_t* tile, int row0) {
+  const int lane = threadIdx.x & 31;
+  const int row = row0 + (lane & 7) + ((lane >> 4) & 1) * 8;
+  return smem_addr(tile) + row * 2 * D + ((((lane >> 3) & 1) ^ (lane & 7)) << 4);
 }
 
 // C += A * B, bf16 or fp16 inputs, fp32 accumulators.
@@ -78,16 +132,17 @@ __device__ __forceinline__ void load_tile_async(std::uint16_t* tile, int rows, R
   }
 }
 
-// S[16*MT x 64] = Q[rows q0.., D] * K[64 keys, D]^T for one warp: Q rows from a swizzled tile
-// starting at row q0, K from a swizzled 64-row tile. S is in C-fragment layout, [mt][n8 tile][4].
-template <int D, int MT, bool kBf16>
+// S[16*MT x 16*NP] = Q[rows q0.., D] * K[keys k0.., D]^T for one warp: Q rows from a swizzled
+// tile starting at row q0, K rows from a swizzled tile starting at row k0. S is in C-fragment
+// layout, [mt][n8 tile][4].
+template <int D, int MT, bool kBf16, int NP = 4>
 __device__ __forceinline__ void warp_scores(const std::uint16_t* sQ, int q0, const std::uint16_t* sK,
-                                            float (&S)[MT][8][4]) {
+                                            float (&S)[MT][2 * NP][4], int k0_row = 0) {
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int j = 0; j < 8; ++j) S[mt][j][0] = S[mt][j][1] = S[mt][j][2] = S[mt][j][3] = 0.f;
+    for (int j = 0; j < 2 * NP; ++j) S[mt][j][0] = S[mt][j][1] = S[mt][j][2] = S[mt][j][3] = 0.f;
 #pragma unroll
   for (int k0 = 0; k0 < D; k0 += 16) {
     std::uint32_t a[MT][4];
@@ -97,10 +152,35 @@ __device__ __forceinline__ void warp_scores(const std::uint16_t* sQ, int q0, con
       ldmatrix_x4(a[mt], sQ + swz<D>(row, k0 + (lane >> 4) * 8));
     }
 #pragma unroll
-    for (int np = 0; np < 4; ++np) {  // pairs of n8 tiles: 16 keys
+    for (int np = 0; np < NP; ++np) {  // pairs of n8 tiles: 16 keys
       std::uint32_t b[4];
-      const int key = np * 16 + (lane & 7) + (lane >> 4) * 8;
+      const int key = k0_row + np * 16 + (lane & 7) + (lane >> 4) * 8;
       ldmatrix_x4(b, sK + swz<D>(key, k0 + ((lane >> 3) & 1) * 8));
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        mma16816<kBf16>(S[mt][2 * np], a[mt], b[0], b[1]);
+        mma16816<kBf16>(S[mt][2 * np + 1], a[mt], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// warp_scores from lane addresses (see lane_addr_a/b): qa for rows q0.., kb for keys k0...
+template <int D, int MT, bool kBf16, int NP>
+__device__ __forceinline__ void warp_scores_xor(std::uint32_t qa, std::uint32_t kb, float (&S)[MT][2 * NP][4]) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < 2 * NP; ++j) S[mt][j][0] = S[mt][j][1] = S[mt][j][2] = S[mt][j][3] = 0.f;
+#pragma unroll
+  for (int k0 = 0; k0 < D; k0 += 16) {
+    std::uint32_t a[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) ldmatrix_x4(a[mt], (qa ^ (2 * k0)) + mt * 16 * 2 * D);
+#pragma unroll
+    for (int np = 0; np < NP; ++np) {
+      std::uint32_t b[4];
+      ldmatrix_x4(b, (kb ^ (2 * k0)) + np * 16 * 2 * D);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         mma16816<kBf16>(S[mt][2 * np], a[mt], b[0], b[1]);

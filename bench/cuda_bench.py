@@ -1,0 +1,347 @@
+"""ProxyAttn against its peers on one CUDA GPU (DESIGN.md section 3): bf16, batch 1, causal, one
+layer of Llama-3.1-8B (32 q / 8 kv heads, D 128) and Qwen2.5-7B (28 q / 4 kv heads, D 128).
+
+Per length: cuDNN SDPA and torch flash SDPA (dense), ours dense; at each density a random block
+mask (plus the forced diagonal and sink blocks) run by ours (sparse_attention) and by
+FlexAttention with the same mask; our estimate alone and our whole layer (estimate + sparse) at
+the density the estimate picks on random data. Each time is the median of CUDA-event timings
+after warm-up; TFLOP/s count 4*D per kept causal (query, key) pair, exactly from the mask.
+
+  PROXYATTN_LIB=build/src/capi/libproxyattn_c.so python3 bench/cuda_bench.py [--quick]
+"""
+import argparse
+import datetime
+import gc
+import json
+import math
+import pathlib
+import statistics
+import subprocess
+import sys
+import traceback
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "python"))
+import proxyattn_ctypes as pa  # noqa: E402
+
+SHAPES = {"llama3.1-8b": (32, 8, 128), "qwen2.5-7b": (28, 4, 128)}  # q heads, kv heads, D
+BLOCK = 128  # our default block size, and FlexAttention's
+
+
+def git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except Exception:
+        return "unknown"
+
+
+def time_ms(fn, nsets, warmup, reps):
+    """Median ms of one fn(set_index) call. Short calls are batched inside one event pair (up to
+    ~1 ms of work) so that host launch costs (Python, ctypes) hide behind GPU work; the same rule
+    applies to every method."""
+    for i in range(warmup):
+        fn(i % nsets)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn(0)
+    end.record()
+    end.synchronize()
+    inner = max(1, min(32, math.ceil(1.0 / max(start.elapsed_time(end), 1e-3))))
+    times = []
+    for r in range(reps):
+        start.record()
+        for j in range(inner):
+            fn((r * inner + j) % nsets)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / inner)
+    return statistics.median(times)
+
+
+def random_keep(nb, hq, density, gen):
+    """[nb, hq, nb] bool in our row order (row = block * hq + head): each causal block below the
+    diagonal kept with probability `density`, plus the diagonal and block 0 (the forced blocks)."""
+    idx = torch.arange(nb, device="cuda")
+    keep = torch.rand(nb, hq, nb, device="cuda", generator=gen) < density
+    keep &= idx[None, None, :] < idx[:, None, None]
+    keep |= (idx[None, None, :] == idx[:, None, None]) | (idx[None, None, :] == 0)
+    return keep
+
+
+def to_csr(keep):
+    """Our CSR mask of a [nb, hq, nb] keep tensor: row_offsets int64, col_indices int32 ascending."""
+    rows = keep.reshape(-1, keep.shape[-1])
+    row_offsets = torch.zeros(rows.shape[0] + 1, dtype=torch.int64, device="cuda")
+    row_offsets[1:] = rows.sum(1).cumsum(0)
+    col_indices = rows.nonzero()[:, 1].to(torch.int32)  # row-major order: ascending per row
+    return row_offsets, col_indices
+
+
+def kept_pairs(row_offsets, col_indices, n, hq):
+    """Causal (query, key) pairs inside the kept blocks of a one-sequence mask, over all heads:
+    a block left of the diagonal gives rows*B pairs, the diagonal block rows*(rows+1)/2."""
+    counts = row_offsets.diff()
+    row = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
+    m = row // hq
+    rows = (n - m * BLOCK).clamp(max=BLOCK)
+    pairs = torch.where(col_indices.to(torch.int64) == m, rows * (rows + 1) // 2, rows * BLOCK)
+    return int(pairs.sum())
+
+
+def causal(b, h, q_idx, kv_idx):
+    # One module-level mask_mod, so that a new BlockMask does not make torch.compile recompile.
+    return q_idx >= kv_idx
+
+
+def flex_block_mask(keep):
+    """A FlexAttention BlockMask with the same kept blocks: the ones left of the diagonal as full
+    blocks, the diagonal as a partial block with the causal mask_mod."""
+    from torch.nn.attention.flex_attention import BlockMask
+    nb, hq, _ = keep.shape
+    idx = torch.arange(nb, device="cuda")
+    full = (keep & (idx[None, None, :] < idx[:, None, None])).permute(1, 0, 2).unsqueeze(0)
+    # Every tensor made contiguous: FlexAttention reads them as if they were, and the permuted
+    # views above would silently give a different mask.
+    full = full.contiguous()
+    full_num = full.sum(-1, dtype=torch.int32)
+    full_idx = torch.argsort(full.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32)
+    diag_num = keep[idx, :, idx].t().unsqueeze(0).to(torch.int32)  # [1, hq, nb]
+    diag_idx = idx.to(torch.int32).view(1, 1, nb, 1).expand(1, hq, nb, nb)
+    return BlockMask.from_kv_blocks(diag_num.contiguous(), diag_idx.contiguous(), full_num.contiguous(),
+                                    full_idx.contiguous(), BLOCK_SIZE=BLOCK, mask_mod=causal)
+
+
+def rel_err(a, b):
+    a, b = a.float(), b.float()
+    return float((a - b).norm() / b.norm())
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.results = []
+        self._flex = None
+
+    def flex(self):
+        # Compiled once; the shapes change per length, so lift dynamo's recompile limit (falling
+        # back to eager FlexAttention would materialise N x N scores).
+        if self._flex is None:
+            import torch._dynamo
+            from torch.nn.attention.flex_attention import flex_attention
+            for name in ("cache_size_limit", "recompile_limit"):
+                if hasattr(torch._dynamo.config, name):
+                    setattr(torch._dynamo.config, name, 256)
+            self._flex = torch.compile(flex_attention, dynamic=False)
+        return self._flex
+
+    def measure(self, ctx, method, fn, nsets, pairs=None, density=None, check=None):
+        """Times fn, records and prints one result; a failure is recorded, never raised.
+        pairs: a number or a function giving it; check: a function giving an error to print."""
+        rec = dict(ctx, method=method, density=density)
+        try:
+            ms = time_ms(fn, nsets, self.args.warmup, self.args.reps)
+            rec["ms"] = ms
+            pairs = pairs() if callable(pairs) else pairs
+            rec["tflops"] = 4 * ctx["d"] * pairs / ms / 1e9 if pairs else None
+            if ctx.get("cudnn_ms"):
+                rec["x_cudnn"] = ms / ctx["cudnn_ms"]
+            if check is not None:
+                rec["err"] = check()
+            line = f"{ms:9.3f} ms"
+            if rec["tflops"]:
+                line += f" {rec['tflops']:6.0f} TFLOP/s"
+            if rec.get("x_cudnn"):
+                line += f"  {rec['x_cudnn']:.3f}x cuDNN time"
+            if "err" in rec:
+                line += f"  err {rec['err']:.1e}"
+        except Exception as ex:  # one failure must not stop the run
+            rec["error"] = f"{type(ex).__name__}: {ex}"
+            line = "failed: " + rec["error"][:300]
+            if self.args.verbose:
+                traceback.print_exc()
+            torch.cuda.empty_cache()
+        dens = f" d={density:.3f}" if density is not None else ""
+        print(f"{ctx['shape']:12s} n={ctx['n']:7d} {method:14s}{dens:9s} {line}", flush=True)
+        rec.pop("cudnn_ms", None)
+        self.results.append(rec)
+        return rec
+
+    def length(self, shape, n):
+        hq, hkv, d = SHAPES[shape]
+        args = self.args
+        ctx = dict(shape=shape, n=n, hq=hq, hkv=hkv, d=d)
+        gen = torch.Generator(device="cuda").manual_seed(args.seed + n)
+        # Rotate input sets when one set is within twice the L2 size, where repeated runs on the
+        # same inputs could be served partly from L2 (8K Llama: 100 MB of inputs, 60 MB of L2).
+        l2 = torch.cuda.get_device_properties(0).L2_cache_size
+        nsets = 3 if n * (hq + 2 * hkv) * d * 2 < 2 * l2 else 1
+
+        def randn(h):
+            return torch.randn(n, h, d, device="cuda", dtype=torch.bfloat16, generator=gen)
+
+        sets = [(randn(hq), randn(hkv), randn(hkv)) for _ in range(nsets)]  # our layout [N, H, D]
+        out = torch.empty(n, hq, d, device="cuda", dtype=torch.bfloat16)
+        dense_pairs = hq * n * (n + 1) // 2
+
+        # Peers' layout [1, H, N, D]; SDPA gets K, V repeated to the q heads (GQA).
+        def bhnd(x):
+            return x.transpose(0, 1).unsqueeze(0).contiguous()
+
+        peer = [(bhnd(q), bhnd(k), bhnd(v)) for q, k, v in sets]
+        rep = [(k.repeat_interleave(hq // hkv, 1), v.repeat_interleave(hq // hkv, 1)) for _, k, v in peer]
+        ref = {}
+        for method, backend in (("cudnn_dense", SDPBackend.CUDNN_ATTENTION),
+                                ("flash_dense", SDPBackend.FLASH_ATTENTION)):
+            def sdpa(i, backend=backend):
+                with sdpa_kernel(backend):
+                    return F.scaled_dot_product_attention(peer[i][0], rep[i][0], rep[i][1], is_causal=True)
+            rec = self.measure(ctx, method, sdpa, nsets, dense_pairs)
+            if "ms" in rec and "dense" not in ref:
+                ref["dense"] = sdpa(0)[0].transpose(0, 1)  # [N, Hq, D], to check ours against
+                ref["dense_from"] = method
+            if method == "cudnn_dense" and "ms" in rec:
+                ctx["cudnn_ms"] = rec["ms"]
+                rec["x_cudnn"] = 1.0
+        rep.clear()  # free the repeated K, V before our runs
+
+        plan = None
+        try:
+            plan = pa.Plan(hq, hkv, d, torch.bfloat16, "cuda", [0, n])
+        except Exception as ex:
+            print(f"{shape:12s} n={n:7d} plan failed: {ex}", flush=True)
+
+        def ours(fn):  # a plan failure turns every one of our measurements into a failure
+            def call(i):
+                if plan is None:
+                    raise RuntimeError("no plan (see above)")
+                return fn(i)
+            return call
+
+        def check_dense():
+            plan.dense_attention(*sets[0], out)
+            return rel_err(out, ref["dense"]) if "dense" in ref else float("nan")
+
+        self.measure(ctx, "ours_dense", ours(lambda i: plan.dense_attention(*sets[i], out)), nsets,
+                     dense_pairs, check=check_dense)
+
+        flex = None
+        for density in args.densities:
+            try:
+                keep = random_keep(n // BLOCK, hq, density, gen)
+                ro, ci = to_csr(keep)
+                pairs = kept_pairs(ro, ci, n, hq)
+            except Exception as ex:
+                print(f"{shape:12s} n={n:7d} mask d={density} failed: {ex}", flush=True)
+                continue
+            real = ci.numel() / (hq * (n // BLOCK) * (n // BLOCK + 1) // 2)
+            res = {}
+
+            def flex_call(i, mask=None):
+                return flex(peer[i][0], peer[i][1], peer[i][2], block_mask=mask, enable_gqa=True)
+
+            try:
+                flex = self.flex()
+                mask = flex_block_mask(keep)
+                rec = self.measure(ctx, "flex_sparse", lambda i: flex_call(i, mask), nsets, pairs, real)
+                if "ms" in rec:
+                    res["flex"] = flex_call(0, mask)[0].transpose(0, 1)
+            except Exception as ex:
+                print(f"{shape:12s} n={n:7d} flex mask failed: {ex}", flush=True)
+
+            def check_sparse():
+                plan.sparse_attention(*sets[0], ro, ci, out)
+                return rel_err(out, res["flex"]) if "flex" in res else float("nan")
+
+            self.measure(ctx, "ours_sparse", ours(lambda i: plan.sparse_attention(*sets[i], ro, ci, out)),
+                         nsets, pairs, real, check=check_sparse)
+
+        # The estimator with the default config, and the whole layer at the density it picks.
+        est = {}
+
+        def estimated():
+            if not est:
+                e = plan.estimate(*sets[0][:2])
+                est["density"] = e["col_indices"].numel() / plan.mask_capacity
+                est["pairs"] = kept_pairs(e["row_offsets"], e["col_indices"], n, hq)
+            return est
+
+        self.measure(ctx, "ours_estimate", ours(lambda i: plan.estimate(*sets[i][:2], copy=False)), nsets)
+        try:
+            density = estimated()["density"] if plan is not None else None
+        except Exception:
+            density = None
+        self.measure(ctx, "ours_attention", ours(lambda i: plan.attention(*sets[i], out)), nsets,
+                     lambda: estimated()["pairs"], density)
+        if plan is not None:
+            plan.close()
+
+    def run(self):
+        for shape in self.args.shapes:
+            for n in self.args.lengths:
+                try:
+                    self.length(shape, n)
+                except Exception as ex:
+                    print(f"{shape:12s} n={n:7d} failed: {type(ex).__name__}: {ex}", flush=True)
+                gc.collect()
+                torch.cuda.empty_cache()
+
+
+def print_table(results):
+    print("\nshape        N       method          density       ms  TFLOP/s  t/cuDNN      err")
+    for r in results:
+        dens = f"{r['density']:.3f}" if r.get("density") is not None else "-"
+        if "error" in r:
+            print(f"{r['shape']:12s} {r['n']:7d} {r['method']:15s} {dens:>7s}   failed")
+            continue
+        tf = f"{r['tflops']:8.0f}" if r.get("tflops") else "       -"
+        x = f"{r['x_cudnn']:8.3f}" if r.get("x_cudnn") else "       -"
+        err = f"{r['err']:8.1e}" if r.get("err") is not None else "       -"
+        print(f"{r['shape']:12s} {r['n']:7d} {r['method']:15s} {dens:>7s} {r['ms']:8.3f} {tf} {x} {err}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lengths", type=int, nargs="+", default=[8192, 16384, 32768, 65536, 131072])
+    p.add_argument("--densities", type=float, nargs="+", default=[1.0, 0.5, 0.2, 0.1, 0.05])
+    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="smoke run: 8K and 16K, densities 1.0 and 0.1")
+    p.add_argument("--verbose", action="store_true", help="print tracebacks of failures")
+    p.add_argument("--out", default=None, help="JSON results (default bench/results/cuda_bench_<date>.json)")
+    args = p.parse_args()
+    if args.quick:
+        args.lengths, args.densities, args.reps = [8192, 16384], [1.0, 0.1], 5
+    args.reps = max(args.reps, 5)
+    for n in args.lengths:
+        if n % BLOCK:
+            p.error(f"--lengths must be multiples of {BLOCK}, got {n}")
+
+    now = datetime.datetime.now()
+    meta = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "date": now.isoformat(timespec="seconds"),
+            "commit": git_commit(), "library": pa.library_path(), "args": vars(args)}
+    print(f"GPU {meta['gpu']}, torch {meta['torch']}, {meta['date']}, commit {meta['commit']}", flush=True)
+    print(f"library {meta['library']}", flush=True)
+
+    bench = Bench(args)
+    bench.run()
+
+    out = pathlib.Path(args.out or REPO / "bench" / "results" / f"cuda_bench_{now:%Y-%m-%d_%H%M%S}.json")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"meta": meta, "results": bench.results}, indent=1))
+        print(f"\nwrote {out}")
+    except OSError as ex:
+        print(f"\nwriting {out} failed: {ex}")
+    print_table(bench.results)
+
+
+if __name__ == "__main__":
+    main()

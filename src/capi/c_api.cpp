@@ -1,0 +1,240 @@
+// The C ABI: converts the plain C structs to the C++ API and turns every exception into a status
+// code plus a per-thread message, because no exception may unwind through a C (or FFI) frame.
+#include "proxyattn/c_api.h"
+
+#include <new>
+#include <string>
+#include <utility>
+
+#include "proxyattn/attention.hpp"
+#include "proxyattn/config.hpp"
+#include "proxyattn/error.hpp"
+#include "proxyattn/mask.hpp"
+#include "proxyattn/plan.hpp"
+#include "proxyattn/tensor.hpp"
+
+using namespace proxyattn;
+
+struct pa_plan {
+  Plan plan;
+  std::uint64_t workspace_bytes;
+};
+
+namespace {
+
+thread_local std::string last_error;
+
+[[noreturn]] void invalid(const std::string& message) {
+  throw Error(ErrorCode::invalid_argument, message);
+}
+
+// Runs `body` and maps whatever it throws to a status code; the C boundary is here.
+template <class Body>
+int guarded(Body&& body) {
+  try {
+    body();
+    return PA_OK;
+  } catch (const Error& e) {
+    last_error = e.what();
+    switch (e.code()) {
+      case ErrorCode::invalid_argument: return PA_INVALID_ARGUMENT;
+      case ErrorCode::unsupported: return PA_UNSUPPORTED;
+      case ErrorCode::runtime: return PA_RUNTIME_ERROR;
+    }
+    return PA_OTHER_ERROR;
+  } catch (const std::bad_alloc&) {
+    last_error = "proxyattn: out of memory";
+    return PA_OTHER_ERROR;
+  } catch (const std::exception& e) {
+    last_error = std::string("proxyattn: ") + e.what();
+    return PA_OTHER_ERROR;
+  } catch (...) {
+    last_error = "proxyattn: unknown exception";
+    return PA_OTHER_ERROR;
+  }
+}
+
+void require(const void* p, const char* name) {
+  if (p == nullptr) invalid(std::string(name) + " is null");
+}
+
+DType to_dtype(std::int32_t code, const char* name) {
+  if (code < PA_FLOAT32 || code > PA_INT64)
+    invalid(std::string(name) + ": dtype code must be in [0, 4], got " + std::to_string(code));
+  return static_cast<DType>(code);
+}
+
+Device to_device(std::int32_t code, const char* name) {
+  if (code != PA_CPU && code != PA_CUDA)
+    invalid(std::string(name) + ": device code must be 0 (cpu) or 1 (cuda), got " + std::to_string(code));
+  return static_cast<Device>(code);
+}
+
+TensorView to_view(const pa_tensor& t, const char* name) {
+  if (t.ndim < 0 || t.ndim > TensorView::max_dims)
+    invalid(std::string(name) + ".ndim must be in [0, 4], got " + std::to_string(t.ndim));
+  TensorView v;
+  v.data = t.data;
+  v.dtype = to_dtype(t.dtype, name);
+  v.device = to_device(t.device, name);
+  v.device_index = t.device_index;
+  v.ndim = t.ndim;
+  for (int i = 0; i < t.ndim; ++i) {
+    v.shape[i] = t.shape[i];
+    v.stride[i] = t.stride[i];
+  }
+  return v;
+}
+
+// A required tensor: null is an invalid argument naming it.
+TensorView required(const pa_tensor* t, const char* name) {
+  require(t, name);
+  return to_view(*t, name);
+}
+
+// An optional tensor (lse): null means absent.
+TensorView optional(const pa_tensor* t, const char* name) {
+  return t == nullptr ? TensorView{} : to_view(*t, name);
+}
+
+// The tensors of an attention call, converted in argument order (a member initialiser list runs
+// in declaration order, unlike function arguments), so that the first bad one is the one named.
+struct Views {
+  TensorView q, k, v, out, lse;
+  Views(const pa_tensor* q_, const pa_tensor* k_, const pa_tensor* v_, const pa_tensor* out_,
+        const pa_tensor* lse_)
+      : q(required(q_, "q")), k(required(k_, "k")), v(required(v_, "v")), out(required(out_, "out")),
+        lse(optional(lse_, "lse")) {}
+};
+
+Config to_config(const pa_config& c) {
+  if (c.budget_mode != PA_ROW_RATIO && c.budget_mode != PA_LAST_ROW_COUNT)
+    invalid("config.budget_mode must be 0 (row_ratio) or 1 (last_row_count), got " +
+            std::to_string(c.budget_mode));
+  if (c.backend < PA_BACKEND_AUTOMATIC || c.backend > PA_BACKEND_CUDA)
+    invalid("config.backend must be in [0, 3], got " + std::to_string(c.backend));
+  Config r;
+  r.block_size = c.block_size;
+  r.stride = c.stride;
+  r.proxy_groups = c.proxy_groups;
+  r.gamma = c.gamma;
+  r.min_budget_tokens = c.min_budget_tokens;
+  r.keep_sink = c.keep_sink != 0;
+  r.budget_mode = static_cast<BudgetMode>(c.budget_mode);
+  r.scale = c.scale;
+  r.backend = static_cast<Backend>(c.backend);
+  return r;
+}
+
+void fill_result(const Estimate& e, pa_estimate_result* out) {
+  out->row_offsets = e.mask.row_offsets;
+  out->col_indices = e.mask.col_indices;
+  out->budget_blocks = e.budget_blocks;
+  out->kept_blocks = e.kept_blocks;
+  out->num_rows = e.mask.num_rows;
+  out->device = static_cast<std::int32_t>(e.device);
+}
+
+}  // namespace
+
+extern "C" {
+
+void pa_config_default(pa_config* config) {
+  if (config == nullptr) return;
+  const Config d;
+  config->block_size = d.block_size;
+  config->stride = d.stride;
+  config->proxy_groups = d.proxy_groups;
+  config->gamma = d.gamma;
+  config->min_budget_tokens = d.min_budget_tokens;
+  config->keep_sink = d.keep_sink ? 1 : 0;
+  config->budget_mode = static_cast<std::int32_t>(d.budget_mode);
+  config->scale = d.scale;
+  config->backend = static_cast<std::int32_t>(d.backend);
+}
+
+int pa_plan_create(const pa_config* config, int32_t q_heads, int32_t kv_heads, int32_t head_dim,
+                   int32_t dtype, int32_t device, int32_t device_index, const int32_t* cu_seqlens_host,
+                   int32_t num_seqs, void* stream, pa_plan** out) {
+  return guarded([&] {
+    require(out, "out");
+    *out = nullptr;
+    require(config, "config");
+    require(cu_seqlens_host, "cu_seqlens_host");
+    if (num_seqs < 1) invalid("num_seqs must be >= 1, got " + std::to_string(num_seqs));
+    const Config c = to_config(*config);
+    Problem p;
+    p.q_heads = q_heads;
+    p.kv_heads = kv_heads;
+    p.head_dim = head_dim;
+    p.dtype = to_dtype(dtype, "dtype");
+    p.device = to_device(device, "device");
+    p.device_index = device_index;
+    p.cu_seqlens.assign(cu_seqlens_host, cu_seqlens_host + num_seqs + 1);
+    // Sized first (it validates too), so that the getter below cannot fail.
+    const std::uint64_t bytes = Plan::workspace_bytes(c, p);
+    *out = new pa_plan{Plan(c, p, stream), bytes};
+  });
+}
+
+void pa_plan_destroy(pa_plan* plan) { delete plan; }
+
+int64_t pa_plan_num_blocks(const pa_plan* plan) { return plan ? plan->plan.num_blocks() : -1; }
+int64_t pa_plan_mask_rows(const pa_plan* plan) { return plan ? plan->plan.mask_rows() : -1; }
+int64_t pa_plan_mask_capacity(const pa_plan* plan) { return plan ? plan->plan.mask_capacity() : -1; }
+uint64_t pa_plan_workspace_bytes(const pa_plan* plan) { return plan ? plan->workspace_bytes : 0; }
+
+int pa_estimate(pa_plan* plan, const pa_tensor* q, const pa_tensor* k, void* stream, pa_estimate_result* out) {
+  return guarded([&] {
+    require(plan, "plan");
+    require(out, "out");
+    const TensorView qv = required(q, "q");
+    const TensorView kv = required(k, "k");
+    fill_result(estimate(plan->plan, qv, kv, stream), out);
+  });
+}
+
+int pa_sparse_attention(pa_plan* plan, const pa_tensor* q, const pa_tensor* k, const pa_tensor* v,
+                        const int64_t* row_offsets, const int32_t* col_indices, const pa_tensor* out,
+                        const pa_tensor* lse, void* stream) {
+  return guarded([&] {
+    require(plan, "plan");
+    require(row_offsets, "row_offsets");
+    // col_indices may be null for a mask that keeps nothing, so it is not required here; host
+    // masks are checked by the library, a device mask must be right as given.
+    const Problem& pr = plan->plan.problem();
+    BlockMask mask;
+    mask.block_size = plan->plan.config().block_size;
+    mask.num_heads = pr.q_heads;
+    mask.num_rows = plan->plan.mask_rows();
+    mask.device = pr.device;
+    mask.device_index = pr.device_index;
+    mask.row_offsets = row_offsets;
+    mask.col_indices = col_indices;
+    const Views t(q, k, v, out, lse);
+    sparse_attention(plan->plan, t.q, t.k, t.v, mask, t.out, t.lse, stream);
+  });
+}
+
+int pa_attention(pa_plan* plan, const pa_tensor* q, const pa_tensor* k, const pa_tensor* v,
+                 const pa_tensor* out, const pa_tensor* lse, void* stream, pa_estimate_result* est) {
+  return guarded([&] {
+    require(plan, "plan");
+    const Views t(q, k, v, out, lse);
+    const Estimate e = attention(plan->plan, t.q, t.k, t.v, t.out, t.lse, stream);
+    if (est != nullptr) fill_result(e, est);
+  });
+}
+
+int pa_dense_attention(pa_plan* plan, const pa_tensor* q, const pa_tensor* k, const pa_tensor* v,
+                       const pa_tensor* out, const pa_tensor* lse, void* stream) {
+  return guarded([&] {
+    require(plan, "plan");
+    const Views t(q, k, v, out, lse);
+    dense_attention(plan->plan, t.q, t.k, t.v, t.out, t.lse, stream);
+  });
+}
+
+const char* pa_last_error(void) { return last_error.c_str(); }
+
+}  // extern "C"
