@@ -6,25 +6,26 @@ set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# file @@ original text @@ mutated text @@ what the mutation breaks
 mutations=(
-  "src/cpu/estimate.cpp|cell = v > cell ? v : cell;|cell = v < cell ? v : cell;|stage 1 min pooling instead of max"
-  "src/cpu/estimate.cpp|std::min(keys, first + i - k0 + 1)|keys|stage 2 without the causal mask"
-  "src/cpu/estimate.cpp|return ka > kb \|\| (ka == kb \&\& a < b);|return ka > kb \|\| (ka == kb \&\& a > b);|ties ranked higher index first"
-  "src/cpu/estimate.cpp|const std::int64_t t = begin + a \* stride;|const std::int64_t t = begin + a * stride + (stride > 1);|proxy reads the wrong strided token"
-  "src/core/rules.hpp|? ceil_div(k_h \* eligible, nb) : k_h;|? (k_h * eligible) / nb : k_h;|row budget rounds down"
-  "src/core/rules.hpp|return keep_sink \&\& m > 0 ? 2 : 1;|return 1;|sink not forced"
-  "src/cpu/attention.cpp|std::min(keys, q0 + i - k0 + 1)|keys|attention without the causal mask in the diagonal block"
-  "src/reference/estimate.cpp|for (std::int64_t i = seq.len - rows; i < seq.len; ++i) {|for (std::int64_t i = seq.len - rows; i + 1 < seq.len; ++i) {|reference stage 2 drops the last query"
+  "src/cpu/estimate.cpp@@cell = v > cell ? v : cell;@@cell = v < cell ? v : cell;@@stage 1 min pooling instead of max"
+  "src/cpu/estimate.cpp@@std::min(keys, first + i - k0 + 1)@@keys@@stage 2 without the causal mask"
+  "src/cpu/estimate.cpp@@(ka == kb && a < b)@@(ka == kb && a > b)@@ties ranked higher index first"
+  "src/cpu/estimate.cpp@@const std::int64_t t = begin + a * stride;@@const std::int64_t t = begin + a * stride + (stride > 1);@@proxy reads the wrong strided token"
+  "src/core/rules.hpp@@? ceil_div(k_h * eligible, nb) : k_h;@@? (k_h * eligible) / nb : k_h;@@row budget rounds down"
+  "src/core/rules.hpp@@return keep_sink && m > 0 ? 2 : 1;@@return 1;@@sink not forced"
+  "src/cpu/attention.cpp@@std::min(keys, q0 + i - k0 + 1)@@keys@@attention without the causal mask in the diagonal block"
+  "src/reference/estimate.cpp@@for (std::int64_t i = seq.len - rows; i < seq.len; ++i) {@@for (std::int64_t i = seq.len - rows; i + 1 < seq.len; ++i) {@@reference stage 2 drops the last query"
 )
 survived=0
 for m in "${mutations[@]}"; do
-  IFS='|' read -r file from to what <<<"$m"
+  file=${m%%@@*}; rest=${m#*@@}; from=${rest%%@@*}; rest=${rest#*@@}; to=${rest%%@@*}; what=${rest#*@@}
   rm -rf "$work/src" && mkdir -p "$work/src"
-  (cd "$root" && tar cf - --exclude=./build --exclude=./.git .) | (cd "$work/src" && tar xf -)
-  if ! grep -q -- "$(printf '%s' "$from" | sed 's/\\//g')" "$work/src/$file"; then
+  (cd "$root" && tar cf - --exclude='./build*' --exclude=./.device --exclude=./.git .) | (cd "$work/src" && tar xf -)
+  if ! grep -qF -- "$from" "$work/src/$file"; then
     echo "MISSING  $what (pattern not found in $file)"; survived=1; continue
   fi
-  python3 - "$work/src/$file" "$(printf '%s' "$from" | sed 's/\\//g')" "$(printf '%s' "$to" | sed 's/\\//g')" <<'PY'
+  python3 - "$work/src/$file" "$from" "$to" <<'PY'
 import sys
 path, old, new = sys.argv[1:]
 s = open(path).read()
@@ -34,8 +35,12 @@ PY
   if ! cmake --build "$work/build" --target proxyattn_tests >/dev/null 2>&1; then
     echo "BUILD?   $what (did not compile)"; survived=1; continue
   fi
-  if "$work/build/tests/proxyattn_tests" --gtest_brief=1 >/dev/null 2>&1; then
+  "$work/build/tests/proxyattn_tests" --gtest_brief=1 >/dev/null 2>&1
+  rc=$?
+  if [ $rc -eq 0 ]; then
     echo "SURVIVED $what"; survived=1
+  elif [ $rc -ge 128 ]; then
+    echo "caught   $what (the tests crashed)"
   else
     echo "caught   $what"
   fi

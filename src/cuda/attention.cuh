@@ -136,7 +136,7 @@ __global__ void __launch_bounds__(128) sparse_attention_kernel(AttentionParams p
       // Scores of kSub keys at a time: fewer live registers than the whole tile (no spills),
       // at the price of reading the Q fragments once per sub-tile.
       float S[MT][kSub / 8][4];
-      mma::warp_scores_xor<D, MT, kBf16, kSub / 16>(q_lane, k_lane + sub * kSub * 2 * D, S);
+      mma::warp_scores<D, MT, kBf16, kSub / 16>(q_lane, k_lane + sub * kSub * 2 * D, S);
       if (sub == 0) {
         if (nxt >= 0) load_kv(kg, p.k_tok, k_smem + (buf ^ 1) * kTileBytes, nxt);
         mma::cp_async_commit();

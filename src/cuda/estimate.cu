@@ -57,6 +57,14 @@ __device__ void bitonic_sort_desc(K* keys, int n) {
     }
 }
 
+// The XOR addressing of mma.cuh needs tiles aligned to 2D bytes; static shared variables can
+// shift the dynamic base, so each launch adds 2D bytes of slack and the kernel skips to alignment.
+template <int D, class T>
+__device__ __forceinline__ T* align_tiles(T* base) {
+  const std::uint32_t mis = mma::smem_addr(base) % (2 * D);
+  return reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(base) + (mis ? 2 * D - mis : 0));
+}
+
 __device__ __forceinline__ int next_pow2(int x) {
   int p = 1;
   while (p < x) p <<= 1;
@@ -92,8 +100,8 @@ template <class T, int D, bool kMass>
 __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
   constexpr bool kBf16 = Elem<T>::is_bf16;
   extern __shared__ __align__(128) std::uint16_t smem[];
-  std::uint16_t* sQ = smem;              // 128 x D
-  std::uint16_t* sK = sQ + kBlock * D;   // 64 x D
+  std::uint16_t* sQ = align_tiles<D>(smem);  // 128 x D
+  std::uint16_t* sK = sQ + kBlock * D;        // 64 x D
   __shared__ float lse2[kBlock];
   __shared__ float block_sum[kStage2Chunk];
 
@@ -116,19 +124,17 @@ __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
   mma::cp_async_commit();
   if constexpr (kMass) {
     if (threadIdx.x < kBlock) {  // merge the chunks' (max, sum) of this row
-      float mx = -INFINITY, sum = 0.f;
+      mma::RowStat row;
       for (int cc = p.r.chunk_offset[s]; cc < p.r.chunk_offset[s + 1]; ++cc) {
         const float* e = p.r.partial + ((static_cast<std::int64_t>(cc) * p.q_heads + h) * kBlock + threadIdx.x) * 2;
-        const float m2 = fmaxf(mx, e[0]);
-        const float base = m2 == -INFINITY ? 0.f : m2;
-        sum = sum * exp2f(mx - base) + e[1] * exp2f(e[0] - base);
-        mx = m2;
+        row.merge(e[0], e[1]);
       }
-      lse2[threadIdx.x] = mx == -INFINITY ? INFINITY : mx + log2f(sum);  // +inf: row sees nothing
+      lse2[threadIdx.x] = row.lse();  // +inf: the row sees nothing
     }
     if (threadIdx.x < kStage2Chunk) block_sum[threadIdx.x] = 0.f;
   }
-  float rmax[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}}, rsum[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+  mma::RowStat stat[2][2];
+  const std::uint32_t q_lane = mma::lane_addr_a<D>(sQ, warp * 32), k_lane = mma::lane_addr_b<D>(sK, 0);
 
   for (int start = key_begin; start < key_end; start += kKeyTile) {
     __syncthreads();  // the previous tile is consumed
@@ -139,7 +145,7 @@ __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
     mma::cp_async_wait<0>();
     __syncthreads();
     float S[2][8][4];
-    mma::warp_scores<D, 2, kBf16>(sQ, warp * 32, sK, S);
+    mma::warp_scores<D, 2, kBf16>(q_lane, k_lane, S);
     float part = 0.f;
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
@@ -165,16 +171,11 @@ __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) part += exp2f(S[mt][j][hr * 2 + e] - l2);
         } else {
-          mx = mma::quad_max(mx);
-          const float m2 = fmaxf(rmax[mt][hr], mx);
-          const float base = m2 == -INFINITY ? 0.f : m2;
-          float sum = 0.f;
+          const float base = stat[mt][hr].raise(mma::quad_max(mx));
 #pragma unroll
           for (int j = 0; j < 8; ++j)
 #pragma unroll
-            for (int e = 0; e < 2; ++e) sum += exp2f(S[mt][j][hr * 2 + e] - base);
-          rsum[mt][hr] = rsum[mt][hr] * exp2f(rmax[mt][hr] - base) + sum;
-          rmax[mt][hr] = m2;
+            for (int e = 0; e < 2; ++e) stat[mt][hr].sum += exp2f(S[mt][j][hr * 2 + e] - base);
         }
       }
     if constexpr (kMass) {
@@ -195,11 +196,11 @@ __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
       for (int hr = 0; hr < 2; ++hr) {
-        const float l = mma::quad_sum(rsum[mt][hr]);
+        const float l = mma::quad_sum(stat[mt][hr].sum);
         const int r = warp * 32 + mt * 16 + g + hr * 8;
         if (c == 0) {
           float* e = p.r.partial + ((static_cast<std::int64_t>(chunk) * p.q_heads + h) * kBlock + r) * 2;
-          e[0] = rmax[mt][hr];
+          e[0] = stat[mt][hr].max;
           e[1] = l;
         }
       }
@@ -268,10 +269,11 @@ template <class T, int D>
 __global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int tile_bytes) {
   constexpr bool kBf16 = Elem<T>::is_bf16;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  std::uint16_t* sQ = reinterpret_cast<std::uint16_t*>(smem_raw);  // 64 x D
-  std::uint16_t* sK = sQ + 64 * D;                                     // 256 x D
-  unsigned long long* keys = reinterpret_cast<unsigned long long*>(smem_raw);  // after the scores
-  float* amax = reinterpret_cast<float*>(smem_raw + tile_bytes);             // [sort_size]
+  unsigned char* smem = align_tiles<D>(smem_raw);
+  std::uint16_t* sQ = reinterpret_cast<std::uint16_t*>(smem);  // 64 x D
+  std::uint16_t* sK = sQ + 64 * D;                                 // 256 x D
+  unsigned long long* keys = reinterpret_cast<unsigned long long*>(smem);  // after the scores
+  float* amax = reinterpret_cast<float*>(smem + tile_bytes);             // [sort_size]
   int* pos = reinterpret_cast<int*>(amax);                                   // after the ranking
   __shared__ float stat_max[4][16], stat_sum[4][16], lse2[64];
 
@@ -307,7 +309,7 @@ __global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int 
     mma::cp_async_commit();
 
     for (int pass = 0; pass < 2; ++pass) {
-      float rmax[2] = {-INFINITY, -INFINITY}, rsum[2] = {0.f, 0.f};
+      mma::RowStat stat[2];
       for (int round = 0; round < rounds; ++round) {
         const int key0 = round * warps_per_tile * 64;
         __syncthreads();
@@ -321,7 +323,7 @@ __global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int 
         const int start = key0 + my_sub * 64;
         if (!active || start > last) continue;
         float S[1][8][4];
-        mma::warp_scores<D, 1, kBf16>(sQ, my_mt * 16, sK + my_sub * 64 * D, S);
+        mma::warp_scores<D, 1, kBf16>(mma::lane_addr_a<D>(sQ, my_mt * 16), mma::lane_addr_b<D>(sK, my_sub * 64), S);
 #pragma unroll
         for (int hr = 0; hr < 2; ++hr) {
           const int r = my_mt * 16 + g + hr * 8;
@@ -340,16 +342,11 @@ __global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int 
               mx = fmaxf(mx, x);
             }
           if (pass == 0) {
-            mx = mma::quad_max(mx);
-            const float m2 = fmaxf(rmax[hr], mx);
-            const float base = m2 == -INFINITY ? 0.f : m2;
-            float sum = 0.f;
+            const float base = stat[hr].raise(mma::quad_max(mx));
 #pragma unroll
             for (int jj = 0; jj < 8; ++jj)
 #pragma unroll
-              for (int e = 0; e < 2; ++e) sum += exp2f(S[0][jj][hr * 2 + e] - base);
-            rsum[hr] = rsum[hr] * exp2f(rmax[hr] - base) + sum;
-            rmax[hr] = m2;
+              for (int e = 0; e < 2; ++e) stat[hr].sum += exp2f(S[0][jj][hr * 2 + e] - base);
           }
         }
         if (pass == 1) {
@@ -364,20 +361,16 @@ __global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int 
       if (pass == 0) {  // rows' log-sum-exp: quads, then the warps that split the keys
 #pragma unroll
         for (int hr = 0; hr < 2; ++hr) {
-          const float l = mma::quad_sum(rsum[hr]);
-          if (c == 0) stat_max[warp][g + hr * 8] = rmax[hr], stat_sum[warp][g + hr * 8] = l;
+          const float l = mma::quad_sum(stat[hr].sum);
+          if (c == 0) stat_max[warp][g + hr * 8] = stat[hr].max, stat_sum[warp][g + hr * 8] = l;
         }
         __syncthreads();
         if (threadIdx.x < rows) {
           const int r = threadIdx.x, mt = r / 16;
-          float mx = -INFINITY, sum = 0.f;
-          for (int w = mt * warps_per_tile; w < (mt + 1) * warps_per_tile; ++w) {
-            const float m2 = fmaxf(mx, stat_max[w][r % 16]);
-            const float base = m2 == -INFINITY ? 0.f : m2;
-            sum = sum * exp2f(mx - base) + stat_sum[w][r % 16] * exp2f(stat_max[w][r % 16] - base);
-            mx = m2;
-          }
-          lse2[r] = mx == -INFINITY ? INFINITY : mx + log2f(sum);
+          mma::RowStat row;
+          for (int w = mt * warps_per_tile; w < (mt + 1) * warps_per_tile; ++w)
+            row.merge(stat_max[w][r % 16], stat_sum[w][r % 16]);
+          lse2[r] = row.lse();
         }
         __syncthreads();
       }
@@ -442,7 +435,7 @@ void launch_estimate_before_scan(const EstimateParams& p, cudaStream_t stream) {
     PROXYATTN_LAUNCH_CHECK("proxy_kernel");
   }
   if (p.total_chunks > 0) {
-    const std::size_t smem = (kBlock + kKeyTile) * D * 2;
+    const std::size_t smem = (kBlock + kKeyTile) * D * 2 + 2 * D;  // + alignment slack
     allow_smem(stage2_kernel<T, D, false>, smem);
     allow_smem(stage2_kernel<T, D, true>, smem);
     const dim3 grid(p.total_chunks, p.q_heads);
@@ -463,7 +456,7 @@ template <class T, int D>
 void launch_estimate_after_scan(const EstimateParams& p, cudaStream_t stream) {
   if (p.num_blocks == 0) return;
   const int tile_bytes = static_cast<int>(std::max<std::size_t>((64 + 256) * D * 2, p.sort_size * sizeof(unsigned long long)));
-  const std::size_t smem = tile_bytes + static_cast<std::size_t>(p.sort_size) * sizeof(float);
+  const std::size_t smem = tile_bytes + static_cast<std::size_t>(p.sort_size) * sizeof(float) + 2 * D;
   allow_smem(stage1_kernel<T, D>, smem);
   stage1_kernel<T, D><<<dim3(p.num_blocks, p.groups), kThreads, smem, stream>>>(p, tile_bytes);
   PROXYATTN_LAUNCH_CHECK("stage1_kernel");

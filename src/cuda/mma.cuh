@@ -132,42 +132,11 @@ __device__ __forceinline__ void load_tile_async(std::uint16_t* tile, int rows, R
   }
 }
 
-// S[16*MT x 16*NP] = Q[rows q0.., D] * K[keys k0.., D]^T for one warp: Q rows from a swizzled
-// tile starting at row q0, K rows from a swizzled tile starting at row k0. S is in C-fragment
-// layout, [mt][n8 tile][4].
+// S[16*MT x 16*NP] = Q K^T for one warp, from lane addresses (lane_addr_a of the Q tile at the
+// warp's first row, lane_addr_b of the K tile at its first key). S is in C-fragment layout,
+// [m16 tile][n8 tile][4].
 template <int D, int MT, bool kBf16, int NP = 4>
-__device__ __forceinline__ void warp_scores(const std::uint16_t* sQ, int q0, const std::uint16_t* sK,
-                                            float (&S)[MT][2 * NP][4], int k0_row = 0) {
-  const int lane = threadIdx.x & 31;
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int j = 0; j < 2 * NP; ++j) S[mt][j][0] = S[mt][j][1] = S[mt][j][2] = S[mt][j][3] = 0.f;
-#pragma unroll
-  for (int k0 = 0; k0 < D; k0 += 16) {
-    std::uint32_t a[MT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      const int row = q0 + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-      ldmatrix_x4(a[mt], sQ + swz<D>(row, k0 + (lane >> 4) * 8));
-    }
-#pragma unroll
-    for (int np = 0; np < NP; ++np) {  // pairs of n8 tiles: 16 keys
-      std::uint32_t b[4];
-      const int key = k0_row + np * 16 + (lane & 7) + (lane >> 4) * 8;
-      ldmatrix_x4(b, sK + swz<D>(key, k0 + ((lane >> 3) & 1) * 8));
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        mma16816<kBf16>(S[mt][2 * np], a[mt], b[0], b[1]);
-        mma16816<kBf16>(S[mt][2 * np + 1], a[mt], b[2], b[3]);
-      }
-    }
-  }
-}
-
-// warp_scores from lane addresses (see lane_addr_a/b): qa for rows q0.., kb for keys k0...
-template <int D, int MT, bool kBf16, int NP>
-__device__ __forceinline__ void warp_scores_xor(std::uint32_t qa, std::uint32_t kb, float (&S)[MT][2 * NP][4]) {
+__device__ __forceinline__ void warp_scores(std::uint32_t qa, std::uint32_t kb, float (&S)[MT][2 * NP][4]) {
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -189,6 +158,25 @@ __device__ __forceinline__ void warp_scores_xor(std::uint32_t qa, std::uint32_t 
     }
   }
 }
+
+// A running (max, sum of 2^(x - max)) of a softmax row in base 2. raise() moves the max to
+// cover a block whose max is mx and returns the base to subtract from that block's scores; a
+// row that has seen only -inf keeps base 0 so that exp2 gives 0, not NaN.
+struct RowStat {
+  float max = -INFINITY, sum = 0.f;
+  __device__ __forceinline__ float raise(float mx) {
+    const float m2 = fmaxf(max, mx);
+    const float base = m2 == -INFINITY ? 0.f : m2;
+    sum *= exp2f(max - base);
+    max = m2;
+    return base;
+  }
+  __device__ __forceinline__ void merge(float m, float s) {
+    const float base = raise(m);
+    sum += s * exp2f(m - base);
+  }
+  __device__ __forceinline__ float lse() const { return max == -INFINITY ? INFINITY : max + log2f(sum); }
+};
 
 // Maximum and sum over the 4 lanes of a quad (the lanes that share a row of a C fragment).
 __device__ __forceinline__ float quad_max(float x) {
