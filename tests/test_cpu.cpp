@@ -191,3 +191,36 @@ TEST(CpuBackend, NanStaysInItsSequenceAndHead) {
       }
   }
 }
+
+// Keys that repeat with the period of a block make the proxy scores of all earlier full blocks
+// exactly equal, so the tie rule alone decides: the lowest block indices are kept.
+TEST(CpuBackend, TiesGoToTheLowerBlockIndex) {
+  const std::uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const int B = 16;
+  const Problem pr = make_problem({200}, 4, 2, 32, DType::float32);
+  Qkv x = random_qkv(pr, rng);
+  for (std::int64_t t = B; t < 200; ++t)
+    for (int i = 0; i < 2 * 32; ++i) x.k.set(t * 64 + i, x.k.at((t % B) * 64 + i));
+  for (Backend b : {Backend::cpu, Backend::cpu_reference}) {
+    SCOPED_TRACE(backend_name(b));
+    Config c;
+    c.block_size = B;
+    c.gamma = 0.5;
+    c.min_budget_tokens = 3 * B;
+    c.backend = b;
+    Plan plan(c, pr);
+    const HostEstimate e = to_host(plan, estimate(plan, x.q.view(), x.k.view()));
+    for (std::int64_t m = 0; m < plan.num_blocks(); ++m)
+      for (int h = 0; h < 4; ++h) {
+        const std::int64_t row = m * 4 + h;
+        const std::vector<std::int32_t> got(e.mask.col_indices.begin() + e.mask.row_offsets[row],
+                                            e.mask.col_indices.begin() + e.mask.row_offsets[row + 1]);
+        std::vector<std::int32_t> want;
+        for (std::int64_t n = 0; n + 1 < static_cast<std::int64_t>(got.size()); ++n) want.push_back(static_cast<std::int32_t>(n));
+        want.push_back(static_cast<std::int32_t>(m));
+        ASSERT_EQ(got, want) << "block " << m << " head " << h;
+      }
+  }
+}

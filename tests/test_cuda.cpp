@@ -347,3 +347,30 @@ TEST(Cuda, UnsupportedInputsAreClearErrors) {
     EXPECT_NE(std::string(e.what()).find("aligned"), std::string::npos) << e.what();
   }
 }
+
+TEST(Cuda, TiesGoToTheLowerBlockIndex) {
+  REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Problem pr = make_problem({2000}, 8, 2, 128, DType::bfloat16);
+  Qkv x = random_qkv(pr, rng);
+  for (std::int64_t t = 128; t < 2000; ++t)  // keys repeat with the period of a block
+    for (int i = 0; i < 2 * 128; ++i) x.k.set(t * 256 + i, x.k.at((t % 128) * 256 + i));
+  Config c;
+  c.gamma = 0.5;
+  c.min_budget_tokens = 3 * 128;
+  Plan plan(c, on_cuda(pr));
+  DeviceCopy q(x.q), k(x.k);
+  const HostEstimate e = to_host(plan, estimate(plan, q.view, k.view));
+  for (std::int64_t m = 0; m < plan.num_blocks(); ++m)
+    for (int h = 0; h < 8; ++h) {
+      const std::int64_t row = m * 8 + h;
+      const std::vector<std::int32_t> got(e.mask.col_indices.begin() + e.mask.row_offsets[row],
+                                          e.mask.col_indices.begin() + e.mask.row_offsets[row + 1]);
+      std::vector<std::int32_t> want;
+      for (std::int64_t n = 0; n + 1 < static_cast<std::int64_t>(got.size()); ++n) want.push_back(static_cast<std::int32_t>(n));
+      want.push_back(static_cast<std::int32_t>(m));
+      ASSERT_EQ(got, want) << "block " << m << " head " << h;
+    }
+}

@@ -266,12 +266,12 @@ __global__ void __launch_bounds__(kThreads) budget_kernel(EstimateParams p) {
 // log-sum-exp, pass 2 the maximum of (score - lse) per key block. Then the unforced blocks are
 // ranked once (score descending, index ascending) and each head of the group writes its prefix.
 template <class T, int D>
-__global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int tile_bytes) {
+__global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int tile_bytes, int key_rows) {
   constexpr bool kBf16 = Elem<T>::is_bf16;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   unsigned char* smem = align_tiles<D>(smem_raw);
   std::uint16_t* sQ = reinterpret_cast<std::uint16_t*>(smem);  // 64 x D
-  std::uint16_t* sK = sQ + 64 * D;                                 // 256 x D
+  std::uint16_t* sK = sQ + 64 * D;                                 // key_rows x D
   unsigned long long* keys = reinterpret_cast<unsigned long long*>(smem);  // after the scores
   float* amax = reinterpret_cast<float*>(smem + tile_bytes);             // [sort_size]
   int* pos = reinterpret_cast<int*>(amax);                                   // after the ranking
@@ -295,7 +295,8 @@ __global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int 
     const int rows = min(64, a1 - c0);
     const int mtiles = (rows + 15) / 16;
     const int mtiles_p2 = mtiles == 1 ? 1 : mtiles == 2 ? 2 : 4;
-    const int warps_per_tile = 4 / mtiles_p2;  // warps sharing an m-tile split its key tiles
+    // Warps sharing an m-tile split its key tiles, as many as the key buffer holds tiles.
+    const int warps_per_tile = min(4 / mtiles_p2, key_rows / 64);
     const int my_mt = warp / warps_per_tile, my_sub = warp % warps_per_tile;
     const bool active = my_mt < mtiles;
     const int last = c0 + rows - 1;  // last strided query: keys 0..last are causal
@@ -455,10 +456,17 @@ void launch_estimate_before_scan(const EstimateParams& p, cudaStream_t stream) {
 template <class T, int D>
 void launch_estimate_after_scan(const EstimateParams& p, cudaStream_t stream) {
   if (p.num_blocks == 0) return;
-  const int tile_bytes = static_cast<int>(std::max<std::size_t>((64 + 256) * D * 2, p.sort_size * sizeof(unsigned long long)));
+  // Key buffer: one 64-key tile per warp that shares an m-tile of a full query block, so that the
+  // common strides (4: two m-tiles, two warps each) take 48 KB at D = 128 and four CTAs fit on
+  // an SM: the loads of one CTA hide behind the others' math.
+  const int rows = std::min(64, kBlock / p.stride);
+  const int mtiles = (rows + 15) / 16;
+  const int key_rows = 64 * (4 / (mtiles == 1 ? 1 : mtiles == 2 ? 2 : 4));
+  const int tile_bytes =
+      static_cast<int>(std::max<std::size_t>((64 + key_rows) * D * 2, p.sort_size * sizeof(unsigned long long)));
   const std::size_t smem = tile_bytes + static_cast<std::size_t>(p.sort_size) * sizeof(float) + 2 * D;
   allow_smem(stage1_kernel<T, D>, smem);
-  stage1_kernel<T, D><<<dim3(p.num_blocks, p.groups), kThreads, smem, stream>>>(p, tile_bytes);
+  stage1_kernel<T, D><<<dim3(p.num_blocks, p.groups), kThreads, smem, stream>>>(p, tile_bytes, key_rows);
   PROXYATTN_LAUNCH_CHECK("stage1_kernel");
 }
 
