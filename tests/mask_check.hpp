@@ -119,4 +119,19 @@ inline MaskCheck check_estimate(const Plan& plan, const TensorView& q, const Ten
   return out;
 }
 
+// For inputs whose unforced blocks all tie exactly (keys periodic with the block size): each row
+// of a one-sequence mask must keep blocks 0 .. count-2 and its diagonal.
+inline void expect_ties_to_lower_index(const HostEstimate& e, std::int64_t blocks, int heads) {
+  for (std::int64_t m = 0; m < blocks; ++m)
+    for (int h = 0; h < heads; ++h) {
+      const std::int64_t row = m * heads + h;
+      const std::vector<std::int32_t> got(e.mask.col_indices.begin() + e.mask.row_offsets[row],
+                                          e.mask.col_indices.begin() + e.mask.row_offsets[row + 1]);
+      std::vector<std::int32_t> want;
+      for (std::int64_t n = 0; n + 1 < static_cast<std::int64_t>(got.size()); ++n) want.push_back(static_cast<std::int32_t>(n));
+      want.push_back(static_cast<std::int32_t>(m));
+      ASSERT_EQ(got, want) << "block " << m << " head " << h;
+    }
+}
+
 }  // namespace testutil

@@ -363,14 +363,5 @@ TEST(Cuda, TiesGoToTheLowerBlockIndex) {
   Plan plan(c, on_cuda(pr));
   DeviceCopy q(x.q), k(x.k);
   const HostEstimate e = to_host(plan, estimate(plan, q.view, k.view));
-  for (std::int64_t m = 0; m < plan.num_blocks(); ++m)
-    for (int h = 0; h < 8; ++h) {
-      const std::int64_t row = m * 8 + h;
-      const std::vector<std::int32_t> got(e.mask.col_indices.begin() + e.mask.row_offsets[row],
-                                          e.mask.col_indices.begin() + e.mask.row_offsets[row + 1]);
-      std::vector<std::int32_t> want;
-      for (std::int64_t n = 0; n + 1 < static_cast<std::int64_t>(got.size()); ++n) want.push_back(static_cast<std::int32_t>(n));
-      want.push_back(static_cast<std::int32_t>(m));
-      ASSERT_EQ(got, want) << "block " << m << " head " << h;
-    }
+  expect_ties_to_lower_index(e, plan.num_blocks(), 8);
 }
