@@ -57,16 +57,8 @@ template <class T, int D, int BR>
 __global__ void __launch_bounds__(128) sparse_attention_kernel(AttentionParams p) {
   constexpr int MT = BR / 64;  // m16 tiles per warp: 4 warps x 16 x MT rows = BR
   constexpr bool kBf16 = Elem<T>::is_bf16;
-  // Keys per softmax step inside a 64-key tile (PROXYATTN_ATTN_SUBTILE, default 64).
-#ifdef PROXYATTN_ATTN_SUBTILE
-  constexpr int kSub = PROXYATTN_ATTN_SUBTILE;
-#else
-  constexpr int kSub = 64;
-#endif
   extern __shared__ __align__(128) std::uint16_t smem_raw[];
-  // The XOR addressing of mma.cuh needs tiles aligned to 2D bytes; the launcher adds the slack.
-  const std::uint32_t misalign = mma::smem_addr(smem_raw) % (2 * D);
-  std::uint16_t* sQ = smem_raw + (misalign ? (2 * D - misalign) / 2 : 0);
+  std::uint16_t* sQ = mma::align_tiles<D>(smem_raw);  // the launcher adds the slack
   std::uint16_t* sK = sQ + BR * D;           // two buffers of kKeyTile x D
   std::uint16_t* sV = sK + 2 * kKeyTile * D;  // two buffers
 
@@ -128,81 +120,71 @@ __global__ void __launch_bounds__(128) sparse_attention_kernel(AttentionParams p
 
     const int nxt = tiles.next();
     const bool need_mask = cur + kKeyTile > q0 || cur + kKeyTile > len;
-    const std::uint32_t q_lane = q_lane0;
     const std::uint32_t k_lane = k_lane0 + buf * kTileBytes;
     const std::uint32_t v_lane = v_lane0 + buf * kTileBytes;
+    float S[MT][kKeyTile / 8][4];
+    mma::warp_scores<D, MT, kBf16>(q_lane0, k_lane, S);
+    if (nxt >= 0) load_kv(kg, p.k_tok, k_smem + (buf ^ 1) * kTileBytes, nxt);
+    mma::cp_async_commit();
+    // Mask keys after the query (diagonal) or past the sequence end, then online softmax in
+    // base 2: the row max is taken on raw scores (the scale is positive), and each probability
+    // is one FFMA and one ex2.
 #pragma unroll
-    for (int sub = 0; sub < kKeyTile / kSub; ++sub) {
-      // Scores of kSub keys at a time: fewer live registers than the whole tile (no spills),
-      // at the price of reading the Q fragments once per sub-tile.
-      float S[MT][kSub / 8][4];
-      mma::warp_scores<D, MT, kBf16, kSub / 16>(q_lane, k_lane + sub * kSub * 2 * D, S);
-      if (sub == 0) {
-        if (nxt >= 0) load_kv(kg, p.k_tok, k_smem + (buf ^ 1) * kTileBytes, nxt);
-        mma::cp_async_commit();
-      }
-      // Mask keys after the query (diagonal) or past the sequence end, then online softmax in
-      // base 2: the row max is taken on raw scores (the scale is positive), and each probability
-      // is one FFMA and one ex2.
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
+      for (int hr = 0; hr < 2; ++hr) {
+        const int qi = q0 + warp_row0 + mt * 16 + g + hr * 8;
+        float mx = -INFINITY;
 #pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-          const int qi = q0 + warp_row0 + mt * 16 + g + hr * 8;
-          float mx = -INFINITY;
+        for (int j = 0; j < kKeyTile / 8; ++j)
 #pragma unroll
-          for (int j = 0; j < kSub / 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              if (need_mask) {
-                const int key = cur + sub * kSub + j * 8 + c * 2 + e;
-                if (key > qi || key >= len) S[mt][j][hr * 2 + e] = -INFINITY;
-              }
-              mx = fmaxf(mx, S[mt][j][hr * 2 + e]);
+          for (int e = 0; e < 2; ++e) {
+            if (need_mask) {
+              const int key = cur + j * 8 + c * 2 + e;
+              if (key > qi || key >= len) S[mt][j][hr * 2 + e] = -INFINITY;
             }
-          mx = mma::quad_max(mx) * p.scale_log2;
-          const float new_max = fmaxf(row_max[mt][hr], mx);
-          // A row that has seen no key keeps max -inf: subtract 0 so that exp2 gives 0, not NaN.
-          const float base = new_max == -INFINITY ? 0.f : new_max;
-          const float rescale = fast_exp2(row_max[mt][hr] - base);
-          row_max[mt][hr] = new_max;
-          float sum = 0.f;
-#pragma unroll
-          for (int j = 0; j < kSub / 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const float pe = fast_exp2(fmaf(S[mt][j][hr * 2 + e], p.scale_log2, -base));
-              S[mt][j][hr * 2 + e] = pe;
-              sum += pe;
-            }
-          row_sum[mt][hr] = row_sum[mt][hr] * rescale + sum;  // per-lane partial; the quad sums at the end
-#pragma unroll
-          for (int j = 0; j < D / 8; ++j) O[mt][j][hr * 2] *= rescale, O[mt][j][hr * 2 + 1] *= rescale;
-        }
-
-      if (sub == 0) {
-        mma::cp_async_wait<1>();  // V(cur) has landed; K(nxt) may still be in flight
-        __syncthreads();
-      }
-#pragma unroll
-      for (int kk = 0; kk < kSub / 16; ++kk) {
-        std::uint32_t a[MT][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {  // C fragments of two n8 tiles are the A fragment of a k16 step
-          a[mt][0] = Elem<T>::pack(S[mt][2 * kk][0], S[mt][2 * kk][1]);
-          a[mt][1] = Elem<T>::pack(S[mt][2 * kk][2], S[mt][2 * kk][3]);
-          a[mt][2] = Elem<T>::pack(S[mt][2 * kk + 1][0], S[mt][2 * kk + 1][1]);
-          a[mt][3] = Elem<T>::pack(S[mt][2 * kk + 1][2], S[mt][2 * kk + 1][3]);
-        }
-#pragma unroll
-        for (int dp = 0; dp < D / 16; ++dp) {
-          std::uint32_t bv[4];
-          mma::ldmatrix_x4_trans(bv, (v_lane ^ (32 * dp)) + (sub * kSub + kk * 16) * 2 * D);
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt) {
-            mma::mma16816<kBf16>(O[mt][2 * dp], a[mt], bv[0], bv[1]);
-            mma::mma16816<kBf16>(O[mt][2 * dp + 1], a[mt], bv[2], bv[3]);
+            mx = fmaxf(mx, S[mt][j][hr * 2 + e]);
           }
+        mx = mma::quad_max(mx) * p.scale_log2;
+        const float new_max = fmaxf(row_max[mt][hr], mx);
+        // A row that has seen no key keeps max -inf: subtract 0 so that exp2 gives 0, not NaN.
+        const float base = new_max == -INFINITY ? 0.f : new_max;
+        const float rescale = fast_exp2(row_max[mt][hr] - base);
+        row_max[mt][hr] = new_max;
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < kKeyTile / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float pe = fast_exp2(fmaf(S[mt][j][hr * 2 + e], p.scale_log2, -base));
+            S[mt][j][hr * 2 + e] = pe;
+            sum += pe;
+          }
+        row_sum[mt][hr] = row_sum[mt][hr] * rescale + sum;  // per-lane partial; the quad sums at the end
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) O[mt][j][hr * 2] *= rescale, O[mt][j][hr * 2 + 1] *= rescale;
+      }
+
+    mma::cp_async_wait<1>();  // V(cur) has landed; K(nxt) may still be in flight
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kKeyTile / 16; ++kk) {
+      std::uint32_t a[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {  // C fragments of two n8 tiles are the A fragment of a k16 step
+        a[mt][0] = Elem<T>::pack(S[mt][2 * kk][0], S[mt][2 * kk][1]);
+        a[mt][1] = Elem<T>::pack(S[mt][2 * kk][2], S[mt][2 * kk][3]);
+        a[mt][2] = Elem<T>::pack(S[mt][2 * kk + 1][0], S[mt][2 * kk + 1][1]);
+        a[mt][3] = Elem<T>::pack(S[mt][2 * kk + 1][2], S[mt][2 * kk + 1][3]);
+      }
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        std::uint32_t bv[4];
+        mma::ldmatrix_x4_trans(bv, (v_lane ^ (32 * dp)) + kk * 16 * 2 * D);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma::mma16816<kBf16>(O[mt][2 * dp], a[mt], bv[0], bv[1]);
+          mma::mma16816<kBf16>(O[mt][2 * dp + 1], a[mt], bv[2], bv[3]);
         }
       }
     }

@@ -54,6 +54,4 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
-inline int ceil_div_int(long long a, long long b) { return static_cast<int>((a + b - 1) / b); }
-
 }  // namespace proxyattn::detail::cuda

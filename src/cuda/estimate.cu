@@ -57,14 +57,6 @@ __device__ void bitonic_sort_desc(K* keys, int n) {
     }
 }
 
-// The XOR addressing of mma.cuh needs tiles aligned to 2D bytes; static shared variables can
-// shift the dynamic base, so each launch adds 2D bytes of slack and the kernel skips to alignment.
-template <int D, class T>
-__device__ __forceinline__ T* align_tiles(T* base) {
-  const std::uint32_t mis = mma::smem_addr(base) % (2 * D);
-  return reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(base) + (mis ? 2 * D - mis : 0));
-}
-
 __device__ __forceinline__ int next_pow2(int x) {
   int p = 1;
   while (p < x) p <<= 1;
@@ -100,7 +92,7 @@ template <class T, int D, bool kMass>
 __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
   constexpr bool kBf16 = Elem<T>::is_bf16;
   extern __shared__ __align__(128) std::uint16_t smem[];
-  std::uint16_t* sQ = align_tiles<D>(smem);  // 128 x D
+  std::uint16_t* sQ = mma::align_tiles<D>(smem);  // 128 x D
   std::uint16_t* sK = sQ + kBlock * D;        // 64 x D
   __shared__ float lse2[kBlock];
   __shared__ float block_sum[kStage2Chunk];
@@ -269,7 +261,7 @@ template <class T, int D>
 __global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int tile_bytes, int key_rows) {
   constexpr bool kBf16 = Elem<T>::is_bf16;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  unsigned char* smem = align_tiles<D>(smem_raw);
+  unsigned char* smem = mma::align_tiles<D>(smem_raw);
   std::uint16_t* sQ = reinterpret_cast<std::uint16_t*>(smem);  // 64 x D
   std::uint16_t* sK = sQ + 64 * D;                                 // key_rows x D
   unsigned long long* keys = reinterpret_cast<unsigned long long*>(smem);  // after the scores
