@@ -233,7 +233,7 @@ class Plan:
         if self._user_stream is not None:
             return int(self._user_stream)
         torch = sys.modules.get("torch")
-        if self.device == 1 and torch is not None:
+        if self.device == 1 and torch is not None and torch.cuda.is_available():
             return torch.cuda.current_stream(self.device_index).cuda_stream
         return None
 

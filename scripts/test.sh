@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The tests on a fresh machine: build, then every CTest test (the CUDA ones skip, saying so,
-# without a GPU), then the Python tests of the C ABI.
+# The tests on a fresh machine: build, every CTest test (the CUDA ones skip, saying so, without a
+# GPU), then the Python package: install it (pinned build and test dependencies, torch and
+# transformers included) and run its pytest tests and those of the evaluation code.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/build.sh"
 (cd "$root/build" && ctest --output-on-failure -j2)
-if [ -d "$root/python/tests" ]; then
-  python3 -c "import pytest, numpy" 2>/dev/null || python3 -m pip install -q "pytest==8.3.3" "numpy==1.26.4"
-  PROXYATTN_LIB="$root/build/src/capi/libproxyattn_c.so" python3 -m pytest -q "$root/python/tests"
-fi
+"$root/scripts/install_python.sh"
+cd "$root"
+PROXYATTN_LIB="$root/build/src/capi/libproxyattn_c.so" python3 -m pytest -q -p no:cacheprovider python/tests \
+  $(ls -d eval/tests eval/selectors/tests 2>/dev/null)

@@ -3,13 +3,12 @@ that applies the mask the library returns (so any mask the estimator picks is ch
 import numpy as np
 import pytest
 
+import reference as reference_module
+from reference import rel_err
+
 N, HQ, HKV, D, B = 300, 4, 2, 32, 64
 CU = [0, 100, 300]
 SPARSE = dict(gamma=0.3, min_budget_tokens=0)  # small enough that random inputs drop blocks
-
-
-def rel_err(a, b):
-    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
 
 
 def inputs(seed, dtype=np.float32):
@@ -25,44 +24,11 @@ def poisoned():
 
 
 def block_keep(row_offsets, col_indices, seq, head, nb):
-    """[nb, nb] bool: the key blocks row (global block, head) keeps, for one sequence."""
-    first = sum(-(-(CU[s + 1] - CU[s]) // B) for s in range(seq))  # blocks of earlier sequences
-    keep = np.zeros((nb, nb), bool)
-    for m in range(nb):
-        r = (first + m) * HQ + head
-        keep[m, col_indices[row_offsets[r]:row_offsets[r + 1]]] = True
-    return keep
+    return reference_module.block_keep(row_offsets, col_indices, CU, seq, HQ, head, B)
 
 
 def reference(q, k, v, mask=None):
-    """float64 causal attention per sequence; mask = (row_offsets, col_indices) or None (dense).
-    Returns out [N, HQ, D] and lse [HQ, N]."""
-    out = np.zeros((N, HQ, D))
-    lse = np.zeros((HQ, N))
-    scale = 1.0 / np.sqrt(D)
-    for s in range(len(CU) - 1):
-        lo, hi = CU[s], CU[s + 1]
-        n = hi - lo
-        if n == 0:
-            continue
-        nb = -(-n // B)
-        tok = np.arange(n)
-        causal = tok[None, :] <= tok[:, None]
-        for h in range(HQ):
-            kvh = h // (HQ // HKV)
-            keep = causal
-            if mask is not None:
-                blocks = block_keep(*mask, s, h, nb)
-                keep = causal & blocks[tok[:, None] // B, tok[None, :] // B]
-            scores = q[lo:hi, h].astype(np.float64) @ k[lo:hi, kvh].astype(np.float64).T * scale
-            scores = np.where(keep, scores, -np.inf)
-            with np.errstate(invalid="ignore", divide="ignore"):  # rows that keep nothing
-                mx = scores.max(axis=1, keepdims=True)
-                p = np.exp(scores - mx)
-                l = p.sum(axis=1, keepdims=True)
-                out[lo:hi, h] = (p / l) @ v[lo:hi, kvh].astype(np.float64)
-                lse[h, lo:hi] = (mx + np.log(l))[:, 0]
-    return out, lse
+    return reference_module.attention(q, k, v, CU, mask, B)
 
 
 def check_mask(est, plan):

@@ -1,0 +1,192 @@
+"""End-to-end prefill timing: time to first token of a transformers causal LM with sdpa attention
+against ProxyAttn, and the share of the prefill spent in attention.
+
+Random weights (the default, a Llama-3.1-8B architecture in bf16) have no real attention pattern,
+so ProxyAttn runs there at a FIXED density: the real estimator runs (its time counts), then the
+sparse kernel runs on a mask that keeps a fixed share of each row's causal blocks (sink, diagonal
+and random others). With --gguf, a real model runs through attn_implementation="proxyattn" with
+the estimator's own masks, and the measured density is reported.
+
+Modes: sdpa (transformers' sdpa), none (attention replaced by a copy of V: the time of everything
+else, so attention share = 1 - none / sdpa), dense (our dense kernel), proxyattn (real masks) and
+fixed-D (fixed density D).
+
+    python3 bench/e2e_prefill.py --lengths 32768 65536 131072 --modes sdpa none dense fixed-0.1 fixed-0.2
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+import transformers
+
+import transformers.masking_utils
+
+import proxyattn
+import proxyattn.transformers as pat
+
+LLAMA_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
+                rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                  original_max_position_embeddings=8192))
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+_fixed = {"density": None, "masks": {}}
+_stats = {"density": []}
+
+
+def fixed_mask(n, heads, density, device, block=128):
+    """CSR mask keeping ceil(density * (m + 1)) blocks of row m (at least sink and diagonal)."""
+    key = (n, heads, density)
+    if key not in _fixed["masks"]:
+        g = torch.Generator().manual_seed(0)
+        nb = math.ceil(n / block)
+        rows, offsets = [], [0]
+        for m in range(nb):
+            keep = max(min(m + 1, 2), math.ceil(density * (m + 1)))
+            for _ in range(heads):
+                others = (torch.randperm(m - 1, generator=g)[: max(0, keep - 2)] + 1).tolist() if m > 1 else []
+                cols = sorted({0, m, *others})
+                rows += cols
+                offsets.append(len(rows))
+        _fixed["masks"][key] = (torch.tensor(offsets, dtype=torch.int64, device=device),
+                                torch.tensor(rows, dtype=torch.int32, device=device), len(rows) / (heads * nb * (nb + 1) / 2))
+    return _fixed["masks"][key]
+
+
+def attention_fixed(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Real estimator, then the sparse kernel on a fixed-density mask (random-weight timing)."""
+    if query.shape[2] < 2:
+        return pat.proxyattn_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))
+    proxyattn.estimate(q, k, scaling, copy=False)  # the estimator's cost, its mask unused
+    ro, ci, _ = fixed_mask(q.shape[0], q.shape[1], _fixed["density"], q.device)
+    out = proxyattn.sparse_attention(q, k, v, (ro, ci), scaling)
+    return out.unsqueeze(0), None
+
+
+def attention_dense(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    if query.shape[2] < 2:
+        return pat.proxyattn_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))
+    return proxyattn.dense_attention(q, k, v, scaling).unsqueeze(0), None
+
+
+def attention_none(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """No attention: V's heads broadcast to the query heads (a copy of the output's size)."""
+    r = query.shape[1] // value.shape[1]
+    return value.repeat_interleave(r, dim=1).transpose(1, 2).contiguous(), None
+
+
+def attention_measured(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """ProxyAttn with the estimator's own masks, recording each layer's density."""
+    if query.shape[2] < 2:
+        return pat.proxyattn_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))
+    out, stats = proxyattn.attention(q, k, v, scaling, return_stats=True, **pat._settings["options"])
+    _stats["density"].append(stats["total_density"])
+    return out.unsqueeze(0), None
+
+
+def register_modes():
+    pat.register(min_prefill_tokens=2)
+    for name, fn in (("pa_fixed", attention_fixed), ("pa_dense", attention_dense), ("pa_none", attention_none),
+                     ("pa_measured", attention_measured)):
+        transformers.AttentionInterface.register(name, fn)
+        transformers.AttentionMaskInterface.register(name, transformers.masking_utils.sdpa_mask)
+
+
+def build_model(args):
+    if args.gguf:
+        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "eval"))
+        from load_model import load
+        model, _ = load(args.model_dir, torch.bfloat16, DEVICE)
+        return model
+    shape = dict(LLAMA_8B)
+    if args.tiny:  # a smoke test of this script (CPU or GPU), not a measurement
+        shape.update(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8,
+                     num_key_value_heads=2, vocab_size=1000)
+    config = transformers.LlamaConfig(**shape)
+    torch.manual_seed(0)
+    with torch.device(DEVICE):
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    return model.eval()
+
+
+def sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_prefill(model, ids, repeats):
+    times = []
+    for i in range(repeats + 1):  # the first run warms up (plans, allocator, kernels)
+        sync()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            model(ids, logits_to_keep=1, use_cache=True)
+        sync()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lengths", type=int, nargs="+", default=[32768, 65536, 131072])
+    p.add_argument("--modes", nargs="+", default=["sdpa", "none", "dense", "fixed-0.1", "fixed-0.2"])
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--gamma", type=float, default=0.95)
+    p.add_argument("--gguf", action="store_true", help="load the real model of --model-dir (eval/load_model.py)")
+    p.add_argument("--model-dir", default="/tmp/proxyattn_model")
+    p.add_argument("--tiny", action="store_true", help="a 2-layer model: checks the script runs")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args()
+
+    register_modes()
+    pat.register(min_prefill_tokens=2, gamma=args.gamma)
+    model = build_model(args)
+    impl = {"sdpa": "sdpa", "none": "pa_none", "dense": "pa_dense", "proxyattn": "pa_measured"}
+    rows = []
+    for n in args.lengths:
+        ids = torch.randint(0, model.config.vocab_size, (1, n), generator=torch.Generator().manual_seed(n)).to(DEVICE)
+        for mode in args.modes:
+            density = None
+            if mode.startswith("fixed-"):
+                _fixed["density"] = float(mode.split("-", 1)[1])
+                model.set_attn_implementation("pa_fixed")
+                density = fixed_mask(n, model.config.num_attention_heads, _fixed["density"], DEVICE)[2]
+            else:
+                model.set_attn_implementation(impl[mode])
+            _stats["density"].clear()
+            seconds = time_prefill(model, ids, args.repeats)
+            if mode == "proxyattn":
+                density = sum(_stats["density"]) / len(_stats["density"])
+            rows.append(dict(tokens=n, mode=mode, seconds=seconds, density=density))
+            print(f"{n:>7} {mode:>10} {seconds * 1e3:9.1f} ms" + (f"  density {density:.3f}" if density else ""),
+                  flush=True)
+    # Attention share and speed-ups per length.
+    print("\n| tokens | mode | density | TTFT | speed-up vs sdpa | attention share |")
+    print("|---|---|---|---|---|---|")
+    for n in args.lengths:
+        by = {r["mode"]: r for r in rows if r["tokens"] == n}
+        base, rest = by.get("sdpa"), by.get("none")
+        for r in (r for r in rows if r["tokens"] == n):
+            share = "" if not rest or r["mode"] == "none" else f"{1 - rest['seconds'] / r['seconds']:.0%}"
+            speed = f"{base['seconds'] / r['seconds']:.2f}x" if base else ""
+            dens = f"{r['density']:.1%}" if r["density"] else ("100%" if r["mode"] in ("sdpa", "dense") else "-")
+            print(f"| {n} | {r['mode']} | {dens} | {r['seconds'] * 1e3:.0f} ms | {speed} | {share} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(gpu=torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu", torch=torch.__version__,
+                           transformers=transformers.__version__, commit=os.environ.get("PROXYATTN_COMMIT"),
+                           model="gguf:" + args.model_dir if args.gguf else "Llama-3.1-8B architecture, random bf16",
+                           rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

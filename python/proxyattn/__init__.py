@@ -1,0 +1,18 @@
+"""proxyattn: ProxyAttn block-sparse attention for fast long-context prefill.
+
+    import proxyattn
+    out = proxyattn.attention(q, k, v)                      # q [b, n, hq, d], k, v [b, n, hkv, d]
+    out, stats = proxyattn.attention(q, k, v, gamma=0.9, return_stats=True)
+    out = proxyattn.attention_varlen(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len)
+
+Inputs are any DLPack arrays (torch, numpy, cupy), used without a copy; CUDA work runs on the
+caller's current stream. `proxyattn.torch_ops` registers torch custom ops (torch.compile, CUDA
+graphs) and `proxyattn.transformers.register()` adds attn_implementation="proxyattn".
+"""
+from ._api import (BlockMask, Options, attention, attention_varlen, clear_plan_cache, dense_attention,
+                   estimate, sparse_attention)
+from ._core import cuda_available
+
+__all__ = ["BlockMask", "Options", "attention", "attention_varlen", "clear_plan_cache", "cuda_available",
+           "dense_attention", "estimate", "sparse_attention"]
+__version__ = "0.1.0"

@@ -1,0 +1,272 @@
+"""The functional API. Layouts follow flash_attn_func and flash_attn_varlen_func:
+
+- batched: q [batch, seqlen, q_heads, head_dim], k and v [batch, seqlen, kv_heads, head_dim];
+- packed (varlen): q [total, q_heads, head_dim], k and v [total, kv_heads, head_dim] with
+  cu_seqlens [num_seqs + 1] (the same packing for queries and keys: this is prefill self-attention).
+
+Attention is causal; q_heads must be a multiple of kv_heads (GQA). Any token and head strides are
+accepted as long as the last dimension is contiguous (a [batch, heads, seqlen, dim] tensor
+transposed to [batch, seqlen, heads, dim] is fine for batch 1). Work runs on the caller's current
+CUDA stream, without a host synchronisation unless per-head stats are asked for.
+"""
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _arrays, _core
+
+_PLAN_CACHE_SIZE = 64
+_plans = OrderedDict()
+
+
+@dataclass(frozen=True)
+class Options:
+    """The ProxyAttn parameters (DESIGN.md section 1); see README for their meaning."""
+    gamma: float = 0.95
+    block_size: int = 128
+    stride: int = 4
+    proxy_groups: int = 1
+    min_budget_tokens: int = 2048
+    keep_sink: bool = True
+    budget_mode: str = "row_ratio"
+    backend: str = "auto"
+
+
+@dataclass
+class BlockMask:
+    """A block mask in the library's CSR layout: row = (query block over the batch) * num_heads +
+    head; row r keeps key blocks col_indices[row_offsets[r]:row_offsets[r + 1]], ascending and
+    local to the row's sequence. Arrays live on the device of the inputs."""
+    row_offsets: object  # int64 [rows + 1]
+    col_indices: object  # int32 [>= row_offsets[-1]]
+    block_size: int
+    num_heads: int
+    cu_seqlens: list
+
+    def to_dense(self, seq=0):
+        """bool numpy array [num_heads, nb, nb]: which key blocks each query block keeps."""
+        ro = _host(self.row_offsets).astype(np.int64)
+        ci = _host(self.col_indices).astype(np.int64)
+        nbs = [-(-(b - a) // self.block_size) for a, b in zip(self.cu_seqlens, self.cu_seqlens[1:])]
+        first, nb = sum(nbs[:seq]), nbs[seq]
+        keep = np.zeros((self.num_heads, nb, nb), bool)
+        for m in range(nb):
+            for h in range(self.num_heads):
+                r = (first + m) * self.num_heads + h
+                keep[h, m, ci[ro[r]:ro[r + 1]]] = True
+        return keep
+
+
+def _host(a):
+    if type(a).__module__.startswith("torch"):
+        return a.detach().cpu().numpy()
+    if type(a).__module__.startswith("cupy"):
+        return a.get()
+    return np.asarray(a)
+
+
+class _Call:
+    """One call's inputs, normalised to the packed layout, and its plan."""
+
+    def __init__(self, q, k, v, cu_seqlens, softmax_scale, causal, options):
+        if not causal:
+            raise ValueError("causal must be True: proxyattn implements causal (prefill) attention")
+        self.fw = _arrays.framework(q, "q")
+        for name, x in (("k", k), ("v", v)):
+            if x is not None and _arrays.framework(x, name) != self.fw:
+                raise TypeError(f"{name}: must come from the same framework as q ({self.fw})")
+        self.batched = q.ndim == 4
+        self.batch_shape = tuple(q.shape[:2]) if self.batched else None
+        if self.batched:
+            if cu_seqlens is not None:
+                raise ValueError("cu_seqlens is only for packed 3-D inputs; q is 4-D [batch, seqlen, heads, dim]")
+            b, n = q.shape[0], q.shape[1]
+            cu_seqlens = [i * n for i in range(b + 1)]
+            q = _flatten(q, "q")
+            k = _flatten(k, "k") if k is not None else None
+            v = _flatten(v, "v") if v is not None else None
+        elif q.ndim == 3:
+            cu_seqlens = _arrays.to_int_list(cu_seqlens, "cu_seqlens")
+            if cu_seqlens is None:
+                cu_seqlens = [0, q.shape[0]]
+        else:
+            raise ValueError(f"q: expected [batch, seqlen, heads, dim] or [total, heads, dim], got shape {tuple(q.shape)}")
+        for name, x in (("k", k), ("v", v)):
+            if x is not None and x.ndim != 3:
+                raise ValueError(f"{name}: must have as many dimensions as q, got shape {tuple(x.shape)}")
+        self.q, self.k, self.v = q, k, v
+        self.cu_seqlens = cu_seqlens
+        self.device = _arrays.device_of(q, self.fw)
+        self.stream = _arrays.current_stream(self.fw, self.device)
+        self.options = options
+        kv_heads = k.shape[1] if k is not None else q.shape[1]
+        self.plan = _plan(self.fw, q, kv_heads, cu_seqlens, softmax_scale, options, self.device, self.stream)
+
+    def outputs(self, out, return_lse):
+        total, heads = self.q.shape[0], self.q.shape[1]
+        if out is None:
+            out = _arrays.empty(self.fw, self.q, tuple(self.q.shape))
+        elif self.batched:
+            out = _flatten(out, "out")
+        lse = _arrays.empty(self.fw, self.q, (heads, total), "float32") if return_lse else None
+        return out, lse
+
+    def result(self, out, lse):
+        """out and lse back in the caller's layout: batched inputs give out [b, n, h, d] and
+        lse [b, h, n], as flash_attn_func does; packed inputs give lse [h, total]."""
+        if self.batched:
+            b, n = self.batch_shape
+            out = out.reshape(b, n, *out.shape[1:])
+            if lse is not None:
+                lse = lse.reshape(lse.shape[0], b, n)
+                lse = lse.permute(1, 0, 2) if self.fw == "torch" else lse.transpose(1, 0, 2)
+        return out, lse
+
+
+def _flatten(x, name):
+    """[b, n, h, d] -> [b * n, h, d] as a view; refuses (naming the strides) when that needs a copy."""
+    b, n = x.shape[0], x.shape[1]
+    st = _strides(x)
+    if b > 1 and st[0] != n * st[1]:
+        raise ValueError(
+            f"{name}: a batch of {b} sequences needs batch stride == seqlen * token stride "
+            f"({n} * {st[1]}), got strides {st}; call .contiguous() or pass a packed [total, heads, dim] "
+            f"tensor with cu_seqlens")
+    return x.reshape(b * n, x.shape[2], x.shape[3])
+
+
+def _strides(x):
+    if type(x).__module__.startswith("torch"):
+        return tuple(x.stride())
+    return tuple(s // x.itemsize for s in x.strides)
+
+
+def _plan(fw, q, kv_heads, cu_seqlens, softmax_scale, o, device, stream):
+    """A cached plan (with its workspace from the caller's allocator) for this problem."""
+    dtype = _arrays.dtype_name(q, "q")
+    scale = 0.0 if softmax_scale is None else float(softmax_scale)
+    if not (scale >= 0.0):
+        raise ValueError(f"softmax_scale must be positive, got {softmax_scale}")
+    key = (fw, o, scale, q.shape[1], kv_heads, q.shape[2], dtype, device, tuple(cu_seqlens))
+    hit = _plans.get(key)
+    if hit is not None:
+        _plans.move_to_end(key)
+        return hit[0]
+    args = dict(block_size=o.block_size, stride=o.stride, proxy_groups=o.proxy_groups, gamma=float(o.gamma),
+                min_budget_tokens=o.min_budget_tokens, keep_sink=o.keep_sink, budget_mode=o.budget_mode,
+                scale=scale, backend=o.backend, q_heads=q.shape[1], kv_heads=kv_heads, head_dim=q.shape[2],
+                dtype=dtype, device=device[0], device_index=device[1], cu_seqlens=list(cu_seqlens))
+    workspace = None
+    if device[0] == "cuda":
+        nbytes = _core.workspace_bytes(**args)
+        workspace = _arrays.empty(fw, q, (max(nbytes, 1),), "uint8")
+    plan = _core.Plan(**args, workspace=workspace, stream=stream)
+    _plans[key] = (plan, workspace)  # the workspace must live as long as the plan
+    if len(_plans) > _PLAN_CACHE_SIZE:
+        _plans.popitem(last=False)
+    return plan
+
+
+def clear_plan_cache():
+    """Frees the cached plans and their workspaces."""
+    _plans.clear()
+
+
+def _options(kw):
+    unknown = set(kw) - set(Options.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments: {sorted(unknown)}")
+    return Options(**kw)
+
+
+def _stats(call):
+    num_seqs, heads, budget, kept, causal, density, total = call.plan.stats(call.stream)
+    shape = (num_seqs, heads)
+    return {
+        "budget_blocks": np.asarray(budget, np.int32).reshape(shape),
+        "kept_blocks": np.asarray(kept, np.int64).reshape(shape),
+        "causal_blocks": np.asarray(causal, np.int64).reshape(shape),
+        "density": np.asarray(density).reshape(shape),
+        "total_density": total,
+    }
+
+
+def _finish(call, out, lse, return_lse, stats=None):
+    out, lse = call.result(out, lse)
+    extra = ([lse] if return_lse else []) + ([stats] if stats is not None else [])
+    return (out, *extra) if extra else out
+
+
+def attention(q, k, v, softmax_scale=None, causal=True, *, cu_seqlens=None, out=None,
+              return_lse=False, return_stats=False, **options):
+    """ProxyAttn (stages 1-4): estimates the block mask and attends over the kept blocks.
+
+    Returns out (the layout of q); with return_lse also the log-sum-exp (float32, [b, h, n] or
+    [h, total]); with return_stats also a dict of per-head numbers, arrays [num_seqs, q_heads]:
+    budget_blocks (k_h of stage 2), kept_blocks, causal_blocks, density, and total_density.
+    Options: gamma, block_size, stride, proxy_groups, min_budget_tokens, keep_sink, budget_mode,
+    backend ('auto', 'cuda', 'cpu', 'cpu_reference')."""
+    call = _Call(q, k, v, cu_seqlens, softmax_scale, causal, _options(options))
+    out, lse = call.outputs(out, return_lse)
+    call.plan.attention(call.q, call.k, call.v, out, lse, call.stream)
+    return _finish(call, out, lse, return_lse, _stats(call) if return_stats else None)
+
+
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None,
+                     softmax_scale=None, causal=True, **kwargs):
+    """attention() with flash_attn_varlen_func's argument names: packed q, k, v and the
+    cumulative sequence offsets (queries and keys must share one packing)."""
+    qs, ks = _arrays.to_int_list(cu_seqlens_q, "cu_seqlens_q"), _arrays.to_int_list(cu_seqlens_k, "cu_seqlens_k")
+    if qs != ks:
+        raise ValueError(f"cu_seqlens_q and cu_seqlens_k must be equal (prefill self-attention), got {qs} and {ks}")
+    for name, limit in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
+        longest = max((b - a for a, b in zip(qs, qs[1:])), default=0)
+        if limit is not None and limit < longest:
+            raise ValueError(f"{name} ({limit}) is smaller than the longest sequence ({longest})")
+    return attention(q, k, v, softmax_scale, causal, cu_seqlens=qs, **kwargs)
+
+
+def dense_attention(q, k, v, softmax_scale=None, causal=True, *, cu_seqlens=None, out=None,
+                    return_lse=False, backend="auto"):
+    """Dense causal attention with the same kernel: the baseline (gamma = 1 gives the same)."""
+    call = _Call(q, k, v, cu_seqlens, softmax_scale, causal, Options(backend=backend))
+    out, lse = call.outputs(out, return_lse)
+    call.plan.dense_attention(call.q, call.k, call.v, out, lse, call.stream)
+    return _finish(call, out, lse, return_lse)
+
+
+def estimate(q, k, softmax_scale=None, *, cu_seqlens=None, copy=True, return_stats=False, **options):
+    """Stages 1-3 only: returns the BlockMask (and the stats dict with return_stats).
+
+    copy=True returns arrays of their own, trimmed to the kept blocks (this reads the count back,
+    a synchronisation); copy=False returns views of the plan's workspace, valid until the next
+    estimate with the same shapes and options, without synchronising."""
+    call = _Call(q, k, None, cu_seqlens, softmax_scale, True, _options(options))
+    row_offsets, col_indices, _, _ = call.plan.estimate(call.q, call.k, call.stream, call.fw)
+    if copy:
+        nnz = int(row_offsets[-1])
+        row_offsets, col_indices = _clone(row_offsets), _clone(col_indices[:nnz])
+    mask = BlockMask(row_offsets, col_indices, call.options.block_size, call.q.shape[1], call.cu_seqlens)
+    return (mask, _stats(call)) if return_stats else mask
+
+
+def sparse_attention(q, k, v, block_mask, softmax_scale=None, causal=True, *, cu_seqlens=None, out=None,
+                     return_lse=False, block_size=128, backend="auto"):
+    """Stage 4 on a given mask: a BlockMask, or a (row_offsets int64, col_indices int32) pair in the
+    same layout on the device of q. Rows that keep nothing give out = 0 and lse = -inf."""
+    if isinstance(block_mask, BlockMask):
+        row_offsets, col_indices, block_size = block_mask.row_offsets, block_mask.col_indices, block_mask.block_size
+    else:
+        try:
+            row_offsets, col_indices = block_mask
+        except (TypeError, ValueError):
+            raise TypeError("block_mask: expected a BlockMask or a (row_offsets, col_indices) pair") from None
+    call = _Call(q, k, v, cu_seqlens, softmax_scale, causal, Options(block_size=block_size, backend=backend))
+    out, lse = call.outputs(out, return_lse)
+    call.plan.sparse_attention(call.q, call.k, call.v, row_offsets, col_indices, out, lse, call.stream)
+    return _finish(call, out, lse, return_lse)
+
+
+def _clone(a):
+    return a.clone() if type(a).__module__.startswith("torch") else a.copy()

@@ -1,0 +1,72 @@
+"""What the package needs to know about the caller's arrays: framework, device, dtype, stream,
+and how to allocate outputs and workspaces with the same framework (so torch's caching allocator
+serves them, which keeps CUDA-graph capture and memory accounting right).
+
+torch, numpy and cupy are recognised by the module their array type comes from; none of them is
+imported unless the caller already passed one of its arrays.
+"""
+import sys
+
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def framework(x, name):
+    mod = type(x).__module__.split(".")[0]
+    if mod in ("torch", "numpy", "cupy"):
+        return mod
+    raise TypeError(f"{name}: expected a torch tensor, numpy array or cupy array, got {type(x).__name__}")
+
+
+def dtype_name(x, name):
+    s = str(x.dtype).replace("torch.", "")
+    if s not in _DTYPES:
+        raise ValueError(f"{name}: dtype must be float32, float16 or bfloat16, got {s}")
+    return s
+
+
+def device_of(x, fw):
+    """('cpu' | 'cuda', index)."""
+    if fw == "torch":
+        if x.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"tensors must be on the CPU or a CUDA device, got {x.device}")
+        return x.device.type, (x.device.index or 0) if x.device.type == "cuda" else 0
+    if fw == "cupy":
+        return "cuda", x.device.id
+    return "cpu", 0
+
+
+def current_stream(fw, device):
+    """The caller's current CUDA stream as an integer handle (0: the legacy default stream)."""
+    kind, index = device
+    if kind != "cuda":
+        return 0
+    if fw == "torch":
+        torch = sys.modules["torch"]
+        return torch.cuda.current_stream(index).cuda_stream
+    if fw == "cupy":
+        return sys.modules["cupy"].cuda.get_current_stream().ptr
+    return 0
+
+
+def empty(fw, like, shape, dtype=None):
+    """An uninitialised array of `shape` on like's device; dtype None means like's dtype, else
+    one of 'float32', 'int32', 'int64', 'uint8'."""
+    if fw == "torch":
+        torch = sys.modules["torch"]
+        dt = like.dtype if dtype is None else getattr(torch, dtype)
+        return torch.empty(shape, dtype=dt, device=like.device)
+    xp = sys.modules["cupy" if fw == "cupy" else "numpy"]
+    return xp.empty(shape, dtype=like.dtype if dtype is None else dtype)
+
+
+def to_int_list(x, name):
+    """A host list of ints from a list, tuple or 1-D array (a CUDA tensor is copied back)."""
+    if x is None:
+        return None
+    if hasattr(x, "tolist"):
+        x = x.tolist()
+    try:
+        values = [int(v) for v in x]
+    except TypeError:
+        raise TypeError(f"{name}: expected a 1-D sequence of ints, got {type(x).__name__}") from None
+    return values

@@ -1,0 +1,111 @@
+"""torch custom ops (torch.library), so that ProxyAttn works under torch.compile (fullgraph) and in
+CUDA graphs: the ops have fake-tensor implementations giving the output shapes, allocate their
+outputs through torch, and run on the current stream without synchronising.
+
+    import proxyattn.torch_ops
+    out, lse = torch.ops.proxyattn.attention(q, k, v, None, 0.0, 0.95, 128, 4, 1, 2048, True)
+
+or the keyword-friendly wrappers `attention`, `dense_attention` and `sparse_attention` below.
+q, k, v are [batch, seqlen, heads, dim] or packed [total, heads, dim] with cu_seqlens (a list of
+ints, known when the graph is built, as flash_attn_varlen_func's max_seqlen is).
+
+CUDA-graph capture: the first call of a shape builds its plan (a workspace allocation and an
+upload of small tables), so warm up each shape once before capturing, as one does for any
+library that plans.
+"""
+from typing import List, Optional, Tuple
+
+import torch
+
+from . import _api
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _check(q, k, v, cu_seqlens):
+    """The checks the fake implementations can do, so that torch.compile fails early and clearly."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if x.dtype not in _FLOATS:
+            raise ValueError(f"{name}: dtype must be float16, bfloat16 or float32, got {x.dtype}")
+        if x.dtype != q.dtype:
+            raise ValueError(f"{name}: dtype {x.dtype} differs from q's {q.dtype}")
+        if x.device != q.device:
+            raise ValueError(f"{name}: device {x.device} differs from q's {q.device}")
+        if x.ndim != q.ndim or x.ndim not in (3, 4):
+            raise ValueError(f"{name}: expected [batch, seqlen, heads, dim] or [total, heads, dim] like q, "
+                             f"got shape {tuple(x.shape)}")
+        if x.stride(-1) != 1:
+            raise ValueError(f"{name}: the last dimension must be contiguous, got strides {tuple(x.stride())}")
+    if cu_seqlens is not None and q.ndim != 3:
+        raise ValueError("cu_seqlens is only for packed [total, heads, dim] inputs")
+
+
+def _lse_like(q):
+    if q.ndim == 4:
+        return q.new_empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32)
+    return q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
+
+
+@torch.library.custom_op("proxyattn::attention", mutates_args=())
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: Optional[List[int]],
+               softmax_scale: float, gamma: float, block_size: int, stride: int, proxy_groups: int,
+               min_budget_tokens: int, keep_sink: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    _check(q, k, v, cu_seqlens)
+    out, lse = _api.attention(q, k, v, softmax_scale or None, cu_seqlens=cu_seqlens, return_lse=True,
+                              gamma=gamma, block_size=block_size, stride=stride, proxy_groups=proxy_groups,
+                              min_budget_tokens=min_budget_tokens, keep_sink=keep_sink)
+    return out, lse.contiguous()
+
+
+@_attention.register_fake
+def _(q, k, v, cu_seqlens, softmax_scale, gamma, block_size, stride, proxy_groups, min_budget_tokens, keep_sink):
+    _check(q, k, v, cu_seqlens)
+    return torch.empty_like(q), _lse_like(q)
+
+
+@torch.library.custom_op("proxyattn::dense_attention", mutates_args=())
+def _dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: Optional[List[int]],
+           softmax_scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    _check(q, k, v, cu_seqlens)
+    out, lse = _api.dense_attention(q, k, v, softmax_scale or None, cu_seqlens=cu_seqlens, return_lse=True)
+    return out, lse.contiguous()
+
+
+@_dense.register_fake
+def _(q, k, v, cu_seqlens, softmax_scale):
+    _check(q, k, v, cu_seqlens)
+    return torch.empty_like(q), _lse_like(q)
+
+
+@torch.library.custom_op("proxyattn::sparse_attention", mutates_args=())
+def _sparse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, row_offsets: torch.Tensor,
+            col_indices: torch.Tensor, cu_seqlens: Optional[List[int]], softmax_scale: float,
+            block_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    _check(q, k, v, cu_seqlens)
+    out, lse = _api.sparse_attention(q, k, v, (row_offsets, col_indices), softmax_scale or None,
+                                     cu_seqlens=cu_seqlens, return_lse=True, block_size=block_size)
+    return out, lse.contiguous()
+
+
+@_sparse.register_fake
+def _(q, k, v, row_offsets, col_indices, cu_seqlens, softmax_scale, block_size):
+    _check(q, k, v, cu_seqlens)
+    return torch.empty_like(q), _lse_like(q)
+
+
+def attention(q, k, v, softmax_scale=None, *, cu_seqlens=None, gamma=0.95, block_size=128, stride=4,
+              proxy_groups=1, min_budget_tokens=2048, keep_sink=True):
+    """proxyattn.attention as a torch op: returns (out, lse)."""
+    return torch.ops.proxyattn.attention(q, k, v, cu_seqlens, float(softmax_scale or 0.0), float(gamma),
+                                         block_size, stride, proxy_groups, min_budget_tokens, keep_sink)
+
+
+def dense_attention(q, k, v, softmax_scale=None, *, cu_seqlens=None):
+    """proxyattn.dense_attention as a torch op: returns (out, lse)."""
+    return torch.ops.proxyattn.dense_attention(q, k, v, cu_seqlens, float(softmax_scale or 0.0))
+
+
+def sparse_attention(q, k, v, row_offsets, col_indices, softmax_scale=None, *, cu_seqlens=None, block_size=128):
+    """proxyattn.sparse_attention as a torch op on a CSR mask: returns (out, lse)."""
+    return torch.ops.proxyattn.sparse_attention(q, k, v, row_offsets, col_indices, cu_seqlens,
+                                                float(softmax_scale or 0.0), block_size)

@@ -1,0 +1,95 @@
+"""attn_implementation="proxyattn" for Hugging Face transformers models (Llama, Qwen2, Mistral and
+other decoder models whose attention modules call the attention interface with RoPE applied).
+
+    import proxyattn.transformers
+    proxyattn.transformers.register(gamma=0.95, min_prefill_tokens=8192)
+    model = AutoModelForCausalLM.from_pretrained(..., attn_implementation="proxyattn")
+
+ProxyAttn runs on the prefill of a long prompt: a forward whose queries are the whole causal
+context (no cache before them), at least `min_prefill_tokens` long, with no padding or other
+mask, no sliding window shorter than the prompt, no dropout and no attention weights requested.
+Everything else (decoding steps, short prompts, padded batches, chunked prefill after a cache)
+goes to transformers' own sdpa attention, unchanged, so generation after the prefill is dense.
+Below 8K tokens the estimation and the kept set are close to dense anyway.
+"""
+import torch
+
+from . import torch_ops
+
+NAME = "proxyattn"
+DEFAULT_MIN_PREFILL_TOKENS = 8192
+
+_settings = {"min_prefill_tokens": DEFAULT_MIN_PREFILL_TOKENS, "options": {}}
+_counts = {"proxyattn": 0, "dense": 0}
+
+
+def _sdpa():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    return sdpa_attention_forward
+
+
+def _use_proxyattn(module, query, key, attention_mask, dropout, kwargs):
+    q_len, kv_len = query.shape[2], key.shape[2]
+    if q_len < max(2, _settings["min_prefill_tokens"]) or attention_mask is not None:
+        return False  # a decoding step (q_len 1), a short prompt, or a padding/window mask
+    if kv_len < q_len or dropout > 0.0 or kwargs.get("output_attentions") or kwargs.get("position_bias") is not None:
+        return False
+    if kwargs.get("is_causal", getattr(module, "is_causal", True)) is False:
+        return False
+    window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
+    if window is not None and window < kv_len:
+        return False
+    if query.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        return False
+    # With no mask and several queries, kv_len > q_len only happens for the prefill of an empty
+    # static cache (transformers' sdpa relies on the same fact and crops the keys).
+    return True
+
+
+def proxyattn_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                                **kwargs):
+    """The attention interface function: query [b, hq, n, d], key and value [b, hkv, n_kv, d];
+    returns (attn_output [b, n, hq, d], None) as transformers' sdpa does."""
+    if not _use_proxyattn(module, query, key, attention_mask, dropout, kwargs):
+        _counts["dense"] += 1
+        return _sdpa()(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    _counts["proxyattn"] += 1
+    n = query.shape[2]
+    q = query.transpose(1, 2)  # views: [b, n, h, d] with token stride d and head stride n * d
+    k = key[:, :, :n].transpose(1, 2)
+    v = value[:, :, :n].transpose(1, 2)
+    outs = []
+    for b in range(q.shape[0]):  # one sequence per call: [b, n, h, d] views do not flatten
+        out, _ = torch_ops.attention(q[b], k[b], v[b], scaling, **_settings["options"])
+        outs.append(out)
+    return torch.stack(outs), None
+
+
+def register(min_prefill_tokens=DEFAULT_MIN_PREFILL_TOKENS, **options):
+    """Registers attn_implementation="proxyattn" (attention and mask functions). `options` are
+    ProxyAttn's parameters (gamma, block_size, stride, proxy_groups, min_budget_tokens,
+    keep_sink); calling register again changes them for every model."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    if min_prefill_tokens < 1:
+        raise ValueError(f"min_prefill_tokens must be >= 1, got {min_prefill_tokens}")
+    allowed = {"gamma", "block_size", "stride", "proxy_groups", "min_budget_tokens", "keep_sink"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise TypeError(f"unexpected ProxyAttn options {sorted(unknown)}; allowed: {sorted(allowed)}")
+    _settings["min_prefill_tokens"] = int(min_prefill_tokens)
+    _settings["options"] = dict(options)
+    AttentionInterface.register(NAME, proxyattn_attention_forward)
+    # sdpa's mask function returns None for a plain causal prompt, which is what lets the
+    # attention function recognise the prefill it can take.
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+
+
+def call_counts():
+    """How many attention calls went to ProxyAttn and to dense sdpa since the last reset."""
+    return dict(_counts)
+
+
+def reset_call_counts():
+    _counts.update(proxyattn=0, dense=0)

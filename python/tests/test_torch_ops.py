@@ -1,0 +1,75 @@
+"""The torch custom ops: opcheck (schema, fake tensors, autograd registration), torch.compile with
+fullgraph, CUDA-graph capture and replay, and the errors raised while tracing."""
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed: the torch op tests skip")
+import proxyattn  # noqa: E402
+import proxyattn.torch_ops as ops  # noqa: E402
+
+HAS_CUDA = torch.cuda.is_available() and proxyattn.cuda_available()
+DEVICES = [pytest.param(("cpu", torch.float32), id="cpu"),
+           pytest.param(("cuda", torch.bfloat16), id="cuda",
+                        marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU: CUDA cases skipped"))]
+
+
+def inputs(device, dtype, shape=(1, 300, 4, 2, 64), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    b, n, hq, hkv, d = shape
+    q, k, v = (torch.randn(b, n, h, d, generator=g).to(device, dtype) for h in (hq, hkv, hkv))
+    return q, k, v
+
+
+@pytest.mark.parametrize("case", DEVICES)
+def test_opcheck(case):
+    q, k, v = inputs(*case)
+    torch.library.opcheck(torch.ops.proxyattn.attention.default,
+                          (q, k, v, None, 0.0, 0.3, 128, 4, 1, 0, True))
+    torch.library.opcheck(torch.ops.proxyattn.dense_attention.default, (q, k, v, None, 0.0))
+    packed = [x[0] for x in (q, k, v)]
+    torch.library.opcheck(torch.ops.proxyattn.attention.default,
+                          (*packed, [0, 100, 300], 0.1, 0.95, 64, 4, 2, 2048, False))
+    mask = proxyattn.estimate(*packed[:2], cu_seqlens=[0, 100, 300], gamma=0.3, min_budget_tokens=0)
+    torch.library.opcheck(torch.ops.proxyattn.sparse_attention.default,
+                          (*packed, mask.row_offsets, mask.col_indices, [0, 100, 300], 0.0, 128))
+
+
+@pytest.mark.parametrize("case", DEVICES)
+def test_compile_fullgraph_matches_eager(case):
+    q, k, v = inputs(*case)
+
+    def layer(q, k, v):
+        out, lse = ops.attention(q, k, v, gamma=0.3, min_budget_tokens=0)
+        return out * 2.0, lse + 1.0  # elementwise ops that round the same way compiled
+
+    eager = layer(q, k, v)
+    compiled = torch.compile(layer, fullgraph=True, dynamic=False)(q, k, v)
+    for a, b in zip(eager, compiled):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU: the CUDA-graph test skips")
+def test_cuda_graph_capture_and_replay():
+    q, k, v = inputs("cuda", torch.bfloat16, (1, 2000, 8, 2, 128))
+    static = [x.clone() for x in (q, k, v)]
+    ops.attention(*static, gamma=0.5, min_budget_tokens=0)  # warm-up: builds the plan
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, lse = ops.attention(*static, gamma=0.5, min_budget_tokens=0)
+    q2, k2, v2 = inputs("cuda", torch.bfloat16, (1, 2000, 8, 2, 128), seed=1)
+    for s, x in zip(static, (q2, k2, v2)):
+        s.copy_(x)
+    graph.replay()
+    torch.cuda.synchronize()
+    ref, ref_lse = ops.attention(q2, k2, v2, gamma=0.5, min_budget_tokens=0)
+    assert torch.equal(out, ref) and torch.equal(lse, ref_lse)
+
+
+def test_errors_while_tracing():
+    q, k, v = inputs("cpu", torch.float32)
+    f = torch.compile(lambda q, k, v: ops.attention(q, k, v)[0], fullgraph=True)
+    with pytest.raises(Exception, match="dtype"):
+        f(q, k.double(), v)
+    with pytest.raises(Exception, match="last dimension"):
+        f(q, k.transpose(2, 3).contiguous().transpose(2, 3), v)
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        ops.attention(q, k, v, cu_seqlens=[0, 300])

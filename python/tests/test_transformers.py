@@ -1,0 +1,84 @@
+"""attn_implementation="proxyattn" in transformers: tiny random Llama, Qwen2 and Mistral models
+generate the same tokens as sdpa (the prompt is long enough to go through ProxyAttn, short enough
+that every block is kept), the prefill goes to ProxyAttn and decoding to sdpa."""
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
+transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+import proxyattn.transformers as pt  # noqa: E402
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def tiny(kind):
+    common = dict(vocab_size=500, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                  num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=2048)
+    if kind == "llama":
+        return transformers.LlamaConfig(**common)
+    if kind == "qwen2":
+        return transformers.Qwen2Config(**common)
+    return transformers.MistralConfig(**common, sliding_window=4096)
+
+
+def models(kind, dtype, device):
+    torch.manual_seed(0)
+    config = tiny(kind)
+    dense = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="sdpa")
+    sparse = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="proxyattn")
+    sparse.load_state_dict(dense.state_dict())
+    return dense.to(device, dtype).eval(), sparse.to(device, dtype).eval()
+
+
+@pytest.fixture(autouse=True)
+def registered():
+    pt.register(min_prefill_tokens=256)
+    pt.reset_call_counts()
+    yield
+    pt.register()
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral"])
+def test_same_tokens_as_sdpa_on_cpu(kind):
+    dense, sparse = models(kind, torch.float32, "cpu")
+    ids = torch.randint(0, 500, (1, 300), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = dense.generate(ids, max_new_tokens=12, do_sample=False)
+        got = sparse.generate(ids, max_new_tokens=12, do_sample=False)
+    assert torch.equal(want, got)
+    counts = pt.call_counts()
+    assert counts["proxyattn"] == 2, counts      # the prefill of each of the 2 layers
+    assert counts["dense"] == 2 * 11, counts     # every decoding step
+
+
+def test_short_prompts_and_padding_stay_dense():
+    dense, sparse = models("llama", torch.float32, "cpu")
+    ids = torch.randint(0, 500, (2, 300), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(ids)
+    mask[1, :10] = 0  # left padding: not a plain causal prompt
+    with torch.no_grad():
+        want = dense(ids[:, :100]).logits
+        got = sparse(ids[:, :100]).logits
+        assert torch.allclose(want, got) and pt.call_counts()["proxyattn"] == 0
+        want = dense(ids, attention_mask=mask).logits
+        got = sparse(ids, attention_mask=mask).logits
+    assert torch.allclose(want, got, atol=1e-5) and pt.call_counts()["proxyattn"] == 0
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU: the CUDA transformers test skips")
+def test_prefill_logits_close_to_sdpa_on_cuda():
+    dense, sparse = models("llama", torch.bfloat16, "cuda")
+    ids = torch.randint(0, 500, (2, 1000), generator=torch.Generator().manual_seed(3)).cuda()
+    with torch.no_grad():
+        want = dense(ids).logits.float()
+        got = sparse(ids).logits.float()
+    assert pt.call_counts()["proxyattn"] == 2
+    assert ((got - want).norm() / want.norm()).item() < 2e-2
+
+
+def test_register_rejects_unknown_options():
+    with pytest.raises(TypeError, match="gama"):
+        pt.register(gama=0.9)
+    with pytest.raises(ValueError, match="min_prefill_tokens"):
+        pt.register(min_prefill_tokens=0)
