@@ -224,7 +224,12 @@ NB_MODULE(_core, m) {
               make_config(block_size, stride, proxy_groups, gamma, min_budget_tokens, keep_sink,
                           budget_mode, scale, backend),
               make_problem(q_heads, kv_heads, head_dim, dtype, device, device_index, cu_seqlens));
-        });
+        },
+        nb::arg("block_size"), nb::arg("stride"), nb::arg("proxy_groups"), nb::arg("gamma"),
+        nb::arg("min_budget_tokens"), nb::arg("keep_sink"), nb::arg("budget_mode"), nb::arg("scale"),
+        nb::arg("backend"), nb::arg("q_heads"), nb::arg("kv_heads"), nb::arg("head_dim"),
+        nb::arg("dtype"), nb::arg("device"), nb::arg("device_index"), nb::arg("cu_seqlens"),
+        "Workspace bytes a CUDA plan of this problem needs");
 
   nb::class_<PyPlan>(m, "Plan")
       .def(
