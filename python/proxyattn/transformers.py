@@ -41,6 +41,8 @@ def _use_proxyattn(module, query, key, attention_mask, dropout, kwargs):
         return False
     if query.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         return False
+    if query.is_cuda and (query.dtype == torch.float32 or query.shape[-1] not in (64, 128, 256)):
+        return False  # what the CUDA kernels do not take runs dense rather than failing
     # With no mask and several queries, kv_len > q_len only happens for the prefill of an empty
     # static cache (transformers' sdpa relies on the same fact and crops the keys).
     return True

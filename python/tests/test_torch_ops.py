@@ -27,7 +27,7 @@ def test_opcheck(case):
     torch.library.opcheck(torch.ops.proxyattn.dense_attention.default, (q, k, v, None, 0.0))
     packed = [x[0] for x in (q, k, v)]
     torch.library.opcheck(torch.ops.proxyattn.attention.default,
-                          (*packed, [0, 100, 300], 0.1, 0.95, 64, 4, 2, 2048, False))
+                          (*packed, [0, 100, 300], 0.1, 0.95, 128, 4, 2, 2048, False))
     mask = proxyattn.estimate(*packed[:2], cu_seqlens=[0, 100, 300], gamma=0.3, min_budget_tokens=0)
     torch.library.opcheck(torch.ops.proxyattn.sparse_attention.default,
                           (*packed, mask.row_offsets, mask.col_indices, [0, 100, 300], 0.0, 128))

@@ -12,8 +12,8 @@ import proxyattn.transformers as pt  # noqa: E402
 HAS_CUDA = torch.cuda.is_available()
 
 
-def tiny(kind):
-    common = dict(vocab_size=500, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+def tiny(kind, head_dim=16):
+    common = dict(vocab_size=500, hidden_size=8 * head_dim, intermediate_size=256, num_hidden_layers=2,
                   num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=2048)
     if kind == "llama":
         return transformers.LlamaConfig(**common)
@@ -22,9 +22,9 @@ def tiny(kind):
     return transformers.MistralConfig(**common, sliding_window=4096)
 
 
-def models(kind, dtype, device):
+def models(kind, dtype, device, head_dim=16):
     torch.manual_seed(0)
-    config = tiny(kind)
+    config = tiny(kind, head_dim)
     dense = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="sdpa")
     sparse = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="proxyattn")
     sparse.load_state_dict(dense.state_dict())
@@ -68,7 +68,7 @@ def test_short_prompts_and_padding_stay_dense():
 
 @pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU: the CUDA transformers test skips")
 def test_prefill_logits_close_to_sdpa_on_cuda():
-    dense, sparse = models("llama", torch.bfloat16, "cuda")
+    dense, sparse = models("llama", torch.bfloat16, "cuda", head_dim=64)  # a head dim the GPU kernel takes
     ids = torch.randint(0, 500, (2, 1000), generator=torch.Generator().manual_seed(3)).cuda()
     with torch.no_grad():
         want = dense(ids).logits.float()
