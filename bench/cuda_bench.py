@@ -8,12 +8,16 @@ the density the estimate picks on random data. Each time is the median of CUDA-e
 after warm-up; TFLOP/s count 4*D per kept causal (query, key) pair, exactly from the mask.
 
   PROXYATTN_LIB=build/src/capi/libproxyattn_c.so python3 bench/cuda_bench.py [--quick]
+
+PROXYATTN_KERNEL=portable|hopper|hopper-grid picks our attention kernel (default: hopper where it
+runs); --skip flash flex estimate leaves out peers and stages for a quick A/B of our kernels.
 """
 import argparse
 import datetime
 import gc
 import json
 import math
+import os
 import pathlib
 import statistics
 import subprocess
@@ -33,7 +37,6 @@ BLOCK = 128  # our default block size, and FlexAttention's
 
 
 def git_commit():
-    import os
     if os.environ.get("PROXYATTN_COMMIT"):  # the GPU machine gets a copy of the tree without .git
         return os.environ["PROXYATTN_COMMIT"]
     try:
@@ -201,6 +204,9 @@ class Bench:
         ref = {}
         for method, backend in (("cudnn_dense", SDPBackend.CUDNN_ATTENTION),
                                 ("flash_dense", SDPBackend.FLASH_ATTENTION)):
+            if method == "flash_dense" and "flash" in args.skip:
+                continue
+
             def sdpa(i, backend=backend):
                 with sdpa_kernel(backend):
                     return F.scaled_dot_product_attention(peer[i][0], rep[i][0], rep[i][1], is_causal=True)
@@ -249,11 +255,12 @@ class Bench:
                 return flex(peer[i][0], peer[i][1], peer[i][2], block_mask=mask, enable_gqa=True)
 
             try:
-                flex = self.flex()
-                mask = flex_block_mask(keep)
-                rec = self.measure(ctx, "flex_sparse", lambda i: flex_call(i, mask), nsets, pairs, real)
-                if "ms" in rec:
-                    res["flex"] = flex_call(0, mask)[0].transpose(0, 1)
+                if "flex" not in args.skip:
+                    flex = self.flex()
+                    mask = flex_block_mask(keep)
+                    rec = self.measure(ctx, "flex_sparse", lambda i: flex_call(i, mask), nsets, pairs, real)
+                    if "ms" in rec:
+                        res["flex"] = flex_call(0, mask)[0].transpose(0, 1)
             except Exception as ex:
                 print(f"{shape:12s} n={n:7d} flex mask failed: {ex}", flush=True)
 
@@ -264,6 +271,10 @@ class Bench:
             self.measure(ctx, "ours_sparse", ours(lambda i: plan.sparse_attention(*sets[i], ro, ci, out)),
                          nsets, pairs, real, check=check_sparse)
 
+        if "estimate" in args.skip:
+            if plan is not None:
+                plan.close()
+            return
         # The estimator with the default config, and the whole layer at the density it picks.
         est = {}
 
@@ -318,6 +329,8 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke run: 8K and 16K, densities 1.0 and 0.1")
     p.add_argument("--verbose", action="store_true", help="print tracebacks of failures")
+    p.add_argument("--skip", nargs="*", default=[], choices=["flash", "flex", "estimate"],
+                   help="leave out torch flash SDPA, FlexAttention, or our estimate and whole layer")
     p.add_argument("--out", default=None, help="JSON results (default bench/results/cuda_bench_<date>.json)")
     args = p.parse_args()
     if args.quick:
@@ -329,9 +342,10 @@ def main():
 
     now = datetime.datetime.now()
     meta = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "date": now.isoformat(timespec="seconds"),
-            "commit": git_commit(), "library": pa.library_path(), "args": vars(args)}
+            "commit": git_commit(), "library": pa.library_path(), "args": vars(args),
+            "kernel": os.environ.get("PROXYATTN_KERNEL", "default")}
     print(f"GPU {meta['gpu']}, torch {meta['torch']}, {meta['date']}, commit {meta['commit']}", flush=True)
-    print(f"library {meta['library']}", flush=True)
+    print(f"library {meta['library']}, PROXYATTN_KERNEL={meta['kernel']}", flush=True)
 
     bench = Bench(args)
     bench.run()

@@ -4,8 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "core/plan_impl.hpp"
+#include "cuda/attention_kernel.hpp"
 #include "mask_check.hpp"
 #include "test_util.hpp"
 
@@ -120,6 +124,21 @@ struct MaskOnGpu {
   }
 };
 
+// The attention kernel of the last call, checked against PROXYATTN_KERNEL: an A/B run that asks
+// for the Hopper kernel must get it wherever it supports the shape (head dim 64 or 128 on an
+// sm_90 device), and one that asks for the portable kernel must get that one.
+std::string checked_kernel(int dim) {
+  const std::string got = proxyattn::detail::cuda::last_attention_kernel();
+  const char* want = std::getenv("PROXYATTN_KERNEL");
+  if (want && std::strcmp(want, "portable") == 0) EXPECT_EQ(got, "portable");
+  if (want && (std::strcmp(want, "hopper") == 0 || std::strcmp(want, "hopper-grid") == 0)) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess && prop.major == 9 && prop.minor == 0 && (dim == 64 || dim == 128))
+      EXPECT_EQ(got, want) << "the Hopper kernel did not run";
+  }
+  return got;
+}
+
 struct Shape {
   std::vector<std::int32_t> lengths;
   int hq, hkv, dim;
@@ -131,6 +150,10 @@ const std::vector<Shape>& shapes() {
       {{1}, 4, 4, 64, DType::bfloat16},          {{200}, 4, 1, 128, DType::bfloat16},
       {{300}, 7, 1, 128, DType::float16},        {{129}, 8, 1, 256, DType::bfloat16},
       {{0, 1, 130, 257}, 8, 2, 64, DType::float16}, {{383}, 2, 2, 256, DType::float16},
+      // Ragged batches for the Hopper kernel's tiles: 1 token, one short of a block, exactly one
+      // block, one past it, blocks that end inside the next sequence, GQA 4:1 and 2:1.
+      {{1, 127, 128, 129, 300}, 8, 2, 128, DType::bfloat16}, {{256, 1000}, 4, 2, 128, DType::float16},
+      {{385, 70, 640}, 6, 3, 64, DType::bfloat16},
   };
   return s;
 }
@@ -155,10 +178,14 @@ TEST(Cuda, DenseMatchesReference) {
     Plan plan(c, on_cuda(pr));
     const Qkv x = random_qkv(pr, rng);
     const GpuRun g = run_gpu(plan, x, nullptr);
+    const std::string kernel = checked_kernel(sh.dim);
     const GpuRun r = run_ref(pr, c, x, nullptr);
     ASSERT_TRUE(g.out.all_finite()) << "unwritten or non-finite output";
-    EXPECT_LT(rel_error(g.out, r.out), 1e-2);
-    EXPECT_LT(lse_error(g.lse, r.lse), 1e-3);
+    const double err = rel_error(g.out, r.out), lse_err = lse_error(g.lse, r.lse);
+    EXPECT_LT(err, 1e-2);
+    EXPECT_LT(lse_err, 1e-3);
+    std::printf("  %s: kernel %s, output error %.1e, lse error %.1e\n", name(sh).c_str(), kernel.c_str(), err, lse_err);
+    std::fflush(stdout);  // a hang killed by a timeout still shows the cases done
   }
 }
 
@@ -176,13 +203,109 @@ TEST(Cuda, SparseMatchesReferenceOnRandomMasks) {
       const HostBlockMask m = random_mask(plan, 0.4, drop_diagonal, rng);
       MaskOnGpu gm(m);
       const GpuRun g = run_gpu(plan, x, &gm.view);
+      const std::string kernel = checked_kernel(sh.dim);
       const BlockMask hm = m.view();
       const GpuRun r = run_ref(pr, c, x, &hm);
       // Rows that keep nothing give exactly 0; all others must be finite.
       ASSERT_TRUE(g.out.all_finite()) << "unwritten or non-finite output";
-      EXPECT_LT(rel_error(g.out, r.out), 1e-2);
-      EXPECT_LT(lse_error(g.lse, r.lse), 1e-3);
+      const double err = rel_error(g.out, r.out), lse_err = lse_error(g.lse, r.lse);
+      EXPECT_LT(err, 1e-2);
+      EXPECT_LT(lse_err, 1e-3);
+      std::printf("  %s%s: kernel %s, output error %.1e, lse error %.1e\n", name(sh).c_str(),
+                  drop_diagonal ? " without diagonals" : "", kernel.c_str(), err, lse_err);
+      std::fflush(stdout);  // a hang killed by a timeout still shows the cases done
     }
+}
+
+// Q, K and V as head slices of one packed [N, Hq + 2 Hkv, D] buffer and O with a spare head
+// slot per token: token strides that are not H * D reach the kernels' addressing (the Hopper
+// kernel's tensor maps), and the spare slots must stay untouched.
+TEST(Cuda, StridedViewsMatchReference) {
+  REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  for (const Shape& sh : {Shape{{300, 1, 129}, 8, 2, 128, DType::bfloat16}, Shape{{200, 77}, 4, 4, 64, DType::float16}}) {
+    SCOPED_TRACE(name(sh) + " seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const Problem pr = make_problem(sh.lengths, sh.hq, sh.hkv, sh.dim, sh.dtype);
+    Config c;
+    Plan plan(c, on_cuda(pr));
+    const Qkv x = random_qkv(pr, rng);
+    const std::int64_t n = pr.total_tokens(), D = sh.dim, H = sh.hq + 2 * sh.hkv;
+    HostTensor packed(sh.dtype, {n, H, D});
+    for (std::int64_t t = 0; t < n; ++t)
+      for (std::int64_t d = 0; d < D; ++d) {
+        for (int h = 0; h < sh.hq; ++h) packed.set((t * H + h) * D + d, x.q.at((t * sh.hq + h) * D + d));
+        for (int h = 0; h < sh.hkv; ++h) {
+          packed.set((t * H + sh.hq + h) * D + d, x.k.at((t * sh.hkv + h) * D + d));
+          packed.set((t * H + sh.hq + sh.hkv + h) * D + d, x.v.at((t * sh.hkv + h) * D + d));
+        }
+      }
+    DeviceCopy dev(packed);
+    const std::size_t es = dtype_size(sh.dtype);
+    auto slice = [&](int first_head, int heads) {
+      TensorView v = dev.view;
+      v.data = static_cast<char*>(dev.buf.data()) + first_head * D * es;
+      v.shape = {n, heads, D, 0};
+      v.stride = {H * D, D, 1, 0};
+      return v;
+    };
+    HostTensor out_padded(sh.dtype, {n, sh.hq + 1, D});
+    DeviceCopy o(out_padded);
+    o.poison();
+    TensorView ov = o.view;
+    ov.shape = {n, sh.hq, D, 0};
+    ov.stride = {(sh.hq + 1) * D, D, 1, 0};
+    dense_attention(plan, slice(0, sh.hq), slice(sh.hq, sh.hkv), slice(sh.hq + sh.hkv, sh.hkv), ov, TensorView{});
+    synchronize(Device::cuda);
+    const std::string kernel = checked_kernel(sh.dim);
+    const HostTensor got_padded = o.fetch(out_padded);
+    HostTensor got(sh.dtype, {n, sh.hq, D});
+    for (std::int64_t t = 0; t < n; ++t)
+      for (std::int64_t i = 0; i < (sh.hq + 1) * D; ++i) {
+        const double v = got_padded.at(t * (sh.hq + 1) * D + i);
+        if (i < sh.hq * D)
+          got.set(t * sh.hq * D + i, v);
+        else
+          ASSERT_TRUE(std::isnan(v)) << "the spare slot of token " << t << " was written";
+      }
+    const GpuRun r = run_ref(pr, c, x, nullptr);
+    ASSERT_TRUE(got.all_finite());
+    const double err = rel_error(got, r.out);
+    EXPECT_LT(err, 1e-2);
+    std::printf("  %s: kernel %s, output error %.1e\n", name(sh).c_str(), kernel.c_str(), err);
+    std::fflush(stdout);  // a hang killed by a timeout still shows the cases done
+  }
+}
+
+// NaN in K and V of one sequence must not reach the sequence before it, whose last key block
+// ends inside this one (the tile loads rows of both), nor other kv heads' groups.
+TEST(Cuda, NanInKeysAndValuesStaysInItsSequence) {
+  REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  for (const int dim : {64, 128}) {
+    SCOPED_TRACE("dim " + std::to_string(dim) + " seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const Problem pr = make_problem({700, 300, 500}, 8, 2, dim, DType::bfloat16);
+    Config c;
+    Plan plan(c, on_cuda(pr));
+    const Qkv clean = random_qkv(pr, rng);
+    Qkv dirty = clean;
+    for (int t : {700, 760, 999})  // sequence 1: its first token, one inside, its last
+      for (int d = 0; d < dim; ++d) {
+        dirty.k.set((t * 2 + 0) * dim + d, NAN);  // kv head 0: query heads 0-3
+        dirty.v.set((t * 2 + 0) * dim + d, NAN);
+      }
+    auto run = [&](const Qkv& x) { return run_gpu(plan, x, nullptr).out; };
+    const HostTensor a = run(clean), b = run(dirty);
+    checked_kernel(dim);
+    ASSERT_TRUE(a.all_finite());
+    for (std::int64_t t = 0; t < pr.total_tokens(); ++t)
+      for (int h = 0; h < 8; ++h)
+        for (int d = 0; d < dim; ++d) {
+          const std::int64_t i = (t * 8 + h) * dim + d;
+          if (t < 700 || t >= 1000 || h >= 4) ASSERT_EQ(a.at(i), b.at(i)) << "token " << t << " head " << h;
+        }
+  }
 }
 
 TEST(Cuda, EstimateMatchesReferenceUpToNearTies) {

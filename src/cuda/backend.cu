@@ -4,11 +4,15 @@
 #include <cub/device/device_scan.cuh>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "core/backends.hpp"
 #include "core/rules.hpp"
 #include "cuda/attention.cuh"
+#include "cuda/attention_kernel.hpp"
 #include "cuda/estimate.cuh"
+#include "cuda/hopper/attention_sm90.cuh"
 #include "cuda/layout.hpp"
 #include "cuda/runtime.hpp"
 
@@ -81,7 +85,54 @@ __global__ void schedule_keys_kernel(const std::int64_t* row_offsets, const std:
   ids[r] = r;
 }
 
+// Which sparse-attention kernel runs: the Hopper one (sm_90a: TMA, wgmma) wherever it can (an
+// sm_90 device, this build's sm_90a code, head dim 64 or 128, operands a tensor map accepts),
+// else the portable one. PROXYATTN_KERNEL, read once, picks for A/B runs: hopper (the default,
+// a persistent grid), hopper-grid (one CTA per work item), portable.
+enum class KernelMode { hopper, hopper_grid, portable };
+
+KernelMode kernel_mode() {
+  static const KernelMode mode = [] {
+    const char* s = std::getenv("PROXYATTN_KERNEL");
+    if (!s || !*s || std::strcmp(s, "hopper") == 0) return KernelMode::hopper;
+    if (std::strcmp(s, "hopper-grid") == 0) return KernelMode::hopper_grid;
+    if (std::strcmp(s, "portable") == 0) return KernelMode::portable;
+    fail(ErrorCode::invalid_argument, "PROXYATTN_KERNEL must be hopper, hopper-grid or portable, got '", s, "'");
+  }();
+  return mode;
+}
+
+thread_local const char* last_kernel = "";
+
+// Launches the sparse attention of ap with the kernel that the mode and the device allow.
+void launch_attention(const Plan::Impl& p, const AttentionParams& ap, cudaStream_t stream) {
+  const KernelMode mode = kernel_mode();
+  int major = 0, minor = 0, sms = 0;
+  if (mode != KernelMode::portable) {
+    PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, p.problem.device_index));
+    PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, p.problem.device_index));
+    PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, p.problem.device_index));
+  }
+  const bool hopper = mode != KernelMode::portable && major == 9 && minor == 0;
+  dispatch(p.problem.dtype, p.problem.head_dim, [&]<class T, int D>() {
+    if constexpr (sm90::supports_head_dim(D)) {
+      sm90::TileMaps maps;
+      if (hopper && sm90::kernel_available<T, D>(p.problem.device_index) &&
+          sm90::make_tile_maps(ap, Elem<T>::is_bf16, D, p.problem.kv_heads, &maps)) {
+        const bool persistent = mode == KernelMode::hopper;
+        sm90::launch_sparse_attention_sm90<T, D>(ap, maps, persistent, sms, stream);
+        last_kernel = persistent ? "hopper" : "hopper-grid";
+        return;
+      }
+    }
+    launch_sparse_attention<T, D>(ap, stream);
+    last_kernel = "portable";
+  });
+}
+
 }  // namespace
+
+const char* last_attention_kernel() { return last_kernel; }
 
 Tables make_tables(const Plan::Impl& p) {
   Tables t;
@@ -296,7 +347,7 @@ void attention(Plan::Impl& p, const TensorView& q, const TensorView& k, const Te
   ap.gqa_ratio = p.gqa_ratio();
   ap.num_rows = rows;
   ap.scale_log2 = p.scale * kLog2e;
-  dispatch(p.problem.dtype, p.problem.head_dim, [&]<class T, int D>() { launch_sparse_attention<T, D>(ap, stream); });
+  launch_attention(p, ap, stream);
 }
 
 }  // namespace proxyattn::detail::cuda

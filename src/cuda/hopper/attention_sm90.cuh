@@ -1,0 +1,535 @@
+// Block-sparse flash-attention forward for Hopper (sm_90a): TMA loads into a two-stage mbarrier
+// pipeline, wgmma from two consumer warpgroups, one producer warp. NOTES.md ("Hopper kernel")
+// has the design and its numbers; the semantics are those of the portable kernel
+// (cuda/attention.cuh): same AttentionParams, same schedule, same masking and outputs.
+//
+// CTA = 3 warpgroups. Warpgroup 0 gives its registers away (setmaxnreg) and one of its warps
+// issues the copies: Q of the work item, then K and V of each kept key block into stage
+// (tile count % 2). Warpgroups 1 and 2 each own 64 of the 128 query rows; per key tile they
+// compute S = Q K^T (wgmma, both operands in shared memory), the online softmax in registers, and
+// O += P V (wgmma, P from registers, V read transposed from shared memory). The scores of tile
+// i+1 are issued together with P V of tile i, so the softmax of tile i+1 overlaps the tensor
+// cores; two named barriers hand the issue turn from one consumer warpgroup to the other, so
+// that one's softmax runs while the other's products do.
+//
+// A query tile is one mask block (128 rows) and a key tile is one kept mask block (128 keys), so
+// the tile sequence of a work item is the row of the CSR mask itself. Producer and consumers
+// walk the same items in the same order and the same kept blocks of each, and count tiles the
+// same way: every mbarrier wait has its arrival on every path (an empty row makes no copy and
+// no wait on either side).
+#pragma once
+
+#include <cuda.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+#include "cuda/attention.cuh"
+#include "cuda/hopper/sync.cuh"
+#include "cuda/hopper/wgmma.cuh"
+
+namespace proxyattn::detail::cuda::sm90 {
+
+constexpr int kTile = 128;                  // query rows and keys per tile: one mask block
+constexpr int kThreads = 384;               // producer warpgroup + two consumer warpgroups
+constexpr int kPanelBytes = kTile * 128;    // one 64-column panel of a tile (128 rows x 128 B)
+constexpr int kProducerRegs = 24;           // 24 x 128 + 240 x 256 = 64512 = 168 x 384, the
+constexpr int kConsumerRegs = 240;          // registers the CTA starts with (__launch_bounds__)
+constexpr int kTurnBarrier = 1;             // named barriers 1, 2: consumer 0's / 1's turn
+constexpr int kConsumerWarps = 8;           // arrivals on each "empty" barrier
+
+constexpr bool supports_head_dim(int d) { return d == 64 || d == 128; }
+
+// Shared memory: Q, K and V in two stages each (Q of the next item loads while this one runs);
+// each tile is D / 64 panels of 16 KB. 192 KB at D = 128, 96 KB at D = 64; the base is aligned
+// to 1024 bytes (the swizzle atom) inside the kernel, so the launcher adds 1 KB of slack.
+template <int D>
+struct SmemLayout {
+  static constexpr int kPanels = D / 64;
+  static constexpr int kTileBytes = kPanels * kPanelBytes;
+  static constexpr int kQ = 0;
+  static constexpr int kK = 2 * kTileBytes;
+  static constexpr int kV = 4 * kTileBytes;
+  static constexpr int kBytes = 6 * kTileBytes;
+  static constexpr int kLaunchBytes = kBytes + 1024;
+};
+
+// The mbarriers, 8 bytes each from `base` (shared memory): addresses computed, not looked up
+// in an array, so that a run-time stage index keeps them in registers.
+struct Barriers {
+  std::uint32_t base;
+  __device__ __forceinline__ std::uint32_t q_full(int s) const { return base + 8 * s; }
+  __device__ __forceinline__ std::uint32_t q_empty(int s) const { return base + 16 + 8 * s; }
+  __device__ __forceinline__ std::uint32_t k_full(int s) const { return base + 32 + 8 * s; }
+  __device__ __forceinline__ std::uint32_t k_empty(int s) const { return base + 48 + 8 * s; }
+  __device__ __forceinline__ std::uint32_t v_full(int s) const { return base + 64 + 8 * s; }
+  __device__ __forceinline__ std::uint32_t v_empty(int s) const { return base + 80 + 8 * s; }
+  __device__ __forceinline__ std::uint32_t v_fix() const { return base + 96; }
+  static constexpr int kCount = 13;
+};
+
+// Values that are the same in every lane, made visibly so for the compiler: loop bounds and
+// branches around wgmma must be warp-uniform, or it serialises the wgmma pipeline.
+__device__ __forceinline__ int uniform(int x) { return __shfl_sync(0xffffffffu, x, 0); }
+__device__ __forceinline__ std::int64_t uniform(std::int64_t x) { return __shfl_sync(0xffffffffu, x, 0); }
+
+// One work item: a (query block, head) row of the mask.
+struct Item {
+  const std::int32_t* cols;  // kept key blocks (null: dense, blocks 0..m)
+  std::int64_t lo, hi;       // the row's entries in cols (or the dense block range)
+  std::int64_t begin;        // first token of the sequence in the packed batch
+  int h, kvh, m, len;        // head, kv head, query block within the sequence, sequence length
+};
+
+__device__ __forceinline__ Item decode_item(const AttentionParams& p, int index) {
+  const int row = uniform(__ldg(p.schedule + index));
+  const int b = row / p.q_heads;
+  const int s = uniform(__ldg(p.block_seq + b));
+  Item it;
+  it.h = row - b * p.q_heads;
+  it.kvh = it.h / p.gqa_ratio;
+  it.m = b - uniform(__ldg(p.block_offset + s));
+  const int begin = uniform(__ldg(p.cu_seqlens + s));
+  it.begin = begin;
+  it.len = uniform(__ldg(p.cu_seqlens + s + 1)) - begin;
+  if (p.row_offsets) {
+    it.cols = p.col_indices;
+    it.lo = uniform(__ldg(p.row_offsets + row));
+    it.hi = uniform(__ldg(p.row_offsets + row + 1));
+  } else {
+    it.cols = nullptr;
+    it.lo = 0;
+    it.hi = it.m + 1;
+  }
+  return it;
+}
+
+// The kept key blocks of an item in mask order, skipping indices outside [0, m] (a bad raw
+// mask), exactly as the portable kernel's KeyTiles does. -1 at the end.
+struct KeptBlocks {
+  const std::int32_t* cols;
+  std::int64_t e, hi;
+  int m;
+  __device__ __forceinline__ int next() {
+    while (e < hi) {
+      const int n = cols ? uniform(__ldg(cols + e)) : static_cast<int>(e);
+      ++e;
+      if (n >= 0 && n <= m) return n;
+    }
+    return -1;
+  }
+};
+
+// Work items of this CTA: round r takes item r * grid + (cta, or grid - 1 - cta in odd rounds).
+// The schedule is sorted longest first, so the snake order evens out each CTA's total; with
+// grid == num_items (the non-persistent launch) it is one item per CTA.
+struct ItemOrder {
+  int base, grid, cta, num;
+  __device__ __forceinline__ explicit ItemOrder(int num_items)
+      : base(0), grid(static_cast<int>(gridDim.x)), cta(static_cast<int>(blockIdx.x)), num(num_items) {}
+  __device__ __forceinline__ int next() {  // -1 at the end
+    while (base < num) {
+      const int index = base + (((base / grid) & 1) ? grid - 1 - cta : cta);
+      base += grid;
+      if (index < num) return index;
+    }
+    return -1;
+  }
+};
+
+__device__ __forceinline__ void st_shared_zero16(std::uint32_t addr) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
+}
+
+// The producer warp: Q of each item, then K and V of each kept block. Lane 0 issues; the whole
+// warp waits (so that it stays converged) and zeroes rows in the one case below.
+template <int D>
+__device__ __forceinline__ void produce(const AttentionParams& p, const CUtensorMap* tq, const CUtensorMap* tk,
+                                        const CUtensorMap* tv, const Barriers& bar, std::uint32_t smem, int lane) {
+  using L = SmemLayout<D>;
+  std::uint32_t tiles = 0, items = 0, fixes = 0;
+  ItemOrder order(p.num_items);
+  for (int index = order.next(); index >= 0; index = order.next()) {
+    const Item it = decode_item(p, index);
+    KeptBlocks blocks{it.cols, it.lo, it.hi, it.m};
+    int n = blocks.next();
+    if (n < 0) continue;  // empty row: the consumers write zeros without waiting
+    const int tok0 = static_cast<int>(it.begin);
+    // A Q stage is free once both consumer warpgroups finished the products of the item before
+    // the previous one.
+    const int qs = items & 1;
+    mbar_wait(bar.q_empty(qs), ((items >> 1) & 1) ^ 1);
+    ++items;
+    if (lane == 0) {
+      mbar_arrive_expect_tx(bar.q_full(qs), L::kTileBytes);
+#pragma unroll
+      for (int pn = 0; pn < L::kPanels; ++pn)
+        tma_load_3d(smem + L::kQ + qs * L::kTileBytes + pn * kPanelBytes, tq, bar.q_full(qs), pn * 64, it.h,
+                    tok0 + it.m * kTile);
+    }
+    do {
+      const int stage = tiles & 1;
+      const std::uint32_t parity = ((tiles >> 1) & 1) ^ 1;  // first pass over a stage: no wait
+      ++tiles;
+      const int start = n * kTile;
+      const std::uint32_t k_dst = smem + L::kK + stage * L::kTileBytes;
+      const std::uint32_t v_dst = smem + L::kV + stage * L::kTileBytes;
+      mbar_wait(bar.k_empty(stage), parity);
+      if (lane == 0) {
+        mbar_arrive_expect_tx(bar.k_full(stage), L::kTileBytes);
+#pragma unroll
+        for (int pn = 0; pn < L::kPanels; ++pn)
+          tma_load_3d(k_dst + pn * kPanelBytes, tk, bar.k_full(stage), pn * 64, it.kvh, tok0 + start);
+      }
+      mbar_wait(bar.v_empty(stage), parity);
+      const int valid = it.len - start;  // rows of this tile inside the sequence
+      if (valid >= kTile || it.begin + it.len >= p.total_tokens) {
+        // Whole tile in the sequence, or its tail past the end of the tensor (zero-filled).
+        if (lane == 0) {
+          mbar_arrive_expect_tx(bar.v_full(stage), L::kTileBytes);
+#pragma unroll
+          for (int pn = 0; pn < L::kPanels; ++pn)
+            tma_load_3d(v_dst + pn * kPanelBytes, tv, bar.v_full(stage), pn * 64, it.kvh, tok0 + start);
+        }
+      } else {
+        // The tile runs into the next sequence. Its probabilities there are 0, but 0 * NaN or
+        // 0 * Inf in that sequence's V would still leak across the boundary: load, zero those
+        // rows, then publish (ordinary stores read by wgmma: proxy fence before the arrival).
+        if (lane == 0) {
+          mbar_arrive_expect_tx(bar.v_fix(), L::kTileBytes);
+#pragma unroll
+          for (int pn = 0; pn < L::kPanels; ++pn)
+            tma_load_3d(v_dst + pn * kPanelBytes, tv, bar.v_fix(), pn * 64, it.kvh, tok0 + start);
+        }
+        mbar_wait(bar.v_fix(), fixes & 1);
+        ++fixes;
+        // A row is 128 contiguous bytes of each panel whatever the swizzle: 8 chunks of 16.
+#pragma unroll
+        for (int pn = 0; pn < L::kPanels; ++pn)
+          for (int r = valid + lane / 8; r < kTile; r += 4) st_shared_zero16(v_dst + pn * kPanelBytes + r * 128 + (lane % 8) * 16);
+        fence_proxy_async();
+        __syncwarp();
+        if (lane == 0) mbar_arrive(bar.v_full(stage));
+      }
+      n = blocks.next();
+    } while (n >= 0);
+  }
+}
+
+// S[64 x 128] = Q K^T for this warpgroup's 64 rows: D / 16 k-steps over the panels of Q and K.
+template <int D, bool kBf16>
+__device__ __forceinline__ void issue_scores(float (&S)[64], std::uint64_t q_desc, std::uint64_t k_desc) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const std::uint32_t off = (kk / 4) * kPanelBytes + (kk % 4) * 32;
+    mma_ss_n128<kBf16>(S, desc_advance(q_desc, off), desc_advance(k_desc, off), kk > 0 ? 1 : 0);
+  }
+}
+
+// O[64 x D] += P V: 8 k-steps of 16 keys, P from registers (the packed scores), V transposed.
+template <int D, bool kBf16>
+__device__ __forceinline__ void issue_pv(float (&O)[D / 2], const std::uint32_t (&P)[32], std::uint64_t v_desc) {
+#pragma unroll
+  for (int kk = 0; kk < kTile / 16; ++kk) {
+    const std::uint32_t a[4] = {P[4 * kk], P[4 * kk + 1], P[4 * kk + 2], P[4 * kk + 3]};
+    mma_rs_tb<kBf16>(O, a, desc_advance(v_desc, kk * 2048));
+  }
+}
+
+// Online softmax of one score tile in place, base 2 with the scale folded in (as the portable
+// kernel): S becomes 2^(S * scale_log2 - max); the row max and the per-lane row sums move;
+// rescale gets the factor the output accumulated so far must take. A thread holds rows row0 and
+// row0 + 8 of the tile (h = 0, 1): S[4j + 2h + e] is key 8j + 2c + e. The diagonal tile (keys =
+// the query tile) masks keys after the query, and so past the end of the sequence; it is its own
+// instantiation so that other tiles carry no per-element test.
+template <bool kDiagonal>
+__device__ __forceinline__ void softmax_tile(float (&S)[64], float (&row_max)[2], float (&row_sum)[2],
+                                             float (&rescale)[2], float scale_log2, int row0, int c) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if constexpr (kDiagonal) {
+      const int r = row0 + 8 * h;
+#pragma unroll
+      for (int j = 0; j < 16; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+          if (8 * j + 2 * c + e > r) S[4 * j + 2 * h + e] = -INFINITY;
+    }
+    float m0 = -INFINITY, m1 = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      m0 = fmaxf(m0, S[4 * j + 2 * h]);
+      m1 = fmaxf(m1, S[4 * j + 2 * h + 1]);
+    }
+    const float mx = mma::quad_max(fmaxf(m0, m1)) * scale_log2;
+    const float new_max = fmaxf(row_max[h], mx);
+    // A row that has seen no key keeps max -inf: subtract 0 so that exp2 gives 0, not NaN.
+    const float base = new_max == -INFINITY ? 0.f : new_max;
+    rescale[h] = fast_exp2(row_max[h] - base);
+    row_max[h] = new_max;
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const float p0 = fast_exp2(fmaf(S[4 * j + 2 * h], scale_log2, -base));
+      const float p1 = fast_exp2(fmaf(S[4 * j + 2 * h + 1], scale_log2, -base));
+      S[4 * j + 2 * h] = p0;
+      S[4 * j + 2 * h + 1] = p1;
+      s0 += p0;
+      s1 += p1;
+    }
+    row_sum[h] = row_sum[h] * rescale[h] + (s0 + s1);  // per lane; the quad sums at the end
+  }
+}
+
+__device__ __forceinline__ void softmax_tile(float (&S)[64], float (&row_max)[2], float (&row_sum)[2],
+                                             float (&rescale)[2], float scale_log2, bool diagonal, int row0,
+                                             int c) {
+  if (diagonal)
+    softmax_tile<true>(S, row_max, row_sum, rescale, scale_log2, row0, c);
+  else
+    softmax_tile<false>(S, row_max, row_sum, rescale, scale_log2, row0, c);
+}
+
+template <class T>
+__device__ __forceinline__ void pack_probabilities(std::uint32_t (&P)[32], const float (&S)[64]) {
+#pragma unroll
+  for (int i = 0; i < 32; ++i) P[i] = Elem<T>::pack(S[2 * i], S[2 * i + 1]);
+}
+
+template <int N>
+__device__ __forceinline__ void rescale_rows(float (&O)[N], const float (&rescale)[2]) {
+#pragma unroll
+  for (int j = 0; j < N / 4; ++j) {
+    O[4 * j] *= rescale[0];
+    O[4 * j + 1] *= rescale[0];
+    O[4 * j + 2] *= rescale[1];
+    O[4 * j + 3] *= rescale[1];
+  }
+}
+
+// All lanes have passed wgmma.wait (their reads of the stage are complete); one arrival per warp.
+__device__ __forceinline__ void warp_release(std::uint32_t bar, int lane) {
+  __syncwarp();
+  if (lane == 0) mbar_arrive(bar);
+}
+
+// A consumer warpgroup (cw = 0, 1: query rows 64 cw .. 64 cw + 63 of each item).
+template <class T, int D>
+__device__ __forceinline__ void consume(const AttentionParams& p, const Barriers& bar, std::uint32_t smem, int cw) {
+  using L = SmemLayout<D>;
+  constexpr bool kBf16 = Elem<T>::is_bf16;
+  const int tid = static_cast<int>(threadIdx.x) - 128 * (cw + 1);
+  const int warp = tid / 32, lane = tid % 32, c = lane % 4;
+  const int row0 = 64 * cw + 16 * warp + lane / 4;  // tile rows row0 and row0 + 8
+  const std::uint64_t q_desc0 = desc_sw128(smem + L::kQ + cw * 64 * 128, 16, 1024);
+  const std::uint64_t k_desc = desc_sw128(smem + L::kK, 16, 1024);
+  const std::uint64_t v_desc = desc_sw128(smem + L::kV, kPanelBytes, 1024);
+  const int my_turn = kTurnBarrier + cw, other_turn = kTurnBarrier + (cw ^ 1);
+  if (cw == 0) named_arrive(my_turn, 256);  // consumer 0 issues first
+
+  float S[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) S[i] = 0.f;
+  std::uint32_t P[32];
+  std::uint32_t tiles = 0, items = 0;
+  ItemOrder order(p.num_items);
+  for (int index = order.next(); index >= 0; index = order.next()) {
+    const Item it = decode_item(p, index);
+    KeptBlocks blocks{it.cols, it.lo, it.hi, it.m};
+    int n = blocks.next();
+    float O[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) O[i] = 0.f;
+    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f}, rescale[2];
+    if (n >= 0) {
+      const int qs = items & 1;
+      mbar_wait(bar.q_full(qs), (items >> 1) & 1);
+      ++items;
+      const std::uint64_t q_desc = desc_advance(q_desc0, qs * L::kTileBytes);
+      // First tile: scores and softmax only; its P V goes out with the next tile's scores.
+      int stage = tiles & 1;
+      std::uint32_t parity = (tiles >> 1) & 1;
+      ++tiles;
+      int next = blocks.next();
+      mbar_wait(bar.k_full(stage), parity);
+      named_sync(my_turn, 256);
+      pin(S);
+      wgmma_fence();
+      issue_scores<D, kBf16>(S, q_desc, desc_advance(k_desc, stage * L::kTileBytes));
+      wgmma_commit();
+      named_arrive(other_turn, 256);
+      wgmma_wait<0>();
+      pin(S);
+      warp_release(bar.k_empty(stage), lane);
+      softmax_tile(S, row_max, row_sum, rescale, p.scale_log2, n == it.m, row0, c);
+      pack_probabilities<T>(P, S);
+      while (next >= 0) {
+        const int pv_stage = stage;
+        const std::uint32_t pv_parity = parity;
+        n = next;
+        next = blocks.next();
+        stage = tiles & 1;
+        parity = (tiles >> 1) & 1;
+        ++tiles;
+        mbar_wait(bar.k_full(stage), parity);
+        mbar_wait(bar.v_full(pv_stage), pv_parity);  // landed long ago: it was issued before K
+        named_sync(my_turn, 256);
+        pin(S);
+        pin(O);
+        pin(P);
+        wgmma_fence();
+        issue_scores<D, kBf16>(S, q_desc, desc_advance(k_desc, stage * L::kTileBytes));
+        wgmma_commit();
+        issue_pv<D, kBf16>(O, P, desc_advance(v_desc, pv_stage * L::kTileBytes));
+        wgmma_commit();
+        named_arrive(other_turn, 256);
+        wgmma_wait<1>();  // the scores are done; P V may still run
+        pin(S);
+        warp_release(bar.k_empty(stage), lane);
+        softmax_tile(S, row_max, row_sum, rescale, p.scale_log2, n == it.m, row0, c);
+        pin(S);  // the whole softmax before the wait, where it overlaps P V
+        pin(row_sum);
+        pin(rescale);
+        wgmma_wait<0>();
+        pin(O);
+        pin(P);
+        warp_release(bar.v_empty(pv_stage), lane);
+        rescale_rows(O, rescale);
+        pack_probabilities<T>(P, S);
+      }
+      mbar_wait(bar.v_full(stage), parity);
+      pin(O);
+      pin(P);
+      wgmma_fence();
+      issue_pv<D, kBf16>(O, P, desc_advance(v_desc, stage * L::kTileBytes));
+      wgmma_commit();
+      wgmma_wait<0>();
+      pin(O);
+      pin(P);
+      warp_release(bar.v_empty(stage), lane);
+      warp_release(bar.q_empty(qs), lane);
+    }
+
+    // Epilogue: normalise, write O in the input dtype and LSE in natural log. Rows past the end
+    // of the sequence (the next sequence's, or out of bounds) are not written.
+    T* og = static_cast<T*>(p.o) + it.begin * p.o_tok + it.h * p.o_head;
+    const int q0 = it.m * kTile;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = row0 + 8 * h;
+      const float l = mma::quad_sum(row_sum[h]);
+      if (q0 + r >= it.len) continue;
+      const bool empty = row_max[h] == -INFINITY;
+      const float inv = empty ? 0.f : 1.f / l;
+      T* orow = og + static_cast<std::int64_t>(q0 + r) * p.o_tok;
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j)
+        *reinterpret_cast<std::uint32_t*>(orow + 8 * j + 2 * c) =
+            Elem<T>::pack(O[4 * j + 2 * h] * inv, O[4 * j + 2 * h + 1] * inv);
+      if (p.lse && c == 0)
+        p.lse[it.h * p.total_tokens + it.begin + q0 + r] = empty ? -INFINITY : (row_max[h] + log2f(l)) * kLn2;
+    }
+  }
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kThreads, 1)
+    sparse_attention_sm90_kernel(const __grid_constant__ AttentionParams p, const __grid_constant__ CUtensorMap tq,
+                                 const __grid_constant__ CUtensorMap tk, const __grid_constant__ CUtensorMap tv) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  __shared__ __align__(8) std::uint64_t barrier_words[Barriers::kCount];
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const std::uint32_t smem = (smem_u32(smem_raw) + 1023u) & ~1023u;
+  const Barriers bar{smem_u32(barrier_words)};
+  if (threadIdx.x == 0) {
+    // full: one arrival (the producer's expect_tx) + the copied bytes; empty: one per consumer warp.
+#pragma unroll
+    for (int s = 0; s < 2; ++s) {
+      mbar_init(bar.q_full(s), 1);
+      mbar_init(bar.q_empty(s), kConsumerWarps);
+      mbar_init(bar.k_full(s), 1);
+      mbar_init(bar.k_empty(s), kConsumerWarps);
+      mbar_init(bar.v_full(s), 1);
+      mbar_init(bar.v_empty(s), kConsumerWarps);
+    }
+    mbar_init(bar.v_fix(), 1);
+    fence_mbar_init();
+  }
+  __syncthreads();
+
+  const int warpgroup = uniform(static_cast<int>(threadIdx.x) / 128);
+  if (warpgroup == 0) {
+    regs_decrease<kProducerRegs>();
+    if (threadIdx.x < 32) {
+      const int lane = static_cast<int>(threadIdx.x);
+      if (lane == 0) {
+        prefetch_tensor_map(&tq);
+        prefetch_tensor_map(&tk);
+        prefetch_tensor_map(&tv);
+      }
+      produce<D>(p, &tq, &tk, &tv, bar, smem, lane);
+    }
+  } else {
+    regs_increase<kConsumerRegs>();
+    consume<T, D>(p, bar, smem, warpgroup - 1);
+  }
+#else
+  // Built for another target: the launcher never runs this (it checks the binary version).
+  __trap();
+#endif
+}
+
+// The three tensor maps of a launch: [tokens, heads, D] boxes of 128 tokens x 64 elements.
+struct TileMaps {
+  CUtensorMap q, k, v;
+};
+
+// Builds them from the operands' base pointers and strides (elements); false where the driver
+// refuses one (the caller then runs the portable kernel). Host code, tensor_maps.cu.
+bool make_tile_maps(const AttentionParams& p, bool bf16, int head_dim, int kv_heads, TileMaps* maps);
+
+// Whether the sm_90a build of this kernel is what runs on `device` (the current device). Asked
+// once per device, so that a launch inside a stream capture makes no such query.
+template <class T, int D>
+bool kernel_available(int device) {
+  static std::atomic<int> known[64] = {};  // 0: not asked yet, 1: available, -1: not
+  if (device < 0 || device >= 64) return false;
+  int k = known[device].load(std::memory_order_relaxed);
+  if (k == 0) {
+    cudaFuncAttributes attr{};
+    const bool ok = cudaFuncGetAttributes(&attr, sparse_attention_sm90_kernel<T, D>) == cudaSuccess;
+    if (!ok) cudaGetLastError();
+    k = ok && attr.binaryVersion == 90 ? 1 : -1;
+    known[device].store(k, std::memory_order_relaxed);
+  }
+  return k == 1;
+}
+
+// persistent: one CTA per multiprocessor walking the schedule; else one CTA per work item.
+template <class T, int D>
+void launch_sparse_attention_sm90(AttentionParams p, const TileMaps& maps, bool persistent, int multiprocessors,
+                                  cudaStream_t stream) {
+  p.tiles_per_block = 1;
+  p.num_items = p.num_rows;
+  if (p.num_items == 0) return;
+  constexpr int smem = SmemLayout<D>::kLaunchBytes;
+  auto kernel = sparse_attention_sm90_kernel<T, D>;
+  PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  const int grid = persistent ? std::min(p.num_items, std::max(multiprocessors, 1)) : p.num_items;
+  kernel<<<grid, kThreads, smem, stream>>>(p, maps.q, maps.k, maps.v);
+  PROXYATTN_LAUNCH_CHECK("sparse_attention_sm90_kernel");
+}
+
+// Instantiated once each in attention_sm90_<dtype>_d<dim>.cu.
+#define PROXYATTN_DECLARE_SM90(T, D)                                                                         \
+  extern template bool kernel_available<T, D>(int);                                                            \
+  extern template void launch_sparse_attention_sm90<T, D>(AttentionParams, const TileMaps&, bool, int, \
+                                                          cudaStream_t);
+PROXYATTN_DECLARE_SM90(__nv_bfloat16, 64)
+PROXYATTN_DECLARE_SM90(__nv_bfloat16, 128)
+PROXYATTN_DECLARE_SM90(__half, 64)
+PROXYATTN_DECLARE_SM90(__half, 128)
+#undef PROXYATTN_DECLARE_SM90
+
+}  // namespace proxyattn::detail::cuda::sm90
