@@ -102,7 +102,7 @@ def register_modes():
 
 def build_model(args):
     if args.gguf:
-        sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "eval"))  # last: eval/selectors
+        sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "eval"))
         from load_model import load
         model, _ = load(args.model_dir, torch.bfloat16, DEVICE)
         return model

@@ -13,7 +13,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# Keep eval/ last on the path: its folder selectors/ would hide the standard library's module.
+# The scripts of eval/ import each other by module name.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
 import tasks  # noqa: E402
 from load_model import load  # noqa: E402

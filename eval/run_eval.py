@@ -3,7 +3,7 @@
 Every method changes only the prefill attention of every layer; decoding is dense (sdpa) for all.
 - dense: transformers' sdpa.
 - pa-g<gamma>-p<groups>: proxyattn.attention with those parameters (its own density).
-- flexprefill, xattention, static: the baselines of eval/selectors, each tuned per layer and per
+- flexprefill, xattention, static: the baselines of eval/baselines, each tuned per layer and per
   prompt to the density ProxyAttn (gamma 0.95, proxy_groups 1) has on that same layer input, then
   run through the same sparse kernel (proxyattn.sparse_attention).
 
@@ -22,7 +22,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-# eval/ goes last on the path: its folder selectors/ would hide the standard library's module.
+# The scripts of eval/ import each other by module name; the repository root gives eval.baselines.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") not in (HERE, ROOT)] + [ROOT, HERE]
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -31,7 +31,7 @@ import transformers.masking_utils  # noqa: E402
 import proxyattn  # noqa: E402
 import proxyattn.transformers as pat  # noqa: E402
 import tasks  # noqa: E402
-from eval.selectors import match_density, to_csr  # noqa: E402
+from eval.baselines import match_density, to_csr  # noqa: E402
 from load_model import load  # noqa: E402
 
 BASELINES = ("flexprefill", "xattention", "static")

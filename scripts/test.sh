@@ -9,4 +9,4 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/install_python.sh"
 cd "$root"
 PROXYATTN_LIB="$root/build/src/capi/libproxyattn_c.so" python3 -m pytest -q -p no:cacheprovider python/tests \
-  $(ls -d eval/tests eval/selectors/tests 2>/dev/null)
+  $(ls -d eval/tests eval/baselines/tests 2>/dev/null)

@@ -1,7 +1,7 @@
 """Time each baseline selector on random inputs, on the GPU when there is one, else the CPU.
 
-    python3 eval/selectors/bench_selectors.py --tokens 32768
-    python3 eval/selectors/bench_selectors.py --tokens 4096 --device cpu
+    python3 eval/baselines/bench_selectors.py --tokens 32768
+    python3 eval/baselines/bench_selectors.py --tokens 4096 --device cpu
 
 Prints, per selector, the median time of the estimate (scores, done once), of one threshold
 application, and of match_density (the estimate plus the bisection), with the density reached.
@@ -16,7 +16,7 @@ import time
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the repository root
-from eval.selectors import (density, flexprefill_estimate, match_density, static_mask,  # noqa: E402
+from eval.baselines import (density, flexprefill_estimate, match_density, static_mask,  # noqa: E402
                             to_csr, xattention_estimate)
 
 

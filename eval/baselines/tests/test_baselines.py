@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the baseline selectors need PyTorch (torch not installed)")
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[3]))  # the repository root
-from eval.selectors import (common, density, flexprefill_estimate, flexprefill_mask, from_csr,  # noqa: E402
+from eval.baselines import (common, density, flexprefill_estimate, flexprefill_mask, from_csr,  # noqa: E402
                             match_density, static_mask, to_csr, xattention_estimate, xattention_mask)
 
 B, D = 32, 64
@@ -261,7 +261,7 @@ def test_xattention_matches_reference(n, hq, hkv, stride):
     q, k = inputs(n, hq, hkv, seed=2 * n + stride)
     nb = -(-n // B)
     ref_scores = ref_xattention_scores(q, k, stride)
-    from eval.selectors import xattention_scores
+    from eval.baselines import xattention_scores
     got_scores = xattention_scores(q, k, block_size=B, stride=stride)
     assert np.allclose(got_scores.numpy(), ref_scores, rtol=1e-10, atol=1e-12)
     sel = xattention_estimate(q, k, block_size=B, stride=stride)
