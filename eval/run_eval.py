@@ -2,7 +2,8 @@
 
 Every method changes only the prefill attention of every layer; decoding is dense (sdpa) for all.
 - dense: transformers' sdpa.
-- pa-g<gamma>-p<groups>: proxyattn.attention with those parameters (its own density).
+- pa-g<gamma>-p<groups>[-last]: proxyattn.attention with those parameters (its own density);
+  -last uses budget_mode last_row_count (eval/study's recommendation, with p = Hkv).
 - flexprefill, xattention, static: the baselines of eval/baselines, each tuned per layer and per
   prompt to the density ProxyAttn (gamma 0.95, proxy_groups 1) has on that same layer input, then
   run through the same sparse kernel (proxyattn.sparse_attention).
@@ -39,8 +40,12 @@ _state = {"method": None, "record": None, "detail": False}
 
 
 def _pa_options(method):
-    gamma, groups = method[len("pa-g"):].split("-p")
-    return dict(gamma=float(gamma), proxy_groups=int(groups))
+    """pa-g<gamma>-p<groups>[-last]: -last selects budget_mode last_row_count."""
+    parts = method[len("pa-g"):].split("-")
+    options = dict(gamma=float(parts[0]), proxy_groups=int(parts[1][1:]))
+    if parts[2:] == ["last"]:
+        options["budget_mode"] = "last_row_count"
+    return options
 
 
 def _layer(q, k, v, scale):
