@@ -1,0 +1,25 @@
+"""The end-to-end prefill harness (bench/e2e_prefill.py) runs on a tiny model, every mode, on
+whichever device is present: a check that the script works, not a measurement."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("transformers", reason="transformers is not installed")
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "bench" / "e2e_prefill.py"
+
+
+def test_tiny_model_all_modes(tmp_path):
+    out = tmp_path / "e2e.json"
+    run = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--lengths", "640", "--repeats", "1",
+                          "--modes", "sdpa", "none", "dense", "proxyattn", "fixed-0.3", "--json", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["mode"] for r in rows] == ["sdpa", "none", "dense", "proxyattn", "fixed-0.3"]
+    assert all(r["seconds"] > 0 for r in rows)
+    fixed = rows[-1]["density"]
+    assert 0.3 <= fixed < 0.7, fixed  # 5 blocks: sink + diagonal + 30% of each row, rounded up
+    assert rows[3]["density"] == pytest.approx(1.0)  # min_budget_tokens keeps every block this short
