@@ -171,3 +171,18 @@ def test_mixed_devices_and_frameworks_are_refused():
     if HAS_CUDA:
         with pytest.raises(ValueError, match="cuda|cpu"):
             proxyattn.attention(q.cuda().bfloat16(), q[:, :, :1].bfloat16(), q[:, :, :1].cuda().bfloat16())
+
+
+def test_cupy_arrays_on_cuda():
+    cupy = pytest.importorskip("cupy", reason="cupy is not installed: the cupy case skips")
+    if not HAS_CUDA:
+        pytest.skip("no CUDA GPU (or a CPU-only build): the cupy case skips")
+    rng = np.random.default_rng(13)
+    arrays = [randn(rng, 700, 8, 64), randn(rng, 700, 2, 64), randn(rng, 700, 2, 64)]
+    q, k, v = (cupy.asarray(a.astype(np.float16)) for a in arrays)
+    out, lse = proxyattn.attention(q, k, v, return_lse=True, **SPARSE)
+    mask = proxyattn.estimate(q, k, **SPARSE)
+    assert isinstance(out, cupy.ndarray) and isinstance(mask.row_offsets, cupy.ndarray)
+    ref_out, _ = reference.attention(*(a.astype(np.float16) for a in arrays), [0, 700],
+                                     (cupy.asnumpy(mask.row_offsets), cupy.asnumpy(mask.col_indices).astype(np.int64)))
+    assert rel_err(cupy.asnumpy(out), ref_out) < tolerance("float16")
