@@ -3,7 +3,7 @@
 # hang stops the run there instead of eating the session), then the CUDA tests with each kernel,
 # compute-sanitizer on small cases, and an A/B timing of both kernels against cuDNN.
 # Binaries come prebuilt in .device/ (scripts/build_device.sh); logs and JSON go to $OUT.
-#   STEPS="smoke tests sanitize bench" (default: all), BENCH_LENGTHS="8192 32768 131072"
+#   STEPS="smoke tests sanitize bench profile" (default: all but profile), BENCH_LENGTHS="8192 32768 131072"
 # Under the 10-minute limit of one device call: STEPS="smoke tests sanitize", then STEPS=bench.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -52,5 +52,18 @@ if has bench; then
       --densities 1.0 0.1 --shapes llama3.1-8b --skip flash flex estimate --out "$OUT/bench_$k.json" \
       > "$OUT/bench_$k.log" 2>&1
     echo "exit $?"; grep -E "ours_|cudnn" "$OUT/bench_$k.log" | grep -v "^shape" | head -20
+  done
+fi
+
+if has profile; then
+  # One launch of the Hopper kernel at 32K, dense and at 10% density, with every counter section:
+  # where the sparse case loses against dense (issue rate, stalls, L2 hit rate of the K/V loads).
+  for d in 1.0 0.1; do
+    echo "== ncu, Hopper kernel, 32K, density $d"
+    PROXYATTN_KERNEL=hopper timeout 300 ncu --clock-control none --set full -k regex:sm90 \
+      --launch-skip 3 --launch-count 1 -o "$OUT/ncu_sparse_$d" -f \
+      python3 bench/cuda_bench.py --lengths 32768 --densities $d --shapes llama3.1-8b --skip flash flex estimate \
+      > "$OUT/ncu_sparse_$d.log" 2>&1
+    echo "exit $?"; tail -3 "$OUT/ncu_sparse_$d.log"
   done
 fi
