@@ -46,8 +46,8 @@ class BlockMask:
 
     def to_dense(self, seq=0):
         """bool numpy array [num_heads, nb, nb]: which key blocks each query block keeps."""
-        ro = _host(self.row_offsets).astype(np.int64)
-        ci = _host(self.col_indices).astype(np.int64)
+        ro = _arrays.to_numpy(self.row_offsets).astype(np.int64)
+        ci = _arrays.to_numpy(self.col_indices).astype(np.int64)
         nbs = [-(-(b - a) // self.block_size) for a, b in zip(self.cu_seqlens, self.cu_seqlens[1:])]
         first, nb = sum(nbs[:seq]), nbs[seq]
         keep = np.zeros((self.num_heads, nb, nb), bool)
@@ -56,14 +56,6 @@ class BlockMask:
                 r = (first + m) * self.num_heads + h
                 keep[h, m, ci[ro[r]:ro[r + 1]]] = True
         return keep
-
-
-def _host(a):
-    if type(a).__module__.startswith("torch"):
-        return a.detach().cpu().numpy()
-    if type(a).__module__.startswith("cupy"):
-        return a.get()
-    return np.asarray(a)
 
 
 class _Call:
@@ -127,19 +119,13 @@ class _Call:
 def _flatten(x, name):
     """[b, n, h, d] -> [b * n, h, d] as a view; refuses (naming the strides) when that needs a copy."""
     b, n = x.shape[0], x.shape[1]
-    st = _strides(x)
+    st = _arrays.strides(x)
     if b > 1 and st[0] != n * st[1]:
         raise ValueError(
             f"{name}: a batch of {b} sequences needs batch stride == seqlen * token stride "
             f"({n} * {st[1]}), got strides {st}; call .contiguous() or pass a packed [total, heads, dim] "
             f"tensor with cu_seqlens")
     return x.reshape(b * n, x.shape[2], x.shape[3])
-
-
-def _strides(x):
-    if type(x).__module__.startswith("torch"):
-        return tuple(x.stride())
-    return tuple(s // x.itemsize for s in x.strides)
 
 
 def _plan(fw, q, kv_heads, cu_seqlens, softmax_scale, o, device, stream):
@@ -220,8 +206,8 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max
     qs, ks = _arrays.to_int_list(cu_seqlens_q, "cu_seqlens_q"), _arrays.to_int_list(cu_seqlens_k, "cu_seqlens_k")
     if qs != ks:
         raise ValueError(f"cu_seqlens_q and cu_seqlens_k must be equal (prefill self-attention), got {qs} and {ks}")
+    longest = max((b - a for a, b in zip(qs, qs[1:])), default=0)
     for name, limit in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
-        longest = max((b - a for a, b in zip(qs, qs[1:])), default=0)
         if limit is not None and limit < longest:
             raise ValueError(f"{name} ({limit}) is smaller than the longest sequence ({longest})")
     return attention(q, k, v, softmax_scale, causal, cu_seqlens=qs, **kwargs)
@@ -246,7 +232,7 @@ def estimate(q, k, softmax_scale=None, *, cu_seqlens=None, copy=True, return_sta
     row_offsets, col_indices, _, _ = call.plan.estimate(call.q, call.k, call.stream, call.fw)
     if copy:
         nnz = int(row_offsets[-1])
-        row_offsets, col_indices = _clone(row_offsets), _clone(col_indices[:nnz])
+        row_offsets, col_indices = _arrays.clone(row_offsets), _arrays.clone(col_indices[:nnz])
     mask = BlockMask(row_offsets, col_indices, call.options.block_size, call.q.shape[1], call.cu_seqlens)
     return (mask, _stats(call)) if return_stats else mask
 
@@ -266,7 +252,3 @@ def sparse_attention(q, k, v, block_mask, softmax_scale=None, causal=True, *, cu
     out, lse = call.outputs(out, return_lse)
     call.plan.sparse_attention(call.q, call.k, call.v, row_offsets, col_indices, out, lse, call.stream)
     return _finish(call, out, lse, return_lse)
-
-
-def _clone(a):
-    return a.clone() if type(a).__module__.startswith("torch") else a.copy()

@@ -59,6 +59,29 @@ def empty(fw, like, shape, dtype=None):
     return xp.empty(shape, dtype=like.dtype if dtype is None else dtype)
 
 
+def strides(x):
+    """Strides in elements."""
+    if framework(x, "array") == "torch":
+        return tuple(x.stride())
+    return tuple(s // x.itemsize for s in x.strides)
+
+
+def clone(x):
+    """A copy of x in its own memory, on its device."""
+    return x.clone() if framework(x, "array") == "torch" else x.copy()
+
+
+def to_numpy(x):
+    """A host numpy copy of a torch or cupy array; anything else through numpy.asarray."""
+    mod = type(x).__module__.split(".")[0]
+    if mod == "torch":
+        return x.detach().cpu().numpy()
+    if mod == "cupy":
+        return x.get()
+    import numpy
+    return numpy.asarray(x)
+
+
 def to_int_list(x, name):
     """A host list of ints from a list, tuple or 1-D array (a CUDA tensor is copied back)."""
     if x is None:

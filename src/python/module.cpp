@@ -279,9 +279,8 @@ NB_MODULE(_core, m) {
           "plan's workspace, valid until the next estimate")
       .def(
           "attention",
-          [](nb::handle h, const Array& q, const Array& k, const Array& v, const OutArray& out,
+          [](PyPlan& self, const Array& q, const Array& k, const Array& v, const OutArray& out,
              const std::optional<OutArray>& lse, std::uintptr_t stream) {
-            PyPlan& self = nb::cast<PyPlan&>(h);
             const TensorView tq = view_of(q, "q"), tk = view_of(k, "k"), tv = view_of(v, "v");
             const TensorView to = view_of(out, "out"), tl = optional_view(lse, "lse");
             {
