@@ -58,22 +58,18 @@ def fixed_mask(n, heads, density, device, block=128):
     return _fixed["masks"][key]
 
 
-def attention_fixed(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+def fixed(q, k, v, scale):
     """Real estimator, then the sparse kernel on a fixed-density mask (random-weight timing)."""
-    if query.shape[2] < 2:
-        return pat.proxyattn_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
-    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))
-    proxyattn.estimate(q, k, scaling, copy=False)  # the estimator's cost, its mask unused
+    proxyattn.estimate(q, k, scale, copy=False)  # the estimator's cost, its mask unused
     ro, ci, _ = fixed_mask(q.shape[0], q.shape[1], _fixed["density"], q.device)
-    out = proxyattn.sparse_attention(q, k, v, (ro, ci), scaling)
-    return out.unsqueeze(0), None
+    return proxyattn.sparse_attention(q, k, v, (ro, ci), scale)
 
 
-def attention_dense(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    if query.shape[2] < 2:
-        return pat.proxyattn_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
-    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))
-    return proxyattn.dense_attention(q, k, v, scaling).unsqueeze(0), None
+def measured(q, k, v, scale):
+    """ProxyAttn with the estimator's own masks, recording each layer's density."""
+    out, stats = proxyattn.attention(q, k, v, scale, return_stats=True, **pat._settings["options"])
+    _stats["density"].append(stats["total_density"])
+    return out
 
 
 def attention_none(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
@@ -82,20 +78,11 @@ def attention_none(module, query, key, value, attention_mask, dropout=0.0, scali
     return value.repeat_interleave(r, dim=1).transpose(1, 2).contiguous(), None
 
 
-def attention_measured(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """ProxyAttn with the estimator's own masks, recording each layer's density."""
-    if query.shape[2] < 2:
-        return pat.proxyattn_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
-    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))
-    out, stats = proxyattn.attention(q, k, v, scaling, return_stats=True, **pat._settings["options"])
-    _stats["density"].append(stats["total_density"])
-    return out.unsqueeze(0), None
-
-
 def register_modes():
-    pat.register(min_prefill_tokens=2)
-    for name, fn in (("pa_fixed", attention_fixed), ("pa_dense", attention_dense), ("pa_none", attention_none),
-                     ("pa_measured", attention_measured)):
+    modes = (("pa_fixed", pat.attention_function(fixed)), ("pa_measured", pat.attention_function(measured)),
+             ("pa_dense", pat.attention_function(lambda q, k, v, scale: proxyattn.dense_attention(q, k, v, scale))),
+             ("pa_none", attention_none))
+    for name, fn in modes:
         transformers.AttentionInterface.register(name, fn)
         transformers.AttentionMaskInterface.register(name, transformers.masking_utils.sdpa_mask)
 

@@ -76,14 +76,6 @@ def _layer(q, k, v, scale):
     return out
 
 
-def attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    n = query.shape[2]
-    if n < 2 or attention_mask is not None or key.shape[2] != n or _state["method"] == "dense":
-        return pat._sdpa()(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))
-    return _layer(q, k, v, scaling).unsqueeze(0), None
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir")
@@ -100,9 +92,9 @@ def main():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = "bfloat16" if device == "cuda" else "float32"
     model, tokenizer = load(args.model_dir, dtype, device, attn_implementation="sdpa")
-    transformers.AttentionInterface.register("pa_eval", attention_forward)
+    pat.register(min_prefill_tokens=2)  # every prompt's prefill goes through the method under test
+    transformers.AttentionInterface.register("pa_eval", pat.attention_function(_layer))
     transformers.AttentionMaskInterface.register("pa_eval", transformers.masking_utils.sdpa_mask)
-    model.set_attn_implementation("pa_eval")
     hkv = model.config.num_key_value_heads
     methods = [m.replace("-pH", f"-p{hkv}") for m in args.methods]
     with open(args.prompts) as f:
@@ -117,6 +109,7 @@ def main():
         seen[p["length"]] = seen.get(p["length"], 0) + 1
         for method in methods:
             _state.update(method=method, record=[], detail=seen[p["length"]] <= args.detail)
+            model.set_attn_implementation("sdpa" if method == "dense" else "pa_eval")
             with torch.no_grad():
                 out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
                                      do_sample=False, pad_token_id=spec["pad_token_id"])

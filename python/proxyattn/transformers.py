@@ -48,23 +48,31 @@ def _use_proxyattn(module, query, key, attention_mask, dropout, kwargs):
     return True
 
 
-def proxyattn_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
-                                **kwargs):
-    """The attention interface function: query [b, hq, n, d], key and value [b, hkv, n_kv, d];
-    returns (attn_output [b, n, hq, d], None) as transformers' sdpa does."""
-    if not _use_proxyattn(module, query, key, attention_mask, dropout, kwargs):
-        _counts["dense"] += 1
-        return _sdpa()(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    _counts["proxyattn"] += 1
-    n = query.shape[2]
-    q = query.transpose(1, 2)  # views: [b, n, h, d] with token stride d and head stride n * d
-    k = key[:, :, :n].transpose(1, 2)
-    v = value[:, :, :n].transpose(1, 2)
-    outs = []
-    for b in range(q.shape[0]):  # one sequence per call: [b, n, h, d] views do not flatten
-        out, _ = torch_ops.attention(q[b], k[b], v[b], scaling, **_settings["options"])
-        outs.append(out)
-    return torch.stack(outs), None
+def attention_function(sequence_attention):
+    """An attention-interface function built on `sequence_attention(q, k, v, scale) -> out`,
+    which gets one sequence's [n, heads, d] views (RoPE applied) of every prefill ProxyAttn can
+    take (see the module's docstring); every other call goes to transformers' sdpa. Benchmarks
+    and evaluations use it to run other kernels or masks in the same places."""
+
+    def forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+        """query [b, hq, n, d], key and value [b, hkv, n_kv, d]; returns (attn_output
+        [b, n, hq, d], None) as transformers' sdpa does."""
+        if not _use_proxyattn(module, query, key, attention_mask, dropout, kwargs):
+            _counts["dense"] += 1
+            return _sdpa()(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        _counts["proxyattn"] += 1
+        n = query.shape[2]
+        q = query.transpose(1, 2)  # views: [b, n, h, d] with token stride d and head stride n * d
+        k = key[:, :, :n].transpose(1, 2)
+        v = value[:, :, :n].transpose(1, 2)
+        # One sequence per call: [b, n, h, d] views of this layout do not flatten into a batch.
+        return torch.stack([sequence_attention(q[b], k[b], v[b], scaling) for b in range(q.shape[0])]), None
+
+    return forward
+
+
+proxyattn_attention_forward = attention_function(
+    lambda q, k, v, scale: torch_ops.attention(q, k, v, scale, **_settings["options"])[0])
 
 
 def register(min_prefill_tokens=DEFAULT_MIN_PREFILL_TOKENS, **options):
