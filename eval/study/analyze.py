@@ -83,18 +83,13 @@ def nforced_rows(nb, w):
 
 def analyze_layer(d, layer, targets):
     t0 = time.time()
-    x = torch.load(os.path.join(d, "L%02d.pt" % layer))
+    x = S.load_layer(d, layer)
     q, k = x["q"], x["k"]
     scale = x["scale"] or q.shape[-1] ** -0.5
     n, hq, _ = q.shape
     hkv = k.shape[1]
     nb = S.ceil_div(n, S.B)
-    cache = os.path.join(d, "W_L%02d.pt" % layer)
-    if os.path.exists(cache):
-        W, lse = torch.load(cache)
-    else:
-        W, lse = S.dense_block_mass(q, k, scale)
-        torch.save((W, lse), cache)
+    W, lse = S.cached_block_mass(d, layer, q, k, scale)
     t1 = time.time()
     a = S.stage2_mass(q, k, scale)
     scores = {name: S.proxy_scores(q, k, scale, g, s, pool) for name, (g, s, pool) in PROXIES.items()}

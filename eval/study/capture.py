@@ -16,11 +16,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 EVAL = os.path.dirname(HERE)
 ROOT = os.path.dirname(EVAL)
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") not in (HERE, EVAL, ROOT)] + [ROOT, EVAL]
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") not in (HERE, EVAL, ROOT)] + [ROOT, EVAL, HERE]
 import torch  # noqa: E402
 import transformers  # noqa: E402
 import transformers.masking_utils  # noqa: E402
 
+import study_lib as S  # noqa: E402
 from load_model import load  # noqa: E402
 
 _state = {"dir": None}
@@ -31,7 +32,7 @@ def capture_forward(module, query, key, value, attention_mask, dropout=0.0, scal
     if _state["dir"] is not None and query.shape[2] > 1:
         q, k, v = (x[0].transpose(0, 1).contiguous().float() for x in (query, key, value))
         torch.save({"q": q, "k": k, "v": v, "scale": scaling},
-                   os.path.join(_state["dir"], "L%02d.pt" % module.layer_idx))
+                   S.layer_file(_state["dir"], module.layer_idx))
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                   scaling=scaling, **kwargs)
 

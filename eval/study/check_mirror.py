@@ -9,7 +9,6 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import proxyattn  # noqa: E402
@@ -23,7 +22,7 @@ def main():
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     for layer in args.layers:
-        x = torch.load(os.path.join(args.capture_dir, "L%02d.pt" % layer))
+        x = S.load_layer(args.capture_dir, layer)
         q, k = x["q"], x["k"]
         scale = x["scale"]
         n, hq, _ = q.shape

@@ -28,14 +28,13 @@ def main():
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     for layer in args.layers:
-        x = torch.load(os.path.join(args.capture_dir, "L%02d.pt" % layer))
+        x = S.load_layer(args.capture_dir, layer)
         q, k, v, scale = x["q"], x["k"], x["v"], x["scale"]
         n = q.shape[0]
         t0 = time.time()
         _, lse_d = proxyattn.dense_attention(q, k, v, scale, return_lse=True, backend="cpu")
         t1 = time.time()
-        cache = os.path.join(args.capture_dir, "W_L%02d.pt" % layer)
-        W, lse_w = torch.load(cache) if os.path.exists(cache) else S.dense_block_mass(q, k, scale)
+        W, lse_w = S.cached_block_mass(args.capture_dir, layer, q, k, scale)
         print("layer %2d: dense (library) %.0f s; max |lse library - lse study_lib| = %.2e"
               % (layer, t1 - t0, float((lse_d - lse_w).abs().max())), flush=True)
         masks = {}

@@ -30,11 +30,11 @@ def main():
     rows = []
     for d in args.capture_dirs:
         for layer in range(24):
-            x = torch.load(os.path.join(d, "L%02d.pt" % layer))
+            x = S.load_layer(d, layer)
             q, k, scale = x["q"], x["k"], x["scale"]
             n, hq, _ = q.shape
             nb = S.ceil_div(n, S.B)
-            W, _ = torch.load(os.path.join(d, "W_L%02d.pt" % layer))
+            W, _ = S.cached_block_mass(d, layer, q, k, scale)
             a = S.stage2_mass(q, k, scale)
             own = float(S.row_counts(S.budget_blocks(a, 0.95), nb).sum()) / (hq * nb * (nb + 1) / 2)
             scores = {g: S.proxy_scores(q, k, scale, g, 4) for g in (1, 2)}

@@ -25,9 +25,9 @@ def main():
     acc = {}
     for d in sys.argv[1:]:
         for layer in range(24):
-            x = torch.load(os.path.join(d, "L%02d.pt" % layer))
+            x = S.load_layer(d, layer)
             q, k, scale = x["q"], x["k"], x["scale"]
-            W, _ = torch.load(os.path.join(d, "W_L%02d.pt" % layer))
+            W, _ = S.cached_block_mass(d, layer, q, k, scale)
             for name, g, mode, gammas in SETTINGS:
                 for gamma in gammas:
                     bm = proxyattn.estimate(q, k, scale, gamma=gamma, proxy_groups=g, budget_mode=mode,

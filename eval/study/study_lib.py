@@ -9,10 +9,30 @@ softmax mass), so every mask is scored without running attention; check_recall.p
 against proxyattn.sparse_attention.
 """
 import math
+import os
 
 import torch
 
 B = 128
+
+
+def layer_file(capture_dir, layer):
+    """Where capture.py saves one layer's q, k, v and scale."""
+    return os.path.join(capture_dir, "L%02d.pt" % layer)
+
+
+def load_layer(capture_dir, layer):
+    return torch.load(layer_file(capture_dir, layer))
+
+
+def cached_block_mass(capture_dir, layer, q, k, scale):
+    """dense_block_mass of a captured layer, computed once and kept next to the capture."""
+    cache = os.path.join(capture_dir, "W_L%02d.pt" % layer)
+    if os.path.exists(cache):
+        return torch.load(cache)
+    W, lse = dense_block_mass(q, k, scale)
+    torch.save((W, lse), cache)
+    return W, lse
 
 
 def ceil_div(a, b):
