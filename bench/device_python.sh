@@ -10,9 +10,8 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 python3 -c "import nanobind, scikit_build_core, torch, transformers as t; print('nanobind', nanobind.__version__, 'skbuild', scikit_build_core.__version__, 'torch', torch.__version__, 'transformers', t.__version__)"
 start=$(date +%s)
-python3 -m pip install -q --no-build-isolation --no-deps --no-index \
-  -Ccmake.define.PROXYATTN_CUDA=ON -Ccmake.define.PROXYATTN_CPU_ARCH=x86-64-v3 \
-  "-Ccmake.define.PROXYATTN_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a" . 2>&1 | tail -30
+PROXYATTN_OFFLINE=1 PROXYATTN_CUDA=ON scripts/install_python.sh -Ccmake.define.PROXYATTN_CPU_ARCH=x86-64-v3 \
+  "-Ccmake.define.PROXYATTN_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a" 2>&1 | tail -30
 echo "package build: $(( $(date +%s) - start )) s"
 python3 -c "import proxyattn; assert proxyattn.cuda_available(), 'CUDA backend missing'; print('proxyattn CUDA ok')" || exit 1
 python3 -m pytest -q -p no:cacheprovider -rs python/tests --ignore=python/tests/test_ctypes_cpu.py ${PYTEST_ARGS:-} 2>&1 | tee "$out/pytest.txt" | tail -25
