@@ -204,7 +204,7 @@ class Bench:
         ref = {}
         for method, backend in (("cudnn_dense", SDPBackend.CUDNN_ATTENTION),
                                 ("flash_dense", SDPBackend.FLASH_ATTENTION)):
-            if method == "flash_dense" and "flash" in args.skip:
+            if method.split("_")[0] in args.skip:
                 continue
 
             def sdpa(i, backend=backend):
@@ -236,8 +236,9 @@ class Bench:
             plan.dense_attention(*sets[0], out)
             return rel_err(out, ref["dense"]) if "dense" in ref else float("nan")
 
-        self.measure(ctx, "ours_dense", ours(lambda i: plan.dense_attention(*sets[i], out)), nsets,
-                     dense_pairs, check=check_dense)
+        if "dense" not in args.skip:
+            self.measure(ctx, "ours_dense", ours(lambda i: plan.dense_attention(*sets[i], out)), nsets,
+                         dense_pairs, check=check_dense)
 
         flex = None
         for density in args.densities:
@@ -329,8 +330,9 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke run: 8K and 16K, densities 1.0 and 0.1")
     p.add_argument("--verbose", action="store_true", help="print tracebacks of failures")
-    p.add_argument("--skip", nargs="*", default=[], choices=["flash", "flex", "estimate"],
-                   help="leave out torch flash SDPA, FlexAttention, or our estimate and whole layer")
+    p.add_argument("--skip", nargs="*", default=[], choices=["cudnn", "flash", "flex", "dense", "estimate"],
+                   help="leave out cuDNN SDPA, torch flash SDPA, FlexAttention, our dense attention, or our "
+                        "estimate and whole layer (A/B runs and profiles of one kernel)")
     p.add_argument("--out", default=None, help="JSON results (default bench/results/cuda_bench_<date>.json)")
     args = p.parse_args()
     if args.quick:

@@ -3,7 +3,8 @@
 # hang stops the run there instead of eating the session), then the CUDA tests with each kernel,
 # compute-sanitizer on small cases, and an A/B timing of both kernels against cuDNN.
 # Binaries come prebuilt in .device/ (scripts/build_device.sh); logs and JSON go to $OUT.
-#   STEPS="smoke tests sanitize bench profile" (default: all but profile), BENCH_LENGTHS="8192 32768 131072"
+#   STEPS="smoke tests sanitize bench ab profile" (default: smoke tests sanitize bench),
+#   BENCH_LENGTHS="8192 32768 131072", KERNELS="portable hopper" (bench), TESTS_KERNELS="hopper hopper-grid portable"
 # Under the 10-minute limit of one device call: STEPS="smoke tests sanitize", then STEPS=bench.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -27,7 +28,7 @@ if has smoke; then
 fi
 
 if has tests; then
-  for k in hopper hopper-grid portable; do
+  for k in ${TESTS_KERNELS:-hopper hopper-grid portable}; do
     echo "== CUDA tests, PROXYATTN_KERNEL=$k"
     PROXYATTN_KERNEL=$k timeout 300 $B/proxyattn_cuda_tests > "$OUT/cuda_tests_$k.log" 2>&1
     echo "exit $?"
@@ -46,7 +47,7 @@ if has sanitize; then
 fi
 
 if has bench; then
-  for k in portable hopper; do
+  for k in ${KERNELS:-portable hopper}; do
     echo "== cuda_bench.py, PROXYATTN_KERNEL=$k"
     PROXYATTN_KERNEL=$k timeout 400 python3 bench/cuda_bench.py --lengths ${BENCH_LENGTHS:-8192 32768 131072} \
       --densities 1.0 0.1 --shapes llama3.1-8b --skip flash flex estimate --out "$OUT/bench_$k.json" \
@@ -55,15 +56,30 @@ if has bench; then
   done
 fi
 
+if has ab; then
+  # The schedule order and the L2 hints of the Hopper kernel, on the random 10% mask at 128K.
+  for sched in length kv; do
+    for hints in 0 1; do
+      echo "== A/B: PROXYATTN_SCHEDULE=$sched PROXYATTN_L2_HINTS=$hints"
+      PROXYATTN_SCHEDULE=$sched PROXYATTN_L2_HINTS=$hints timeout 120 python3 bench/cuda_bench.py \
+        --lengths ${AB_LENGTHS:-131072} --densities ${AB_DENSITIES:-0.1} --shapes llama3.1-8b \
+        --skip cudnn flash flex dense estimate --out "$OUT/ab_${sched}_$hints.json" > "$OUT/ab_${sched}_$hints.log" 2>&1
+      echo "exit $?"; grep -E "^llama.*ours_" "$OUT/ab_${sched}_$hints.log" | tail -4
+    done
+  done
+fi
+
 if has profile; then
-  # One launch of the Hopper kernel at 32K, dense and at 10% density, with every counter section:
-  # where the sparse case loses against dense (issue rate, stalls, L2 hit rate of the K/V loads).
-  for d in 1.0 0.1; do
-    echo "== ncu, Hopper kernel, 32K, density $d"
-    PROXYATTN_KERNEL=hopper timeout 300 ncu --clock-control none --set full -k regex:sm90 \
-      --launch-skip 3 --launch-count 1 -o "$OUT/ncu_sparse_$d" -f \
-      python3 bench/cuda_bench.py --lengths 32768 --densities $d --shapes llama3.1-8b --skip flash flex estimate \
-      > "$OUT/ncu_sparse_$d.log" 2>&1
-    echo "exit $?"; tail -3 "$OUT/ncu_sparse_$d.log"
+  # One launch of the Hopper kernel on the random 10% mask at 128K, per schedule order: DRAM and
+  # L2 traffic, hit rate, tensor-pipe use (why the sparse rate is below the dense one).
+  for sched in length kv; do
+    echo "== ncu, Hopper kernel, 128K, density 0.1, PROXYATTN_SCHEDULE=$sched"
+    PROXYATTN_SCHEDULE=$sched timeout 300 ncu --clock-control none -k regex:sm90 --launch-skip 2 --launch-count 1 \
+      --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+      --metrics lts__t_sector_hit_rate.pct,dram__bytes_read.sum,lts__t_bytes.sum,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active \
+      python3 bench/cuda_bench.py --lengths 131072 --densities 0.1 --shapes llama3.1-8b --reps 5 --warmup 1 \
+      --skip cudnn flash flex dense estimate --out "$OUT/ncu_$sched.json" > "$OUT/ncu_$sched.log" 2>&1
+    echo "exit $?"
+    grep -E "Duration|DRAM Throughput|Memory Throughput|L2 Hit Rate|L1/TEX Hit|Compute \(SM\)|lts__t_sector_hit_rate|dram__bytes_read|lts__t_bytes|gmma|Issue Slots Busy" "$OUT/ncu_$sched.log" | head -20
   done
 fi

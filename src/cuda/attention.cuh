@@ -30,6 +30,7 @@ struct AttentionParams {
   int tiles_per_block;              // set by the launcher: query tiles per 128-row block
   int num_items;                    // set by the launcher: num_rows * tiles_per_block
   float scale_log2;                 // softmax scale * log2(e)
+  int l2_hints;                     // Hopper kernel: L2 eviction priorities on its copies
 };
 
 // Walks the 64-key tiles of the kept blocks of one row, skipping tiles past the sequence end,

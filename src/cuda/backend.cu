@@ -19,7 +19,41 @@
 namespace proxyattn::detail::cuda {
 namespace {
 
-constexpr int kScheduleKeyBits = 14;  // row lengths are at most kMaxBlocks = 8192 < 2^14
+constexpr int kWorkBits = 14;  // row lengths are at most kMaxBlocks = 8192 < 2^14
+
+constexpr int kMaxKvMajorHeads = 1024;  // kv head numbers above the work bits: 24-bit keys at most
+
+// Bits of a schedule sort key: the work of a row, and above it the kv head (kv_order).
+int schedule_key_bits(int kv_heads) {
+  int bits = kWorkBits;
+  while (kv_heads <= kMaxKvMajorHeads && (1 << (bits - kWorkBits)) < kv_heads) ++bits;
+  return bits;
+}
+
+// The order of the attention schedule. kv (the default): kv heads one after the other, longest
+// rows first within each, so that the CTAs running at one time read the K/V of one kv head and
+// L2 serves most of their tiles (with every head at once, a sparse mask's tiles are spread over
+// all of K and V, far more than L2 holds). length: longest rows first over all heads.
+// PROXYATTN_SCHEDULE=kv|length picks for A/B runs.
+bool kv_order() {
+  static const bool kv = [] {
+    const char* s = std::getenv("PROXYATTN_SCHEDULE");
+    if (!s || !*s || std::strcmp(s, "kv") == 0) return true;
+    if (std::strcmp(s, "length") == 0) return false;
+    fail(ErrorCode::invalid_argument, "PROXYATTN_SCHEDULE must be kv or length, got '", s, "'");
+  }();
+  return kv;
+}
+
+// L2 eviction priorities on the Hopper kernel's copies (Q first, K and V last); on by default,
+// PROXYATTN_L2_HINTS=0 turns them off for A/B runs.
+bool l2_hints() {
+  static const bool on = [] {
+    const char* s = std::getenv("PROXYATTN_L2_HINTS");
+    return !s || std::strcmp(s, "0") != 0;
+  }();
+  return on;
+}
 
 struct State {
   Tables tables;
@@ -68,10 +102,11 @@ int next_pow2(int x) {
 
 std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
 
-// Sort keys of the attention schedule: kept blocks of each row (or m + 1 when dense).
+// Sort keys of the attention schedule (sorted descending): kept blocks of each row (or m + 1
+// when dense), below (kv_heads - 1 - kv head) when kv_major.
 __global__ void schedule_keys_kernel(const std::int64_t* row_offsets, const std::int32_t* block_seq,
-                                     const std::int32_t* block_offset, int q_heads, int rows, std::int32_t* keys,
-                                     std::int32_t* ids) {
+                                     const std::int32_t* block_offset, int q_heads, int gqa_ratio, int kv_heads,
+                                     bool kv_major, int rows, std::int32_t* keys, std::int32_t* ids) {
   const int r = blockIdx.x * blockDim.x + threadIdx.x;
   if (r >= rows) return;
   std::int64_t work;
@@ -81,7 +116,9 @@ __global__ void schedule_keys_kernel(const std::int64_t* row_offsets, const std:
     const int b = r / q_heads;
     work = b - block_offset[block_seq[b]] + 1;
   }
-  keys[r] = static_cast<std::int32_t>(work < 0 ? 0 : work >= (1 << kScheduleKeyBits) ? (1 << kScheduleKeyBits) - 1 : work);
+  const int clamped = static_cast<int>(work < 0 ? 0 : work >= (1 << kWorkBits) ? (1 << kWorkBits) - 1 : work);
+  const int kvh = (r % q_heads) / gqa_ratio;
+  keys[r] = kv_major ? ((kv_heads - 1 - kvh) << kWorkBits) | clamped : clamped;
   ids[r] = r;
 }
 
@@ -192,7 +229,7 @@ std::size_t carve(const Plan::Impl& p, const Tables& t, void* base, Regions* r) 
   r->sort_temp_bytes = 0;
   PROXYATTN_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(
       nullptr, r->sort_temp_bytes, r->sched_keys, r->sched_keys_sorted, r->sched_rows, r->sched_rows_sorted,
-      static_cast<int>(std::max<std::size_t>(rows, 1)), 0, kScheduleKeyBits));
+      static_cast<int>(std::max<std::size_t>(rows, 1)), 0, schedule_key_bits(p.problem.kv_heads)));
   r->sort_temp = take(r->sort_temp_bytes);
   return align256(off);
 }
@@ -316,16 +353,17 @@ void attention(Plan::Impl& p, const TensorView& q, const TensorView& k, const Te
   const Regions& r = st.regions;
   const int rows = static_cast<int>(p.mask_rows);
 
-  // Longest rows first: the hardware starts CTAs roughly in index order, so a descending sort of
-  // the work per row is a longest-processing-time-first schedule.
-  schedule_keys_kernel<<<(rows + 255) / 256, 256, 0, stream>>>(mask ? mask->row_offsets : nullptr, r.block_seq,
-                                                              r.block_offset, p.problem.q_heads, rows, r.sched_keys,
-                                                              r.sched_rows);
+  // Longest rows first (within each kv head, kv_order): the hardware starts CTAs roughly in index
+  // order, and the persistent kernel walks the list, so a descending sort of the work per row is
+  // a longest-processing-time-first schedule.
+  schedule_keys_kernel<<<(rows + 255) / 256, 256, 0, stream>>>(
+      mask ? mask->row_offsets : nullptr, r.block_seq, r.block_offset, p.problem.q_heads, p.gqa_ratio(),
+      p.problem.kv_heads, kv_order() && p.problem.kv_heads <= kMaxKvMajorHeads, rows, r.sched_keys, r.sched_rows);
   PROXYATTN_LAUNCH_CHECK("schedule_keys_kernel");
   std::size_t sort_bytes = r.sort_temp_bytes;
   PROXYATTN_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(r.sort_temp, sort_bytes, r.sched_keys,
                                                                  r.sched_keys_sorted, r.sched_rows, r.sched_rows_sorted,
-                                                                 rows, 0, kScheduleKeyBits, stream));
+                                                                 rows, 0, schedule_key_bits(p.problem.kv_heads), stream));
   AttentionParams ap{};
   ap.q = q.data;
   ap.k = k.data;
@@ -347,6 +385,7 @@ void attention(Plan::Impl& p, const TensorView& q, const TensorView& k, const Te
   ap.gqa_ratio = p.gqa_ratio();
   ap.num_rows = rows;
   ap.scale_log2 = p.scale * kLog2e;
+  ap.l2_hints = l2_hints() ? 1 : 0;
   launch_attention(p, ap, stream);
 }
 

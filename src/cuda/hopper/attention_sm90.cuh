@@ -149,6 +149,8 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
                                         const CUtensorMap* tv, const Barriers& bar, std::uint32_t smem, int lane) {
   using L = SmemLayout<D>;
   std::uint32_t tiles = 0, items = 0, fixes = 0;
+  const std::uint64_t q_policy = p.l2_hints ? l2_evict_first() : l2_evict_normal();
+  const std::uint64_t kv_policy = p.l2_hints ? l2_evict_last() : l2_evict_normal();
   ItemOrder order(p.num_items);
   for (int index = order.next(); index >= 0; index = order.next()) {
     const Item it = decode_item(p, index);
@@ -166,7 +168,7 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
 #pragma unroll
       for (int pn = 0; pn < L::kPanels; ++pn)
         tma_load_3d(smem + L::kQ + qs * L::kTileBytes + pn * kPanelBytes, tq, bar.q_full(qs), pn * 64, it.h,
-                    tok0 + it.m * kTile);
+                    tok0 + it.m * kTile, q_policy);
     }
     do {
       const int stage = tiles & 1;
@@ -180,7 +182,7 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
         mbar_arrive_expect_tx(bar.k_full(stage), L::kTileBytes);
 #pragma unroll
         for (int pn = 0; pn < L::kPanels; ++pn)
-          tma_load_3d(k_dst + pn * kPanelBytes, tk, bar.k_full(stage), pn * 64, it.kvh, tok0 + start);
+          tma_load_3d(k_dst + pn * kPanelBytes, tk, bar.k_full(stage), pn * 64, it.kvh, tok0 + start, kv_policy);
       }
       mbar_wait(bar.v_empty(stage), parity);
       const int valid = it.len - start;  // rows of this tile inside the sequence
@@ -190,7 +192,7 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
           mbar_arrive_expect_tx(bar.v_full(stage), L::kTileBytes);
 #pragma unroll
           for (int pn = 0; pn < L::kPanels; ++pn)
-            tma_load_3d(v_dst + pn * kPanelBytes, tv, bar.v_full(stage), pn * 64, it.kvh, tok0 + start);
+            tma_load_3d(v_dst + pn * kPanelBytes, tv, bar.v_full(stage), pn * 64, it.kvh, tok0 + start, kv_policy);
         }
       } else {
         // The tile runs into the next sequence. Its probabilities there are 0, but 0 * NaN or
@@ -200,7 +202,7 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
           mbar_arrive_expect_tx(bar.v_fix(), L::kTileBytes);
 #pragma unroll
           for (int pn = 0; pn < L::kPanels; ++pn)
-            tma_load_3d(v_dst + pn * kPanelBytes, tv, bar.v_fix(), pn * 64, it.kvh, tok0 + start);
+            tma_load_3d(v_dst + pn * kPanelBytes, tv, bar.v_fix(), pn * 64, it.kvh, tok0 + start, kv_policy);
         }
         mbar_wait(bar.v_fix(), fixes & 1);
         ++fixes;
@@ -423,10 +425,17 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
       const bool empty = row_max[h] == -INFINITY;
       const float inv = empty ? 0.f : 1.f / l;
       T* orow = og + static_cast<std::int64_t>(q0 + r) * p.o_tok;
+      // Streaming stores under l2_hints: the output is not read again here, so it should not
+      // push the K/V tiles that other CTAs still read out of L2.
 #pragma unroll
-      for (int j = 0; j < D / 8; ++j)
-        *reinterpret_cast<std::uint32_t*>(orow + 8 * j + 2 * c) =
-            Elem<T>::pack(O[4 * j + 2 * h] * inv, O[4 * j + 2 * h + 1] * inv);
+      for (int j = 0; j < D / 8; ++j) {
+        auto* dst = reinterpret_cast<unsigned int*>(orow + 8 * j + 2 * c);
+        const unsigned int packed = Elem<T>::pack(O[4 * j + 2 * h] * inv, O[4 * j + 2 * h + 1] * inv);
+        if (p.l2_hints)
+          __stcs(dst, packed);
+        else
+          *dst = packed;
+      }
       if (p.lse && c == 0)
         p.lse[it.h * p.total_tokens + it.begin + q0 + r] = empty ? -INFINITY : (row_max[h] + log2f(l)) * kLn2;
     }
