@@ -4,7 +4,8 @@
 # compute-sanitizer on small cases, and an A/B timing of both kernels against cuDNN.
 # Binaries come prebuilt in .device/ (scripts/build_device.sh); logs and JSON go to $OUT.
 #   STEPS="smoke tests sanitize bench ab profile" (default: smoke tests sanitize bench),
-#   BENCH_LENGTHS="8192 32768 131072", KERNELS="portable hopper" (bench), TESTS_KERNELS="hopper hopper-grid portable"
+#   BENCH_LENGTHS="8192 32768 131072", BENCH_ARGS="--densities 1.0 0.1 --skip flash flex estimate",
+#   KERNELS="portable hopper" (bench), TESTS_KERNELS="hopper hopper-grid portable"
 # Under the 10-minute limit of one device call: STEPS="smoke tests sanitize", then STEPS=bench.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -50,9 +51,9 @@ if has bench; then
   for k in ${KERNELS:-portable hopper}; do
     echo "== cuda_bench.py, PROXYATTN_KERNEL=$k"
     PROXYATTN_KERNEL=$k timeout 400 python3 bench/cuda_bench.py --lengths ${BENCH_LENGTHS:-8192 32768 131072} \
-      --densities 1.0 0.1 --shapes llama3.1-8b --skip flash flex estimate --out "$OUT/bench_$k.json" \
+      ${BENCH_ARGS:---densities 1.0 0.1 --skip flash flex estimate} --shapes llama3.1-8b --out "$OUT/bench_$k.json" \
       > "$OUT/bench_$k.log" 2>&1
-    echo "exit $?"; grep -E "ours_|cudnn" "$OUT/bench_$k.log" | grep -v "^shape" | head -20
+    echo "exit $?"; sed -n '/^shape/,$p' "$OUT/bench_$k.log"
   done
 fi
 
