@@ -3,8 +3,11 @@ machine spends no time fitting prompts: tasks x lengths x depths from eval/tasks
 with the model's own tokenizer (read from its GGUF file) and its chat template.
 
     python3 eval/build_prompts.py .model/assembled --lengths 8192 16384 32744 --out .model/prompts.json
+
+An --out ending in .gz is written gzip-compressed (run_eval.py reads either).
 """
 import argparse
+import gzip
 import json
 import os
 import sys
@@ -40,7 +43,7 @@ def main():
             prompts.append(dict(task=s.task, length=n, depth=s.depth, index=s.index, answer=s.answer,
                                 actual_depth=s.actual_depth, ids=ids))
         print(f"{n} tokens: {len(prompts)} prompts so far, {time.time() - t0:.0f} s", flush=True)
-    with open(args.out, "w") as f:
+    with (gzip.open if args.out.endswith(".gz") else open)(args.out, "wt") as f:
         json.dump(dict(seed=args.seed, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
                        prompts=prompts), f)
 

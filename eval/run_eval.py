@@ -5,8 +5,8 @@ Every method changes only the prefill attention of every layer; decoding is dens
 - pa-g<gamma>-p<groups>[-last]: proxyattn.attention with those parameters (its own density);
   -last uses budget_mode last_row_count (eval/study's recommendation, with p = Hkv).
 - flexprefill, xattention, static: the baselines of eval/baselines, each tuned per layer and per
-  prompt to the density ProxyAttn (gamma 0.95, proxy_groups 1) has on that same layer input, then
-  run through the same sparse kernel (proxyattn.sparse_attention).
+  prompt to the density that the ProxyAttn method named by --match (default pa-g0.95-p1) has on
+  that same layer input, then run through the same sparse kernel (proxyattn.sparse_attention).
 
 Per prompt: exact-match correctness of the greedy answer. Per layer (on the prompts chosen with
 --detail): density, attention recall (the share of the dense softmax mass inside the kept blocks,
@@ -16,6 +16,7 @@ layer input.
     python3 eval/run_eval.py /tmp/proxyattn_model .model/prompts.json --json out.json
 """
 import argparse
+import gzip
 import json
 import os
 import sys
@@ -36,7 +37,7 @@ from eval.baselines import match_density, to_csr  # noqa: E402
 from load_model import load  # noqa: E402
 
 BASELINES = ("flexprefill", "xattention", "static")
-_state = {"method": None, "record": None, "detail": False}
+_state = {"method": None, "record": None, "detail": False, "match": {}}
 
 
 def _pa_options(method):
@@ -57,7 +58,8 @@ def _layer(q, k, v, scale):
                                               **_pa_options(method))
         density = stats["total_density"]
     else:
-        _, stats = proxyattn.estimate(q, k, scale, return_stats=True, copy=False)  # the density to match
+        # The density to match: that of the --match method on this layer input.
+        _, stats = proxyattn.estimate(q, k, scale, return_stats=True, copy=False, **_state["match"])
         target = stats["total_density"]
         if method == "static":
             match = match_density("static", target, q, k, block_size=128)
@@ -86,6 +88,8 @@ def main():
     ap.add_argument("--depths", type=float, nargs="*", help="only these needle depths")
     ap.add_argument("--detail", type=int, default=1, help="per-layer recall and error on the first N prompts of each length")
     ap.add_argument("--max-new-tokens", type=int, default=12)
+    ap.add_argument("--match", default="pa-g0.95-p1",
+                    help="the ProxyAttn method (pa-g<gamma>-p<groups|H>[-last]) whose density the baselines match")
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
 
@@ -97,7 +101,8 @@ def main():
     transformers.AttentionMaskInterface.register("pa_eval", transformers.masking_utils.sdpa_mask)
     hkv = model.config.num_key_value_heads
     methods = [m.replace("-pH", f"-p{hkv}") for m in args.methods]
-    with open(args.prompts) as f:
+    _state["match"] = _pa_options(args.match.replace("-pH", f"-p{hkv}"))
+    with (gzip.open if args.prompts.endswith(".gz") else open)(args.prompts, "rt") as f:
         spec = json.load(f)
     prompts = [p for p in spec["prompts"] if (not args.lengths or p["length"] in args.lengths)
                and (not args.depths or p["depth"] in args.depths)]
@@ -124,7 +129,7 @@ def main():
                   f"({time.time() - t_start:.0f} s)", flush=True)
     with open(args.json, "w") as f:
         json.dump(dict(model=os.path.basename(args.model_dir), device=torch.cuda.get_device_name() if device == "cuda" else "cpu",
-                       commit=os.environ.get("PROXYATTN_COMMIT"), results=results), f)
+                       commit=os.environ.get("PROXYATTN_COMMIT"), match=args.match, results=results), f)
     summarize(results)
 
 
