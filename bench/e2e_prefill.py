@@ -95,7 +95,8 @@ def build_model(args):
         return model
     shape = dict(LLAMA_8B)
     if args.tiny:  # a smoke test of this script (CPU or GPU), not a measurement
-        shape.update(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8,
+        # head dim 64: one the CUDA kernels take, so that ProxyAttn (not sdpa) runs on a GPU too
+        shape.update(hidden_size=512, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8,
                      num_key_value_heads=2, vocab_size=1000)
     config = transformers.LlamaConfig(**shape)
     torch.manual_seed(0)
@@ -152,6 +153,9 @@ def main():
             _stats["density"].clear()
             seconds = time_prefill(model, ids, args.repeats)
             if mode == "proxyattn":
+                if not _stats["density"]:
+                    sys.exit(f"mode proxyattn: no layer ran ProxyAttn at {n} tokens (proxyattn.transformers sent "
+                             "every call to sdpa: see its rules for head dims, dtypes and masks)")
                 density = sum(_stats["density"]) / len(_stats["density"])
             rows.append(dict(tokens=n, mode=mode, seconds=seconds, density=density))
             print(f"{n:>7} {mode:>10} {seconds * 1e3:9.1f} ms" + (f"  density {density:.3f}" if density else ""),
