@@ -125,7 +125,7 @@ struct MaskOnGpu {
 };
 
 // The attention kernel of the last call, checked against PROXYATTN_KERNEL: an A/B run that asks
-// for the Hopper kernel must get it wherever it supports the shape (head dim 64 or 128 on an
+// for the Hopper kernel must get it wherever it supports the shape (head dim 64, 128 or 256 on an
 // sm_90 device), and one that asks for the portable kernel must get that one.
 std::string checked_kernel(int dim) {
   const std::string got = proxyattn::detail::cuda::last_attention_kernel();
@@ -133,7 +133,8 @@ std::string checked_kernel(int dim) {
   if (want && std::strcmp(want, "portable") == 0) EXPECT_EQ(got, "portable");
   if (want && (std::strcmp(want, "hopper") == 0 || std::strcmp(want, "hopper-grid") == 0)) {
     cudaDeviceProp prop{};
-    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess && prop.major == 9 && prop.minor == 0 && (dim == 64 || dim == 128))
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess && prop.major == 9 && prop.minor == 0 &&
+        (dim == 64 || dim == 128 || dim == 256))
       EXPECT_EQ(got, want) << "the Hopper kernel did not run";
   }
   return got;
@@ -154,6 +155,9 @@ const std::vector<Shape>& shapes() {
       // block, one past it, blocks that end inside the next sequence, GQA 4:1 and 2:1.
       {{1, 127, 128, 129, 300}, 8, 2, 128, DType::bfloat16}, {{256, 1000}, 4, 2, 128, DType::float16},
       {{385, 70, 640}, 6, 3, 64, DType::bfloat16},
+      // D = 256 runs half-block key tiles: sequences that end before, at and just past the
+      // second half of a block.
+      {{1, 63, 64, 65, 200, 129}, 8, 2, 256, DType::bfloat16},
   };
   return s;
 }

@@ -12,8 +12,8 @@
 // cores; two named barriers hand the issue turn from one consumer warpgroup to the other, so
 // that one's softmax runs while the other's products do.
 //
-// A query tile is one mask block (128 rows) and a key tile is one kept mask block (128 keys), so
-// the tile sequence of a work item is the row of the CSR mask itself. Producer and consumers
+// A query tile is one mask block (128 rows) and a key tile is one kept mask block (128 keys; at
+// D = 256 half of one, 64 keys), so the tile sequence of a work item is the row of the CSR mask. Producer and consumers
 // walk the same items in the same order and the same kept blocks of each, and count tiles the
 // same way: every mbarrier wait has its arrival on every path (an empty row makes no copy and
 // no wait on either side).
@@ -31,28 +31,39 @@
 
 namespace proxyattn::detail::cuda::sm90 {
 
-constexpr int kTile = 128;                  // query rows and keys per tile: one mask block
+constexpr int kTile = 128;                  // query rows per tile, keys per mask block
 constexpr int kThreads = 384;               // producer warpgroup + two consumer warpgroups
-constexpr int kPanelBytes = kTile * 128;    // one 64-column panel of a tile (128 rows x 128 B)
+constexpr int kPanelBytes = kTile * 128;    // one 64-column panel of a Q tile (128 rows x 128 B)
 constexpr int kProducerRegs = 24;           // 24 x 128 + 240 x 256 = 64512 = 168 x 384, the
 constexpr int kConsumerRegs = 240;          // registers the CTA starts with (__launch_bounds__)
 constexpr int kTurnBarrier = 1;             // named barriers 1, 2: consumer 0's / 1's turn
 constexpr int kConsumerWarps = 8;           // arrivals on each "empty" barrier
 
-constexpr bool supports_head_dim(int d) { return d == 64 || d == 128; }
+constexpr bool supports_head_dim(int d) { return d == 64 || d == 128 || d == 256; }
 
-// Shared memory: Q, K and V in two stages each (Q of the next item loads while this one runs);
-// each tile is D / 64 panels of 16 KB. 192 KB at D = 128, 96 KB at D = 64; the base is aligned
-// to 1024 bytes (the swizzle atom) inside the kernel, so the launcher adds 1 KB of slack.
+// Keys per K/V tile: one mask block, or half of one at D = 256, where the accumulators of a
+// 64 x 256 output and a 64 x 128 score tile would not fit in a thread's 240 registers.
+constexpr int key_tile(int d) { return d == 256 ? 64 : kTile; }
+
+// Shared memory: Q in two stages (Q of the next item loads while this one runs) or one at
+// D = 256; K and V in two stages each. Each tile is D / 64 panels (16 KB for Q, key_tile x 128
+// bytes for K and V): 192 KB at D = 128 and D = 256, 96 KB at D = 64. The base is aligned to
+// 1024 bytes (the swizzle atom) inside the kernel, so the launcher adds 1 KB of slack.
 template <int D>
 struct SmemLayout {
   static constexpr int kPanels = D / 64;
-  static constexpr int kTileBytes = kPanels * kPanelBytes;
+  static constexpr int kKeys = key_tile(D);
+  static constexpr int kSubTiles = kTile / kKeys;            // K/V tiles per kept mask block
+  static constexpr int kKvPanelBytes = kKeys * 128;
+  static constexpr int kQStages = D == 256 ? 1 : 2;
+  static constexpr int kQBytes = kPanels * kPanelBytes;      // one Q stage
+  static constexpr int kKvBytes = kPanels * kKvPanelBytes;   // one K (or V) stage
   static constexpr int kQ = 0;
-  static constexpr int kK = 2 * kTileBytes;
-  static constexpr int kV = 4 * kTileBytes;
-  static constexpr int kBytes = 6 * kTileBytes;
+  static constexpr int kK = kQStages * kQBytes;
+  static constexpr int kV = kK + 2 * kKvBytes;
+  static constexpr int kBytes = kV + 2 * kKvBytes;
   static constexpr int kLaunchBytes = kBytes + 1024;
+  static_assert(kLaunchBytes <= 227 * 1024, "shared memory of one CTA on sm_90");
 };
 
 // The mbarriers, 8 bytes each from `base` (shared memory): addresses computed, not looked up
@@ -105,20 +116,37 @@ __device__ __forceinline__ Item decode_item(const AttentionParams& p, int index)
   return it;
 }
 
-// The kept key blocks of an item in mask order, skipping indices outside [0, m] (a bad raw
-// mask), exactly as the portable kernel's KeyTiles does. -1 at the end.
-struct KeptBlocks {
+// The K/V tiles of an item: its kept key blocks in mask order, skipping indices outside [0, m]
+// (a bad raw mask), exactly as the portable kernel's KeyTiles does; each block is kSub tiles
+// of 128 / kSub keys, and a tile that starts past the sequence end is skipped. next() gives the
+// tile's first key (in the sequence) or -1 at the end; the producer and the consumers walk the
+// same tiles.
+template <int kSub>
+struct KeyTiles {
   const std::int32_t* cols;
   std::int64_t e, hi;
-  int m;
+  int m, len, n = -1, sub = kSub;
+  __device__ __forceinline__ KeyTiles(const Item& it) : cols(it.cols), e(it.lo), hi(it.hi), m(it.m), len(it.len) {}
   __device__ __forceinline__ int next() {
-    while (e < hi) {
-      const int n = cols ? uniform(__ldg(cols + e)) : static_cast<int>(e);
-      ++e;
-      if (n >= 0 && n <= m) return n;
+    for (;;) {
+      if (sub == kSub) {
+        n = -1;
+        while (e < hi && n < 0) {
+          const int c = cols ? uniform(__ldg(cols + e)) : static_cast<int>(e);
+          ++e;
+          if (c >= 0 && c <= m) n = c;
+        }
+        if (n < 0) return -1;
+        sub = 0;
+      }
+      const int start = n * kTile + sub * (kTile / kSub);
+      ++sub;
+      if (sub == 1 || start < len) return start;  // a block's first tile always starts inside
     }
-    return -1;
   }
+  // Whether the tile just returned lies on the diagonal block (the one whose keys need the
+  // causal mask).
+  __device__ __forceinline__ bool diagonal() const { return n == m; }
 };
 
 // Work items of this CTA: round r takes item r * grid + (cta, or grid - 1 - cta in odd rounds).
@@ -154,86 +182,90 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
   ItemOrder order(p.num_items);
   for (int index = order.next(); index >= 0; index = order.next()) {
     const Item it = decode_item(p, index);
-    KeptBlocks blocks{it.cols, it.lo, it.hi, it.m};
-    int n = blocks.next();
-    if (n < 0) continue;  // empty row: the consumers write zeros without waiting
+    KeyTiles<L::kSubTiles> keys(it);
+    int start = keys.next();
+    if (start < 0) continue;  // empty row: the consumers write zeros without waiting
     const int tok0 = static_cast<int>(it.begin);
-    // A Q stage is free once both consumer warpgroups finished the products of the item before
-    // the previous one.
-    const int qs = items & 1;
-    mbar_wait(bar.q_empty(qs), ((items >> 1) & 1) ^ 1);
+    // A Q stage is free once both consumer warpgroups finished the products of the item that
+    // last used it (kQStages items ago).
+    const int qs = items % L::kQStages;
+    mbar_wait(bar.q_empty(qs), ((items / L::kQStages) & 1) ^ 1);
     ++items;
     if (lane == 0) {
-      mbar_arrive_expect_tx(bar.q_full(qs), L::kTileBytes);
+      mbar_arrive_expect_tx(bar.q_full(qs), L::kQBytes);
 #pragma unroll
       for (int pn = 0; pn < L::kPanels; ++pn)
-        tma_load_3d(smem + L::kQ + qs * L::kTileBytes + pn * kPanelBytes, tq, bar.q_full(qs), pn * 64, it.h,
+        tma_load_3d(smem + L::kQ + qs * L::kQBytes + pn * kPanelBytes, tq, bar.q_full(qs), pn * 64, it.h,
                     tok0 + it.m * kTile, q_policy);
     }
     do {
       const int stage = tiles & 1;
       const std::uint32_t parity = ((tiles >> 1) & 1) ^ 1;  // first pass over a stage: no wait
       ++tiles;
-      const int start = n * kTile;
-      const std::uint32_t k_dst = smem + L::kK + stage * L::kTileBytes;
-      const std::uint32_t v_dst = smem + L::kV + stage * L::kTileBytes;
+      const std::uint32_t k_dst = smem + L::kK + stage * L::kKvBytes;
+      const std::uint32_t v_dst = smem + L::kV + stage * L::kKvBytes;
       mbar_wait(bar.k_empty(stage), parity);
       if (lane == 0) {
-        mbar_arrive_expect_tx(bar.k_full(stage), L::kTileBytes);
+        mbar_arrive_expect_tx(bar.k_full(stage), L::kKvBytes);
 #pragma unroll
         for (int pn = 0; pn < L::kPanels; ++pn)
-          tma_load_3d(k_dst + pn * kPanelBytes, tk, bar.k_full(stage), pn * 64, it.kvh, tok0 + start, kv_policy);
+          tma_load_3d(k_dst + pn * L::kKvPanelBytes, tk, bar.k_full(stage), pn * 64, it.kvh, tok0 + start,
+                      kv_policy);
       }
       mbar_wait(bar.v_empty(stage), parity);
-      const int valid = it.len - start;  // rows of this tile inside the sequence
-      if (valid >= kTile || it.begin + it.len >= p.total_tokens) {
+      const int valid = it.len - start;  // rows of this tile inside the sequence (> 0)
+      if (valid >= L::kKeys || it.begin + it.len >= p.total_tokens) {
         // Whole tile in the sequence, or its tail past the end of the tensor (zero-filled).
         if (lane == 0) {
-          mbar_arrive_expect_tx(bar.v_full(stage), L::kTileBytes);
+          mbar_arrive_expect_tx(bar.v_full(stage), L::kKvBytes);
 #pragma unroll
           for (int pn = 0; pn < L::kPanels; ++pn)
-            tma_load_3d(v_dst + pn * kPanelBytes, tv, bar.v_full(stage), pn * 64, it.kvh, tok0 + start, kv_policy);
+            tma_load_3d(v_dst + pn * L::kKvPanelBytes, tv, bar.v_full(stage), pn * 64, it.kvh, tok0 + start,
+                        kv_policy);
         }
       } else {
         // The tile runs into the next sequence. Its probabilities there are 0, but 0 * NaN or
         // 0 * Inf in that sequence's V would still leak across the boundary: load, zero those
         // rows, then publish (ordinary stores read by wgmma: proxy fence before the arrival).
         if (lane == 0) {
-          mbar_arrive_expect_tx(bar.v_fix(), L::kTileBytes);
+          mbar_arrive_expect_tx(bar.v_fix(), L::kKvBytes);
 #pragma unroll
           for (int pn = 0; pn < L::kPanels; ++pn)
-            tma_load_3d(v_dst + pn * kPanelBytes, tv, bar.v_fix(), pn * 64, it.kvh, tok0 + start, kv_policy);
+            tma_load_3d(v_dst + pn * L::kKvPanelBytes, tv, bar.v_fix(), pn * 64, it.kvh, tok0 + start, kv_policy);
         }
         mbar_wait(bar.v_fix(), fixes & 1);
         ++fixes;
         // A row is 128 contiguous bytes of each panel whatever the swizzle: 8 chunks of 16.
 #pragma unroll
         for (int pn = 0; pn < L::kPanels; ++pn)
-          for (int r = valid + lane / 8; r < kTile; r += 4) st_shared_zero16(v_dst + pn * kPanelBytes + r * 128 + (lane % 8) * 16);
+          for (int r = valid + lane / 8; r < L::kKeys; r += 4)
+            st_shared_zero16(v_dst + pn * L::kKvPanelBytes + r * 128 + (lane % 8) * 16);
         fence_proxy_async();
         __syncwarp();
         if (lane == 0) mbar_arrive(bar.v_full(stage));
       }
-      n = blocks.next();
-    } while (n >= 0);
+      start = keys.next();
+    } while (start >= 0);
   }
 }
 
-// S[64 x 128] = Q K^T for this warpgroup's 64 rows: D / 16 k-steps over the panels of Q and K.
+// S[64 x keys] = Q K^T for this warpgroup's 64 rows: D / 16 k-steps over the panels of Q and K.
 template <int D, bool kBf16>
-__device__ __forceinline__ void issue_scores(float (&S)[64], std::uint64_t q_desc, std::uint64_t k_desc) {
+__device__ __forceinline__ void issue_scores(float (&S)[key_tile(D) / 2], std::uint64_t q_desc, std::uint64_t k_desc) {
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
-    const std::uint32_t off = (kk / 4) * kPanelBytes + (kk % 4) * 32;
-    mma_ss_n128<kBf16>(S, desc_advance(q_desc, off), desc_advance(k_desc, off), kk > 0 ? 1 : 0);
+    const std::uint32_t q_off = (kk / 4) * kPanelBytes + (kk % 4) * 32;
+    const std::uint32_t k_off = (kk / 4) * SmemLayout<D>::kKvPanelBytes + (kk % 4) * 32;
+    mma_ss<kBf16>(S, desc_advance(q_desc, q_off), desc_advance(k_desc, k_off), kk > 0 ? 1 : 0);
   }
 }
 
-// O[64 x D] += P V: 8 k-steps of 16 keys, P from registers (the packed scores), V transposed.
+// O[64 x D] += P V: k-steps of 16 keys, P from registers (the packed scores), V transposed.
 template <int D, bool kBf16>
-__device__ __forceinline__ void issue_pv(float (&O)[D / 2], const std::uint32_t (&P)[32], std::uint64_t v_desc) {
+__device__ __forceinline__ void issue_pv(float (&O)[D / 2], const std::uint32_t (&P)[key_tile(D) / 4],
+                                         std::uint64_t v_desc) {
 #pragma unroll
-  for (int kk = 0; kk < kTile / 16; ++kk) {
+  for (int kk = 0; kk < key_tile(D) / 16; ++kk) {
     const std::uint32_t a[4] = {P[4 * kk], P[4 * kk + 1], P[4 * kk + 2], P[4 * kk + 3]};
     mma_rs_tb<kBf16>(O, a, desc_advance(v_desc, kk * 2048));
   }
@@ -242,25 +274,26 @@ __device__ __forceinline__ void issue_pv(float (&O)[D / 2], const std::uint32_t 
 // Online softmax of one score tile in place, base 2 with the scale folded in (as the portable
 // kernel): S becomes 2^(S * scale_log2 - max); the row max and the per-lane row sums move;
 // rescale gets the factor the output accumulated so far must take. A thread holds rows row0 and
-// row0 + 8 of the tile (h = 0, 1): S[4j + 2h + e] is key 8j + 2c + e. The diagonal tile (keys =
-// the query tile) masks keys after the query, and so past the end of the sequence; it is its own
-// instantiation so that other tiles carry no per-element test.
-template <bool kDiagonal>
-__device__ __forceinline__ void softmax_tile(float (&S)[64], float (&row_max)[2], float (&row_sum)[2],
-                                             float (&rescale)[2], float scale_log2, int row0, int c) {
+// row0 + 8 of the tile (h = 0, 1): S[4j + 2h + e] is key key0 + 8j + 2c + e of the block. A tile
+// of the diagonal block (keys = the query tile) masks keys after the query, and so past the end of
+// the sequence; it is its own instantiation so that other tiles carry no per-element test.
+template <bool kDiagonal, int N>
+__device__ __forceinline__ void softmax_tile(float (&S)[N], float (&row_max)[2], float (&row_sum)[2],
+                                             float (&rescale)[2], float scale_log2, int row0, int c, int key0) {
+  constexpr int J = N / 4;  // 8-key column groups
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     if constexpr (kDiagonal) {
-      const int r = row0 + 8 * h;
+      const int r = row0 + 8 * h - key0;
 #pragma unroll
-      for (int j = 0; j < 16; ++j)
+      for (int j = 0; j < J; ++j)
 #pragma unroll
         for (int e = 0; e < 2; ++e)
           if (8 * j + 2 * c + e > r) S[4 * j + 2 * h + e] = -INFINITY;
     }
     float m0 = -INFINITY, m1 = -INFINITY;
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
+    for (int j = 0; j < J; ++j) {
       m0 = fmaxf(m0, S[4 * j + 2 * h]);
       m1 = fmaxf(m1, S[4 * j + 2 * h + 1]);
     }
@@ -272,7 +305,7 @@ __device__ __forceinline__ void softmax_tile(float (&S)[64], float (&row_max)[2]
     row_max[h] = new_max;
     float s0 = 0.f, s1 = 0.f;
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
+    for (int j = 0; j < J; ++j) {
       const float p0 = fast_exp2(fmaf(S[4 * j + 2 * h], scale_log2, -base));
       const float p1 = fast_exp2(fmaf(S[4 * j + 2 * h + 1], scale_log2, -base));
       S[4 * j + 2 * h] = p0;
@@ -284,19 +317,20 @@ __device__ __forceinline__ void softmax_tile(float (&S)[64], float (&row_max)[2]
   }
 }
 
-__device__ __forceinline__ void softmax_tile(float (&S)[64], float (&row_max)[2], float (&row_sum)[2],
+template <int N>
+__device__ __forceinline__ void softmax_tile(float (&S)[N], float (&row_max)[2], float (&row_sum)[2],
                                              float (&rescale)[2], float scale_log2, bool diagonal, int row0,
-                                             int c) {
+                                             int c, int key0) {
   if (diagonal)
-    softmax_tile<true>(S, row_max, row_sum, rescale, scale_log2, row0, c);
+    softmax_tile<true>(S, row_max, row_sum, rescale, scale_log2, row0, c, key0);
   else
-    softmax_tile<false>(S, row_max, row_sum, rescale, scale_log2, row0, c);
+    softmax_tile<false>(S, row_max, row_sum, rescale, scale_log2, row0, c, key0);
 }
 
-template <class T>
-__device__ __forceinline__ void pack_probabilities(std::uint32_t (&P)[32], const float (&S)[64]) {
+template <class T, int N>
+__device__ __forceinline__ void pack_probabilities(std::uint32_t (&P)[N / 2], const float (&S)[N]) {
 #pragma unroll
-  for (int i = 0; i < 32; ++i) P[i] = Elem<T>::pack(S[2 * i], S[2 * i + 1]);
+  for (int i = 0; i < N / 2; ++i) P[i] = Elem<T>::pack(S[2 * i], S[2 * i + 1]);
 }
 
 template <int N>
@@ -326,51 +360,56 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
   const int row0 = 64 * cw + 16 * warp + lane / 4;  // tile rows row0 and row0 + 8
   const std::uint64_t q_desc0 = desc_sw128(smem + L::kQ + cw * 64 * 128, 16, 1024);
   const std::uint64_t k_desc = desc_sw128(smem + L::kK, 16, 1024);
-  const std::uint64_t v_desc = desc_sw128(smem + L::kV, kPanelBytes, 1024);
+  const std::uint64_t v_desc = desc_sw128(smem + L::kV, L::kKvPanelBytes, 1024);
   const int my_turn = kTurnBarrier + cw, other_turn = kTurnBarrier + (cw ^ 1);
   if (cw == 0) named_arrive(my_turn, 256);  // consumer 0 issues first
 
-  float S[64];
+  constexpr int kS = L::kKeys / 2;  // score accumulators of a 64 x kKeys tile per thread
+  float S[kS];
 #pragma unroll
-  for (int i = 0; i < 64; ++i) S[i] = 0.f;
-  std::uint32_t P[32];
+  for (int i = 0; i < kS; ++i) S[i] = 0.f;
+  std::uint32_t P[kS / 2];
   std::uint32_t tiles = 0, items = 0;
   ItemOrder order(p.num_items);
   for (int index = order.next(); index >= 0; index = order.next()) {
     const Item it = decode_item(p, index);
-    KeptBlocks blocks{it.cols, it.lo, it.hi, it.m};
-    int n = blocks.next();
+    KeyTiles<L::kSubTiles> keys(it);
+    int start = keys.next();
+    bool diagonal = keys.diagonal();
     float O[D / 2];
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) O[i] = 0.f;
     float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f}, rescale[2];
-    if (n >= 0) {
-      const int qs = items & 1;
-      mbar_wait(bar.q_full(qs), (items >> 1) & 1);
+    if (start >= 0) {
+      const int qs = items % L::kQStages;
+      mbar_wait(bar.q_full(qs), (items / L::kQStages) & 1);
       ++items;
-      const std::uint64_t q_desc = desc_advance(q_desc0, qs * L::kTileBytes);
+      const std::uint64_t q_desc = desc_advance(q_desc0, qs * L::kQBytes);
       // First tile: scores and softmax only; its P V goes out with the next tile's scores.
       int stage = tiles & 1;
       std::uint32_t parity = (tiles >> 1) & 1;
       ++tiles;
-      int next = blocks.next();
+      int next = keys.next();
+      bool next_diagonal = keys.diagonal();
       mbar_wait(bar.k_full(stage), parity);
       named_sync(my_turn, 256);
       pin(S);
       wgmma_fence();
-      issue_scores<D, kBf16>(S, q_desc, desc_advance(k_desc, stage * L::kTileBytes));
+      issue_scores<D, kBf16>(S, q_desc, desc_advance(k_desc, stage * L::kKvBytes));
       wgmma_commit();
       named_arrive(other_turn, 256);
       wgmma_wait<0>();
       pin(S);
       warp_release(bar.k_empty(stage), lane);
-      softmax_tile(S, row_max, row_sum, rescale, p.scale_log2, n == it.m, row0, c);
+      softmax_tile(S, row_max, row_sum, rescale, p.scale_log2, diagonal, row0, c, start % kTile);
       pack_probabilities<T>(P, S);
       while (next >= 0) {
         const int pv_stage = stage;
         const std::uint32_t pv_parity = parity;
-        n = next;
-        next = blocks.next();
+        start = next;
+        diagonal = next_diagonal;
+        next = keys.next();
+        next_diagonal = keys.diagonal();
         stage = tiles & 1;
         parity = (tiles >> 1) & 1;
         ++tiles;
@@ -381,15 +420,15 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
         pin(O);
         pin(P);
         wgmma_fence();
-        issue_scores<D, kBf16>(S, q_desc, desc_advance(k_desc, stage * L::kTileBytes));
+        issue_scores<D, kBf16>(S, q_desc, desc_advance(k_desc, stage * L::kKvBytes));
         wgmma_commit();
-        issue_pv<D, kBf16>(O, P, desc_advance(v_desc, pv_stage * L::kTileBytes));
+        issue_pv<D, kBf16>(O, P, desc_advance(v_desc, pv_stage * L::kKvBytes));
         wgmma_commit();
         named_arrive(other_turn, 256);
         wgmma_wait<1>();  // the scores are done; P V may still run
         pin(S);
         warp_release(bar.k_empty(stage), lane);
-        softmax_tile(S, row_max, row_sum, rescale, p.scale_log2, n == it.m, row0, c);
+        softmax_tile(S, row_max, row_sum, rescale, p.scale_log2, diagonal, row0, c, start % kTile);
         pin(S);  // the whole softmax before the wait, where it overlaps P V
         pin(row_sum);
         pin(rescale);
@@ -404,7 +443,7 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
       pin(O);
       pin(P);
       wgmma_fence();
-      issue_pv<D, kBf16>(O, P, desc_advance(v_desc, stage * L::kTileBytes));
+      issue_pv<D, kBf16>(O, P, desc_advance(v_desc, stage * L::kKvBytes));
       wgmma_commit();
       wgmma_wait<0>();
       pin(O);
@@ -539,6 +578,8 @@ PROXYATTN_DECLARE_SM90(__nv_bfloat16, 64)
 PROXYATTN_DECLARE_SM90(__nv_bfloat16, 128)
 PROXYATTN_DECLARE_SM90(__half, 64)
 PROXYATTN_DECLARE_SM90(__half, 128)
+PROXYATTN_DECLARE_SM90(__nv_bfloat16, 256)
+PROXYATTN_DECLARE_SM90(__half, 256)
 #undef PROXYATTN_DECLARE_SM90
 
 }  // namespace proxyattn::detail::cuda::sm90

@@ -25,11 +25,11 @@ EncodeTiled encoder() {
   return fn;
 }
 
-// A [tokens, heads, D] tensor (strides in elements, D contiguous) as boxes of 128 tokens x 1 head
-// x 64 elements: one box fills one 16 KB panel, 128 rows of 128 bytes, 128-byte swizzle (the
-// layout the wgmma descriptors describe). Out-of-bounds rows read as zeros.
+// A [tokens, heads, D] tensor (strides in elements, D contiguous) as boxes of box_tokens tokens x
+// 1 head x 64 elements: one box fills one panel, box_tokens rows of 128 bytes, 128-byte swizzle
+// (the layout the wgmma descriptors describe). Out-of-bounds rows read as zeros.
 bool encode(CUtensorMap* map, const void* base, bool bf16, int head_dim, int heads, std::int64_t tokens,
-            std::int64_t tok_stride, std::int64_t head_stride) {
+            std::int64_t tok_stride, std::int64_t head_stride, int box_tokens) {
   const EncodeTiled fn = encoder();
   if (!fn) return false;
   if (heads == 1) head_stride = head_dim;  // unused then; any valid value
@@ -37,7 +37,7 @@ bool encode(CUtensorMap* map, const void* base, bool bf16, int head_dim, int hea
   const cuuint64_t dims[3] = {static_cast<cuuint64_t>(head_dim), static_cast<cuuint64_t>(heads),
                               static_cast<cuuint64_t>(tokens)};
   const cuuint64_t strides[2] = {static_cast<cuuint64_t>(head_stride) * 2, static_cast<cuuint64_t>(tok_stride) * 2};
-  const cuuint32_t box[3] = {64, 1, static_cast<cuuint32_t>(kTile)};
+  const cuuint32_t box[3] = {64, 1, static_cast<cuuint32_t>(box_tokens)};
   const cuuint32_t element_strides[3] = {1, 1, 1};
   return fn(map, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 3, const_cast<void*>(base),
             dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
@@ -49,9 +49,10 @@ bool encode(CUtensorMap* map, const void* base, bool bf16, int head_dim, int hea
 bool make_tile_maps(const AttentionParams& p, bool bf16, int head_dim, int kv_heads, TileMaps* maps) {
   // Token coordinates are 32-bit in the copy instruction.
   if (p.total_tokens <= 0 || p.total_tokens >= (std::int64_t{1} << 31)) return false;
-  return encode(&maps->q, p.q, bf16, head_dim, p.q_heads, p.total_tokens, p.q_tok, p.q_head) &&
-         encode(&maps->k, p.k, bf16, head_dim, kv_heads, p.total_tokens, p.k_tok, p.k_head) &&
-         encode(&maps->v, p.v, bf16, head_dim, kv_heads, p.total_tokens, p.v_tok, p.v_head);
+  const int keys = key_tile(head_dim);
+  return encode(&maps->q, p.q, bf16, head_dim, p.q_heads, p.total_tokens, p.q_tok, p.q_head, kTile) &&
+         encode(&maps->k, p.k, bf16, head_dim, kv_heads, p.total_tokens, p.k_tok, p.k_head, keys) &&
+         encode(&maps->v, p.v, bf16, head_dim, kv_heads, p.total_tokens, p.v_tok, p.v_head, keys);
 }
 
 }  // namespace proxyattn::detail::cuda::sm90

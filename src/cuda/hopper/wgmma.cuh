@@ -1,5 +1,6 @@
 // Warpgroup matrix multiply (wgmma, sm_90a) as raw PTX: shared-memory matrix descriptors, the
-// two instruction forms the attention kernel uses, and the fences that order them.
+// two instruction forms the attention kernel uses (shared x shared for the scores, N = 64 or
+// 128 keys; registers x shared for P V, N = D = 64, 128 or 256), and the fences that order them.
 //
 // Operand layout (what TMA writes with CU_TENSOR_MAP_SWIZZLE_128B from boxes 64 elements wide):
 // a "panel" is R rows of 128 bytes (64 16-bit elements); in row r the 16-byte chunk j sits at
@@ -66,11 +67,24 @@ __device__ __forceinline__ void pin(std::uint32_t (&r)[N]) {
 #define PROXYATTN_WG_D32                                                                                          \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
   "%24, %25, %26, %27, %28, %29, %30, %31}"
+#define PROXYATTN_WG_D128 \
+  "{" \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
+  "%24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, " \
+  "%72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, " \
+  "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, " \
+  "%120, %121, %122, %123, %124, %125, %126, %127" \
+  "}"
 #define PROXYATTN_WG_OUT8(d, i) \
   "+f"(d[i + 0]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
 #define PROXYATTN_WG_OUT32(d) PROXYATTN_WG_OUT8(d, 0), PROXYATTN_WG_OUT8(d, 8), PROXYATTN_WG_OUT8(d, 16), PROXYATTN_WG_OUT8(d, 24)
 #define PROXYATTN_WG_OUT64(d) \
   PROXYATTN_WG_OUT32(d), PROXYATTN_WG_OUT8(d, 32), PROXYATTN_WG_OUT8(d, 40), PROXYATTN_WG_OUT8(d, 48), PROXYATTN_WG_OUT8(d, 56)
+#define PROXYATTN_WG_OUT128(d)                                                                                     \
+  PROXYATTN_WG_OUT64(d), PROXYATTN_WG_OUT8(d, 64), PROXYATTN_WG_OUT8(d, 72), PROXYATTN_WG_OUT8(d, 80),             \
+      PROXYATTN_WG_OUT8(d, 88), PROXYATTN_WG_OUT8(d, 96), PROXYATTN_WG_OUT8(d, 104), PROXYATTN_WG_OUT8(d, 112),   \
+      PROXYATTN_WG_OUT8(d, 120)
 
 // d[64x128] (scale_d ? += : =) A[64x16] B[16x128]; A and B K-major in shared memory.
 #define PROXYATTN_WG_SS_N128(TY)                                                                                \
@@ -78,14 +92,28 @@ __device__ __forceinline__ void pin(std::uint32_t (&r)[N]) {
                "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " PROXYATTN_WG_D64 ", %64, %65, p, 1, 1, 0, 0;\n}\n" \
                : PROXYATTN_WG_OUT64(d)                                                                          \
                : "l"(a), "l"(b), "r"(scale_d))
+// d[64x64], the same with 64 keys (the half-block key tiles of D = 256).
+#define PROXYATTN_WG_SS_N64(TY)                                                                                 \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                     \
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " PROXYATTN_WG_D32 ", %32, %33, p, 1, 1, 0, 0;\n}\n" \
+               : PROXYATTN_WG_OUT32(d)                                                                          \
+               : "l"(a), "l"(b), "r"(scale_d))
 template <bool kBf16>
-__device__ __forceinline__ void mma_ss_n128(float (&d)[64], std::uint64_t a, std::uint64_t b, int scale_d) {
+__device__ __forceinline__ void mma_ss(float (&d)[64], std::uint64_t a, std::uint64_t b, int scale_d) {
   if constexpr (kBf16)
     PROXYATTN_WG_SS_N128("bf16");
   else
     PROXYATTN_WG_SS_N128("f16");
 }
+template <bool kBf16>
+__device__ __forceinline__ void mma_ss(float (&d)[32], std::uint64_t a, std::uint64_t b, int scale_d) {
+  if constexpr (kBf16)
+    PROXYATTN_WG_SS_N64("bf16");
+  else
+    PROXYATTN_WG_SS_N64("f16");
+}
 #undef PROXYATTN_WG_SS_N128
+#undef PROXYATTN_WG_SS_N64
 
 // d[64xN] += A[64x16] B[16xN]; A in registers, B MN-major in shared memory (imm-trans-b = 1).
 #define PROXYATTN_WG_RS_N128(TY)                                                                               \
@@ -93,6 +121,12 @@ __device__ __forceinline__ void mma_ss_n128(float (&d)[64], std::uint64_t a, std
                "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " PROXYATTN_WG_D64                    \
                ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"                                                  \
                : PROXYATTN_WG_OUT64(d)                                                                          \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1))
+#define PROXYATTN_WG_RS_N256(TY)                                                                               \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"                                                   \
+               "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PROXYATTN_WG_D128                   \
+               ", {%128, %129, %130, %131}, %132, p, 1, 1, 1;\n}\n"                                            \
+               : PROXYATTN_WG_OUT128(d)                                                                         \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1))
 #define PROXYATTN_WG_RS_N64(TY)                                                                                \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                    \
@@ -108,6 +142,13 @@ __device__ __forceinline__ void mma_rs_tb(float (&d)[64], const std::uint32_t (&
     PROXYATTN_WG_RS_N128("f16");
 }
 template <bool kBf16>
+__device__ __forceinline__ void mma_rs_tb(float (&d)[128], const std::uint32_t (&a)[4], std::uint64_t b) {
+  if constexpr (kBf16)
+    PROXYATTN_WG_RS_N256("bf16");
+  else
+    PROXYATTN_WG_RS_N256("f16");
+}
+template <bool kBf16>
 __device__ __forceinline__ void mma_rs_tb(float (&d)[32], const std::uint32_t (&a)[4], std::uint64_t b) {
   if constexpr (kBf16)
     PROXYATTN_WG_RS_N64("bf16");
@@ -116,10 +157,13 @@ __device__ __forceinline__ void mma_rs_tb(float (&d)[32], const std::uint32_t (&
 }
 #undef PROXYATTN_WG_RS_N128
 #undef PROXYATTN_WG_RS_N64
+#undef PROXYATTN_WG_RS_N256
+#undef PROXYATTN_WG_D128
 #undef PROXYATTN_WG_D64
 #undef PROXYATTN_WG_D32
 #undef PROXYATTN_WG_OUT8
 #undef PROXYATTN_WG_OUT32
 #undef PROXYATTN_WG_OUT64
+#undef PROXYATTN_WG_OUT128
 
 }  // namespace proxyattn::detail::cuda::sm90
