@@ -14,10 +14,9 @@
 //
 // A query tile is one mask block (128 rows) and a key tile is one kept mask block (128 keys; at
 // D = 256 half of one, 64 keys), so the tile sequence of a work item is the row of the CSR mask. Producer and consumers
-// walk the same items and tiles: the producer reads the schedule and the mask and passes each
-// item and tile to the consumers through a small slot in shared memory beside its Q or K stage
-// (Slots), so every mbarrier wait has its arrival on every path (an empty row gets a slot and
-// no copy) and the consumers never wait on those global loads.
+// walk the same items in the same order and the same kept blocks of each, and count tiles the
+// same way: every mbarrier wait has its arrival on every path (an empty row makes no copy and
+// no wait on either side).
 #pragma once
 
 #include <cuda.h>
@@ -79,26 +78,6 @@ struct Barriers {
   __device__ __forceinline__ std::uint32_t v_empty(int s) const { return base + 80 + 8 * s; }
   __device__ __forceinline__ std::uint32_t v_fix() const { return base + 96; }
   static constexpr int kCount = 13;
-};
-
-// What the producer tells the consumers through shared memory, so that they never wait on the
-// global loads of the schedule and the mask: per Q stage the item (its head, query block and
-// sequence; or that its row is empty, or that the items are over), per K/V stage the tile (its
-// first key, whether it lies on the diagonal block, whether it is the item's last). Written by
-// the producer's lane 0 before its arrival on the stage's full barrier (a release), read by
-// the consumers after their wait on it (an acquire), and not rewritten before the stage's empty
-// barrier says the consumers are done with it.
-enum ItemState : int { kWork = 0, kEmptyRow = 1, kEnd = 2 };
-struct ItemSlot {
-  int state, h, m, begin, len;
-};
-constexpr int kDiagonalTile = 1, kLastTile = 2;
-struct TileSlot {
-  int start, flags;
-};
-struct Slots {
-  ItemSlot item[2];
-  TileSlot tile[2];
 };
 
 // Values that are the same in every lane, made visibly so for the compiler: loop bounds and
@@ -191,46 +170,35 @@ __device__ __forceinline__ void st_shared_zero16(std::uint32_t addr) {
   asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
 }
 
-// The producer warp: for each item its slot and Q, then K and V of each tile with the tile's
-// slot; a last slot says that the items are over. Lane 0 issues; the whole warp waits (so that
-// it stays converged) and zeroes rows in the one case below.
+// The producer warp: Q of each item, then K and V of each kept block. Lane 0 issues; the whole
+// warp waits (so that it stays converged) and zeroes rows in the one case below.
 template <int D>
 __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensorMap* tq, const CUtensorMap* tk,
-                                        const CUtensorMap* tv, const Barriers& bar, Slots* slots,
-                                        std::uint32_t smem, int lane) {
+                                        const CUtensorMap* tv, const Barriers& bar, std::uint32_t smem, int lane) {
   using L = SmemLayout<D>;
   std::uint32_t tiles = 0, items = 0, fixes = 0;
   const std::uint64_t q_policy = p.l2_hints ? l2_evict_first() : l2_evict_normal();
   const std::uint64_t kv_policy = p.l2_hints ? l2_evict_last() : l2_evict_normal();
-  // A Q stage (and its item slot) is free once both consumer warpgroups are done with the item
-  // that last used it (kQStages items ago).
-  auto publish_item = [&](ItemState state, const Item& it) {
-    const int qs = items % L::kQStages;
-    mbar_wait(bar.q_empty(qs), ((items / L::kQStages) & 1) ^ 1);
-    ++items;
-    if (lane == 0) {
-      slots->item[qs] = ItemSlot{state, it.h, it.m, static_cast<int>(it.begin), it.len};
-      if (state != kWork) {
-        mbar_arrive(bar.q_full(qs));
-        return;
-      }
-      mbar_arrive_expect_tx(bar.q_full(qs), L::kQBytes);
-#pragma unroll
-      for (int pn = 0; pn < L::kPanels; ++pn)
-        tma_load_3d(smem + L::kQ + qs * L::kQBytes + pn * kPanelBytes, tq, bar.q_full(qs), pn * 64, it.h,
-                    static_cast<int>(it.begin) + it.m * kTile, q_policy);
-    }
-  };
   ItemOrder order(p.num_items);
   for (int index = order.next(); index >= 0; index = order.next()) {
     const Item it = decode_item(p, index);
     KeyTiles<L::kSubTiles> keys(it);
     int start = keys.next();
-    publish_item(start < 0 ? kEmptyRow : kWork, it);  // an empty row: the consumers write zeros
+    if (start < 0) continue;  // empty row: the consumers write zeros without waiting
     const int tok0 = static_cast<int>(it.begin);
-    while (start >= 0) {
-      const bool diagonal = keys.diagonal();
-      const int next = keys.next();
+    // A Q stage is free once both consumer warpgroups finished the products of the item that
+    // last used it (kQStages items ago).
+    const int qs = items % L::kQStages;
+    mbar_wait(bar.q_empty(qs), ((items / L::kQStages) & 1) ^ 1);
+    ++items;
+    if (lane == 0) {
+      mbar_arrive_expect_tx(bar.q_full(qs), L::kQBytes);
+#pragma unroll
+      for (int pn = 0; pn < L::kPanels; ++pn)
+        tma_load_3d(smem + L::kQ + qs * L::kQBytes + pn * kPanelBytes, tq, bar.q_full(qs), pn * 64, it.h,
+                    tok0 + it.m * kTile, q_policy);
+    }
+    do {
       const int stage = tiles & 1;
       const std::uint32_t parity = ((tiles >> 1) & 1) ^ 1;  // first pass over a stage: no wait
       ++tiles;
@@ -238,7 +206,6 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
       const std::uint32_t v_dst = smem + L::kV + stage * L::kKvBytes;
       mbar_wait(bar.k_empty(stage), parity);
       if (lane == 0) {
-        slots->tile[stage] = TileSlot{start, (diagonal ? kDiagonalTile : 0) | (next < 0 ? kLastTile : 0)};
         mbar_arrive_expect_tx(bar.k_full(stage), L::kKvBytes);
 #pragma unroll
         for (int pn = 0; pn < L::kPanels; ++pn)
@@ -277,10 +244,9 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
         __syncwarp();
         if (lane == 0) mbar_arrive(bar.v_full(stage));
       }
-      start = next;
-    }
+      start = keys.next();
+    } while (start >= 0);
   }
-  publish_item(kEnd, Item{});
 }
 
 // S[64 x keys] = Q K^T for this warpgroup's 64 rows: D / 16 k-steps over the panels of Q and K.
@@ -386,8 +352,7 @@ __device__ __forceinline__ void warp_release(std::uint32_t bar, int lane) {
 
 // A consumer warpgroup (cw = 0, 1: query rows 64 cw .. 64 cw + 63 of each item).
 template <class T, int D>
-__device__ __forceinline__ void consume(const AttentionParams& p, const Barriers& bar, const Slots* slots,
-                                        std::uint32_t smem, int cw) {
+__device__ __forceinline__ void consume(const AttentionParams& p, const Barriers& bar, std::uint32_t smem, int cw) {
   using L = SmemLayout<D>;
   constexpr bool kBf16 = Elem<T>::is_bf16;
   const int tid = static_cast<int>(threadIdx.x) - 128 * (cw + 1);
@@ -405,26 +370,28 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
   for (int i = 0; i < kS; ++i) S[i] = 0.f;
   std::uint32_t P[kS / 2];
   std::uint32_t tiles = 0, items = 0;
-  for (;;) {
-    const int qs = items % L::kQStages;
-    mbar_wait(bar.q_full(qs), (items / L::kQStages) & 1);
-    ++items;
-    ItemSlot it = slots->item[qs];
-    it.state = uniform(it.state);  // branches around wgmma must be visibly warp-uniform
-    if (it.state == kEnd) break;
+  ItemOrder order(p.num_items);
+  for (int index = order.next(); index >= 0; index = order.next()) {
+    const Item it = decode_item(p, index);
+    KeyTiles<L::kSubTiles> keys(it);
+    int start = keys.next();
+    bool diagonal = keys.diagonal();
     float O[D / 2];
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) O[i] = 0.f;
     float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f}, rescale[2];
-    if (it.state == kWork) {
+    if (start >= 0) {
+      const int qs = items % L::kQStages;
+      mbar_wait(bar.q_full(qs), (items / L::kQStages) & 1);
+      ++items;
       const std::uint64_t q_desc = desc_advance(q_desc0, qs * L::kQBytes);
       // First tile: scores and softmax only; its P V goes out with the next tile's scores.
       int stage = tiles & 1;
       std::uint32_t parity = (tiles >> 1) & 1;
       ++tiles;
+      int next = keys.next();
+      bool next_diagonal = keys.diagonal();
       mbar_wait(bar.k_full(stage), parity);
-      TileSlot tile = slots->tile[stage];
-      tile.flags = uniform(tile.flags);
       named_sync(my_turn, 256);
       pin(S);
       wgmma_fence();
@@ -434,18 +401,19 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
       wgmma_wait<0>();
       pin(S);
       warp_release(bar.k_empty(stage), lane);
-      softmax_tile(S, row_max, row_sum, rescale, p.scale_log2, tile.flags & kDiagonalTile, row0, c,
-                   tile.start % kTile);
+      softmax_tile(S, row_max, row_sum, rescale, p.scale_log2, diagonal, row0, c, start % kTile);
       pack_probabilities<T>(P, S);
-      while (!(tile.flags & kLastTile)) {
+      while (next >= 0) {
         const int pv_stage = stage;
         const std::uint32_t pv_parity = parity;
+        start = next;
+        diagonal = next_diagonal;
+        next = keys.next();
+        next_diagonal = keys.diagonal();
         stage = tiles & 1;
         parity = (tiles >> 1) & 1;
         ++tiles;
         mbar_wait(bar.k_full(stage), parity);
-        tile = slots->tile[stage];
-        tile.flags = uniform(tile.flags);
         mbar_wait(bar.v_full(pv_stage), pv_parity);  // landed long ago: it was issued before K
         named_sync(my_turn, 256);
         pin(S);
@@ -460,8 +428,7 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
         wgmma_wait<1>();  // the scores are done; P V may still run
         pin(S);
         warp_release(bar.k_empty(stage), lane);
-        softmax_tile(S, row_max, row_sum, rescale, p.scale_log2, tile.flags & kDiagonalTile, row0, c,
-                     tile.start % kTile);
+        softmax_tile(S, row_max, row_sum, rescale, p.scale_log2, diagonal, row0, c, start % kTile);
         pin(S);  // the whole softmax before the wait, where it overlaps P V
         pin(row_sum);
         pin(rescale);
@@ -482,8 +449,8 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
       pin(O);
       pin(P);
       warp_release(bar.v_empty(stage), lane);
+      warp_release(bar.q_empty(qs), lane);
     }
-    warp_release(bar.q_empty(qs), lane);  // the item's slot and Q stage
 
     // Epilogue: normalise, write O in the input dtype and LSE in natural log. Rows past the end
     // of the sequence (the next sequence's, or out of bounds) are not written.
@@ -520,7 +487,6 @@ __global__ void __launch_bounds__(kThreads, 1)
                                  const __grid_constant__ CUtensorMap tk, const __grid_constant__ CUtensorMap tv) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   __shared__ __align__(8) std::uint64_t barrier_words[Barriers::kCount];
-  __shared__ Slots slots;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const std::uint32_t smem = (smem_u32(smem_raw) + 1023u) & ~1023u;
   const Barriers bar{smem_u32(barrier_words)};
@@ -550,11 +516,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         prefetch_tensor_map(&tk);
         prefetch_tensor_map(&tv);
       }
-      produce<D>(p, &tq, &tk, &tv, bar, &slots, smem, lane);
+      produce<D>(p, &tq, &tk, &tv, bar, smem, lane);
     }
   } else {
     regs_increase<kConsumerRegs>();
-    consume<T, D>(p, bar, &slots, smem, warpgroup - 1);
+    consume<T, D>(p, bar, smem, warpgroup - 1);
   }
 #else
   // Built for another target: the launcher never runs this (it checks the binary version).
