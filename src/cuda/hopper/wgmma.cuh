@@ -98,19 +98,14 @@ __device__ __forceinline__ void pin(std::uint32_t (&r)[N]) {
                "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " PROXYATTN_WG_D32 ", %32, %33, p, 1, 1, 0, 0;\n}\n" \
                : PROXYATTN_WG_OUT32(d)                                                                          \
                : "l"(a), "l"(b), "r"(scale_d))
-template <bool kBf16>
-__device__ __forceinline__ void mma_ss(float (&d)[64], std::uint64_t a, std::uint64_t b, int scale_d) {
-  if constexpr (kBf16)
-    PROXYATTN_WG_SS_N128("bf16");
-  else
-    PROXYATTN_WG_SS_N128("f16");
-}
-template <bool kBf16>
-__device__ __forceinline__ void mma_ss(float (&d)[32], std::uint64_t a, std::uint64_t b, int scale_d) {
-  if constexpr (kBf16)
-    PROXYATTN_WG_SS_N64("bf16");
-  else
-    PROXYATTN_WG_SS_N64("f16");
+// N = keys per tile: the accumulator array's size (N / 2 a thread) picks the instruction.
+template <bool kBf16, int R>
+__device__ __forceinline__ void mma_ss(float (&d)[R], std::uint64_t a, std::uint64_t b, int scale_d) {
+  static_assert(R == 32 || R == 64, "N = 64 or 128");
+  if constexpr (R == 32 && kBf16) PROXYATTN_WG_SS_N64("bf16");
+  if constexpr (R == 32 && !kBf16) PROXYATTN_WG_SS_N64("f16");
+  if constexpr (R == 64 && kBf16) PROXYATTN_WG_SS_N128("bf16");
+  if constexpr (R == 64 && !kBf16) PROXYATTN_WG_SS_N128("f16");
 }
 #undef PROXYATTN_WG_SS_N128
 #undef PROXYATTN_WG_SS_N64
@@ -134,26 +129,16 @@ __device__ __forceinline__ void mma_ss(float (&d)[32], std::uint64_t a, std::uin
                ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"                                                  \
                : PROXYATTN_WG_OUT32(d)                                                                          \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1))
-template <bool kBf16>
-__device__ __forceinline__ void mma_rs_tb(float (&d)[64], const std::uint32_t (&a)[4], std::uint64_t b) {
-  if constexpr (kBf16)
-    PROXYATTN_WG_RS_N128("bf16");
-  else
-    PROXYATTN_WG_RS_N128("f16");
-}
-template <bool kBf16>
-__device__ __forceinline__ void mma_rs_tb(float (&d)[128], const std::uint32_t (&a)[4], std::uint64_t b) {
-  if constexpr (kBf16)
-    PROXYATTN_WG_RS_N256("bf16");
-  else
-    PROXYATTN_WG_RS_N256("f16");
-}
-template <bool kBf16>
-__device__ __forceinline__ void mma_rs_tb(float (&d)[32], const std::uint32_t (&a)[4], std::uint64_t b) {
-  if constexpr (kBf16)
-    PROXYATTN_WG_RS_N64("bf16");
-  else
-    PROXYATTN_WG_RS_N64("f16");
+// N = D: the accumulator array's size (D / 2 a thread) picks the instruction.
+template <bool kBf16, int R>
+__device__ __forceinline__ void mma_rs_tb(float (&d)[R], const std::uint32_t (&a)[4], std::uint64_t b) {
+  static_assert(R == 32 || R == 64 || R == 128, "N = 64, 128 or 256");
+  if constexpr (R == 32 && kBf16) PROXYATTN_WG_RS_N64("bf16");
+  if constexpr (R == 32 && !kBf16) PROXYATTN_WG_RS_N64("f16");
+  if constexpr (R == 64 && kBf16) PROXYATTN_WG_RS_N128("bf16");
+  if constexpr (R == 64 && !kBf16) PROXYATTN_WG_RS_N128("f16");
+  if constexpr (R == 128 && kBf16) PROXYATTN_WG_RS_N256("bf16");
+  if constexpr (R == 128 && !kBf16) PROXYATTN_WG_RS_N256("f16");
 }
 #undef PROXYATTN_WG_RS_N128
 #undef PROXYATTN_WG_RS_N64
