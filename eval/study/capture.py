@@ -8,6 +8,7 @@ would not fit), one forward, no generation.
     python3 eval/study/capture.py --length 16384 --out /tmp/study
 """
 import argparse
+import gzip
 import json
 import os
 import sys
@@ -53,7 +54,7 @@ def main():
     transformers.AttentionInterface.register("study_capture", capture_forward)
     transformers.AttentionMaskInterface.register("study_capture", transformers.masking_utils.sdpa_mask)
     model.set_attn_implementation("study_capture")
-    with open(args.prompts) as f:
+    with (gzip.open if args.prompts.endswith(".gz") else open)(args.prompts, "rt") as f:
         spec = json.load(f)
     for task in args.tasks:
         p = next(p for p in spec["prompts"]
