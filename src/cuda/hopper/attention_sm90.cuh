@@ -170,6 +170,16 @@ __device__ __forceinline__ void st_shared_zero16(std::uint32_t addr) {
   asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
 }
 
+// One tile into shared memory at dst: its bytes announced on `bar` (one arrival with the byte
+// count), then one copy per 64-column panel, panel_bytes apart. The producer's lane 0 calls it.
+template <int kPanels>
+__device__ __forceinline__ void load_tile(std::uint32_t dst, std::uint32_t panel_bytes, const CUtensorMap* map,
+                                          std::uint32_t bar, int head, int token, std::uint64_t policy) {
+  mbar_arrive_expect_tx(bar, kPanels * panel_bytes);
+#pragma unroll
+  for (int pn = 0; pn < kPanels; ++pn) tma_load_3d(dst + pn * panel_bytes, map, bar, pn * 64, head, token, policy);
+}
+
 // The producer warp: Q of each item, then K and V of each kept block. Lane 0 issues; the whole
 // warp waits (so that it stays converged) and zeroes rows in the one case below.
 template <int D>
@@ -191,13 +201,9 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
     const int qs = items % L::kQStages;
     mbar_wait(bar.q_empty(qs), ((items / L::kQStages) & 1) ^ 1);
     ++items;
-    if (lane == 0) {
-      mbar_arrive_expect_tx(bar.q_full(qs), L::kQBytes);
-#pragma unroll
-      for (int pn = 0; pn < L::kPanels; ++pn)
-        tma_load_3d(smem + L::kQ + qs * L::kQBytes + pn * kPanelBytes, tq, bar.q_full(qs), pn * 64, it.h,
-                    tok0 + it.m * kTile, q_policy);
-    }
+    if (lane == 0)
+      load_tile<L::kPanels>(smem + L::kQ + qs * L::kQBytes, kPanelBytes, tq, bar.q_full(qs), it.h, tok0 + it.m * kTile,
+                            q_policy);
     do {
       const int stage = tiles & 1;
       const std::uint32_t parity = ((tiles >> 1) & 1) ^ 1;  // first pass over a stage: no wait
@@ -205,34 +211,20 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
       const std::uint32_t k_dst = smem + L::kK + stage * L::kKvBytes;
       const std::uint32_t v_dst = smem + L::kV + stage * L::kKvBytes;
       mbar_wait(bar.k_empty(stage), parity);
-      if (lane == 0) {
-        mbar_arrive_expect_tx(bar.k_full(stage), L::kKvBytes);
-#pragma unroll
-        for (int pn = 0; pn < L::kPanels; ++pn)
-          tma_load_3d(k_dst + pn * L::kKvPanelBytes, tk, bar.k_full(stage), pn * 64, it.kvh, tok0 + start,
-                      kv_policy);
-      }
+      if (lane == 0)
+        load_tile<L::kPanels>(k_dst, L::kKvPanelBytes, tk, bar.k_full(stage), it.kvh, tok0 + start, kv_policy);
       mbar_wait(bar.v_empty(stage), parity);
       const int valid = it.len - start;  // rows of this tile inside the sequence (> 0)
       if (valid >= L::kKeys || it.begin + it.len >= p.total_tokens) {
         // Whole tile in the sequence, or its tail past the end of the tensor (zero-filled).
-        if (lane == 0) {
-          mbar_arrive_expect_tx(bar.v_full(stage), L::kKvBytes);
-#pragma unroll
-          for (int pn = 0; pn < L::kPanels; ++pn)
-            tma_load_3d(v_dst + pn * L::kKvPanelBytes, tv, bar.v_full(stage), pn * 64, it.kvh, tok0 + start,
-                        kv_policy);
-        }
+        if (lane == 0)
+          load_tile<L::kPanels>(v_dst, L::kKvPanelBytes, tv, bar.v_full(stage), it.kvh, tok0 + start, kv_policy);
       } else {
         // The tile runs into the next sequence. Its probabilities there are 0, but 0 * NaN or
         // 0 * Inf in that sequence's V would still leak across the boundary: load, zero those
         // rows, then publish (ordinary stores read by wgmma: proxy fence before the arrival).
-        if (lane == 0) {
-          mbar_arrive_expect_tx(bar.v_fix(), L::kKvBytes);
-#pragma unroll
-          for (int pn = 0; pn < L::kPanels; ++pn)
-            tma_load_3d(v_dst + pn * L::kKvPanelBytes, tv, bar.v_fix(), pn * 64, it.kvh, tok0 + start, kv_policy);
-        }
+        if (lane == 0)
+          load_tile<L::kPanels>(v_dst, L::kKvPanelBytes, tv, bar.v_fix(), it.kvh, tok0 + start, kv_policy);
         mbar_wait(bar.v_fix(), fixes & 1);
         ++fixes;
         // A row is 128 contiguous bytes of each panel whatever the swizzle: 8 chunks of 16.
