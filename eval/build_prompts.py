@@ -19,6 +19,16 @@ import tasks  # noqa: E402
 from load_model import find_gguf  # noqa: E402
 
 
+def _open(path, mode):
+    return (gzip.open if path.endswith(".gz") else open)(path, mode)
+
+
+def read_prompts(path):
+    """The prompt file written by main(), plain or gzip-compressed: {seed, pad_token_id, prompts}."""
+    with _open(path, "rt") as f:
+        return json.load(f)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir")
@@ -43,7 +53,7 @@ def main():
             prompts.append(dict(task=s.task, length=n, depth=s.depth, index=s.index, answer=s.answer,
                                 actual_depth=s.actual_depth, ids=ids))
         print(f"{n} tokens: {len(prompts)} prompts so far, {time.time() - t0:.0f} s", flush=True)
-    with (gzip.open if args.out.endswith(".gz") else open)(args.out, "wt") as f:
+    with _open(args.out, "wt") as f:
         json.dump(dict(seed=args.seed, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
                        prompts=prompts), f)
 

@@ -16,7 +16,6 @@ layer input.
     python3 eval/run_eval.py /tmp/proxyattn_model .model/prompts.json --json out.json
 """
 import argparse
-import gzip
 import json
 import os
 import sys
@@ -34,6 +33,7 @@ import proxyattn  # noqa: E402
 import proxyattn.transformers as pat  # noqa: E402
 import tasks  # noqa: E402
 from eval.baselines import match_density, to_csr  # noqa: E402
+from build_prompts import read_prompts  # noqa: E402
 from load_model import load  # noqa: E402
 
 BASELINES = ("flexprefill", "xattention", "static")
@@ -102,8 +102,7 @@ def main():
     hkv = model.config.num_key_value_heads
     methods = [m.replace("-pH", f"-p{hkv}") for m in args.methods]
     _state["match"] = _pa_options(args.match.replace("-pH", f"-p{hkv}"))
-    with (gzip.open if args.prompts.endswith(".gz") else open)(args.prompts, "rt") as f:
-        spec = json.load(f)
+    spec = read_prompts(args.prompts)
     prompts = [p for p in spec["prompts"] if (not args.lengths or p["length"] in args.lengths)
                and (not args.depths or p["depth"] in args.depths)]
 

@@ -8,7 +8,6 @@ would not fit), one forward, no generation.
     python3 eval/study/capture.py --length 16384 --out /tmp/study
 """
 import argparse
-import gzip
 import json
 import os
 import sys
@@ -23,6 +22,7 @@ import transformers  # noqa: E402
 import transformers.masking_utils  # noqa: E402
 
 import study_lib as S  # noqa: E402
+from build_prompts import read_prompts  # noqa: E402
 from load_model import load  # noqa: E402
 
 _state = {"dir": None}
@@ -54,8 +54,7 @@ def main():
     transformers.AttentionInterface.register("study_capture", capture_forward)
     transformers.AttentionMaskInterface.register("study_capture", transformers.masking_utils.sdpa_mask)
     model.set_attn_implementation("study_capture")
-    with (gzip.open if args.prompts.endswith(".gz") else open)(args.prompts, "rt") as f:
-        spec = json.load(f)
+    spec = read_prompts(args.prompts)
     for task in args.tasks:
         p = next(p for p in spec["prompts"]
                  if p["task"] == task and p["length"] == args.length and p["depth"] == args.depth)

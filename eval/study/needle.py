@@ -23,10 +23,11 @@ import torch  # noqa: E402
 
 import proxyattn  # noqa: E402
 import study_lib as S  # noqa: E402
+from build_prompts import read_prompts  # noqa: E402
 from eval.baselines import match_density  # noqa: E402
 from load_model import find_gguf  # noqa: E402
 
-BLOCK = 128
+BLOCK = S.B
 
 
 def needle_blocks(ids, answer, tokenizer):
@@ -37,18 +38,6 @@ def needle_blocks(ids, answer, tokenizer):
         if ids[i:i + len(target)] == target:
             return sorted({t // BLOCK for t in range(i, i + len(target))})
     raise SystemExit(f"the answer {answer!r} (tokens {target}) is not in the prompt")
-
-
-def question_mass(q, k, scale, blocks):
-    """[Hq]: mean over the last query block's rows of the dense probability on `blocks`."""
-    n, hq, _ = q.shape
-    rows = torch.arange((n - 1) // BLOCK * BLOCK, n)
-    kk = k.repeat_interleave(hq // k.shape[1], dim=1)                 # [n, Hq, D]
-    s = torch.einsum("rhd,thd->hrt", q[rows], kk) * scale             # [Hq, rows, n]
-    s = s.masked_fill(torch.arange(n)[None, None, :] > rows[None, :, None], float("-inf"))
-    p = s.softmax(-1)
-    cols = torch.cat([torch.arange(b * BLOCK, min(n, (b + 1) * BLOCK)) for b in blocks])
-    return p[:, :, cols].sum(-1).mean(-1)
 
 
 def main():
@@ -64,12 +53,9 @@ def main():
     args = ap.parse_args()
     torch.set_grad_enabled(False)
 
-    import gzip
     from transformers import AutoTokenizer
     meta = json.load(open(os.path.join(args.capture_dir, "meta.json")))
-    with (gzip.open if args.prompts.endswith(".gz") else open)(args.prompts, "rt") as f:
-        spec = json.load(f)
-    prompt = next(p for p in spec["prompts"] if p["task"] == meta["task"] and p["length"] == meta["length"]
+    prompt = next(p for p in read_prompts(args.prompts)["prompts"] if p["task"] == meta["task"] and p["length"] == meta["length"]
                   and p["depth"] == meta["depth"])
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir, gguf_file=find_gguf(args.model_dir))
     blocks = needle_blocks(prompt["ids"], prompt["answer"], tokenizer)
@@ -87,14 +73,11 @@ def main():
         q, k, scale = x["q"], x["k"], x["scale"]
         n, hq, _ = q.shape
         nb = (n + BLOCK - 1) // BLOCK
-        mass = question_mass(q, k, scale, blocks)                        # [Hq]
+        # [Hq]: mean over the question block's rows of the dense probability on the needle.
+        W, _ = S.cached_block_mass(args.capture_dir, layer, q, k, scale)
+        mass = (W[:, nb - 1, blocks].sum(-1) / (n - (nb - 1) * BLOCK)).float()
         mask, stats = proxyattn.estimate(q, k, scale, return_stats=True, **options)
-        ro, ci = mask.row_offsets, mask.col_indices
-        pa = torch.zeros(hq, dtype=torch.bool)
-        for h in range(hq):
-            row = (nb - 1) * hq + h
-            kept = set(ci[ro[row]:ro[row + 1]].tolist())
-            pa[h] = all(b in kept for b in blocks)
+        pa = torch.from_numpy(mask.to_dense()[:, nb - 1, blocks].all(-1))
         xa_mask = match_density("xattention", stats["total_density"], q, k, block_size=BLOCK, steps=24).mask
         xa = torch.tensor([bool(xa_mask[h, nb - 1, blocks].all()) for h in range(hq)])
         readers = mass >= args.min_mass
