@@ -23,13 +23,6 @@ constexpr int kWorkBits = 14;  // row lengths are at most kMaxBlocks = 8192 < 2^
 
 constexpr int kMaxKvMajorHeads = 1024;  // kv head numbers above the work bits: 24-bit keys at most
 
-// Bits of a schedule sort key: the work of a row, and above it the kv head (kv_order).
-int schedule_key_bits(int kv_heads) {
-  int bits = kWorkBits;
-  while (kv_heads <= kMaxKvMajorHeads && (1 << (bits - kWorkBits)) < kv_heads) ++bits;
-  return bits;
-}
-
 // The order of the attention schedule. kv (the default): kv heads one after the other, longest
 // rows first within each, so that the CTAs running at one time read the K/V of one kv head and
 // L2 serves most of their tiles (with every head at once, a sparse mask's tiles are spread over
@@ -43,6 +36,16 @@ bool kv_order() {
     fail(ErrorCode::invalid_argument, "PROXYATTN_SCHEDULE must be kv or length, got '", s, "'");
   }();
   return kv;
+}
+
+// Whether the schedule's sort keys carry the kv head (kv order, and few enough kv heads).
+bool kv_major(int kv_heads) { return kv_order() && kv_heads <= kMaxKvMajorHeads; }
+
+// Bits of a schedule sort key: the work of a row, and above it the kv head when kv_major.
+int schedule_key_bits(int kv_heads) {
+  int bits = kWorkBits;
+  while (kv_major(kv_heads) && (1 << (bits - kWorkBits)) < kv_heads) ++bits;
+  return bits;
 }
 
 // L2 eviction priorities on the Hopper kernel's copies (Q first, K and V last); on by default,
@@ -358,7 +361,7 @@ void attention(Plan::Impl& p, const TensorView& q, const TensorView& k, const Te
   // a longest-processing-time-first schedule.
   schedule_keys_kernel<<<(rows + 255) / 256, 256, 0, stream>>>(
       mask ? mask->row_offsets : nullptr, r.block_seq, r.block_offset, p.problem.q_heads, p.gqa_ratio(),
-      p.problem.kv_heads, kv_order() && p.problem.kv_heads <= kMaxKvMajorHeads, rows, r.sched_keys, r.sched_rows);
+      p.problem.kv_heads, kv_major(p.problem.kv_heads), rows, r.sched_keys, r.sched_rows);
   PROXYATTN_LAUNCH_CHECK("schedule_keys_kernel");
   std::size_t sort_bytes = r.sort_temp_bytes;
   PROXYATTN_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(r.sort_temp, sort_bytes, r.sched_keys,
