@@ -85,14 +85,11 @@ struct Barriers {
 __device__ __forceinline__ int uniform(int x) { return __shfl_sync(0xffffffffu, x, 0); }
 __device__ __forceinline__ std::int64_t uniform(std::int64_t x) { return __shfl_sync(0xffffffffu, x, 0); }
 
-// A branch taken once per work item, not once per tile: laid out away from the tile loop.
-__device__ __forceinline__ bool rare(bool c) { return __builtin_expect(c, false); }
-
 // One work item: a (query block, head) row of the mask.
 struct Item {
   const std::int32_t* cols;  // kept key blocks (null: dense, blocks 0..m)
   std::int64_t lo, hi;       // the row's entries in cols (or the dense block range)
-  int begin;                 // first token of the sequence in the packed batch (cu_seqlens is int32)
+  std::int64_t begin;        // first token of the sequence in the packed batch
   int h, kvh, m, len;        // head, kv head, query block within the sequence, sequence length
 };
 
@@ -104,8 +101,9 @@ __device__ __forceinline__ Item decode_item(const AttentionParams& p, int index)
   it.h = row - b * p.q_heads;
   it.kvh = it.h / p.gqa_ratio;
   it.m = b - uniform(__ldg(p.block_offset + s));
-  it.begin = uniform(__ldg(p.cu_seqlens + s));
-  it.len = uniform(__ldg(p.cu_seqlens + s + 1)) - it.begin;
+  const int begin = uniform(__ldg(p.cu_seqlens + s));
+  it.begin = begin;
+  it.len = uniform(__ldg(p.cu_seqlens + s + 1)) - begin;
   if (p.row_offsets) {
     it.cols = p.col_indices;
     it.lo = uniform(__ldg(p.row_offsets + row));
@@ -128,8 +126,7 @@ struct KeyTiles {
   const std::int32_t* cols;
   std::int64_t e, hi;
   int m, len, n = -1, sub = kSub;
-  KeyTiles() = default;
-  __device__ __forceinline__ explicit KeyTiles(const Item& it) : cols(it.cols), e(it.lo), hi(it.hi), m(it.m), len(it.len) {}
+  __device__ __forceinline__ KeyTiles(const Item& it) : cols(it.cols), e(it.lo), hi(it.hi), m(it.m), len(it.len) {}
   __device__ __forceinline__ int next() {
     for (;;) {
       if (sub == kSub) {
@@ -198,7 +195,7 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
     KeyTiles<L::kSubTiles> keys(it);
     int start = keys.next();
     if (start < 0) continue;  // empty row: the consumers write zeros without waiting
-    const int tok0 = it.begin;
+    const int tok0 = static_cast<int>(it.begin);
     // A Q stage is free once both consumer warpgroups finished the products of the item that
     // last used it (kQStages items ago).
     const int qs = items % L::kQStages;
@@ -218,7 +215,7 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
         load_tile<L::kPanels>(k_dst, L::kKvPanelBytes, tk, bar.k_full(stage), it.kvh, tok0 + start, kv_policy);
       mbar_wait(bar.v_empty(stage), parity);
       const int valid = it.len - start;  // rows of this tile inside the sequence (> 0)
-      if (valid >= L::kKeys || static_cast<std::int64_t>(it.begin) + it.len >= p.total_tokens) {
+      if (valid >= L::kKeys || it.begin + it.len >= p.total_tokens) {
         // Whole tile in the sequence, or its tail past the end of the tensor (zero-filled).
         if (lane == 0)
           load_tile<L::kPanels>(v_dst, L::kKvPanelBytes, tv, bar.v_full(stage), it.kvh, tok0 + start, kv_policy);
@@ -255,15 +252,14 @@ __device__ __forceinline__ void issue_scores(float (&S)[key_tile(D) / 2], std::u
   }
 }
 
-// O[64 x D] += P V (O = P V when !accumulate: the first tile of an item, whatever O held):
-// k-steps of 16 keys, P from registers (the packed scores), V transposed.
+// O[64 x D] += P V: k-steps of 16 keys, P from registers (the packed scores), V transposed.
 template <int D, bool kBf16>
 __device__ __forceinline__ void issue_pv(float (&O)[D / 2], const std::uint32_t (&P)[key_tile(D) / 4],
-                                         std::uint64_t v_desc, bool accumulate) {
+                                         std::uint64_t v_desc) {
 #pragma unroll
   for (int kk = 0; kk < key_tile(D) / 16; ++kk) {
     const std::uint32_t a[4] = {P[4 * kk], P[4 * kk + 1], P[4 * kk + 2], P[4 * kk + 3]};
-    mma_rs_tb<kBf16>(O, a, desc_advance(v_desc, kk * 2048), kk > 0 || accumulate ? 1 : 0);
+    mma_rs_tb<kBf16>(O, a, desc_advance(v_desc, kk * 2048));
   }
 }
 
@@ -346,60 +342,7 @@ __device__ __forceinline__ void warp_release(std::uint32_t bar, int lane) {
   if (lane == 0) mbar_arrive(bar);
 }
 
-// Normalises and writes this warpgroup's rows of an item's output in the input dtype, and the
-// LSE in natural log. Rows past the end of the sequence (the next sequence's, or out of bounds) are
-// not written; a row that saw no key gets O = 0 and LSE = -inf.
-template <class T, int D>
-__device__ __forceinline__ void store_rows(const AttentionParams& p, const Item& it, const float (&O)[D / 2],
-                                           const float (&row_max)[2], const float (&row_sum)[2], int row0, int c) {
-  T* og = static_cast<T*>(p.o) + static_cast<std::int64_t>(it.begin) * p.o_tok + it.h * p.o_head;
-  const int q0 = it.m * kTile;
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int r = row0 + 8 * h;
-    const float l = mma::quad_sum(row_sum[h]);
-    if (q0 + r >= it.len) continue;
-    const bool empty = row_max[h] == -INFINITY;
-    const float inv = empty ? 0.f : 1.f / l;
-    T* orow = og + static_cast<std::int64_t>(q0 + r) * p.o_tok;
-    // Streaming stores under l2_hints: the output is not read again here, so it should not
-    // push the K/V tiles that other CTAs still read out of L2.
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      auto* dst = reinterpret_cast<unsigned int*>(orow + 8 * j + 2 * c);
-      const unsigned int packed = Elem<T>::pack(O[4 * j + 2 * h] * inv, O[4 * j + 2 * h + 1] * inv);
-      if (p.l2_hints)
-        __stcs(dst, packed);
-      else
-        *dst = packed;
-    }
-    if (p.lse && c == 0)
-      p.lse[it.h * p.total_tokens + it.begin + q0 + r] = empty ? -INFINITY : (row_max[h] + log2f(l)) * kLn2;
-  }
-}
-
-// The next item of this CTA that has a tile: decoded into `it` and `keys`, its first tile's key
-// returned (-1: no items left). Items without a tile (empty rows) are written on the way: O = 0,
-// LSE = -inf. The producer skips the same items.
-template <class T, int D>
-__device__ __forceinline__ int next_item(const AttentionParams& p, ItemOrder& order, Item& it,
-                                         KeyTiles<SmemLayout<D>::kSubTiles>& keys, int row0, int c) {
-  for (int index = order.next(); index >= 0; index = order.next()) {
-    it = decode_item(p, index);
-    keys = KeyTiles<SmemLayout<D>::kSubTiles>(it);
-    const int start = keys.next();
-    if (start >= 0) return start;
-    const float zeros[D / 2] = {}, no_max[2] = {-INFINITY, -INFINITY}, no_sum[2] = {};
-    store_rows<T, D>(p, it, zeros, no_max, no_sum, row0, c);
-  }
-  return -1;
-}
-
-// A consumer warpgroup (cw = 0, 1: query rows 64 cw .. 64 cw + 63 of each item). Its tiles form
-// one stream over all of its items: the scores of an item's first tile go out with P V of the
-// previous item's last tile, and that item's output is written while the other warpgroup's
-// products run, so that the tensor cores do not wait at item boundaries (at 10% density a row
-// has a few dozen tiles, and the boundary used to cost about four of them).
+// A consumer warpgroup (cw = 0, 1: query rows 64 cw .. 64 cw + 63 of each item).
 template <class T, int D>
 __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers& bar, std::uint32_t smem, int cw) {
   using L = SmemLayout<D>;
@@ -413,137 +356,121 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
   const int my_turn = kTurnBarrier + cw, other_turn = kTurnBarrier + (cw ^ 1);
   if (cw == 0) named_arrive(my_turn, 256);  // consumer 0 issues first
 
-  ItemOrder order(p.num_items);
-  Item it, next_it;  // the item of the tile in P (written at its end), the item the next tile begins
-  KeyTiles<L::kSubTiles> keys;
-  int start = next_item<T, D>(p, order, it, keys, row0, c);
-  if (start < 0) return;
-  bool diagonal = keys.diagonal();
-
   constexpr int kS = L::kKeys / 2;  // score accumulators of a 64 x kKeys tile per thread
   float S[kS];
 #pragma unroll
   for (int i = 0; i < kS; ++i) S[i] = 0.f;
   std::uint32_t P[kS / 2];
-  float O[D / 2];
+  std::uint32_t tiles = 0, items = 0;
+  ItemOrder order(p.num_items);
+  for (int index = order.next(); index >= 0; index = order.next()) {
+    const Item it = decode_item(p, index);
+    KeyTiles<L::kSubTiles> keys(it);
+    int start = keys.next();
+    bool diagonal = keys.diagonal();
+    float O[D / 2];
 #pragma unroll
-  for (int i = 0; i < D / 2; ++i) O[i] = 0.f;
-  bool accumulate = false;  // whether the next P V adds to O (false: the item's first P V)
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f}, rescale[2];
-
-  // The first tile of the first item: scores and softmax only; its P V goes out with the next
-  // tile's scores.
-  int qs = 0;
-  std::uint32_t items = 1, tiles = 1;
-  mbar_wait(bar.q_full(0), 0);
-  std::uint64_t q_desc = q_desc0;
-  int stage = 0;
-  std::uint32_t parity = 0;
-  int next = keys.next();
-  bool next_diagonal = keys.diagonal();
-  mbar_wait(bar.k_full(stage), parity);
-  named_sync(my_turn, 256);
-  pin(S);
-  wgmma_fence();
-  issue_scores<D, kBf16>(S, q_desc, desc_advance(k_desc, stage * L::kKvBytes));
-  wgmma_commit();
-  named_arrive(other_turn, 256);
-  wgmma_wait<0>();
-  pin(S);
-  warp_release(bar.k_empty(stage), lane);
-  if (next < 0) warp_release(bar.q_empty(qs), lane);  // the item's last scores are done
-  softmax_tile(S, row_max, row_sum, rescale, p.scale_log2, diagonal, row0, c, start % kTile);
-  pack_probabilities<T>(P, S);
-  bool new_item = false;  // whether tile `next` begins next_it
-  if (next < 0) {
-    next = next_item<T, D>(p, order, next_it, keys, row0, c);
-    next_diagonal = keys.diagonal();
-    new_item = true;
-  }
-
-  while (next >= 0) {
-    const int pv_stage = stage;
-    const std::uint32_t pv_parity = parity;
-    const bool first = new_item;  // this tile is the first of next_it
-    start = next;
-    diagonal = next_diagonal;
-    next = keys.next();
-    next_diagonal = keys.diagonal();
-    stage = tiles & 1;
-    parity = (tiles >> 1) & 1;
-    ++tiles;
-    if (rare(first)) {
-      qs = items % L::kQStages;
+    for (int i = 0; i < D / 2; ++i) O[i] = 0.f;
+    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f}, rescale[2];
+    if (start >= 0) {
+      const int qs = items % L::kQStages;
       mbar_wait(bar.q_full(qs), (items / L::kQStages) & 1);
       ++items;
-      q_desc = desc_advance(q_desc0, qs * L::kQBytes);
-    }
-    mbar_wait(bar.k_full(stage), parity);
-    mbar_wait(bar.v_full(pv_stage), pv_parity);  // landed long ago: it was issued before K
-    named_sync(my_turn, 256);
-    pin(S);
-    pin(O);
-    pin(P);
-    wgmma_fence();
-    issue_scores<D, kBf16>(S, q_desc, desc_advance(k_desc, stage * L::kKvBytes));
-    wgmma_commit();
-    issue_pv<D, kBf16>(O, P, desc_advance(v_desc, pv_stage * L::kKvBytes), accumulate);
-    wgmma_commit();
-    named_arrive(other_turn, 256);
-    accumulate = true;
-    wgmma_wait<1>();  // the scores are done; P V may still run
-    pin(S);
-    warp_release(bar.k_empty(stage), lane);
-    // The item's last scores are done: its Q stage is free (at D = 256, with one Q stage, the
-    // next item's Q loads while this P V and softmax run).
-    if (rare(next < 0)) warp_release(bar.q_empty(qs), lane);
-    float done_max[2], done_sum[2];  // the finished item's row statistics
-    if (rare(first)) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        done_max[h] = row_max[h];
-        done_sum[h] = row_sum[h];
-        row_max[h] = -INFINITY;
-        row_sum[h] = 0.f;
+      const std::uint64_t q_desc = desc_advance(q_desc0, qs * L::kQBytes);
+      // First tile: scores and softmax only; its P V goes out with the next tile's scores.
+      int stage = tiles & 1;
+      std::uint32_t parity = (tiles >> 1) & 1;
+      ++tiles;
+      int next = keys.next();
+      bool next_diagonal = keys.diagonal();
+      mbar_wait(bar.k_full(stage), parity);
+      named_sync(my_turn, 256);
+      pin(S);
+      wgmma_fence();
+      issue_scores<D, kBf16>(S, q_desc, desc_advance(k_desc, stage * L::kKvBytes));
+      wgmma_commit();
+      named_arrive(other_turn, 256);
+      wgmma_wait<0>();
+      pin(S);
+      warp_release(bar.k_empty(stage), lane);
+      softmax_tile(S, row_max, row_sum, rescale, p.scale_log2, diagonal, row0, c, start % kTile);
+      pack_probabilities<T>(P, S);
+      while (next >= 0) {
+        const int pv_stage = stage;
+        const std::uint32_t pv_parity = parity;
+        start = next;
+        diagonal = next_diagonal;
+        next = keys.next();
+        next_diagonal = keys.diagonal();
+        stage = tiles & 1;
+        parity = (tiles >> 1) & 1;
+        ++tiles;
+        mbar_wait(bar.k_full(stage), parity);
+        mbar_wait(bar.v_full(pv_stage), pv_parity);  // landed long ago: it was issued before K
+        named_sync(my_turn, 256);
+        pin(S);
+        pin(O);
+        pin(P);
+        wgmma_fence();
+        issue_scores<D, kBf16>(S, q_desc, desc_advance(k_desc, stage * L::kKvBytes));
+        wgmma_commit();
+        issue_pv<D, kBf16>(O, P, desc_advance(v_desc, pv_stage * L::kKvBytes));
+        wgmma_commit();
+        named_arrive(other_turn, 256);
+        wgmma_wait<1>();  // the scores are done; P V may still run
+        pin(S);
+        warp_release(bar.k_empty(stage), lane);
+        softmax_tile(S, row_max, row_sum, rescale, p.scale_log2, diagonal, row0, c, start % kTile);
+        pin(S);  // the whole softmax before the wait, where it overlaps P V
+        pin(row_sum);
+        pin(rescale);
+        wgmma_wait<0>();
+        pin(O);
+        pin(P);
+        warp_release(bar.v_empty(pv_stage), lane);
+        rescale_rows(O, rescale);
+        pack_probabilities<T>(P, S);
       }
+      mbar_wait(bar.v_full(stage), parity);
+      pin(O);
+      pin(P);
+      wgmma_fence();
+      issue_pv<D, kBf16>(O, P, desc_advance(v_desc, stage * L::kKvBytes));
+      wgmma_commit();
+      wgmma_wait<0>();
+      pin(O);
+      pin(P);
+      warp_release(bar.v_empty(stage), lane);
+      warp_release(bar.q_empty(qs), lane);
     }
-    softmax_tile(S, row_max, row_sum, rescale, p.scale_log2, diagonal, row0, c, start % kTile);
-    pin(S);  // the whole softmax before the wait, where it overlaps P V
-    pin(row_sum);
-    pin(rescale);
-    wgmma_wait<0>();
-    pin(O);
-    pin(P);
-    warp_release(bar.v_empty(pv_stage), lane);
-    if (rare(first)) {
-      // O holds the finished item: write it while the other warpgroup's products run. The
-      // next P V starts the new item's O afresh (the rescale below is then moot).
-      store_rows<T, D>(p, it, O, done_max, done_sum, row0, c);
-      it = next_it;
-      new_item = false;
-      accumulate = false;
-    }
-    rescale_rows(O, rescale);
-    pack_probabilities<T>(P, S);
-    if (rare(next < 0)) {
-      next = next_item<T, D>(p, order, next_it, keys, row0, c);
-      next_diagonal = keys.diagonal();
-      new_item = true;
+
+    // Epilogue: normalise, write O in the input dtype and LSE in natural log. Rows past the end
+    // of the sequence (the next sequence's, or out of bounds) are not written.
+    T* og = static_cast<T*>(p.o) + it.begin * p.o_tok + it.h * p.o_head;
+    const int q0 = it.m * kTile;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = row0 + 8 * h;
+      const float l = mma::quad_sum(row_sum[h]);
+      if (q0 + r >= it.len) continue;
+      const bool empty = row_max[h] == -INFINITY;
+      const float inv = empty ? 0.f : 1.f / l;
+      T* orow = og + static_cast<std::int64_t>(q0 + r) * p.o_tok;
+      // Streaming stores under l2_hints: the output is not read again here, so it should not
+      // push the K/V tiles that other CTAs still read out of L2.
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j) {
+        auto* dst = reinterpret_cast<unsigned int*>(orow + 8 * j + 2 * c);
+        const unsigned int packed = Elem<T>::pack(O[4 * j + 2 * h] * inv, O[4 * j + 2 * h + 1] * inv);
+        if (p.l2_hints)
+          __stcs(dst, packed);
+        else
+          *dst = packed;
+      }
+      if (p.lse && c == 0)
+        p.lse[it.h * p.total_tokens + it.begin + q0 + r] = empty ? -INFINITY : (row_max[h] + log2f(l)) * kLn2;
     }
   }
-
-  // The last tile of the last item: its P V alone, then the output.
-  mbar_wait(bar.v_full(stage), parity);
-  pin(O);
-  pin(P);
-  wgmma_fence();
-  issue_pv<D, kBf16>(O, P, desc_advance(v_desc, stage * L::kKvBytes), accumulate);
-  wgmma_commit();
-  wgmma_wait<0>();
-  pin(O);
-  pin(P);
-  warp_release(bar.v_empty(stage), lane);
-  store_rows<T, D>(p, it, O, row_max, row_sum, row0, c);
 }
 
 template <class T, int D>

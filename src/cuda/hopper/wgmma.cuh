@@ -116,22 +116,22 @@ __device__ __forceinline__ void mma_ss(float (&d)[R], std::uint64_t a, std::uint
                "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " PROXYATTN_WG_D64                    \
                ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"                                                  \
                : PROXYATTN_WG_OUT64(d)                                                                          \
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d))
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1))
 #define PROXYATTN_WG_RS_N256(TY)                                                                               \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"                                                   \
                "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PROXYATTN_WG_D128                   \
                ", {%128, %129, %130, %131}, %132, p, 1, 1, 1;\n}\n"                                            \
                : PROXYATTN_WG_OUT128(d)                                                                         \
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d))
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1))
 #define PROXYATTN_WG_RS_N64(TY)                                                                                \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                    \
                "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " PROXYATTN_WG_D32                     \
                ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"                                                  \
                : PROXYATTN_WG_OUT32(d)                                                                          \
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d))
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1))
 // N = D: the accumulator array's size (D / 2 a thread) picks the instruction.
 template <bool kBf16, int R>
-__device__ __forceinline__ void mma_rs_tb(float (&d)[R], const std::uint32_t (&a)[4], std::uint64_t b, int scale_d) {
+__device__ __forceinline__ void mma_rs_tb(float (&d)[R], const std::uint32_t (&a)[4], std::uint64_t b) {
   static_assert(R == 32 || R == 64 || R == 128, "N = 64, 128 or 256");
   if constexpr (R == 32 && kBf16) PROXYATTN_WG_RS_N64("bf16");
   if constexpr (R == 32 && !kBf16) PROXYATTN_WG_RS_N64("f16");
