@@ -3,9 +3,10 @@
 # hang stops the run there instead of eating the session), then the CUDA tests with each kernel,
 # compute-sanitizer on small cases, and an A/B timing of both kernels against cuDNN.
 # Binaries come prebuilt in .device/ (scripts/build_device.sh); logs and JSON go to $OUT.
-#   STEPS="smoke tests sanitize bench ab profile" (default: smoke tests sanitize bench),
+#   STEPS="smoke tests sanitize bench ab profile builds" (default: smoke tests sanitize bench),
 #   BENCH_LENGTHS="8192 32768 131072", BENCH_ARGS="--densities 1.0 0.1 --skip flash flex estimate",
-#   KERNELS="portable hopper" (bench), TESTS_KERNELS="hopper hopper-grid portable"
+#   KERNELS="portable hopper" (bench), TESTS_KERNELS="hopper hopper:3 hopper-grid portable"
+#   (hopper:3: the persistent kernel capped at 3 CTAs, PROXYATTN_PERSISTENT_CTAS=3)
 # Under the 10-minute limit of one device call: STEPS="smoke tests sanitize", then STEPS=bench.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -29,11 +30,13 @@ if has smoke; then
 fi
 
 if has tests; then
-  for k in ${TESTS_KERNELS:-hopper hopper-grid portable}; do
-    echo "== CUDA tests, PROXYATTN_KERNEL=$k"
-    PROXYATTN_KERNEL=$k timeout 300 $B/proxyattn_cuda_tests > "$OUT/cuda_tests_$k.log" 2>&1
+  # hopper:3 is the persistent kernel on 3 CTAs: every CTA walks many work items.
+  for kc in ${TESTS_KERNELS:-hopper hopper:3 hopper-grid portable}; do
+    k=${kc%%:*}; ctas=${kc#*:}; [ "$ctas" = "$kc" ] && ctas=
+    echo "== CUDA tests, PROXYATTN_KERNEL=$k${ctas:+ PROXYATTN_PERSISTENT_CTAS=$ctas}"
+    PROXYATTN_KERNEL=$k PROXYATTN_PERSISTENT_CTAS=$ctas timeout 300 $B/proxyattn_cuda_tests > "$OUT/cuda_tests_${k}${ctas}.log" 2>&1
     echo "exit $?"
-    grep -E "^\[  (FAILED|PASSED)|Failure|kernel " "$OUT/cuda_tests_$k.log" | head -40
+    grep -E "^\[  (FAILED|PASSED)|Failure|kernel " "$OUT/cuda_tests_${k}${ctas}.log" | head -40
   done
 fi
 
@@ -82,5 +85,22 @@ if has profile; then
       --skip cudnn flash flex dense estimate --out "$OUT/ncu_$sched.json" > "$OUT/ncu_$sched.log" 2>&1
     echo "exit $?"
     grep -E "Duration|DRAM Throughput|Memory Throughput|L2 Hit Rate|L1/TEX Hit|Compute \(SM\)|lts__t_sector_hit_rate|dram__bytes_read|lts__t_bytes|gmma|Issue Slots Busy" "$OUT/ncu_$sched.log" | head -20
+  done
+fi
+
+if has builds; then
+  # Two builds of the library (AB_BUILDS, each a folder like .device), alternated twice so that
+  # clock drift falls on both: Llama shapes at 32K and 128K, Gemma-2-9B (D 256) at 32K and 128K.
+  for round in 1 2; do
+    for b in ${AB_BUILDS:-.device_old .device}; do
+      tag=$(basename "$b")_$round
+      echo "== build $b, round $round"
+      for shape in llama3.1-8b gemma2-9b; do
+        LD_LIBRARY_PATH=$PWD/$b PROXYATTN_LIB=$PWD/$b/libproxyattn_c.so timeout 200 python3 bench/cuda_bench.py \
+          --lengths ${AB_LENGTHS:-32768 131072} --densities ${AB_DENSITIES:-1.0 0.1 0.05} --shapes $shape \
+          --skip cudnn flash flex estimate --out "$OUT/builds_${tag}_$shape.json" > "$OUT/builds_${tag}_$shape.log" 2>&1
+        echo "$shape exit $?"; grep -E "ours_" "$OUT/builds_${tag}_$shape.log" | tail -8
+      done
+    done
   done
 fi

@@ -58,6 +58,22 @@ bool l2_hints() {
   return on;
 }
 
+// At most this many CTAs in the persistent Hopper grid (default: one per multiprocessor).
+// PROXYATTN_PERSISTENT_CTAS=3 makes each CTA walk many work items even in small tests, the
+// path that long inputs take (item hand-over, Q stages, the tile stream across items).
+int persistent_cta_limit() {
+  static const int limit = [] {
+    const char* s = std::getenv("PROXYATTN_PERSISTENT_CTAS");
+    if (!s || !*s) return 0;
+    char* end = nullptr;
+    const long v = std::strtol(s, &end, 10);
+    if (*end != '\0' || v < 1 || v > (1 << 20))
+      fail(ErrorCode::invalid_argument, "PROXYATTN_PERSISTENT_CTAS must be a positive integer, got '", s, "'");
+    return static_cast<int>(v);
+  }();
+  return limit;
+}
+
 struct State {
   Tables tables;
   Regions regions;
@@ -160,7 +176,8 @@ void launch_attention(const Plan::Impl& p, const AttentionParams& ap, cudaStream
       if (hopper && sm90::kernel_available<T, D>(p.problem.device_index) &&
           sm90::make_tile_maps(ap, Elem<T>::is_bf16, D, p.problem.kv_heads, &maps)) {
         const bool persistent = mode == KernelMode::hopper;
-        sm90::launch_sparse_attention_sm90<T, D>(ap, maps, persistent, sms, stream);
+        const int limit = persistent_cta_limit();
+        sm90::launch_sparse_attention_sm90<T, D>(ap, maps, persistent, limit > 0 ? std::min(sms, limit) : sms, stream);
         last_kernel = persistent ? "hopper" : "hopper-grid";
         return;
       }
