@@ -1,9 +1,6 @@
 // Estimator kernels (see estimate.cuh for the sequence of launches).
 #include <cub/block/block_scan.cuh>
 
-#include <algorithm>
-#include <cstdlib>
-
 #include "core/rules.hpp"
 #include "cuda/estimate.cuh"
 #include "cuda/mma.cuh"
@@ -256,13 +253,127 @@ __global__ void __launch_bounds__(kThreads) budget_kernel(EstimateParams p) {
 }
 
 // ---- stages 1 and 3 ------------------------------------------------------------------------
-// Ranks the unforced blocks of query block m (row b of the mask) by amax (its proxy block
-// maxima, base-2 log probabilities) and writes every head's prefix of group j. The key of a
-// block is its probability's bits (non-negative floats order as integers) above the complement
-// of its index, so that ties go to the lower index; forced blocks and padding get key 0 and sort
-// last. pos aliases amax; keys holds next_pow2(m + 1) entries.
-__device__ void rank_and_write(const EstimateParams& p, float* amax, unsigned long long* keys, int b, int m, int j) {
-  int* pos = reinterpret_cast<int*>(amax);
+// One CTA per (query block, group). The block's strided proxy queries (at most 128 / stride,
+// in chunks of 64 rows) against the causal strided proxy keys: pass 1 gives each row's
+// log-sum-exp, pass 2 the maximum of (score - lse) per key block. Then the unforced blocks are
+// ranked once (score descending, index ascending) and each head of the group writes its prefix.
+template <class T, int D>
+__global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int tile_bytes, int key_rows) {
+  constexpr bool kBf16 = Elem<T>::is_bf16;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  unsigned char* smem = mma::align_tiles<D>(smem_raw);
+  std::uint16_t* sQ = reinterpret_cast<std::uint16_t*>(smem);  // 64 x D
+  std::uint16_t* sK = sQ + 64 * D;                                 // key_rows x D
+  unsigned long long* keys = reinterpret_cast<unsigned long long*>(smem);  // after the scores
+  float* amax = reinterpret_cast<float*>(smem + tile_bytes);             // [sort_size]
+  int* pos = reinterpret_cast<int*>(amax);                                   // after the ranking
+  __shared__ float stat_max[4][16], stat_sum[4][16], lse2[64];
+
+  const int b = p.num_blocks - 1 - blockIdx.x;  // long rows first
+  const int j = blockIdx.y;
+  const int s = p.r.block_seq[b];
+  const int m = b - p.r.block_offset[s];
+  const int len = p.r.cu_seqlens[s + 1] - p.r.cu_seqlens[s];
+  const int na = (len + p.stride - 1) / p.stride;
+  const int per_block = kBlock / p.stride;
+  const int a0 = m * per_block, a1 = min(na, a0 + per_block);
+  const T* qbar = static_cast<const T*>(p.r.qbar) + (j * p.total_strided + p.r.strided_offset[s]) * D;
+  const T* kbar = static_cast<const T*>(p.r.kbar) + (j * p.total_strided + p.r.strided_offset[s]) * D;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+
+  for (int n = threadIdx.x; n <= m; n += kThreads) amax[n] = -INFINITY;
+
+  for (int c0 = a0; c0 < a1; c0 += 64) {
+    const int rows = min(64, a1 - c0);
+    const int mtiles = (rows + 15) / 16;
+    const int mtiles_p2 = mtiles == 1 ? 1 : mtiles == 2 ? 2 : 4;
+    // Warps sharing an m-tile split its key tiles, as many as the key buffer holds tiles.
+    const int warps_per_tile = min(4 / mtiles_p2, key_rows / 64);
+    const int my_mt = warp / warps_per_tile, my_sub = warp % warps_per_tile;
+    const bool active = my_mt < mtiles;
+    const int last = c0 + rows - 1;  // last strided query: keys 0..last are causal
+    const int key_tiles = last / 64 + 1;
+    const int rounds = (key_tiles + warps_per_tile - 1) / warps_per_tile;
+
+    __syncthreads();
+    mma::load_tile_async<D, kThreads>(
+        sQ, 64, [&](int r) { return reinterpret_cast<const std::uint16_t*>(qbar + static_cast<std::int64_t>(c0 + r) * D); },
+        [&](int r) { return r < rows; });
+    mma::cp_async_commit();
+
+    for (int pass = 0; pass < 2; ++pass) {
+      mma::RowStat stat[2];
+      for (int round = 0; round < rounds; ++round) {
+        const int key0 = round * warps_per_tile * 64;
+        __syncthreads();
+        mma::load_tile_async<D, kThreads>(
+            sK, warps_per_tile * 64,
+            [&](int r) { return reinterpret_cast<const std::uint16_t*>(kbar + static_cast<std::int64_t>(key0 + r) * D); },
+            [&](int r) { return key0 + r <= last; });
+        mma::cp_async_commit();
+        mma::cp_async_wait<0>();
+        __syncthreads();
+        const int start = key0 + my_sub * 64;
+        if (!active || start > last) continue;
+        float S[1][8][4];
+        mma::warp_scores<D, 1, kBf16>(mma::lane_addr_a<D>(sQ, my_mt * 16), mma::lane_addr_b<D>(sK, my_sub * 64), S);
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const int r = my_mt * 16 + g + hr * 8;
+          const int a = c0 + r;
+          float mx = -INFINITY;
+#pragma unroll
+          for (int jj = 0; jj < 8; ++jj)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int key = start + jj * 8 + c * 2 + e;
+              const bool masked = key > a || r >= rows;
+              float x = S[0][jj][hr * 2 + e] * p.scale_log2;
+              if (pass == 1 && !masked) x -= lse2[r];
+              if (masked) x = -INFINITY;
+              S[0][jj][hr * 2 + e] = x;
+              mx = fmaxf(mx, x);
+            }
+          if (pass == 0) {
+            const float base = stat[hr].raise(mma::quad_max(mx));
+#pragma unroll
+            for (int jj = 0; jj < 8; ++jj)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) stat[hr].sum += exp2f(S[0][jj][hr * 2 + e] - base);
+          }
+        }
+        if (pass == 1) {
+#pragma unroll
+          for (int jj = 0; jj < 8; ++jj) {
+            float v = fmaxf(fmaxf(S[0][jj][0], S[0][jj][1]), fmaxf(S[0][jj][2], S[0][jj][3]));
+            v = warp_max(v);
+            if (lane == 0 && v > -INFINITY) atomic_max_float(&amax[(start + jj * 8) / per_block], v);
+          }
+        }
+      }
+      if (pass == 0) {  // rows' log-sum-exp: quads, then the warps that split the keys
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const float l = mma::quad_sum(stat[hr].sum);
+          if (c == 0) stat_max[warp][g + hr * 8] = stat[hr].max, stat_sum[warp][g + hr * 8] = l;
+        }
+        __syncthreads();
+        if (threadIdx.x < rows) {
+          const int r = threadIdx.x, mt = r / 16;
+          mma::RowStat row;
+          for (int w = mt * warps_per_tile; w < (mt + 1) * warps_per_tile; ++w)
+            row.merge(stat_max[w][r % 16], stat_sum[w][r % 16]);
+          lse2[r] = row.lse();
+        }
+        __syncthreads();
+      }
+    }
+  }
+  __syncthreads();
+
+  // Rank the unforced blocks of the row: key = score bits (non-negative floats order as
+  // integers) above the complement of the index, so that ties go to the lower index. Forced
+  // blocks and padding get key 0 and sort last.
   const int n2 = next_pow2(m + 1);
   for (int n = threadIdx.x; n < n2; n += kThreads) {
     const bool forced = n == m || (p.keep_sink && n == 0);
@@ -302,170 +413,6 @@ __device__ void rank_and_write(const EstimateParams& p, float* amax, unsigned lo
   }
 }
 
-// One CTA per `blocks` consecutive query blocks of a sequence and one group: their strided
-// proxy queries (R = 128 / stride a block, at most 128 rows: warp w owns rows 32w..32w+31)
-// against the causal strided proxy keys, in 64-key tiles that all four warps share (loaded once
-// for all the blocks' rows: stage 1 reads its keys from L2, and one block's 32 rows at stride 4
-// made that traffic, not the math, its cost). Pass 1 gives each row's log-sum-exp (a warp sees
-// all of its rows' keys, so the statistics stay in registers), pass 2 the maximum of
-// (score - lse) per (query block, key block). The key tiles are buffers deep, over both passes. Then each query block is ranked and written (rank_and_write). The CTA of the group's last
-// (longest) block does the work; the others exit at once.
-constexpr int kStage1KeyStages = 3;
-
-template <class T, int D>
-__global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int blocks, int tile_bytes) {
-  constexpr bool kBf16 = Elem<T>::is_bf16;
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  unsigned char* smem = mma::align_tiles<D>(smem_raw);
-  std::uint16_t* sQ = reinterpret_cast<std::uint16_t*>(smem);  // 128 x D
-  std::uint16_t* sK = sQ + 128 * D;                              // kStage1KeyStages x 64 x D
-  unsigned long long* keys = reinterpret_cast<unsigned long long*>(smem);  // after the scores
-  float* amax = reinterpret_cast<float*>(smem + tile_bytes);                // [blocks][sort_size]
-
-  const int b_last = p.num_blocks - 1 - blockIdx.x;  // long rows first
-  const int j = blockIdx.y;
-  const int s = p.r.block_seq[b_last];
-  const int bo = p.r.block_offset[s];
-  const int nb = p.r.block_offset[s + 1] - bo;
-  const int m_last = b_last - bo;
-  const int m_lo = m_last / blocks * blocks;
-  if (m_last != min(nb - 1, m_lo + blocks - 1)) return;  // not the group's last block
-  const int nblk = m_last - m_lo + 1;
-  const int len = p.r.cu_seqlens[s + 1] - p.r.cu_seqlens[s];
-  const int na = (len + p.stride - 1) / p.stride;
-  const int R = kBlock / p.stride;  // strided rows (and keys) per block, 8 to 128
-  const int a0 = m_lo * R, a1 = min(na, (m_last + 1) * R), rows = a1 - a0;
-  const int last = a1 - 1;  // the last strided query: keys 0..last are causal for some row
-  const int tiles = last / kKeyTile + 1;
-  const T* qbar = static_cast<const T*>(p.r.qbar) + (j * p.total_strided + p.r.strided_offset[s]) * D;
-  const T* kbar = static_cast<const T*>(p.r.kbar) + (j * p.total_strided + p.r.strided_offset[s]) * D;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-  // This warp's last row, -1 when it has none: it skips key tiles that start past it.
-  const int warp_last = a0 + 32 * warp > last ? -1 : min(last, a0 + 32 * warp + 31);
-
-  for (int i = 0; i < nblk; ++i)
-    for (int n = threadIdx.x; n <= m_lo + i; n += kThreads) amax[i * p.sort_size + n] = -INFINITY;
-
-  auto load_keys = [&](int t) {  // tile t of the sequence of 2 * tiles (both passes)
-    if (t >= 2 * tiles) return;
-    const int key0 = (t % tiles) * kKeyTile;
-    mma::load_tile_async<D, kThreads>(
-        sK + (t % kStage1KeyStages) * kKeyTile * D, kKeyTile,
-        [&](int r) { return reinterpret_cast<const std::uint16_t*>(kbar + static_cast<std::int64_t>(key0 + r) * D); },
-        [&](int r) { return key0 + r <= last; });
-  };
-  mma::load_tile_async<D, kThreads>(
-      sQ, 128, [&](int r) { return reinterpret_cast<const std::uint16_t*>(qbar + static_cast<std::int64_t>(a0 + r) * D); },
-      [&](int r) { return r < rows; });
-  // The key tiles run kStage1KeyStages - 1 ahead: one tile of math does not cover an L2 load.
-#pragma unroll
-  for (int t = 0; t < kStage1KeyStages - 1; ++t) {
-    load_keys(t);
-    mma::cp_async_commit();
-  }
-
-  // Row (mt, hr) of this thread: tile row 32 warp + 16 mt + g + 8 hr, strided query a0 + that.
-  mma::RowStat stat[2][2];
-  float lse2[2][2];
-  const std::uint32_t qa = mma::lane_addr_a<D>(sQ, 32 * warp);
-  const int kb_first = (32 * warp) / R;          // query block (in the group) of the warp's row 0
-  const int key_groups = min(8, R / 8);           // n8 column groups per key block
-  for (int t = 0; t < 2 * tiles; ++t) {
-    mma::cp_async_wait<kStage1KeyStages - 2>();  // tile t (and Q) landed
-    __syncthreads();                              // ... for all threads; tile t - 1 is consumed
-    load_keys(t + kStage1KeyStages - 1);          // into the buffer of tile t - 1
-    mma::cp_async_commit();
-    const int pass = t < tiles ? 0 : 1;
-    if (t == tiles) {  // the rows' log-sum-exp, from this warp's own statistics
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-          mma::RowStat row;
-          row.merge(stat[mt][hr].max, mma::quad_sum(stat[mt][hr].sum));
-          lse2[mt][hr] = row.lse();
-        }
-    }
-    const int start = (t % tiles) * kKeyTile;
-    if (start <= warp_last) {
-      float S[2][8][4];
-      mma::warp_scores<D, 2, kBf16>(qa, mma::lane_addr_b<D>(sK + (t % kStage1KeyStages) * kKeyTile * D, 0), S);
-      float u[2][2][8];  // pass 1: max over the thread's two keys of each n8 group
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-          const int r = 32 * warp + 16 * mt + g + 8 * hr;
-          const int a = a0 + r;
-          float mx = -INFINITY;
-#pragma unroll
-          for (int jj = 0; jj < 8; ++jj) {
-            float v = -INFINITY;
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int key = start + jj * 8 + c * 2 + e;
-              const bool masked = key > a || r >= rows;
-              float x = S[mt][jj][hr * 2 + e] * p.scale_log2;
-              if (pass == 1) x -= lse2[mt][hr];
-              if (masked) x = -INFINITY;
-              S[mt][jj][hr * 2 + e] = x;
-              mx = fmaxf(mx, x);
-              v = fmaxf(v, x);
-            }
-            u[mt][hr][jj] = v;
-          }
-          if (pass == 0) {
-            const float base = stat[mt][hr].raise(mma::quad_max(mx));
-#pragma unroll
-            for (int jj = 0; jj < 8; ++jj)
-#pragma unroll
-              for (int e = 0; e < 2; ++e) stat[mt][hr].sum += exp2f(S[mt][jj][hr * 2 + e] - base);
-          }
-        }
-      if (pass == 1) {
-        // Merge within the thread what shares a (query block, key block): the two row halves
-        // when a block has >= 16 rows, the two m-tiles when >= 32, the n8 groups of one key
-        // block; then across the warp, and one shared-memory atomic per (query block, key block).
-#pragma unroll
-        for (int jj = 0; jj < 8; ++jj) {
-          if (R >= 16)
-#pragma unroll
-            for (int mt = 0; mt < 2; ++mt) u[mt][0][jj] = fmaxf(u[mt][0][jj], u[mt][1][jj]);
-          if (R >= 32) u[0][0][jj] = fmaxf(u[0][0][jj], u[1][0][jj]);
-        }
-#pragma unroll
-        for (int w = 1; w < 8; w <<= 1)
-          if (w < key_groups)
-#pragma unroll
-            for (int jj = 0; jj < 8; ++jj)
-              if ((jj & w) == 0)
-#pragma unroll
-                for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-                  for (int hr = 0; hr < 2; ++hr) u[mt][hr][jj] = fmaxf(u[mt][hr][jj], u[mt][hr][jj | w]);
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-          for (int hr = 0; hr < 2; ++hr) {
-            if ((R >= 32 && mt > 0) || (R >= 16 && hr > 0)) continue;
-            const int qb = R >= 32 ? kb_first : R >= 16 ? (32 * warp + 16 * mt) / R : (32 * warp + 16 * mt + 8 * hr) / R;
-            if (qb >= nblk) continue;
-#pragma unroll
-            for (int jj = 0; jj < 8; ++jj) {
-              if (jj % key_groups != 0) continue;
-              const float v = warp_max(u[mt][hr][jj]);
-              if (lane == 0 && v > -INFINITY)
-                atomic_max_float(&amax[qb * p.sort_size + (start + jj * 8) / R], v);
-            }
-          }
-      }
-    }
-  }
-  mma::cp_async_wait<0>();
-  __syncthreads();
-  for (int i = 0; i < nblk; ++i) rank_and_write(p, amax + i * p.sort_size, keys, bo + m_lo + i, m_lo + i, j);
-}
-
 // Every kernel declares its dynamic shared memory: above 48 KB, static plus dynamic needs it.
 template <class Kernel>
 void allow_smem(Kernel kernel, std::size_t bytes) {
@@ -498,34 +445,20 @@ void launch_estimate_before_scan(const EstimateParams& p, cudaStream_t stream) {
   }
 }
 
-// Query blocks per stage-1 CTA: up to 128 strided rows together (4 blocks at the default stride 4,
-// so that all four warps have rows), fewer where their maxima would not fit in shared memory. PROXYATTN_STAGE1_BLOCKS (1, 2, 4, 8 or 16) overrides for A/B runs.
-int stage1_blocks(const EstimateParams& p, std::size_t tile_bytes) {
-  static const int forced = [] {
-    const char* s = std::getenv("PROXYATTN_STAGE1_BLOCKS");
-    if (!s || !*s) return 0;
-    const int v = std::atoi(s);
-    if (v != 1 && v != 2 && v != 4 && v != 8 && v != 16)
-      fail(ErrorCode::invalid_argument, "PROXYATTN_STAGE1_BLOCKS must be 1, 2, 4, 8 or 16, got '", s, "'");
-    return v;
-  }();
-  const int most = p.stride;  // blocks of kBlock / stride rows: 128 rows
-  int blocks = std::min(forced ? forced : 8, most);
-  auto smem = [&](int g) { return tile_bytes + static_cast<std::size_t>(g) * p.sort_size * sizeof(float) + 256; };
-  while (blocks > 1 && smem(blocks) > 200 * 1024) blocks /= 2;
-  return blocks;
-}
-
 template <class T, int D>
 void launch_estimate_after_scan(const EstimateParams& p, cudaStream_t stream) {
   if (p.num_blocks == 0) return;
-  // Q (128 rows) and the 64-key buffers; after the scores the same bytes hold the sort keys.
-  const std::size_t tile_bytes = std::max<std::size_t>((128 + kStage1KeyStages * kKeyTile) * D * 2,
-                                                       static_cast<std::size_t>(p.sort_size) * sizeof(unsigned long long));
-  const int blocks = stage1_blocks(p, tile_bytes);
-  const std::size_t smem = tile_bytes + static_cast<std::size_t>(blocks) * p.sort_size * sizeof(float) + 2 * D;
+  // Key buffer: one 64-key tile per warp that shares an m-tile of a full query block, so that the
+  // common strides (4: two m-tiles, two warps each) take 48 KB at D = 128 and four CTAs fit on
+  // an SM: the loads of one CTA hide behind the others' math.
+  const int rows = std::min(64, kBlock / p.stride);
+  const int mtiles = (rows + 15) / 16;
+  const int key_rows = 64 * (4 / (mtiles == 1 ? 1 : mtiles == 2 ? 2 : 4));
+  const int tile_bytes =
+      static_cast<int>(std::max<std::size_t>((64 + key_rows) * D * 2, p.sort_size * sizeof(unsigned long long)));
+  const std::size_t smem = tile_bytes + static_cast<std::size_t>(p.sort_size) * sizeof(float) + 2 * D;
   allow_smem(stage1_kernel<T, D>, smem);
-  stage1_kernel<T, D><<<dim3(p.num_blocks, p.groups), kThreads, smem, stream>>>(p, blocks, static_cast<int>(tile_bytes));
+  stage1_kernel<T, D><<<dim3(p.num_blocks, p.groups), kThreads, smem, stream>>>(p, tile_bytes, key_rows);
   PROXYATTN_LAUNCH_CHECK("stage1_kernel");
 }
 
