@@ -1,36 +1,48 @@
 #!/usr/bin/env bash
-# The GPU estimator on the H200 in one call: the CUDA tests (all, then the estimator's with each
-# stage-1 grouping), compute-sanitizer on the estimator tests, the estimate's time in two builds
-# (AB_BUILDS, folders like .device), and ncu on one stage-1 launch of each at 128K.
-#   AB_BUILDS=".device_old .device" STAGE1_BLOCKS="1 2 4" bash bench/estimate_checks.sh
+# The GPU estimator on the H200 in one call: the CUDA tests (all; the estimator's also with the
+# portable stage 1), compute-sanitizer on the estimator tests, the estimate's time with the
+# Hopper and the portable stage 1 + 3 (PROXYATTN_STAGE1=auto|hopper|portable) in each build of
+# AB_BUILDS (folders like .device), and ncu on one stage-1 launch of each at 128K.
+#   AB_BUILDS=".device" EST_LENGTHS="32768 131072" STEPS="tests sanitize bench ncu" bash bench/estimate_checks.sh
 set -u
 B=.device
 export LD_LIBRARY_PATH=$PWD/$B:${LD_LIBRARY_PATH:-}
-builds=${AB_BUILDS:-.device_old .device}
+builds=${AB_BUILDS:-.device}
+STEPS=${STEPS:-tests sanitize bench ncu}
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+if has tests; then
 echo "== CUDA tests"
 timeout 200 $B/proxyattn_cuda_tests 2>&1 | grep -E "^\[  (FAILED|PASSED)|Failure|budgets equal" | head -12
-for sb in ${STAGE1_BLOCKS:-1 2 4 8}; do
-  echo "== estimator tests, PROXYATTN_STAGE1_BLOCKS=$sb"
-  PROXYATTN_STAGE1_BLOCKS=$sb timeout 200 $B/proxyattn_cuda_tests \
-    --gtest_filter='Cuda.Estimate*:Cuda.Ties*:Cuda.GammaOne*:Cuda.NanStays*:Cuda.Graph*' 2>&1 | grep -E "^\[  (FAILED|PASSED)|Failure" | head -6
+for k in hopper portable; do
+  echo "== estimator tests, PROXYATTN_STAGE1=$k"
+  PROXYATTN_STAGE1=$k timeout 200 $B/proxyattn_cuda_tests \
+    --gtest_filter='Cuda.Estimate*:Cuda.Ties*:Cuda.GammaOne*:Cuda.NanStays*:Cuda.Graph*' 2>&1 | grep -E "^\[  (FAILED|PASSED)|Failure|stage 1" | head -12
 done
+fi
+if has sanitize; then
 for tool in memcheck racecheck; do
   echo "== compute-sanitizer $tool, estimator tests"
-  timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 $B/proxyattn_cuda_tests --gtest_filter='Cuda.Estimate*:Cuda.Ties*' 2>&1 |
+  PROXYATTN_STAGE1=hopper timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 $B/proxyattn_cuda_tests \
+    --gtest_filter='Cuda.Estimate*:Cuda.Ties*' 2>&1 |
     grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED" | head -4
 done
+fi
+if has bench; then
 for b in $builds; do
-  for sb in "" ${STAGE1_BLOCKS:-}; do
-    echo "== estimate, build $b, PROXYATTN_STAGE1_BLOCKS=$sb"
-    LD_LIBRARY_PATH=$PWD/$b PROXYATTN_LIB=$PWD/$b/libproxyattn_c.so PROXYATTN_STAGE1_BLOCKS=$sb timeout 120 \
-      python3 bench/cuda_bench.py --lengths 32768 131072 --densities 0.1 --shapes llama3.1-8b \
+  for k in auto hopper portable; do
+    echo "== estimate, build $b, PROXYATTN_STAGE1=$k"
+    LD_LIBRARY_PATH=$PWD/$b PROXYATTN_LIB=$PWD/$b/libproxyattn_c.so PROXYATTN_STAGE1=$k timeout 120 \
+      python3 bench/cuda_bench.py --lengths ${EST_LENGTHS:-32768 131072} --densities 0.1 --shapes llama3.1-8b \
       --skip cudnn flash flex dense --out /tmp/estimate_ab.json 2>&1 | grep -E "^llama.*ours_(estimate|attention)" | tail -4
   done
 done
-for b in $builds; do
-  echo "== ncu, one stage-1 launch at 128K, build $b"
-  LD_LIBRARY_PATH=$PWD/$b PROXYATTN_LIB=$PWD/$b/libproxyattn_c.so timeout 120 ncu -k regex:stage1 --launch-skip 1 \
-    --launch-count 1 --metrics gpu__time_duration.sum,lts__t_bytes.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active \
+fi
+if has ncu; then
+for b in $builds; do for k in hopper portable; do
+  echo "== ncu, one stage-1 launch at 128K, build $b, PROXYATTN_STAGE1=$k"
+  LD_LIBRARY_PATH=$PWD/$b PROXYATTN_LIB=$PWD/$b/libproxyattn_c.so PROXYATTN_STAGE1=$k timeout 120 ncu -k regex:stage1 --launch-skip 1 \
+    --launch-count 1 --metrics gpu__time_duration.sum,lts__t_bytes.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active \
     python3 bench/cuda_bench.py --lengths 131072 --densities 0.1 --shapes llama3.1-8b --reps 1 --warmup 1 \
     --skip cudnn flash flex dense --out /tmp/estimate_ncu.json 2>&1 | grep -E "^\s+(gpu__|lts__|sm__)"
-done
+done; done
+fi

@@ -34,7 +34,9 @@ if has tests; then
   for kc in ${TESTS_KERNELS:-hopper hopper:3 hopper-grid portable}; do
     k=${kc%%:*}; ctas=${kc#*:}; [ "$ctas" = "$kc" ] && ctas=
     echo "== CUDA tests, PROXYATTN_KERNEL=$k${ctas:+ PROXYATTN_PERSISTENT_CTAS=$ctas}"
-    PROXYATTN_KERNEL=$k PROXYATTN_PERSISTENT_CTAS=$ctas timeout 300 $B/proxyattn_cuda_tests > "$OUT/cuda_tests_${k}${ctas}.log" 2>&1
+    # The Hopper runs also take the estimator's Hopper stage 1 on the tests' small inputs.
+    s1=portable; [ "$k" = portable ] || s1=hopper
+    PROXYATTN_KERNEL=$k PROXYATTN_PERSISTENT_CTAS=$ctas PROXYATTN_STAGE1=$s1 timeout 300 $B/proxyattn_cuda_tests > "$OUT/cuda_tests_${k}${ctas}.log" 2>&1
     echo "exit $?"
     grep -E "^\[  (FAILED|PASSED)|Failure|kernel " "$OUT/cuda_tests_${k}${ctas}.log" | head -40
   done

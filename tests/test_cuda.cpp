@@ -140,6 +140,24 @@ std::string checked_kernel(int dim) {
   return got;
 }
 
+// The estimator's stage-1 kernel of the last call, checked the same way: PROXYATTN_STAGE1=hopper
+// must get the wgmma kernel on an sm_90 device, PROXYATTN_STAGE1 or PROXYATTN_KERNEL=portable
+// the portable one.
+std::string checked_stage1() {
+  const std::string got = proxyattn::detail::cuda::last_stage1_kernel();
+  const char* stage1 = std::getenv("PROXYATTN_STAGE1");
+  const char* kernel = std::getenv("PROXYATTN_KERNEL");
+  const bool portable = (stage1 && std::strcmp(stage1, "portable") == 0) || (kernel && std::strcmp(kernel, "portable") == 0);
+  if (portable) {
+    EXPECT_EQ(got, "portable");
+  } else if (stage1 && std::strcmp(stage1, "hopper") == 0) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess && prop.major == 9 && prop.minor == 0)
+      EXPECT_EQ(got, "hopper") << "the Hopper stage 1 did not run";
+  }
+  return got;
+}
+
 struct Shape {
   std::vector<std::int32_t> lengths;
   int hq, hkv, dim;
@@ -330,6 +348,8 @@ TEST(Cuda, EstimateMatchesReferenceUpToNearTies) {
       {{{0, 700, 1, 1200}, 7, 1, 128, DType::bfloat16}, 2, 1, 0.8, BudgetMode::last_row_count},
       {{{900}, 8, 8, 256, DType::bfloat16}, 16, 8, 0.9, BudgetMode::row_ratio},
       {{{1300}, 8, 4, 64, DType::float16}, 1, 4, 0.0, BudgetMode::row_ratio},
+      // Long enough for many key tiles a row and several groups of query blocks per sequence.
+      {{{4100, 300}, 8, 2, 128, DType::float16}, 4, 2, 0.9, BudgetMode::last_row_count},
   };
   for (const Case& cs : cases) {
     SCOPED_TRACE(name(cs.shape) + " stride " + std::to_string(cs.stride) + " groups " + std::to_string(cs.groups) +
@@ -346,6 +366,7 @@ TEST(Cuda, EstimateMatchesReferenceUpToNearTies) {
     const Qkv x = random_qkv(pr, rng);
     DeviceCopy q(x.q), k(x.k);
     const HostEstimate ge = to_host(plan, estimate(plan, q.view, k.view));
+    const std::string stage1 = checked_stage1();
     Config rc = c;
     rc.backend = Backend::cpu_reference;
     Plan ref(rc, pr);
@@ -354,7 +375,8 @@ TEST(Cuda, EstimateMatchesReferenceUpToNearTies) {
     const MaskCheck check = check_estimate(ref, x.q.view(), x.k.view(), ge, &re, 5e-2);
     EXPECT_TRUE(check.failures.empty()) << check.report();
     EXPECT_GE(check.rows_equal, check.rows_checked * 9 / 10) << check.report();
-    std::printf("  %s: %s\n", name(cs.shape).c_str(), check.report().c_str());
+    std::printf("  %s stride %d: stage 1 %s, %s\n", name(cs.shape).c_str(), cs.stride, stage1.c_str(),
+                check.report().c_str());
   }
 }
 

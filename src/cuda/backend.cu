@@ -141,10 +141,11 @@ __global__ void schedule_keys_kernel(const std::int64_t* row_offsets, const std:
   ids[r] = r;
 }
 
-// Which sparse-attention kernel runs: the Hopper one (sm_90a: TMA, wgmma) wherever it can (an
-// sm_90 device, this build's sm_90a code, head dim 64 or 128, operands a tensor map accepts),
-// else the portable one. PROXYATTN_KERNEL, read once, picks for A/B runs: hopper (the default,
-// a persistent grid), hopper-grid (one CTA per work item), portable.
+// Which kernels run: the Hopper ones (sm_90a: TMA, wgmma) wherever they can (an sm_90 device,
+// this build's sm_90a code, operands a tensor map accepts), else the portable ones (sm_80
+// mma.sync). PROXYATTN_KERNEL, read once, picks for A/B runs: hopper (the default, a persistent
+// attention grid), hopper-grid (one attention CTA per work item), portable (attention and the
+// estimator's stage 1 + 3 on the portable kernels).
 enum class KernelMode { hopper, hopper_grid, portable };
 
 KernelMode kernel_mode() {
@@ -158,18 +159,42 @@ KernelMode kernel_mode() {
   return mode;
 }
 
+// The estimator's stage 1 + 3 on Hopper: auto (the default) runs the wgmma kernel where the
+// input has enough query blocks to fill the GPU, hopper wherever it can run (tests of small
+// inputs), portable never. PROXYATTN_STAGE1, read once, picks; PROXYATTN_KERNEL=portable also
+// means portable here.
+enum class Stage1Mode { automatic, hopper, portable };
+
+Stage1Mode stage1_mode() {
+  static const Stage1Mode mode = [] {
+    const char* s = std::getenv("PROXYATTN_STAGE1");
+    if (!s || !*s || std::strcmp(s, "auto") == 0) return Stage1Mode::automatic;
+    if (std::strcmp(s, "hopper") == 0) return Stage1Mode::hopper;
+    if (std::strcmp(s, "portable") == 0) return Stage1Mode::portable;
+    fail(ErrorCode::invalid_argument, "PROXYATTN_STAGE1 must be auto, hopper or portable, got '", s, "'");
+  }();
+  return mode;
+}
+
 thread_local const char* last_kernel = "";
+
+// Whether the Hopper kernels may run on the plan's device: an sm_90 device and a mode other
+// than portable (each kernel still checks that this build has its sm_90a code).
+bool hopper_device(const Plan::Impl& p) {
+  if (kernel_mode() == KernelMode::portable) return false;
+  int major = 0, minor = 0;
+  PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, p.problem.device_index));
+  PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, p.problem.device_index));
+  return major == 9 && minor == 0;
+}
 
 // Launches the sparse attention of ap with the kernel that the mode and the device allow.
 void launch_attention(const Plan::Impl& p, const AttentionParams& ap, cudaStream_t stream) {
   const KernelMode mode = kernel_mode();
-  int major = 0, minor = 0, sms = 0;
-  if (mode != KernelMode::portable) {
-    PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, p.problem.device_index));
-    PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, p.problem.device_index));
+  const bool hopper = hopper_device(p);
+  int sms = 0;
+  if (hopper)
     PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, p.problem.device_index));
-  }
-  const bool hopper = mode != KernelMode::portable && major == 9 && minor == 0;
   dispatch(p.problem.dtype, p.problem.head_dim, [&]<class T, int D>() {
     if constexpr (sm90::supports_head_dim(D)) {
       sm90::TileMaps maps;
@@ -337,6 +362,7 @@ Estimate estimate(Plan::Impl& p, const TensorView& q, const TensorView& k, void*
   ep.gamma = static_cast<float>(p.config.gamma);
   ep.scale_log2 = p.scale * kLog2e;
 
+  const bool hopper = stage1_mode() != Stage1Mode::portable && hopper_device(p);  // stage 1 + 3 on wgmma
   dispatch(p.problem.dtype, p.problem.head_dim,
            [&]<class T, int D>() { launch_estimate_before_scan<T, D>(ep, stream); });
   PROXYATTN_CUDA_CHECK(cudaMemsetAsync(r.counts + p.mask_rows, 0, sizeof(std::int64_t), stream));
@@ -344,7 +370,10 @@ Estimate estimate(Plan::Impl& p, const TensorView& q, const TensorView& k, void*
   PROXYATTN_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(r.scan_temp, scan_bytes, r.counts, r.row_offsets,
                                                      static_cast<int>(p.mask_rows + 1), stream));
   dispatch(p.problem.dtype, p.problem.head_dim,
-           [&]<class T, int D>() { launch_estimate_after_scan<T, D>(ep, stream); });
+           [&]<class T, int D>() {
+             launch_estimate_after_scan<T, D>(ep, hopper ? p.problem.device_index : -1,
+                                              stage1_mode() == Stage1Mode::hopper, stream);
+           });
 
   Estimate e;
   e.device = Device::cuda;

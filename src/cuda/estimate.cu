@@ -2,11 +2,21 @@
 #include <cub/block/block_scan.cuh>
 
 #include "core/rules.hpp"
+#include "cuda/attention_kernel.hpp"
 #include "cuda/estimate.cuh"
+#include "cuda/estimate_rank.cuh"
+#include "cuda/hopper/stage1_sm90.cuh"
 #include "cuda/mma.cuh"
 
 namespace proxyattn::detail::cuda {
 namespace {
+
+using est::atomic_max_float;
+using est::bitonic_sort_desc;
+using est::next_pow2;
+using est::rank_and_write;
+using est::warp_max;
+using est::warp_sum;
 
 constexpr int kThreads = 128;
 
@@ -18,49 +28,6 @@ __device__ __forceinline__ int find_seq(const std::int32_t* offsets, int num_seq
     if (offsets[mid] <= x) lo = mid; else hi = mid - 1;
   }
   return lo;
-}
-
-// Float max through integer atomics: non-negative floats order as ints, negative ones in
-// reverse as unsigned ints. The cell starts at -inf.
-__device__ __forceinline__ void atomic_max_float(float* cell, float v) {
-  if (v >= 0.f)
-    atomicMax(reinterpret_cast<int*>(cell), __float_as_int(v));
-  else
-    atomicMin(reinterpret_cast<unsigned*>(cell), __float_as_uint(v));
-}
-
-__device__ __forceinline__ float warp_max(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-  return x;
-}
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-
-// In-place bitonic sort of n (a power of two) keys in shared memory, descending.
-template <class K>
-__device__ void bitonic_sort_desc(K* keys, int n) {
-  for (int k = 2; k <= n; k <<= 1)
-    for (int j = k >> 1; j > 0; j >>= 1) {
-      for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        const int ixj = i ^ j;
-        if (ixj > i) {
-          const K a = keys[i], b = keys[ixj];
-          const bool swap = (i & k) == 0 ? a < b : a > b;
-          if (swap) keys[i] = b, keys[ixj] = a;
-        }
-      }
-      __syncthreads();
-    }
-}
-
-__device__ __forceinline__ int next_pow2(int x) {
-  int p = 1;
-  while (p < x) p <<= 1;
-  return p;
 }
 
 // ---- proxy heads ---------------------------------------------------------------------------
@@ -265,8 +232,7 @@ __global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int 
   std::uint16_t* sQ = reinterpret_cast<std::uint16_t*>(smem);  // 64 x D
   std::uint16_t* sK = sQ + 64 * D;                                 // key_rows x D
   unsigned long long* keys = reinterpret_cast<unsigned long long*>(smem);  // after the scores
-  float* amax = reinterpret_cast<float*>(smem + tile_bytes);             // [sort_size]
-  int* pos = reinterpret_cast<int*>(amax);                                   // after the ranking
+  float* amax = reinterpret_cast<float*>(smem + tile_bytes);             // [sort_size], then the ranks
   __shared__ float stat_max[4][16], stat_sum[4][16], lse2[64];
 
   const int b = p.num_blocks - 1 - blockIdx.x;  // long rows first
@@ -371,46 +337,7 @@ __global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int 
   }
   __syncthreads();
 
-  // Rank the unforced blocks of the row: key = score bits (non-negative floats order as
-  // integers) above the complement of the index, so that ties go to the lower index. Forced
-  // blocks and padding get key 0 and sort last.
-  const int n2 = next_pow2(m + 1);
-  for (int n = threadIdx.x; n < n2; n += kThreads) {
-    const bool forced = n == m || (p.keep_sink && n == 0);
-    unsigned long long key = 0;
-    if (n <= m && !forced) {
-      const float a = amax[n] == -INFINITY ? 0.f : exp2f(amax[n]);
-      key = (static_cast<unsigned long long>(__float_as_uint(a)) << 32) | (0xFFFFFFFFu - static_cast<unsigned>(n));
-    }
-    keys[n] = key;
-  }
-  __syncthreads();
-  bitonic_sort_desc(keys, n2);
-  for (int i = threadIdx.x; i < n2; i += kThreads)
-    if (keys[i] != 0) pos[0xFFFFFFFFu - static_cast<unsigned>(keys[i] & 0xFFFFFFFFu)] = i;
-  __syncthreads();
-
-  // Each head keeps the forced blocks and the first (count - forced) ranked ones, written in
-  // ascending order through a block-wide scan of the keep flags.
-  using Scan = cub::BlockScan<int, kThreads>;
-  __shared__ typename Scan::TempStorage scan_tmp;
-  const int forced = rules::forced_blocks(m, p.keep_sink);
-  const int gq = p.q_heads / p.groups;
-  const int per = (m + 1 + kThreads - 1) / kThreads, lo = min(m + 1, static_cast<int>(threadIdx.x) * per),
-            hi = min(m + 1, lo + per);
-  for (int h = j * gq; h < (j + 1) * gq; ++h) {
-    const std::int64_t row = static_cast<std::int64_t>(b) * p.q_heads + h;
-    const std::int64_t out0 = p.r.row_offsets[row];
-    const int take = static_cast<int>(p.r.row_offsets[row + 1] - out0) - forced;
-    auto keep = [&](int n) { return n == m || (p.keep_sink && n == 0) || pos[n] < take; };
-    int count = 0;
-    for (int n = lo; n < hi; ++n) count += keep(n);
-    int offset;
-    Scan(scan_tmp).ExclusiveSum(count, offset);
-    for (int n = lo; n < hi; ++n)
-      if (keep(n)) p.r.col_indices[out0 + offset++] = n;
-    __syncthreads();
-  }
+  rank_and_write<kThreads>(p, amax, keys, b, m, j);
 }
 
 // Every kernel declares its dynamic shared memory: above 48 KB, static plus dynamic needs it.
@@ -445,9 +372,17 @@ void launch_estimate_before_scan(const EstimateParams& p, cudaStream_t stream) {
   }
 }
 
+static thread_local const char* last_stage1 = "";
+
 template <class T, int D>
-void launch_estimate_after_scan(const EstimateParams& p, cudaStream_t stream) {
+void launch_estimate_after_scan(const EstimateParams& p, int hopper_device, bool hopper_always, cudaStream_t stream) {
   if (p.num_blocks == 0) return;
+  if (hopper_device >= 0 && sm90::stage1_sm90_available<T, D>(hopper_device) &&
+      sm90::launch_stage1_sm90<T, D>(p, hopper_device, hopper_always, stream)) {
+    last_stage1 = "hopper";
+    return;
+  }
+  last_stage1 = "portable";
   // Key buffer: one 64-key tile per warp that shares an m-tile of a full query block, so that the
   // common strides (4: two m-tiles, two warps each) take 48 KB at D = 128 and four CTAs fit on
   // an SM: the loads of one CTA hide behind the others' math.
@@ -462,9 +397,11 @@ void launch_estimate_after_scan(const EstimateParams& p, cudaStream_t stream) {
   PROXYATTN_LAUNCH_CHECK("stage1_kernel");
 }
 
+const char* last_stage1_kernel() { return last_stage1; }
+
 #define PROXYATTN_INSTANTIATE(T, D)                                                             \
   template void launch_estimate_before_scan<T, D>(const EstimateParams&, cudaStream_t); \
-  template void launch_estimate_after_scan<T, D>(const EstimateParams&, cudaStream_t);
+  template void launch_estimate_after_scan<T, D>(const EstimateParams&, int, bool, cudaStream_t);
 PROXYATTN_INSTANTIATE(__nv_bfloat16, 64)
 PROXYATTN_INSTANTIATE(__nv_bfloat16, 128)
 PROXYATTN_INSTANTIATE(__nv_bfloat16, 256)

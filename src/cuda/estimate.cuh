@@ -4,6 +4,7 @@
 //   budget    per (sequence, head): sort the masses, cut at gamma, row counts of stage 3
 //   (scan)    CSR row offsets from the counts (CUB, in the caller)
 //   stage 1+3 per (query block, group): proxy block maxima, one ranking, every head's prefix
+//             (on Hopper per group of query blocks, hopper/stage1_sm90.cuh)
 #pragma once
 
 #include <cstdint>
@@ -26,10 +27,13 @@ struct EstimateParams {
   float gamma, scale_log2;
 };
 
-// Launches everything but the scan; defined per (dtype, head dim) in estimate.cu.
+// Launches everything but the scan; defined per (dtype, head dim) in estimate.cu. Stage 1 + 3
+// runs on wgmma (hopper/stage1_sm90.cuh) when hopper_device is the index of an sm_90 device that
+// this build has sm_90a code for and the input has enough query blocks to fill it (always, with
+// hopper_always), else on mma.sync; hopper_device -1 picks the portable kernel.
 template <class T, int D>
 void launch_estimate_before_scan(const EstimateParams& p, cudaStream_t stream);
 template <class T, int D>
-void launch_estimate_after_scan(const EstimateParams& p, cudaStream_t stream);
+void launch_estimate_after_scan(const EstimateParams& p, int hopper_device, bool hopper_always, cudaStream_t stream);
 
 }  // namespace proxyattn::detail::cuda

@@ -26,6 +26,7 @@
 #include <cstdint>
 
 #include "cuda/attention.cuh"
+#include "cuda/hopper/binary.hpp"
 #include "cuda/hopper/sync.cuh"
 #include "cuda/hopper/wgmma.cuh"
 
@@ -533,17 +534,8 @@ bool make_tile_maps(const AttentionParams& p, bool bf16, int head_dim, int kv_he
 // once per device, so that a launch inside a stream capture makes no such query.
 template <class T, int D>
 bool kernel_available(int device) {
-  static std::atomic<int> known[64] = {};  // 0: not asked yet, 1: available, -1: not
-  if (device < 0 || device >= 64) return false;
-  int k = known[device].load(std::memory_order_relaxed);
-  if (k == 0) {
-    cudaFuncAttributes attr{};
-    const bool ok = cudaFuncGetAttributes(&attr, sparse_attention_sm90_kernel<T, D>) == cudaSuccess;
-    if (!ok) cudaGetLastError();
-    k = ok && attr.binaryVersion == 90 ? 1 : -1;
-    known[device].store(k, std::memory_order_relaxed);
-  }
-  return k == 1;
+  static std::atomic<int> known[64] = {};
+  return sm90_code_runs(sparse_attention_sm90_kernel<T, D>, known, device);
 }
 
 // persistent: one CTA per multiprocessor walking the schedule; else one CTA per work item.

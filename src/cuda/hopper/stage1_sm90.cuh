@@ -1,0 +1,263 @@
+// Stage 1 + 3 of the estimator on Hopper (sm_90a): the proxy score products on wgmma, which runs
+// the product of one key tile while the warps mask, exponentiate and reduce another. Semantics
+// are those of the portable stage1_kernel (estimate.cu); NOTES.md has the numbers.
+//
+// The portable kernel (one query block of 32 strided rows per CTA, warps splitting the keys,
+// mma.sync) is latency-bound: ncu at 128K shows its tensor pipe 18% busy and a quarter of the
+// warp slots used. Here a CTA of two warpgroups takes up to 128 strided query rows (the rows of
+// `blocks` consecutive query blocks of one sequence, for one group), 64 per warpgroup, so that
+// each key tile read from L2 serves four times the rows. Keys come in tiles of 64 strided tokens,
+// loaded with cp.async into 128-byte-swizzled panels (the layout wgmma reads), kStage1Stages
+// buffers deep; tiles go in pairs, the second one's product running while the first is
+// processed. Pass 1 gives every row's log-sum-exp (each warp sees all keys of its rows: the
+// statistics stay in registers), pass 2 the maximum of (score - lse) per (query block, key
+// block), in shared memory. Then each query block is ranked and written (est::rank_and_write).
+// One proxy head has few such row tiles (256 at 128K), so the launcher keeps the portable
+// kernel where they would not fill the GPU.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+
+#include "cuda/estimate_rank.cuh"
+#include "cuda/hopper/binary.hpp"
+#include "cuda/hopper/sync.cuh"
+#include "cuda/hopper/wgmma.cuh"
+#include "cuda/mma.cuh"
+
+namespace proxyattn::detail::cuda::sm90 {
+
+constexpr int kStage1Threads = 256;  // two warpgroups
+constexpr int kStage1Rows = 128;     // strided query rows per CTA, at most
+constexpr int kStage1Keys = 64;      // strided keys per tile
+constexpr int kStage1Stages = 4;     // key-tile buffers: a pair in use, the next pair loading
+
+template <int D>
+struct Stage1Layout {
+  static constexpr int kQPanel = kStage1Rows * 128;  // one 64-column panel of Q, bytes
+  static constexpr int kKPanel = kStage1Keys * 128;  // one 64-column panel of a key tile
+  static constexpr int kQBytes = D / 64 * kQPanel;
+  static constexpr int kKBytes = D / 64 * kKPanel;
+  static constexpr int kTileBytes = kQBytes + kStage1Stages * kKBytes;
+};
+
+// Rows [0, kRows) of a tile into 128-byte-swizzled panels at dst (1024-byte aligned): row r of
+// the source at src + r * D; rows >= valid are zero-filled. All threads of the CTA take part.
+template <int D, int kRows>
+__device__ __forceinline__ void load_panels(std::uint32_t dst, const std::uint16_t* src, int valid) {
+  constexpr int kChunks = D / 8;  // 16-byte chunks per row, 8 per panel
+  for (int i = static_cast<int>(threadIdx.x); i < kRows * kChunks; i += kStage1Threads) {
+    const int r = i / kChunks, ch = i % kChunks;
+    const bool ok = r < valid;
+    const std::uint32_t addr = dst + (ch / 8) * (kRows * 128) + r * 128 + (((ch % 8) ^ (r % 8)) << 4);
+    mma::cp_async16(addr, ok ? src + static_cast<std::int64_t>(r) * D + ch * 8 : src, ok);
+  }
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kStage1Threads) stage1_sm90_kernel(EstimateParams p, int blocks, int tile_bytes) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using L = Stage1Layout<D>;
+  constexpr bool kBf16 = Elem<T>::is_bf16;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* base = smem_raw + ((1024 - smem_u32(smem_raw) % 1024) % 1024);
+  const std::uint32_t sq = smem_u32(base), sk = sq + L::kQBytes;
+  unsigned long long* keys = reinterpret_cast<unsigned long long*>(base);  // after the scores
+  float* amax = reinterpret_cast<float*>(base + tile_bytes);                // [blocks][sort_size]
+
+  // The group of query blocks: the CTA of its last (longest) block does the work.
+  const int b_last = p.num_blocks - 1 - static_cast<int>(blockIdx.x);  // long rows first
+  const int j = blockIdx.y;
+  const int s = p.r.block_seq[b_last];
+  const int bo = p.r.block_offset[s];
+  const int nb = p.r.block_offset[s + 1] - bo;
+  const int m_last = b_last - bo;
+  const int m_lo = m_last / blocks * blocks;
+  if (m_last != min(nb - 1, m_lo + blocks - 1)) return;
+  const int nblk = m_last - m_lo + 1;
+  const int len = p.r.cu_seqlens[s + 1] - p.r.cu_seqlens[s];
+  const int na = (len + p.stride - 1) / p.stride;
+  const int R = kBlock / p.stride;  // strided rows (and keys) per block: 8 to 128
+  const int a0 = m_lo * R, a1 = min(na, (m_last + 1) * R), rows = a1 - a0;
+  const int last = a1 - 1;  // the last strided query; keys past it are never causal here
+  const int tiles = last / kStage1Keys + 1;
+  const T* qbar = static_cast<const T*>(p.r.qbar) + (j * p.total_strided + p.r.strided_offset[s]) * D;
+  const T* kbar = static_cast<const T*>(p.r.kbar) + (j * p.total_strided + p.r.strided_offset[s]) * D;
+
+  const int wg = static_cast<int>(threadIdx.x) / 128, warp = (static_cast<int>(threadIdx.x) / 32) % 4;
+  const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, c = lane % 4;
+  const int row_base = 64 * wg + 16 * warp;  // this warp's first row: rows row_base + g + 8h
+  // This warp's last row (-1: none); it skips the work of tiles that start past it.
+  const int warp_last = a0 + row_base > last ? -1 : min(last, a0 + row_base + 15);
+
+  for (int i = 0; i < nblk; ++i)
+    for (int n = static_cast<int>(threadIdx.x); n <= m_lo + i; n += kStage1Threads) amax[i * p.sort_size + n] = -INFINITY;
+
+  auto load_keys = [&](int t) {  // tile t of the 2 * tiles of both passes
+    if (t >= 2 * tiles) return;
+    const int key0 = (t % tiles) * kStage1Keys;
+    load_panels<D, kStage1Keys>(sk + (t % kStage1Stages) * L::kKBytes,
+                                reinterpret_cast<const std::uint16_t*>(kbar + static_cast<std::int64_t>(key0) * D),
+                                last + 1 - key0);
+  };
+  load_panels<D, kStage1Rows>(sq, reinterpret_cast<const std::uint16_t*>(qbar + static_cast<std::int64_t>(a0) * D), rows);
+  load_keys(0);
+  load_keys(1);
+  mma::cp_async_commit();
+  const std::uint64_t q_desc = desc_sw128(sq + wg * 64 * 128, 16, 1024);
+  auto issue = [&](float(&acc)[32], int u) {  // acc = this warpgroup's 64 rows x tile u
+    const std::uint64_t k_desc = desc_sw128(sk + (u % kStage1Stages) * L::kKBytes, 16, 1024);
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      mma_ss<kBf16>(acc, desc_advance(q_desc, (kk / 4) * L::kQPanel + (kk % 4) * 32),
+                    desc_advance(k_desc, (kk / 4) * L::kKPanel + (kk % 4) * 32), kk > 0 ? 1 : 0);
+    wgmma_commit();
+  };
+
+  mma::RowStat stat[2];
+  float lse2[2] = {0.f, 0.f};
+  const int key_groups = min(8, R / 8);  // n8 column groups per key block
+  // One tile of this warp's rows: pass 0 adds to the rows' statistics, pass 1 to the block
+  // maxima. kMask: the tile reaches past a row's own position (keys after the query) or the warp
+  // has padding rows; the other tiles, most of them, skip the per-element tests.
+  auto body = [&]<bool kMask>(float(&acc)[32], int start, int pass) {
+    float u[2][8];  // pass 1: per row half and n8 group, the max over the thread's two keys
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = row_base + g + 8 * h;
+      const int a = a0 + r;
+      const float shift = pass == 1 ? -lse2[h] : 0.f;
+      float mx = -INFINITY, xs[16];  // the row's scores in base 2 (acc stays as wgmma left it)
+#pragma unroll
+      for (int jj = 0; jj < 8; ++jj) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float x = fmaf(acc[4 * jj + 2 * h + e], p.scale_log2, shift);
+          if constexpr (kMask)
+            if (start + jj * 8 + c * 2 + e > a || r >= rows) x = -INFINITY;
+          xs[2 * jj + e] = x;
+          mx = fmaxf(mx, x);
+        }
+        u[h][jj] = fmaxf(xs[2 * jj], xs[2 * jj + 1]);
+      }
+      if (pass == 0) {
+        const float b = stat[h].raise(mma::quad_max(mx));
+        float sum = 0.f;
+#pragma unroll
+        for (int i = 0; i < 16; ++i) sum += fast_exp2(xs[i] - b);
+        stat[h].sum += sum;
+      }
+    }
+    if (pass == 0) return;
+    // Merge in the thread what shares a (query block, key block): the row halves when a block
+    // has >= 16 rows, the n8 groups of one key block; then across the warp, and one atomic.
+    if (R >= 16)
+#pragma unroll
+      for (int jj = 0; jj < 8; ++jj) u[0][jj] = fmaxf(u[0][jj], u[1][jj]);
+#pragma unroll
+    for (int w = 1; w < 8; w <<= 1)
+      if (w < key_groups)
+#pragma unroll
+        for (int jj = 0; jj < 8; ++jj)
+          if ((jj & w) == 0)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) u[h][jj] = fmaxf(u[h][jj], u[h][jj | w]);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      if (R >= 16 && h > 0) continue;
+      const int qb = (row_base + 8 * h) / R;  // R >= 16: the warp's rows are in one block
+      if (qb >= nblk) continue;
+#pragma unroll
+      for (int jj = 0; jj < 8; ++jj) {
+        if (jj % key_groups != 0) continue;
+        const float v = est::warp_max(u[h][jj]);
+        if (lane == 0 && v > -INFINITY) est::atomic_max_float(&amax[qb * p.sort_size + (start + jj * 8) / R], v);
+      }
+    }
+  };
+  auto process = [&](float(&acc)[32], int t) {  // tile t of the 2 * tiles of both passes
+    const int pass = t < tiles ? 0 : 1;
+    if (t == tiles)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        mma::RowStat row;
+        row.merge(stat[h].max, mma::quad_sum(stat[h].sum));
+        lse2[h] = row.lse();
+      }
+    const int start = (t % tiles) * kStage1Keys;
+    if (start > warp_last) return;
+    if (start + kStage1Keys - 1 > a0 + row_base || row_base + 15 >= rows)
+      body.template operator()<true>(acc, start, pass);
+    else
+      body.template operator()<false>(acc, start, pass);
+  };
+
+  // Tiles go in pairs: both products are issued, the first tile is processed while the second
+  // one's product runs. (A product left in flight across the loop edge would make ptxas
+  // serialise the wgmma pipeline.) While a pair is in use, the next pair loads.
+  float acc0[32], acc1[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) acc0[i] = acc1[i] = 0.f;
+  const int steps = 2 * tiles;
+  for (int t = 0; t < steps; t += 2) {
+    mma::cp_async_wait<0>();  // tiles t and t + 1 (and Q)
+    fence_proxy_async();      // cp.async wrote them through the generic proxy; wgmma reads async
+    __syncthreads();          // ... for every thread; the pair before is consumed
+    load_keys(t + 2);         // into the buffers of tiles t - 2 and t - 1
+    load_keys(t + 3);
+    mma::cp_async_commit();
+    pin(acc0);
+    pin(acc1);
+    wgmma_fence();
+    issue(acc0, t);
+    issue(acc1, t + 1);  // steps is even
+    wgmma_wait<1>();
+    pin(acc0);
+    process(acc0, t);
+    wgmma_wait<0>();
+    pin(acc1);
+    process(acc1, t + 1);
+  }
+  wgmma_wait<0>();
+  mma::cp_async_wait<0>();
+  __syncthreads();
+  for (int i = 0; i < nblk; ++i)
+    est::rank_and_write<kStage1Threads>(p, amax + i * p.sort_size, keys, bo + m_lo + i, m_lo + i, j);
+#else
+  __trap();  // built for another target: the launcher checks the binary version first
+#endif
+}
+
+// Whether the sm_90a build of this kernel is what runs on `device`; asked once per device.
+template <class T, int D>
+bool stage1_sm90_available(int device) {
+  static std::atomic<int> known[64] = {};
+  return sm90_code_runs(stage1_sm90_kernel<T, D>, known, device);
+}
+
+// One CTA per query block of the batch (those that do not end a group exit at once); groups of
+// up to `stride` blocks (128 rows), fewer where their maxima would not fit in shared memory.
+// False, launching nothing, where the portable kernel is the better choice: fewer working CTAs
+// than multiprocessors (one CTA per SM fits; at 32K tokens, 64 CTAs took 1.01 ms against the
+// portable kernel's 0.88) unless `always`, or even one block does not fit (D = 256 beyond about
+// 512K tokens).
+template <class T, int D>
+bool launch_stage1_sm90(const EstimateParams& p, int device, bool always, cudaStream_t stream) {
+  constexpr std::size_t kMaxSmem = 223 * 1024;  // 227 KB per CTA less the kernel's static 2 KB
+  const std::size_t tile_bytes =
+      std::max<std::size_t>(Stage1Layout<D>::kTileBytes, static_cast<std::size_t>(p.sort_size) * sizeof(unsigned long long));
+  int blocks = std::min(8, p.stride);
+  auto smem = [&](int g) { return tile_bytes + static_cast<std::size_t>(g) * p.sort_size * sizeof(float) + 1024; };
+  while (blocks > 1 && smem(blocks) > kMaxSmem) blocks /= 2;
+  if (smem(blocks) > kMaxSmem) return false;
+  int sms = 0;
+  PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  if (!always && static_cast<std::int64_t>(p.num_blocks / blocks) * p.groups < sms) return false;
+  auto kernel = stage1_sm90_kernel<T, D>;
+  PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem(blocks))));
+  kernel<<<dim3(p.num_blocks, p.groups), kStage1Threads, smem(blocks), stream>>>(p, blocks, static_cast<int>(tile_bytes));
+  PROXYATTN_LAUNCH_CHECK("stage1_sm90_kernel");
+  return true;
+}
+
+}  // namespace proxyattn::detail::cuda::sm90
