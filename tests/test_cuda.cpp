@@ -124,19 +124,27 @@ struct MaskOnGpu {
   }
 };
 
+// Whether the environment variable is set to exactly this value.
+bool env_is(const char* var, const char* value) {
+  const char* s = std::getenv(var);
+  return s && std::strcmp(s, value) == 0;
+}
+
+// Whether device 0, the one the tests run on, is an sm_90 GPU (where the Hopper kernels run).
+bool on_sm90() {
+  cudaDeviceProp prop{};
+  return cudaGetDeviceProperties(&prop, 0) == cudaSuccess && prop.major == 9 && prop.minor == 0;
+}
+
 // The attention kernel of the last call, checked against PROXYATTN_KERNEL: an A/B run that asks
 // for the Hopper kernel must get it wherever it supports the shape (head dim 64, 128 or 256 on an
 // sm_90 device), and one that asks for the portable kernel must get that one.
 std::string checked_kernel(int dim) {
   const std::string got = proxyattn::detail::cuda::last_attention_kernel();
-  const char* want = std::getenv("PROXYATTN_KERNEL");
-  if (want && std::strcmp(want, "portable") == 0) EXPECT_EQ(got, "portable");
-  if (want && (std::strcmp(want, "hopper") == 0 || std::strcmp(want, "hopper-grid") == 0)) {
-    cudaDeviceProp prop{};
-    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess && prop.major == 9 && prop.minor == 0 &&
-        (dim == 64 || dim == 128 || dim == 256))
+  if (env_is("PROXYATTN_KERNEL", "portable")) EXPECT_EQ(got, "portable");
+  for (const char* want : {"hopper", "hopper-grid"})
+    if (env_is("PROXYATTN_KERNEL", want) && on_sm90() && (dim == 64 || dim == 128 || dim == 256))
       EXPECT_EQ(got, want) << "the Hopper kernel did not run";
-  }
   return got;
 }
 
@@ -145,16 +153,10 @@ std::string checked_kernel(int dim) {
 // the portable one.
 std::string checked_stage1() {
   const std::string got = proxyattn::detail::cuda::last_stage1_kernel();
-  const char* stage1 = std::getenv("PROXYATTN_STAGE1");
-  const char* kernel = std::getenv("PROXYATTN_KERNEL");
-  const bool portable = (stage1 && std::strcmp(stage1, "portable") == 0) || (kernel && std::strcmp(kernel, "portable") == 0);
-  if (portable) {
+  if (env_is("PROXYATTN_STAGE1", "portable") || env_is("PROXYATTN_KERNEL", "portable"))
     EXPECT_EQ(got, "portable");
-  } else if (stage1 && std::strcmp(stage1, "hopper") == 0) {
-    cudaDeviceProp prop{};
-    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess && prop.major == 9 && prop.minor == 0)
-      EXPECT_EQ(got, "hopper") << "the Hopper stage 1 did not run";
-  }
+  else if (env_is("PROXYATTN_STAGE1", "hopper") && on_sm90())
+    EXPECT_EQ(got, "hopper") << "the Hopper stage 1 did not run";
   return got;
 }
 

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
+#include <string>
 
 #include "core/backends.hpp"
 #include "core/rules.hpp"
@@ -23,18 +25,33 @@ constexpr int kWorkBits = 14;  // row lengths are at most kMaxBlocks = 8192 < 2^
 
 constexpr int kMaxKvMajorHeads = 1024;  // kv head numbers above the work bits: 24-bit keys at most
 
+// Index of the environment variable's value in `names`; unset or empty gives 0 (the default).
+// Any other value is an error that lists the names. The A/B switches below read it once each.
+int env_choice(const char* var, std::initializer_list<const char*> names) {
+  const char* s = std::getenv(var);
+  if (!s || !*s) return 0;
+  int i = 0;
+  for (const char* n : names) {
+    if (std::strcmp(s, n) == 0) return i;
+    ++i;
+  }
+  std::string list;
+  i = 0;
+  for (const char* n : names) {
+    list += i == 0 ? "" : i + 1 == static_cast<int>(names.size()) ? " or " : ", ";
+    list += n;
+    ++i;
+  }
+  fail(ErrorCode::invalid_argument, var, " must be ", list, ", got '", s, "'");
+}
+
 // The order of the attention schedule. kv (the default): kv heads one after the other, longest
 // rows first within each, so that the CTAs running at one time read the K/V of one kv head and
 // L2 serves most of their tiles (with every head at once, a sparse mask's tiles are spread over
 // all of K and V, far more than L2 holds). length: longest rows first over all heads.
 // PROXYATTN_SCHEDULE=kv|length picks for A/B runs.
 bool kv_order() {
-  static const bool kv = [] {
-    const char* s = std::getenv("PROXYATTN_SCHEDULE");
-    if (!s || !*s || std::strcmp(s, "kv") == 0) return true;
-    if (std::strcmp(s, "length") == 0) return false;
-    fail(ErrorCode::invalid_argument, "PROXYATTN_SCHEDULE must be kv or length, got '", s, "'");
-  }();
+  static const bool kv = env_choice("PROXYATTN_SCHEDULE", {"kv", "length"}) == 0;
   return kv;
 }
 
@@ -146,16 +163,10 @@ __global__ void schedule_keys_kernel(const std::int64_t* row_offsets, const std:
 // mma.sync). PROXYATTN_KERNEL, read once, picks for A/B runs: hopper (the default, a persistent
 // attention grid), hopper-grid (one attention CTA per work item), portable (attention and the
 // estimator's stage 1 + 3 on the portable kernels).
-enum class KernelMode { hopper, hopper_grid, portable };
+enum class KernelMode { hopper, hopper_grid, portable };  // in the order of env_choice's names
 
 KernelMode kernel_mode() {
-  static const KernelMode mode = [] {
-    const char* s = std::getenv("PROXYATTN_KERNEL");
-    if (!s || !*s || std::strcmp(s, "hopper") == 0) return KernelMode::hopper;
-    if (std::strcmp(s, "hopper-grid") == 0) return KernelMode::hopper_grid;
-    if (std::strcmp(s, "portable") == 0) return KernelMode::portable;
-    fail(ErrorCode::invalid_argument, "PROXYATTN_KERNEL must be hopper, hopper-grid or portable, got '", s, "'");
-  }();
+  static const auto mode = static_cast<KernelMode>(env_choice("PROXYATTN_KERNEL", {"hopper", "hopper-grid", "portable"}));
   return mode;
 }
 
@@ -163,16 +174,10 @@ KernelMode kernel_mode() {
 // input has enough query blocks to fill the GPU, hopper wherever it can run (tests of small
 // inputs), portable never. PROXYATTN_STAGE1, read once, picks; PROXYATTN_KERNEL=portable also
 // means portable here.
-enum class Stage1Mode { automatic, hopper, portable };
+enum class Stage1Mode { automatic, hopper, portable };  // in the order of env_choice's names
 
 Stage1Mode stage1_mode() {
-  static const Stage1Mode mode = [] {
-    const char* s = std::getenv("PROXYATTN_STAGE1");
-    if (!s || !*s || std::strcmp(s, "auto") == 0) return Stage1Mode::automatic;
-    if (std::strcmp(s, "hopper") == 0) return Stage1Mode::hopper;
-    if (std::strcmp(s, "portable") == 0) return Stage1Mode::portable;
-    fail(ErrorCode::invalid_argument, "PROXYATTN_STAGE1 must be auto, hopper or portable, got '", s, "'");
-  }();
+  static const auto mode = static_cast<Stage1Mode>(env_choice("PROXYATTN_STAGE1", {"auto", "hopper", "portable"}));
   return mode;
 }
 
@@ -362,7 +367,8 @@ Estimate estimate(Plan::Impl& p, const TensorView& q, const TensorView& k, void*
   ep.gamma = static_cast<float>(p.config.gamma);
   ep.scale_log2 = p.scale * kLog2e;
 
-  const bool hopper = stage1_mode() != Stage1Mode::portable && hopper_device(p);  // stage 1 + 3 on wgmma
+  const Stage1Mode stage1 = stage1_mode();
+  const bool hopper = stage1 != Stage1Mode::portable && hopper_device(p);  // stage 1 + 3 on wgmma
   dispatch(p.problem.dtype, p.problem.head_dim,
            [&]<class T, int D>() { launch_estimate_before_scan<T, D>(ep, stream); });
   PROXYATTN_CUDA_CHECK(cudaMemsetAsync(r.counts + p.mask_rows, 0, sizeof(std::int64_t), stream));
@@ -372,7 +378,7 @@ Estimate estimate(Plan::Impl& p, const TensorView& q, const TensorView& k, void*
   dispatch(p.problem.dtype, p.problem.head_dim,
            [&]<class T, int D>() {
              launch_estimate_after_scan<T, D>(ep, hopper ? p.problem.device_index : -1,
-                                              stage1_mode() == Stage1Mode::hopper, stream);
+                                              stage1 == Stage1Mode::hopper, stream);
            });
 
   Estimate e;
