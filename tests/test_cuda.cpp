@@ -304,6 +304,40 @@ TEST(Cuda, StridedViewsMatchReference) {
   }
 }
 
+// Keys scaled up block by block (x 1, 2, 3, ... along each sequence), so that a row's later
+// key tiles score far above its earlier ones: the Hopper kernel moves its running max and
+// rescales the output where a tile exceeds the max by more than its slack, and keeps both
+// otherwise, in the same rows. Dense and on a random mask, against the reference.
+TEST(Cuda, GrowingScoresMatchReference) {
+  REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  for (const int dim : {64, 128, 256})
+    for (const DType dtype : {DType::bfloat16, DType::float16}) {
+      const std::string label = "dim " + std::to_string(dim) + " " + dtype_name(dtype);
+      SCOPED_TRACE(label + " seed " + std::to_string(seed));
+      std::mt19937_64 rng(seed);
+      const std::vector<std::int32_t> lengths = {1000, 300};
+      const Problem pr = make_problem(lengths, 4, 2, dim, dtype);
+      Config c;
+      Plan plan(c, on_cuda(pr));
+      Qkv x = random_qkv(pr, rng);
+      std::int64_t t = 0;
+      for (const std::int32_t len : lengths)
+        for (std::int32_t i = 0; i < len; ++i, ++t)
+          for (std::int64_t e = t * 2 * dim; e < (t + 1) * 2 * dim; ++e) x.k.set(e, x.k.at(e) * (1 + i / 128));
+      const HostBlockMask m = random_mask(plan, 0.5, false, rng);
+      MaskOnGpu gm(m);
+      const BlockMask hm = m.view();
+      for (const bool sparse : {false, true}) {
+        const GpuRun g = run_gpu(plan, x, sparse ? &gm.view : nullptr);
+        const std::string kernel = checked_kernel(dim);
+        const GpuRun r = run_ref(pr, c, x, sparse ? &hm : nullptr);
+        expect_close(g, r, label + (sparse ? " sparse" : " dense"), kernel);
+        if (HasFatalFailure()) return;
+      }
+    }
+}
+
 // NaN in K and V of one sequence must not reach the sequence before it, whose last key block
 // ends inside this one (the tile loads rows of both), nor other kv heads' groups.
 TEST(Cuda, NanInKeysAndValuesStaysInItsSequence) {

@@ -264,8 +264,13 @@ __device__ __forceinline__ void issue_pv(float (&O)[D / 2], const std::uint32_t 
   }
 }
 
+// How far (log2 units) a row's scores may exceed its running max before the max moves: the
+// probabilities then stay below 2^8, harmless in the fp32 sums and in the bf16/fp16 P, and the
+// LSE stays exact (running max + log2 of a sum taken against the same max).
+constexpr float kMaxSlack = 8.f;
+
 // Online softmax of one score tile in place, base 2 with the scale folded in (as the portable
-// kernel): S becomes 2^(S * scale_log2 - max); the row max and the per-lane row sums move;
+// kernel): S becomes 2^(S * scale_log2 - running max); the running max and the per-lane row sums move;
 // rescale gets the factor the output accumulated so far must take. A thread holds rows row0 and
 // row0 + 8 of the tile (h = 0, 1): S[4j + 2h + e] is key key0 + 8j + 2c + e of the block. A tile
 // of the diagonal block (keys = the query tile) masks keys after the query, and so past the end of
@@ -291,11 +296,16 @@ __device__ __forceinline__ void softmax_tile(float (&S)[N], float (&row_max)[2],
       m1 = fmaxf(m1, S[4 * j + 2 * h + 1]);
     }
     const float mx = mma::quad_max(fmaxf(m0, m1)) * scale_log2;
-    const float new_max = fmaxf(row_max[h], mx);
-    // A row that has seen no key keeps max -inf: subtract 0 so that exp2 gives 0, not NaN.
-    const float base = new_max == -INFINITY ? 0.f : new_max;
-    rescale[h] = fast_exp2(row_max[h] - base);
-    row_max[h] = new_max;
+    // Lazy rescaling: the running max moves only where the tile's max exceeds it by more than
+    // kMaxSlack, so that after the first tiles the output rarely needs rescaling (rescale_rows
+    // then skips its multiplies, which run between P V's end and the next issue). A row that has
+    // seen no key keeps -inf: subtract 0 so that exp2 gives 0, not NaN.
+    rescale[h] = 1.f;
+    if (mx > row_max[h] + kMaxSlack) {
+      rescale[h] = fast_exp2(row_max[h] - mx);
+      row_max[h] = mx;
+    }
+    const float base = row_max[h] == -INFINITY ? 0.f : row_max[h];
     float s0 = 0.f, s1 = 0.f;
 #pragma unroll
     for (int j = 0; j < J; ++j) {
@@ -326,8 +336,10 @@ __device__ __forceinline__ void pack_probabilities(std::uint32_t (&P)[N / 2], co
   for (int i = 0; i < N / 2; ++i) P[i] = Elem<T>::pack(S[2 * i], S[2 * i + 1]);
 }
 
+// Skipped by a warp whose rows all keep their scale (the usual case after the first tiles).
 template <int N>
 __device__ __forceinline__ void rescale_rows(float (&O)[N], const float (&rescale)[2]) {
+  if (!__any_sync(0xffffffffu, rescale[0] != 1.f || rescale[1] != 1.f)) return;
 #pragma unroll
   for (int j = 0; j < N / 4; ++j) {
     O[4 * j] *= rescale[0];
