@@ -129,9 +129,7 @@ __global__ void __launch_bounds__(128) sparse_attention_kernel(AttentionParams p
     mma::cp_async_commit();
     // Mask keys after the query (diagonal) or past the sequence end, then online softmax in
     // base 2: the row max is taken on raw scores (the scale is positive), and each probability
-    // is one FFMA and one ex2. The running max moves lazily (kMaxSlack, common.cuh), so that
-    // most tiles leave the output's scale alone and skip its multiplies.
-    float rescale[MT][2];
+    // is one FFMA and one ex2.
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -149,13 +147,11 @@ __global__ void __launch_bounds__(128) sparse_attention_kernel(AttentionParams p
             mx = fmaxf(mx, S[mt][j][hr * 2 + e]);
           }
         mx = mma::quad_max(mx) * p.scale_log2;
-        rescale[mt][hr] = 1.f;
-        if (mx > row_max[mt][hr] + kMaxSlack) {
-          rescale[mt][hr] = fast_exp2(row_max[mt][hr] - mx);
-          row_max[mt][hr] = mx;
-        }
+        const float new_max = fmaxf(row_max[mt][hr], mx);
         // A row that has seen no key keeps max -inf: subtract 0 so that exp2 gives 0, not NaN.
-        const float base = row_max[mt][hr] == -INFINITY ? 0.f : row_max[mt][hr];
+        const float base = new_max == -INFINITY ? 0.f : new_max;
+        const float rescale = fast_exp2(row_max[mt][hr] - base);
+        row_max[mt][hr] = new_max;
         float sum = 0.f;
 #pragma unroll
         for (int j = 0; j < kKeyTile / 8; ++j)
@@ -165,18 +161,10 @@ __global__ void __launch_bounds__(128) sparse_attention_kernel(AttentionParams p
             S[mt][j][hr * 2 + e] = pe;
             sum += pe;
           }
-        row_sum[mt][hr] = row_sum[mt][hr] * rescale[mt][hr] + sum;  // per-lane partial; the quad sums at the end
+        row_sum[mt][hr] = row_sum[mt][hr] * rescale + sum;  // per-lane partial; the quad sums at the end
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) O[mt][j][hr * 2] *= rescale, O[mt][j][hr * 2 + 1] *= rescale;
       }
-    bool moved = false;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) moved = moved || rescale[mt][0] != 1.f || rescale[mt][1] != 1.f;
-    if (__any_sync(0xffffffffu, moved)) {
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int j = 0; j < D / 8; ++j) O[mt][j][0] *= rescale[mt][0], O[mt][j][1] *= rescale[mt][0],
-                                        O[mt][j][2] *= rescale[mt][1], O[mt][j][3] *= rescale[mt][1];
-    }
 
     mma::cp_async_wait<1>();  // V(cur) has landed; K(nxt) may still be in flight
     __syncthreads();

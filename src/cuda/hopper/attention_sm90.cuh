@@ -264,6 +264,11 @@ __device__ __forceinline__ void issue_pv(float (&O)[D / 2], const std::uint32_t 
   }
 }
 
+// How far (log2 units) a row's scores may exceed its running max before the max moves: the
+// probabilities then stay below 2^8, harmless in the fp32 sums and in the bf16/fp16 P, and the
+// LSE stays exact (running max + log2 of a sum taken against the same max).
+constexpr float kMaxSlack = 8.f;
+
 // Online softmax of one score tile in place, base 2 with the scale folded in (as the portable
 // kernel): S becomes 2^(S * scale_log2 - running max); the running max and the per-lane row sums move;
 // rescale gets the factor the output accumulated so far must take. A thread holds rows row0 and
@@ -292,7 +297,7 @@ __device__ __forceinline__ void softmax_tile(float (&S)[N], float (&row_max)[2],
     }
     const float mx = mma::quad_max(fmaxf(m0, m1)) * scale_log2;
     // Lazy rescaling: the running max moves only where the tile's max exceeds it by more than
-    // kMaxSlack (common.cuh), so that after the first tiles the output rarely needs rescaling (rescale_rows
+    // kMaxSlack, so that after the first tiles the output rarely needs rescaling (rescale_rows
     // then skips its multiplies, which run between P V's end and the next issue). A row that has
     // seen no key keeps -inf: subtract 0 so that exp2 gives 0, not NaN.
     rescale[h] = 1.f;
