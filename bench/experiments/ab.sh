@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# On the GPU machine: the variants of .device_var/variants.tar.xz (build_variants.sh) timed
+# against each other with cuda_bench.py, alternated ROUNDS times so that clock drift falls on all;
+# optionally their CUDA tests (TESTS="hopper hopper:3 ...") and ncu of some (NCU="a b": time, L2
+# hit rate, DRAM bytes, stalls at 128K, 10%). One summary.txt and one logs.tar.xz go to $OUT.
+#   NAMES="base no_softmax" SHAPES=llama3.1-8b LENGTHS="32768 131072" DENS="1.0 0.1" bash bench/experiments/ab.sh
+set -u
+OUT=${OUT:-/tmp/out}; L=/tmp/variant_logs; V=.device_var
+mkdir -p "$OUT" "$L"
+tar xJf $V/variants.tar.xz -C $V
+{
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+for n in ${TEST_NAMES:-}; do
+  for kc in ${TESTS:-hopper}; do
+    k=${kc%%:*}; ctas=${kc#*:}; [ "$ctas" = "$kc" ] && ctas=
+    PROXYATTN_KERNEL=$k PROXYATTN_PERSISTENT_CTAS=$ctas PROXYATTN_STAGE1=hopper LD_LIBRARY_PATH=$PWD/$V/$n \
+      timeout 300 $V/$n/proxyattn_cuda_tests > $L/tests_${n}_$k$ctas.log 2>&1
+    echo "tests $n $kc: exit $?"; grep -E "^\[  (FAILED|PASSED)|Failure" $L/tests_${n}_$k$ctas.log | head -6
+  done
+done
+for round in $(seq ${ROUNDS:-2}); do
+  for n in ${NAMES:-base}; do
+    for shape in ${SHAPES:-llama3.1-8b}; do
+      LD_LIBRARY_PATH=$PWD/$V/$n PROXYATTN_LIB=$PWD/$V/$n/libproxyattn_c.so timeout 300 python3 bench/cuda_bench.py \
+        --lengths ${LENGTHS:-32768 131072} --densities ${DENS:-1.0 0.1} --shapes $shape --reps 5 --warmup 2 \
+        --skip cudnn flash flex estimate --out $L/ab_${n}_${shape}_$round.json > $L/ab_${n}_${shape}_$round.log 2>&1
+      echo "== $n $shape round $round: exit $?"; grep -E "^(llama|gemma|qwen)\S*\s+[0-9]+ ours_" $L/ab_${n}_${shape}_$round.log
+    done
+  done
+done
+if [ -n "${NCU:-}" ]; then
+  builds=""; for n in $NCU; do builds="$builds $V/$n"; done
+  AB_BUILDS="$builds" bash bench/ncu_ab.sh llama3.1-8b 131072 0.1 --skip cudnn flash flex estimate dense
+fi
+} 2>&1 | tee "$OUT/summary.txt"
+tar cJf "$OUT/logs.tar.xz" -C /tmp variant_logs
