@@ -2,7 +2,10 @@
 # On the GPU machine: the variants of .device_var/variants.tar.xz (build_variants.sh) timed
 # against each other with cuda_bench.py, alternated ROUNDS times so that clock drift falls on all;
 # optionally their CUDA tests (TESTS="hopper hopper:3 ...") and ncu of some (NCU="a b": time, L2
-# hit rate, DRAM bytes, stalls at 128K, 10%). One summary.txt and one logs.tar.xz go to $OUT.
+# hit rate, DRAM bytes, stalls at 128K, 10%). POWER=1 samples nvidia-smi every 100 ms during each
+# timing run and prints the median SM clock and board power of the busy samples (over 300 W):
+# whether a variant is limited by the power cap shows there. One summary.txt and one
+# logs.tar.xz go to $OUT.
 #   NAMES="base no_softmax" SHAPES=llama3.1-8b LENGTHS="32768 131072" DENS="1.0 0.1" bash bench/experiments/ab.sh
 set -u
 OUT=${OUT:-/tmp/out}; L=/tmp/variant_logs; V=.device_var
@@ -21,10 +24,22 @@ done
 for round in $(seq ${ROUNDS:-2}); do
   for n in ${NAMES:-base}; do
     for shape in ${SHAPES:-llama3.1-8b}; do
+      tag=${n}_${shape}_$round
+      if [ -n "${POWER:-}" ]; then
+        nvidia-smi --query-gpu=clocks.sm,power.draw,enforced.power.limit --format=csv,noheader,nounits -lms 100 \
+          > $L/power_$tag.csv & smi=$!
+      fi
       LD_LIBRARY_PATH=$PWD/$V/$n PROXYATTN_LIB=$PWD/$V/$n/libproxyattn_c.so timeout 300 python3 bench/cuda_bench.py \
         --lengths ${LENGTHS:-32768 131072} --densities ${DENS:-1.0 0.1} --shapes $shape --reps 5 --warmup 2 \
-        --skip cudnn flash flex estimate --out $L/ab_${n}_${shape}_$round.json > $L/ab_${n}_${shape}_$round.log 2>&1
-      echo "== $n $shape round $round: exit $?"; grep -E "^(llama|gemma|qwen)\S*\s+[0-9]+ ours_" $L/ab_${n}_${shape}_$round.log
+        --skip cudnn flash flex estimate --out $L/ab_$tag.json > $L/ab_$tag.log 2>&1
+      echo "== $n $shape round $round: exit $?"; grep -E "^(llama|gemma|qwen)\S*\s+[0-9]+ ours_" $L/ab_$tag.log
+      if [ -n "${POWER:-}" ]; then
+        kill $smi; wait $smi 2>/dev/null
+        busy=$(awk -F', *' '$2 > 300' $L/power_$tag.csv)
+        med() { sort -n | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]}'; }
+        echo "busy samples $(echo "$busy" | grep -c .), median SM clock $(echo "$busy" | cut -d, -f1 | med) MHz," \
+          "median power $(echo "$busy" | cut -d, -f2 | med) W of $(echo "$busy" | head -1 | cut -d, -f3) W"
+      fi
     done
   done
 done
