@@ -68,10 +68,7 @@ int schedule_key_bits(int kv_heads) {
 // L2 eviction priorities on the Hopper kernel's copies (Q first, K and V last); on by default,
 // PROXYATTN_L2_HINTS=0 turns them off for A/B runs.
 bool l2_hints() {
-  static const bool on = [] {
-    const char* s = std::getenv("PROXYATTN_L2_HINTS");
-    return !s || std::strcmp(s, "0") != 0;
-  }();
+  static const bool on = env_choice("PROXYATTN_L2_HINTS", {"1", "0"}) == 0;
   return on;
 }
 
