@@ -13,25 +13,4 @@ echo "ncu exit $?"; tail -3 /tmp/ncu_source.log
 ncu -i /tmp/ncu_source.ncu-rep --page source --csv --print-source sass > /tmp/ncu_source.csv 2>/tmp/ncu_source.err
 echo "export exit $? ($(wc -l < /tmp/ncu_source.csv) lines)"; head -3 /tmp/ncu_source.err
 xz -c /tmp/ncu_source.csv > "$OUT/ncu_source.csv.xz"; xz -c /tmp/ncu_source.ncu-rep > "$OUT/ncu_source.ncu-rep.xz"
-python3 - <<'PY'
-import csv
-rows = list(csv.reader(open("/tmp/ncu_source.csv")))
-hdr_i = next(i for i, r in enumerate(rows) if any("Source" == c or "Address" in c for c in r))
-hdr, body = rows[hdr_i], rows[hdr_i + 1:]
-print("columns:", " | ".join(hdr)[:1500])
-def col(name):
-    return next((i for i, c in enumerate(hdr) if c.startswith(name)), None)
-src, smp = col("Source"), col("Warp Stall Sampling (All")
-def num(x):
-    try: return float(x.replace(",", ""))
-    except ValueError: return 0.0
-if smp is None:
-    raise SystemExit("no sampling column")
-total = sum(num(r[smp]) for r in body if len(r) > smp)
-stall_cols = [i for i, c in enumerate(hdr) if c.startswith("stall_") or "Stall" in c and i != smp]
-print(f"total samples {total:.0f}")
-for r in sorted(body, key=lambda r: -num(r[smp]) if len(r) > smp else 0)[:45]:
-    share = 100 * num(r[smp]) / max(total, 1)
-    reasons = sorted(((num(r[i]), hdr[i]) for i in stall_cols if i < len(r)), reverse=True)[:3]
-    print(f"{share:5.1f}%  {r[src][:70]:70s}  " + ", ".join(f"{h.split('(')[0].strip()}={v:.0f}" for v, h in reasons if v))
-PY
+python3 bench/ncu_source_top.py /tmp/ncu_source.csv 45

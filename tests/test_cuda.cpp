@@ -321,10 +321,11 @@ TEST(Cuda, GrowingScoresMatchReference) {
       Config c;
       Plan plan(c, on_cuda(pr));
       Qkv x = random_qkv(pr, rng);
+      const std::int64_t token_elems = static_cast<std::int64_t>(pr.kv_heads) * dim;  // K of one token
       std::int64_t t = 0;
       for (const std::int32_t len : lengths)
         for (std::int32_t i = 0; i < len; ++i, ++t)
-          for (std::int64_t e = t * 2 * dim; e < (t + 1) * 2 * dim; ++e) x.k.set(e, x.k.at(e) * (1 + i / 128));
+          for (std::int64_t e = t * token_elems; e < (t + 1) * token_elems; ++e) x.k.set(e, x.k.at(e) * (1 + i / 128));
       const HostBlockMask m = random_mask(plan, 0.5, false, rng);
       MaskOnGpu gm(m);
       const BlockMask hm = m.view();

@@ -11,6 +11,7 @@ set -u
 OUT=${OUT:-/tmp/out}; L=/tmp/variant_logs; V=.device_var
 mkdir -p "$OUT" "$L"
 tar xJf $V/variants.tar.xz -C $V
+med() { sort -n | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]}'; }  # median of a column
 {
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 for n in ${TEST_NAMES:-}; do
@@ -36,7 +37,6 @@ for round in $(seq ${ROUNDS:-2}); do
       if [ -n "${POWER:-}" ]; then
         kill $smi; wait $smi 2>/dev/null
         busy=$(awk -F', *' '$2 > 300' $L/power_$tag.csv)
-        med() { sort -n | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]}'; }
         echo "busy samples $(echo "$busy" | grep -c .), median SM clock $(echo "$busy" | cut -d, -f1 | med) MHz," \
           "median power $(echo "$busy" | cut -d, -f2 | med) W of $(echo "$busy" | head -1 | cut -d, -f3) W"
       fi

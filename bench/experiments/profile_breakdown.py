@@ -1,15 +1,13 @@
 """Per-activity share of ncu's warp-state samples for the Hopper kernel's SASS (ncu_source.csv of
 bench/ncu_source.sh). The index ranges are the main loop of the bf16 D = 128 build of 2cb1ba0."""
-import csv, re, sys
-rows = list(csv.reader(open(sys.argv[1])))
-hi = next(i for i, r in enumerate(rows) if 'Address' in r and 'Source' in r)
-hdr, body = rows[hi], rows[hi + 1:]
-ci = {c: i for i, c in enumerate(hdr)}
-def num(x):
-    try: return float(x.replace(',', ''))
-    except ValueError: return 0.0
-S, src = ci['Warp Stall Sampling (All Samples)'], ci['Source']
-tot = sum(num(r[S]) for r in body)
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from ncu_source_top import load, num  # noqa: E402
+
+_, body, _, S, src, tot = load(sys.argv[1])
 cat = {}
 def add(k, v): cat[k] = cat.get(k, 0) + v
 for k, r in enumerate(body):
