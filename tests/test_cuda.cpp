@@ -160,6 +160,16 @@ std::string checked_stage1() {
   return got;
 }
 
+// The same for stage 2, whose Hopper kernel is the default on an sm_90 device.
+std::string checked_stage2() {
+  const std::string got = proxyattn::detail::cuda::last_stage2_kernel();
+  if (env_is("PROXYATTN_STAGE2", "portable") || env_is("PROXYATTN_KERNEL", "portable"))
+    EXPECT_EQ(got, "portable");
+  else if (on_sm90())
+    EXPECT_EQ(got, "hopper") << "the Hopper stage 2 did not run";
+  return got;
+}
+
 struct Shape {
   std::vector<std::int32_t> lengths;
   int hq, hkv, dim;
@@ -403,7 +413,7 @@ TEST(Cuda, EstimateMatchesReferenceUpToNearTies) {
     const Qkv x = random_qkv(pr, rng);
     DeviceCopy q(x.q), k(x.k);
     const HostEstimate ge = to_host(plan, estimate(plan, q.view, k.view));
-    const std::string stage1 = checked_stage1();
+    const std::string stage1 = checked_stage1(), stage2 = checked_stage2();
     Config rc = c;
     rc.backend = Backend::cpu_reference;
     Plan ref(rc, pr);
@@ -412,8 +422,8 @@ TEST(Cuda, EstimateMatchesReferenceUpToNearTies) {
     const MaskCheck check = check_estimate(ref, x.q.view(), x.k.view(), ge, &re, 5e-2);
     EXPECT_TRUE(check.failures.empty()) << check.report();
     EXPECT_GE(check.rows_equal, check.rows_checked * 9 / 10) << check.report();
-    std::printf("  %s stride %d: stage 1 %s, %s\n", name(cs.shape).c_str(), cs.stride, stage1.c_str(),
-                check.report().c_str());
+    std::printf("  %s stride %d: stage 1 %s, stage 2 %s, %s\n", name(cs.shape).c_str(), cs.stride, stage1.c_str(),
+                stage2.c_str(), check.report().c_str());
   }
 }
 

@@ -1,5 +1,6 @@
 // Which kernels the CUDA backend launched, for tests and benchmarks (the choice is made in
-// backend.cu; PROXYATTN_KERNEL=hopper|hopper-grid|portable and PROXYATTN_STAGE1 force it).
+// backend.cu; PROXYATTN_KERNEL=hopper|hopper-grid|portable, PROXYATTN_STAGE1 and
+// PROXYATTN_STAGE2 force it).
 #pragma once
 
 namespace proxyattn::detail::cuda {
@@ -9,5 +10,7 @@ namespace proxyattn::detail::cuda {
 const char* last_attention_kernel();
 // The estimator's stage 1 + 3 kernel of the last estimate on this thread: "hopper" or "portable".
 const char* last_stage1_kernel();
+// The estimator's stage 2 kernel of the last estimate on this thread: "hopper" or "portable".
+const char* last_stage2_kernel();
 
 }  // namespace proxyattn::detail::cuda

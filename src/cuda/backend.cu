@@ -178,6 +178,13 @@ Stage1Mode stage1_mode() {
   return mode;
 }
 
+// The estimator's stage 2 on Hopper: hopper (the default) wherever it can run, portable never;
+// PROXYATTN_STAGE2, read once, picks (A/B runs); PROXYATTN_KERNEL=portable also means portable.
+bool stage2_on_hopper() {
+  static const bool hopper = env_choice("PROXYATTN_STAGE2", {"hopper", "portable"}) == 0;
+  return hopper;
+}
+
 thread_local const char* last_kernel = "";
 
 // Whether the Hopper kernels may run on the plan's device: an sm_90 device and a mode other
@@ -365,9 +372,11 @@ Estimate estimate(Plan::Impl& p, const TensorView& q, const TensorView& k, void*
   ep.scale_log2 = p.scale * kLog2e;
 
   const Stage1Mode stage1 = stage1_mode();
-  const bool hopper = stage1 != Stage1Mode::portable && hopper_device(p);  // stage 1 + 3 on wgmma
+  const bool on_sm90 = hopper_device(p);
+  const bool hopper = stage1 != Stage1Mode::portable && on_sm90;  // stage 1 + 3 on wgmma
+  const int stage2_device = stage2_on_hopper() && on_sm90 ? p.problem.device_index : -1;
   dispatch(p.problem.dtype, p.problem.head_dim,
-           [&]<class T, int D>() { launch_estimate_before_scan<T, D>(ep, stream); });
+           [&]<class T, int D>() { launch_estimate_before_scan<T, D>(ep, stage2_device, stream); });
   PROXYATTN_CUDA_CHECK(cudaMemsetAsync(r.counts + p.mask_rows, 0, sizeof(std::int64_t), stream));
   std::size_t scan_bytes = r.scan_temp_bytes;
   PROXYATTN_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(r.scan_temp, scan_bytes, r.counts, r.row_offsets,

@@ -6,6 +6,7 @@
 #include "cuda/estimate.cuh"
 #include "cuda/estimate_rank.cuh"
 #include "cuda/hopper/stage1_sm90.cuh"
+#include "cuda/hopper/stage2_sm90.cuh"
 #include "cuda/mma.cuh"
 
 namespace proxyattn::detail::cuda {
@@ -348,13 +349,20 @@ void allow_smem(Kernel kernel, std::size_t bytes) {
 
 }  // namespace
 
+static thread_local const char* last_stage1 = "";
+static thread_local const char* last_stage2 = "";
+
 template <class T, int D>
-void launch_estimate_before_scan(const EstimateParams& p, cudaStream_t stream) {
+void launch_estimate_before_scan(const EstimateParams& p, int hopper_device, cudaStream_t stream) {
   if (p.total_strided > 0) {
     proxy_kernel<T, D><<<dim3(static_cast<unsigned>(p.total_strided), p.groups), kThreads, 0, stream>>>(p);
     PROXYATTN_LAUNCH_CHECK("proxy_kernel");
   }
-  if (p.total_chunks > 0) {
+  if (p.total_chunks > 0 && hopper_device >= 0 && sm90::stage2_sm90_available<T, D>(hopper_device)) {
+    last_stage2 = "hopper";
+    sm90::launch_stage2_sm90<T, D>(p, stream);
+  } else if (p.total_chunks > 0) {
+    last_stage2 = "portable";
     const std::size_t smem = (kBlock + kKeyTile) * D * 2 + 2 * D;  // + alignment slack
     allow_smem(stage2_kernel<T, D, false>, smem);
     allow_smem(stage2_kernel<T, D, true>, smem);
@@ -371,8 +379,6 @@ void launch_estimate_before_scan(const EstimateParams& p, cudaStream_t stream) {
     PROXYATTN_LAUNCH_CHECK("budget_kernel");
   }
 }
-
-static thread_local const char* last_stage1 = "";
 
 template <class T, int D>
 void launch_estimate_after_scan(const EstimateParams& p, int hopper_device, bool hopper_always, cudaStream_t stream) {
@@ -398,9 +404,10 @@ void launch_estimate_after_scan(const EstimateParams& p, int hopper_device, bool
 }
 
 const char* last_stage1_kernel() { return last_stage1; }
+const char* last_stage2_kernel() { return last_stage2; }
 
 #define PROXYATTN_INSTANTIATE(T, D)                                                             \
-  template void launch_estimate_before_scan<T, D>(const EstimateParams&, cudaStream_t); \
+  template void launch_estimate_before_scan<T, D>(const EstimateParams&, int, cudaStream_t); \
   template void launch_estimate_after_scan<T, D>(const EstimateParams&, int, bool, cudaStream_t);
 PROXYATTN_INSTANTIATE(__nv_bfloat16, 64)
 PROXYATTN_INSTANTIATE(__nv_bfloat16, 128)

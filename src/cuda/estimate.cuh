@@ -1,6 +1,7 @@
 // The estimator on the GPU, stages 1-3, in five launches with no host synchronisation:
 //   proxy     mean heads of each group at the strided tokens (qbar, kbar)
 //   stage 2   per (head, chunk of key blocks): row max/sum of the last queries, then block masses
+//             (on Hopper with wgmma, hopper/stage2_sm90.cuh)
 //   budget    per (sequence, head): sort the masses, cut at gamma, row counts of stage 3
 //   (scan)    CSR row offsets from the counts (CUB, in the caller)
 //   stage 1+3 per (query block, group): proxy block maxima, one ranking, every head's prefix
@@ -27,12 +28,13 @@ struct EstimateParams {
   float gamma, scale_log2;
 };
 
-// Launches everything but the scan; defined per (dtype, head dim) in estimate.cu. Stage 1 + 3
-// runs on wgmma (hopper/stage1_sm90.cuh) when hopper_device is the index of an sm_90 device that
-// this build has sm_90a code for and the input has enough query blocks to fill it (always, with
-// hopper_always), else on mma.sync; hopper_device -1 picks the portable kernel.
+// Launches everything but the scan; defined per (dtype, head dim) in estimate.cu. Stage 2 runs
+// on wgmma (hopper/stage2_sm90.cuh) when hopper_device is the index of an sm_90 device that this
+// build has sm_90a code for. Stage 1 + 3 likewise (hopper/stage1_sm90.cuh) where the input also
+// has enough query blocks to fill the device (always, with hopper_always). Else, and with
+// hopper_device -1, the portable mma.sync kernels run.
 template <class T, int D>
-void launch_estimate_before_scan(const EstimateParams& p, cudaStream_t stream);
+void launch_estimate_before_scan(const EstimateParams& p, int hopper_device, cudaStream_t stream);
 template <class T, int D>
 void launch_estimate_after_scan(const EstimateParams& p, int hopper_device, bool hopper_always, cudaStream_t stream);
 

@@ -42,16 +42,29 @@ struct Stage1Layout {
 };
 
 // Rows [0, kRows) of a tile into 128-byte-swizzled panels at dst (1024-byte aligned): row r of
-// the source at src + r * D; rows >= valid are zero-filled. All threads of the CTA take part.
+// the source at src + r * row_stride (elements, a multiple of 8); rows >= valid are zero-filled.
+// All threads of the CTA take part.
 template <int D, int kRows>
-__device__ __forceinline__ void load_panels(std::uint32_t dst, const std::uint16_t* src, int valid) {
+__device__ __forceinline__ void load_panels(std::uint32_t dst, const std::uint16_t* src, int valid,
+                                            std::int64_t row_stride = D) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per row, 8 per panel
   for (int i = static_cast<int>(threadIdx.x); i < kRows * kChunks; i += kStage1Threads) {
     const int r = i / kChunks, ch = i % kChunks;
     const bool ok = r < valid;
     const std::uint32_t addr = dst + (ch / 8) * (kRows * 128) + r * 128 + (((ch % 8) ^ (r % 8)) << 4);
-    mma::cp_async16(addr, ok ? src + static_cast<std::int64_t>(r) * D + ch * 8 : src, ok);
+    mma::cp_async16(addr, ok ? src + r * row_stride + ch * 8 : src, ok);
   }
+}
+
+// acc = one warpgroup's 64 query rows (Q panels at q_desc, kStage1Rows rows each) times a tile of
+// kStage1Keys keys (panels at k_desc): D / 16 k-steps, then one commit group.
+template <int D, bool kBf16>
+__device__ __forceinline__ void issue_tile_scores(float (&acc)[32], std::uint64_t q_desc, std::uint64_t k_desc) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+    mma_ss<kBf16>(acc, desc_advance(q_desc, (kk / 4) * Stage1Layout<D>::kQPanel + (kk % 4) * 32),
+                  desc_advance(k_desc, (kk / 4) * Stage1Layout<D>::kKPanel + (kk % 4) * 32), kk > 0 ? 1 : 0);
+  wgmma_commit();
 }
 
 template <class T, int D>
@@ -106,12 +119,7 @@ __global__ void __launch_bounds__(kStage1Threads) stage1_sm90_kernel(EstimatePar
   mma::cp_async_commit();
   const std::uint64_t q_desc = desc_sw128(sq + wg * 64 * 128, 16, 1024);
   auto issue = [&](float(&acc)[32], int u) {  // acc = this warpgroup's 64 rows x tile u
-    const std::uint64_t k_desc = desc_sw128(sk + (u % kStage1Stages) * L::kKBytes, 16, 1024);
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      mma_ss<kBf16>(acc, desc_advance(q_desc, (kk / 4) * L::kQPanel + (kk % 4) * 32),
-                    desc_advance(k_desc, (kk / 4) * L::kKPanel + (kk % 4) * 32), kk > 0 ? 1 : 0);
-    wgmma_commit();
+    issue_tile_scores<D, kBf16>(acc, q_desc, desc_sw128(sk + (u % kStage1Stages) * L::kKBytes, 16, 1024));
   };
 
   mma::RowStat stat[2];
