@@ -54,8 +54,9 @@ __global__ void __launch_bounds__(kThreads) proxy_kernel(EstimateParams p) {
 
 // ---- stage 2 -------------------------------------------------------------------------------
 // One CTA per (chunk of kStage2Chunk key blocks, head): the last min(128, len) queries of the
-// head against the chunk's keys. Pass 1 leaves each row's (max, sum) for the chunk; pass 2
-// merges them into the row's log-sum-exp and sums the probabilities per key block.
+// head against the chunk's keys. Pass 1 leaves each row's (max, sum) for the chunk;
+// row_lse_kernel merges them into the row's log-sum-exp; pass 2 sums the probabilities per key
+// block.
 template <class T, int D, bool kMass>
 __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
   constexpr bool kBf16 = Elem<T>::is_bf16;
@@ -83,14 +84,7 @@ __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
       [&](int r) { return r < L; });
   mma::cp_async_commit();
   if constexpr (kMass) {
-    if (threadIdx.x < kBlock) {  // merge the chunks' (max, sum) of this row
-      mma::RowStat row;
-      for (int cc = p.r.chunk_offset[s]; cc < p.r.chunk_offset[s + 1]; ++cc) {
-        const float* e = p.r.partial + ((static_cast<std::int64_t>(cc) * p.q_heads + h) * kBlock + threadIdx.x) * 2;
-        row.merge(e[0], e[1]);
-      }
-      lse2[threadIdx.x] = row.lse();  // +inf: the row sees nothing
-    }
+    if (threadIdx.x < kBlock) lse2[threadIdx.x] = p.r.row_lse[(s * p.q_heads + h) * kBlock + threadIdx.x];
     if (threadIdx.x < kStage2Chunk) block_sum[threadIdx.x] = 0.f;
   }
   mma::RowStat stat[2][2];
@@ -166,6 +160,26 @@ __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
       }
   }
   mma::cp_async_wait<0>();
+}
+
+// ---- stage 2, between its passes --------------------------------------------------------------
+// One CTA per (sequence, head), one thread per query row: the row's log-sum-exp (base 2) from its
+// chunks' (max, sum) pairs (+inf where it saw no key: a padding row), once, instead of in each of
+// the row's pass-2 CTAs (one per chunk: 128 at 128K, each reading all 128 pairs of 128 rows).
+// Two loops (the maximum, then the sums against it), so that the loads of each are independent.
+__global__ void __launch_bounds__(kBlock) row_lse_kernel(EstimateParams p) {
+  const int s = blockIdx.x, h = blockIdx.y, r = threadIdx.x;
+  const int c0 = p.r.chunk_offset[s], n = p.r.chunk_offset[s + 1] - c0;
+  const float* pair = p.r.partial + ((static_cast<std::int64_t>(c0) * p.q_heads + h) * kBlock + r) * 2;
+  const std::int64_t stride = static_cast<std::int64_t>(p.q_heads) * kBlock * 2;
+  float mx = -INFINITY;
+#pragma unroll 8
+  for (int i = 0; i < n; ++i) mx = fmaxf(mx, pair[i * stride]);
+  float sum = 0.f;
+  if (mx != -INFINITY)
+#pragma unroll 8
+    for (int i = 0; i < n; ++i) sum += pair[i * stride + 1] * exp2f(pair[i * stride] - mx);
+  p.r.row_lse[(s * p.q_heads + h) * kBlock + r] = mx == -INFINITY ? INFINITY : mx + log2f(sum);
 }
 
 // ---- budgets and row counts ----------------------------------------------------------------
@@ -358,19 +372,27 @@ void launch_estimate_before_scan(const EstimateParams& p, int hopper_device, cud
     proxy_kernel<T, D><<<dim3(static_cast<unsigned>(p.total_strided), p.groups), kThreads, 0, stream>>>(p);
     PROXYATTN_LAUNCH_CHECK("proxy_kernel");
   }
-  if (p.total_chunks > 0 && hopper_device >= 0 && sm90::stage2_sm90_available<T, D>(hopper_device)) {
-    last_stage2 = "hopper";
-    sm90::launch_stage2_sm90<T, D>(p, stream);
-  } else if (p.total_chunks > 0) {
-    last_stage2 = "portable";
+  if (p.total_chunks > 0) {
+    const bool hopper = hopper_device >= 0 && sm90::stage2_sm90_available<T, D>(hopper_device);
+    last_stage2 = hopper ? "hopper" : "portable";
     const std::size_t smem = (kBlock + kKeyTile) * D * 2 + 2 * D;  // + alignment slack
-    allow_smem(stage2_kernel<T, D, false>, smem);
-    allow_smem(stage2_kernel<T, D, true>, smem);
     const dim3 grid(p.total_chunks, p.q_heads);
-    stage2_kernel<T, D, false><<<grid, kThreads, smem, stream>>>(p);
-    PROXYATTN_LAUNCH_CHECK("stage2_kernel (row statistics)");
-    stage2_kernel<T, D, true><<<grid, kThreads, smem, stream>>>(p);
-    PROXYATTN_LAUNCH_CHECK("stage2_kernel (block masses)");
+    if (hopper) {
+      sm90::launch_stage2_sm90<T, D, false>(p, stream);
+    } else {
+      allow_smem(stage2_kernel<T, D, false>, smem);
+      stage2_kernel<T, D, false><<<grid, kThreads, smem, stream>>>(p);
+      PROXYATTN_LAUNCH_CHECK("stage2_kernel (row statistics)");
+    }
+    row_lse_kernel<<<dim3(p.num_seqs, p.q_heads), kBlock, 0, stream>>>(p);
+    PROXYATTN_LAUNCH_CHECK("row_lse_kernel");
+    if (hopper) {
+      sm90::launch_stage2_sm90<T, D, true>(p, stream);
+    } else {
+      allow_smem(stage2_kernel<T, D, true>, smem);
+      stage2_kernel<T, D, true><<<grid, kThreads, smem, stream>>>(p);
+      PROXYATTN_LAUNCH_CHECK("stage2_kernel (block masses)");
+    }
   }
   if (p.num_seqs > 0) {
     const std::size_t smem = static_cast<std::size_t>(p.sort_size) * sizeof(float);

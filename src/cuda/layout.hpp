@@ -29,6 +29,7 @@ struct Regions {  // device pointers into the workspace
   std::int32_t* col_indices;
   float* mass;
   float* partial;   // [total_chunks][q_heads][kBlock][2]: stage-2 (max, sum) per row and chunk
+  float* row_lse;   // [num_seqs][q_heads][kBlock]: stage 2's log-sum-exp (base 2) per row
   void *qbar, *kbar;  // [groups][total_strided][head_dim], input dtype
   std::int32_t *sched_keys, *sched_rows, *sched_keys_sorted, *sched_rows_sorted;
   void* scan_temp;

@@ -48,11 +48,18 @@ template <int D, int kRows>
 __device__ __forceinline__ void load_panels(std::uint32_t dst, const std::uint16_t* src, int valid,
                                             std::int64_t row_stride = D) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per row, 8 per panel
-  for (int i = static_cast<int>(threadIdx.x); i < kRows * kChunks; i += kStage1Threads) {
-    const int r = i / kChunks, ch = i % kChunks;
+  constexpr int kSteps = kRows * kChunks / kStage1Threads;
+  static_assert(kSteps * kStage1Threads == kRows * kChunks && kStage1Threads % kChunks == 0);
+  // A fixed trip count, and a thread keeps its chunk column and its row modulo 8 on every step:
+  // the swizzled offset is computed once and the steps only add rows.
+  const int ch = static_cast<int>(threadIdx.x) % kChunks, r0 = static_cast<int>(threadIdx.x) / kChunks;
+  const std::uint32_t a0 = dst + (ch / 8) * (kRows * 128) + r0 * 128 + (((ch % 8) ^ (r0 % 8)) << 4);
+#pragma unroll
+  for (int k = 0; k < kSteps; ++k) {
+    constexpr int kRowStep = kStage1Threads / kChunks;  // a multiple of 8: same swizzle phase
+    const int r = r0 + k * kRowStep;
     const bool ok = r < valid;
-    const std::uint32_t addr = dst + (ch / 8) * (kRows * 128) + r * 128 + (((ch % 8) ^ (r % 8)) << 4);
-    mma::cp_async16(addr, ok ? src + r * row_stride + ch * 8 : src, ok);
+    mma::cp_async16(a0 + k * kRowStep * 128, ok ? src + r * row_stride + ch * 8 : src, ok);
   }
 }
 

@@ -1,7 +1,7 @@
 // Stage 2 of the estimator on Hopper (sm_90a): the last queries of each head against one chunk of
 // its keys, the products on wgmma. Semantics are those of the portable stage2_kernel
-// (estimate.cu): pass 1 leaves each row's (max, sum) over the chunk, pass 2 merges the chunks'
-// pairs into the row's log-sum-exp and sums the probabilities per key block.
+// (estimate.cu): pass 1 leaves each row's (max, sum) over the chunk, row_lse_kernel merges the
+// chunks' pairs into the row's log-sum-exp, pass 2 sums the probabilities per key block.
 //
 // The portable kernel (mma.sync, one 64-key tile loaded at a time, the loads waited for before
 // the math) took a third of the estimate at 128K (NOTES.md). Here a CTA is stage 1's two
@@ -23,7 +23,6 @@ __global__ void __launch_bounds__(kStage1Threads, D <= 128 ? 2 : 1) stage2_sm90_
   constexpr bool kBf16 = Elem<T>::is_bf16;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const std::uint32_t sq = (smem_u32(smem_raw) + 1023u) & ~1023u, sk = sq + L::kQBytes;
-  __shared__ float row_lse[kBlock];
   __shared__ float block_sum[kStage2Chunk];
 
   const int chunk = static_cast<int>(blockIdx.x), head = static_cast<int>(blockIdx.y);
@@ -59,18 +58,11 @@ __global__ void __launch_bounds__(kStage1Threads, D <= 128 ? 2 : 1) stage2_sm90_
 
   float lse2[2] = {0.f, 0.f};  // pass 2: the log-sum-exp (base 2) of this thread's two rows
   if constexpr (kMass) {
-    if (threadIdx.x < kBlock) {  // merge the chunks' (max, sum) of this row
-      mma::RowStat row;
-      for (int cc = p.r.chunk_offset[s]; cc < p.r.chunk_offset[s + 1]; ++cc) {
-        const float* e = p.r.partial + ((static_cast<std::int64_t>(cc) * p.q_heads + head) * kBlock + threadIdx.x) * 2;
-        row.merge(e[0], e[1]);
-      }
-      row_lse[threadIdx.x] = row.lse();  // +inf: the row sees nothing (a padding row)
-    }
+    // The rows' log-sum-exp, merged from pass 1's chunks by row_lse_kernel (+inf: a padding row).
+#pragma unroll
+    for (int h = 0; h < 2; ++h) lse2[h] = p.r.row_lse[(s * p.q_heads + head) * kBlock + row_base + g + 8 * h];
     if (threadIdx.x < kStage2Chunk) block_sum[threadIdx.x] = 0.f;
     __syncthreads();
-#pragma unroll
-    for (int h = 0; h < 2; ++h) lse2[h] = row_lse[row_base + g + 8 * h];
   }
 
   mma::RowStat stat[2];  // pass 1
@@ -176,17 +168,14 @@ bool stage2_sm90_available(int device) {
   return sm90_code_runs(stage2_sm90_kernel<T, D, false>, known, device);
 }
 
-// Both passes, one CTA per (chunk, head) each, as the portable kernel.
-template <class T, int D>
+// One pass (kMass: the second), one CTA per (chunk, head), as the portable kernel.
+template <class T, int D, bool kMass>
 void launch_stage2_sm90(const EstimateParams& p, cudaStream_t stream) {
   constexpr int smem = Stage1Layout<D>::kTileBytes + 1024;  // + the 1024-byte alignment
-  const dim3 grid(p.total_chunks, p.q_heads);
-  PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(stage2_sm90_kernel<T, D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(stage2_sm90_kernel<T, D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  stage2_sm90_kernel<T, D, false><<<grid, kStage1Threads, smem, stream>>>(p);
-  PROXYATTN_LAUNCH_CHECK("stage2_sm90_kernel (row statistics)");
-  stage2_sm90_kernel<T, D, true><<<grid, kStage1Threads, smem, stream>>>(p);
-  PROXYATTN_LAUNCH_CHECK("stage2_sm90_kernel (block masses)");
+  auto kernel = stage2_sm90_kernel<T, D, kMass>;
+  PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  kernel<<<dim3(p.total_chunks, p.q_heads), kStage1Threads, smem, stream>>>(p);
+  PROXYATTN_LAUNCH_CHECK(kMass ? "stage2_sm90_kernel (block masses)" : "stage2_sm90_kernel (row statistics)");
 }
 
 }  // namespace proxyattn::detail::cuda::sm90
