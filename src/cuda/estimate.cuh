@@ -32,7 +32,7 @@ struct EstimateParams {
 // Launches everything but the scan; defined per (dtype, head dim) in estimate.cu. Stage 2 runs
 // on wgmma (hopper/stage2_sm90.cuh) when hopper_device is the index of an sm_90 device that this
 // build has sm_90a code for. Stage 1 + 3 likewise (hopper/stage1_sm90.cuh) where the input also
-// has enough query blocks to fill the device (always, with hopper_always). Else, and with
+// has enough query blocks to fill half the device (always, with hopper_always). Else, and with
 // hopper_device -1, the portable mma.sync kernels run.
 template <class T, int D>
 void launch_estimate_before_scan(const EstimateParams& p, int hopper_device, cudaStream_t stream);

@@ -253,9 +253,10 @@ bool stage1_sm90_available(int device) {
 // One CTA per query block of the batch (those that do not end a group exit at once); groups of
 // up to `stride` blocks (128 rows), fewer where their maxima would not fit in shared memory.
 // False, launching nothing, where the portable kernel is the better choice: fewer working CTAs
-// than multiprocessors (one CTA per SM fits; at 32K tokens, 64 CTAs took 1.01 ms against the
-// portable kernel's 0.88) unless `always`, or even one block does not fit (D = 256 beyond about
-// 512K tokens).
+// than half the multiprocessors (one CTA per SM fits; with the tile loads of fixed trip count,
+// Llama shapes, the whole estimate: 16K 0.42 ms against the portable 0.37, 32K with 64 CTAs
+// 0.74 against 0.71-0.74, 64K with 128 CTAs 1.45 against 1.80) unless `always`, or even one
+// block does not fit (D = 256 beyond about 512K tokens).
 template <class T, int D>
 bool launch_stage1_sm90(const EstimateParams& p, int device, bool always, cudaStream_t stream) {
   constexpr std::size_t kMaxSmem = 223 * 1024;  // 227 KB per CTA less the kernel's static 2 KB
@@ -267,7 +268,7 @@ bool launch_stage1_sm90(const EstimateParams& p, int device, bool always, cudaSt
   if (smem(blocks) > kMaxSmem) return false;
   int sms = 0;
   PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  if (!always && static_cast<std::int64_t>(p.num_blocks / blocks) * p.groups < sms) return false;
+  if (!always && 2 * static_cast<std::int64_t>(p.num_blocks / blocks) * p.groups < sms) return false;
   auto kernel = stage1_sm90_kernel<T, D>;
   PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem(blocks))));
   kernel<<<dim3(p.num_blocks, p.groups), kStage1Threads, smem(blocks), stream>>>(p, blocks, static_cast<int>(tile_bytes));
