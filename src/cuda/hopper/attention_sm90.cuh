@@ -279,6 +279,7 @@ template <bool kDiagonal, int N>
 __device__ __forceinline__ void softmax_tile(float (&S)[N], float (&row_max)[2], float (&row_sum)[2],
                                              float (&rescale)[2], float scale_log2, int row0, int c, int key0) {
   constexpr int J = N / 4;  // 8-key column groups
+  float lane_max[2];  // this lane's maximum of each row's scores, scaled
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     if constexpr (kDiagonal) {
@@ -295,16 +296,28 @@ __device__ __forceinline__ void softmax_tile(float (&S)[N], float (&row_max)[2],
       m0 = fmaxf(m0, S[4 * j + 2 * h]);
       m1 = fmaxf(m1, S[4 * j + 2 * h + 1]);
     }
-    const float mx = mma::quad_max(fmaxf(m0, m1)) * scale_log2;
-    // Lazy rescaling: the running max moves only where the tile's max exceeds it by more than
-    // kMaxSlack, so that after the first tiles the output rarely needs rescaling (rescale_rows
-    // then skips its multiplies, which run between P V's end and the next issue). A row that has
-    // seen no key keeps -inf: subtract 0 so that exp2 gives 0, not NaN.
+    lane_max[h] = fmaxf(m0, m1) * scale_log2;
     rescale[h] = 1.f;
-    if (mx > row_max[h] + kMaxSlack) {
-      rescale[h] = fast_exp2(row_max[h] - mx);
-      row_max[h] = mx;
+  }
+  // Lazy rescaling: the running max moves only where the tile's max exceeds it by more than
+  // kMaxSlack, so that after the first tiles the output rarely needs rescaling (rescale_rows then
+  // skips its multiplies, which run between P V's end and the next issue). Whether a row's max
+  // moves is known from the lanes' own maxima: only where some lane of the warp exceeds its row's
+  // max by the slack does the warp need the quads' maxima, whose two shuffle rounds would
+  // otherwise stand between the scores and the first exponential on every tile.
+  if (__any_sync(0xffffffffu, lane_max[0] > row_max[0] + kMaxSlack || lane_max[1] > row_max[1] + kMaxSlack)) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float mx = mma::quad_max(lane_max[h]);
+      if (mx > row_max[h] + kMaxSlack) {
+        rescale[h] = fast_exp2(row_max[h] - mx);
+        row_max[h] = mx;
+      }
     }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    // A row that has seen no key keeps -inf: subtract 0 so that exp2 gives 0, not NaN.
     const float base = row_max[h] == -INFINITY ? 0.f : row_max[h];
     float s0 = 0.f, s1 = 0.f;
 #pragma unroll
