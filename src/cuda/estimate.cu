@@ -375,24 +375,17 @@ void launch_estimate_before_scan(const EstimateParams& p, int hopper_device, cud
   if (p.total_chunks > 0) {
     const bool hopper = hopper_device >= 0 && sm90::stage2_sm90_available<T, D>(hopper_device);
     last_stage2 = hopper ? "hopper" : "portable";
-    const std::size_t smem = (kBlock + kKeyTile) * D * 2 + 2 * D;  // + alignment slack
-    const dim3 grid(p.total_chunks, p.q_heads);
-    if (hopper) {
-      sm90::launch_stage2_sm90<T, D, false>(p, stream);
-    } else {
-      allow_smem(stage2_kernel<T, D, false>, smem);
-      stage2_kernel<T, D, false><<<grid, kThreads, smem, stream>>>(p);
-      PROXYATTN_LAUNCH_CHECK("stage2_kernel (row statistics)");
-    }
+    auto pass = [&]<bool kMass>() {  // kMass: the second pass
+      if (hopper) return sm90::launch_stage2_sm90<T, D, kMass>(p, stream);
+      const std::size_t smem = (kBlock + kKeyTile) * D * 2 + 2 * D;  // + alignment slack
+      allow_smem(stage2_kernel<T, D, kMass>, smem);
+      stage2_kernel<T, D, kMass><<<dim3(p.total_chunks, p.q_heads), kThreads, smem, stream>>>(p);
+      PROXYATTN_LAUNCH_CHECK(kMass ? "stage2_kernel (block masses)" : "stage2_kernel (row statistics)");
+    };
+    pass.template operator()<false>();
     row_lse_kernel<<<dim3(p.num_seqs, p.q_heads), kBlock, 0, stream>>>(p);
     PROXYATTN_LAUNCH_CHECK("row_lse_kernel");
-    if (hopper) {
-      sm90::launch_stage2_sm90<T, D, true>(p, stream);
-    } else {
-      allow_smem(stage2_kernel<T, D, true>, smem);
-      stage2_kernel<T, D, true><<<grid, kThreads, smem, stream>>>(p);
-      PROXYATTN_LAUNCH_CHECK("stage2_kernel (block masses)");
-    }
+    pass.template operator()<true>();
   }
   if (p.num_seqs > 0) {
     const std::size_t smem = static_cast<std::size_t>(p.sort_size) * sizeof(float);

@@ -74,6 +74,40 @@ __device__ __forceinline__ void issue_tile_scores(float (&acc)[32], std::uint64_
   wgmma_commit();
 }
 
+// The key-tile loop of both estimator kernels (stage 1 here, stage 2 in stage2_sm90.cuh), over
+// `steps` tiles (even) whose keys load_keys(t) copies into buffer t % kStage1Stages (and the first
+// two of which, with Q, are already in flight). Tiles go in pairs: both products are issued, the
+// first tile is processed while the second one's product runs. (A product left in flight across
+// the loop edge would make ptxas serialise the wgmma pipeline.) While a pair is in use, the next
+// pair loads. process(acc, t) gets this warpgroup's 64 rows x tile t.
+template <int D, bool kBf16, class Load, class Process>
+__device__ __forceinline__ void tile_pairs(int steps, std::uint64_t q_desc, std::uint32_t sk, Load&& load_keys,
+                                           Process&& process) {
+  float acc0[32], acc1[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) acc0[i] = acc1[i] = 0.f;
+  auto k_desc = [&](int t) { return desc_sw128(sk + (t % kStage1Stages) * Stage1Layout<D>::kKBytes, 16, 1024); };
+  for (int t = 0; t < steps; t += 2) {
+    mma::cp_async_wait<0>();  // tiles t and t + 1 (and Q)
+    fence_proxy_async();      // cp.async wrote them through the generic proxy; wgmma reads async
+    __syncthreads();          // ... for every thread; the pair before is consumed
+    load_keys(t + 2);         // into the buffers of tiles t - 2 and t - 1
+    load_keys(t + 3);
+    mma::cp_async_commit();
+    pin(acc0);
+    pin(acc1);
+    wgmma_fence();
+    issue_tile_scores<D, kBf16>(acc0, q_desc, k_desc(t));
+    issue_tile_scores<D, kBf16>(acc1, q_desc, k_desc(t + 1));
+    wgmma_wait<1>();
+    pin(acc0);
+    process(acc0, t);
+    wgmma_wait<0>();
+    pin(acc1);
+    process(acc1, t + 1);
+  }
+}
+
 template <class T, int D>
 __global__ void __launch_bounds__(kStage1Threads) stage1_sm90_kernel(EstimateParams p, int blocks, int tile_bytes) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -125,9 +159,6 @@ __global__ void __launch_bounds__(kStage1Threads) stage1_sm90_kernel(EstimatePar
   load_keys(1);
   mma::cp_async_commit();
   const std::uint64_t q_desc = desc_sw128(sq + wg * 64 * 128, 16, 1024);
-  auto issue = [&](float(&acc)[32], int u) {  // acc = this warpgroup's 64 rows x tile u
-    issue_tile_scores<D, kBf16>(acc, q_desc, desc_sw128(sk + (u % kStage1Stages) * L::kKBytes, 16, 1024));
-  };
 
   mma::RowStat stat[2];
   float lse2[2] = {0.f, 0.f};
@@ -207,32 +238,7 @@ __global__ void __launch_bounds__(kStage1Threads) stage1_sm90_kernel(EstimatePar
       body.template operator()<false>(acc, start, pass);
   };
 
-  // Tiles go in pairs: both products are issued, the first tile is processed while the second
-  // one's product runs. (A product left in flight across the loop edge would make ptxas
-  // serialise the wgmma pipeline.) While a pair is in use, the next pair loads.
-  float acc0[32], acc1[32];
-#pragma unroll
-  for (int i = 0; i < 32; ++i) acc0[i] = acc1[i] = 0.f;
-  const int steps = 2 * tiles;
-  for (int t = 0; t < steps; t += 2) {
-    mma::cp_async_wait<0>();  // tiles t and t + 1 (and Q)
-    fence_proxy_async();      // cp.async wrote them through the generic proxy; wgmma reads async
-    __syncthreads();          // ... for every thread; the pair before is consumed
-    load_keys(t + 2);         // into the buffers of tiles t - 2 and t - 1
-    load_keys(t + 3);
-    mma::cp_async_commit();
-    pin(acc0);
-    pin(acc1);
-    wgmma_fence();
-    issue(acc0, t);
-    issue(acc1, t + 1);  // steps is even
-    wgmma_wait<1>();
-    pin(acc0);
-    process(acc0, t);
-    wgmma_wait<0>();
-    pin(acc1);
-    process(acc1, t + 1);
-  }
+  tile_pairs<D, kBf16>(2 * tiles, q_desc, sk, load_keys, process);
   wgmma_wait<0>();
   mma::cp_async_wait<0>();
   __syncthreads();

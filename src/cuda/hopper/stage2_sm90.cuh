@@ -113,28 +113,7 @@ __global__ void __launch_bounds__(kStage1Threads, D <= 128 ? 2 : 1) stage2_sm90_
   };
 
   const std::uint64_t q_desc = desc_sw128(sq + wg * 64 * 128, 16, 1024);
-  float acc0[32], acc1[32];
-#pragma unroll
-  for (int i = 0; i < 32; ++i) acc0[i] = acc1[i] = 0.f;
-  for (int t = 0; t < tiles; t += 2) {
-    mma::cp_async_wait<0>();  // tiles t and t + 1 (and Q)
-    fence_proxy_async();      // cp.async wrote them through the generic proxy; wgmma reads async
-    __syncthreads();          // ... for every thread; the pair before is consumed
-    load_keys(t + 2);         // into the buffers of tiles t - 2 and t - 1
-    load_keys(t + 3);
-    mma::cp_async_commit();
-    pin(acc0);
-    pin(acc1);
-    wgmma_fence();
-    issue_tile_scores<D, kBf16>(acc0, q_desc, desc_sw128(sk + (t % kStage1Stages) * L::kKBytes, 16, 1024));
-    issue_tile_scores<D, kBf16>(acc1, q_desc, desc_sw128(sk + ((t + 1) % kStage1Stages) * L::kKBytes, 16, 1024));
-    wgmma_wait<1>();
-    pin(acc0);
-    process(acc0, t);
-    wgmma_wait<0>();
-    pin(acc1);
-    process(acc1, t + 1);
-  }
+  tile_pairs<D, kBf16>(tiles, q_desc, sk, load_keys, process);
   mma::cp_async_wait<0>();
 
   if constexpr (kMass) {
