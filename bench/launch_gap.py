@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Where a call's time goes beyond its kernels: one Llama-3.1-8B layer at one length, timed three
+ways. single: cuda_bench.py's rule at these lengths (events around one call, synchronised after
+each); queued: each call between its own events with no synchronisation in between, so that the
+host enqueues ahead and the events see GPU time only; batch: several calls between one pair.
+A gap between single and queued is host time inside the timed region (Python, the C API, the
+launch setup), not kernel time. --loop N then runs each call N times back to back (for sampling
+clocks and power beside it: nvidia-smi --query-gpu=clocks.sm,power.draw --format=csv -lms 50).
+  PROXYATTN_LIB=.device/libproxyattn_c.so python3 bench/launch_gap.py --length 131072 --density 0.1
+"""
+import argparse
+import datetime
+import statistics
+
+import torch
+
+import cuda_bench as cb
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--length", type=int, default=131072)
+    ap.add_argument("--density", type=float, default=0.1)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--loop", type=int, default=0)
+    args = ap.parse_args()
+    hq, hkv, d = cb.SHAPES["llama3.1-8b"]
+    n = args.length
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    q, k, v = (torch.randn(n, h, d, device="cuda", dtype=torch.bfloat16, generator=gen) for h in (hq, hkv, hkv))
+    out = torch.empty_like(q)
+    plan = cb.pa.Plan(hq, hkv, d, torch.bfloat16, "cuda", [0, n])
+    ro, ci = cb.to_csr(cb.random_keep(n // cb.BLOCK, hq, args.density, gen))
+    calls = {"dense": lambda: plan.dense_attention(q, k, v, out),
+             f"sparse {args.density}": lambda: plan.sparse_attention(q, k, v, ro, ci, out)}
+    print(f"llama3.1-8b n={n}: median ms per call")
+    print(f"{'call':16s} {'single':>9s} {'queued':>9s} {'batch':>9s}")
+    for name, fn in calls.items():
+        fn()
+        torch.cuda.synchronize()
+        ev = [torch.cuda.Event(enable_timing=True) for _ in range(2 * args.reps)]
+        single = []
+        for r in range(args.reps):
+            ev[0].record()
+            fn()
+            ev[1].record()
+            ev[1].synchronize()
+            single.append(ev[0].elapsed_time(ev[1]))
+        for r in range(args.reps):
+            ev[2 * r].record()
+            fn()
+            ev[2 * r + 1].record()
+        torch.cuda.synchronize()
+        queued = [ev[2 * r].elapsed_time(ev[2 * r + 1]) for r in range(args.reps)]
+        ev[0].record()
+        for r in range(args.reps):
+            fn()
+        ev[1].record()
+        torch.cuda.synchronize()
+        batch = ev[0].elapsed_time(ev[1]) / args.reps
+        print(f"{name:16s} {statistics.median(single):9.3f} {statistics.median(queued):9.3f} {batch:9.3f}", flush=True)
+    for name, fn in calls.items():
+        if args.loop:
+            t0 = datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]
+            ev[0].record()
+            for _ in range(args.loop):
+                fn()
+            ev[1].record()
+            torch.cuda.synchronize()
+            t1 = datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]
+            print(f"{name}: {args.loop} calls back to back, {ev[0].elapsed_time(ev[1]) / args.loop:.3f} ms each"
+                  f" ({t0} to {t1})", flush=True)
+    plan.close()
+
+
+if __name__ == "__main__":
+    main()
