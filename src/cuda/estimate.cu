@@ -84,7 +84,8 @@ __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
       [&](int r) { return r < L; });
   mma::cp_async_commit();
   if constexpr (kMass) {
-    if (threadIdx.x < kBlock) lse2[threadIdx.x] = p.r.row_lse[(s * p.q_heads + h) * kBlock + threadIdx.x];
+    if (threadIdx.x < kBlock)
+      lse2[threadIdx.x] = p.r.row_lse[(static_cast<std::int64_t>(s) * p.q_heads + h) * kBlock + threadIdx.x];
     if (threadIdx.x < kStage2Chunk) block_sum[threadIdx.x] = 0.f;
   }
   mma::RowStat stat[2][2];
@@ -179,7 +180,7 @@ __global__ void __launch_bounds__(kBlock) row_lse_kernel(EstimateParams p) {
   if (mx != -INFINITY)
 #pragma unroll 8
     for (int i = 0; i < n; ++i) sum += pair[i * stride + 1] * exp2f(pair[i * stride] - mx);
-  p.r.row_lse[(s * p.q_heads + h) * kBlock + r] = mx == -INFINITY ? INFINITY : mx + log2f(sum);
+  p.r.row_lse[(static_cast<std::int64_t>(s) * p.q_heads + h) * kBlock + r] = mx == -INFINITY ? INFINITY : mx + log2f(sum);
 }
 
 // ---- budgets and row counts ----------------------------------------------------------------

@@ -59,8 +59,9 @@ __global__ void __launch_bounds__(kStage1Threads, D <= 128 ? 2 : 1) stage2_sm90_
   float lse2[2] = {0.f, 0.f};  // pass 2: the log-sum-exp (base 2) of this thread's two rows
   if constexpr (kMass) {
     // The rows' log-sum-exp, merged from pass 1's chunks by row_lse_kernel (+inf: a padding row).
+    const float* rows_lse = p.r.row_lse + (static_cast<std::int64_t>(s) * p.q_heads + head) * kBlock;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) lse2[h] = p.r.row_lse[(s * p.q_heads + head) * kBlock + row_base + g + 8 * h];
+    for (int h = 0; h < 2; ++h) lse2[h] = rows_lse[row_base + g + 8 * h];
     if (threadIdx.x < kStage2Chunk) block_sum[threadIdx.x] = 0.f;
     __syncthreads();
   }
