@@ -6,6 +6,8 @@ host enqueues ahead and the events see GPU time only; batch: several calls betwe
 A gap between single and queued is host time inside the timed region (Python, the C API, the
 launch setup), not kernel time. --loop N then runs each call N times back to back (for sampling
 clocks and power beside it: nvidia-smi --query-gpu=clocks.sm,power.draw --format=csv -lms 50).
+--profile N: N calls each back to back under torch.profiler, with the GPU time of every kernel
+they launch (whether the attention kernel alone takes the call's time).
   PROXYATTN_LIB=.device/libproxyattn_c.so python3 bench/launch_gap.py --length 131072 --density 0.1
 """
 import argparse
@@ -23,6 +25,7 @@ def main():
     ap.add_argument("--density", type=float, default=0.1)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--loop", type=int, default=0)
+    ap.add_argument("--profile", type=int, default=0)
     args = ap.parse_args()
     hq, hkv, d = cb.SHAPES["llama3.1-8b"]
     n = args.length
@@ -70,7 +73,25 @@ def main():
             t1 = datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]
             print(f"{name}: {args.loop} calls back to back, {ev[0].elapsed_time(ev[1]) / args.loop:.3f} ms each"
                   f" ({t0} to {t1})", flush=True)
+    for name, fn in calls.items():
+        if args.profile:
+            profile(name, fn, args.profile)
     plan.close()
+
+
+def profile(name, fn, n):
+    acts = [torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+    print(f"{name}: {n} calls under torch.profiler; kernels (count, mean us, total ms):")
+    for e in prof.key_averages():
+        total = getattr(e, "device_time_total", None)
+        if total is None:
+            total = getattr(e, "cuda_time_total", 0.0)
+        if total > 0 and e.count:
+            print(f"  {e.key[:70]:70s} {e.count:5d} {total / e.count:11.1f} {total / 1e3:9.2f}", flush=True)
 
 
 if __name__ == "__main__":

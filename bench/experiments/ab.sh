@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine: the variants of .device_var/variants.tar.xz (build_variants.sh) timed
 # against each other with cuda_bench.py, alternated ROUNDS times so that clock drift falls on all;
-# optionally their CUDA tests (TESTS="hopper hopper:3 ...") and ncu of some (NCU="a b": time, L2
-# hit rate, DRAM bytes, stalls at 128K, 10%). POWER=1 samples nvidia-smi every 100 ms during each
+# optionally their CUDA tests (TESTS="hopper hopper:3 ...", each under TEST_TIMEOUT seconds, 300
+# by default) and ncu of some (NCU="a b": time, L2 hit rate, DRAM bytes, stalls at 128K, 10%).
+# POWER=1 samples nvidia-smi every 100 ms during each
 # timing run and prints the median SM clock and board power of the busy samples (over 300 W):
 # whether a variant is limited by the power cap shows there. One summary.txt and one
 # logs.tar.xz go to $OUT.
@@ -18,7 +19,7 @@ for n in ${TEST_NAMES:-}; do
   for kc in ${TESTS:-hopper}; do
     k=${kc%%:*}; ctas=${kc#*:}; [ "$ctas" = "$kc" ] && ctas=
     PROXYATTN_KERNEL=$k PROXYATTN_PERSISTENT_CTAS=$ctas PROXYATTN_STAGE1=hopper LD_LIBRARY_PATH=$PWD/$V/$n \
-      timeout 300 $V/$n/proxyattn_cuda_tests > $L/tests_${n}_$k$ctas.log 2>&1
+      timeout ${TEST_TIMEOUT:-300} $V/$n/proxyattn_cuda_tests > $L/tests_${n}_$k$ctas.log 2>&1
     echo "tests $n $kc: exit $?"; grep -E "^\[  (FAILED|PASSED)|Failure" $L/tests_${n}_$k$ctas.log | head -6
   done
 done

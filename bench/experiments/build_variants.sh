@@ -2,20 +2,25 @@
 # Builds variants of the library for a device A/B (bench/experiments/ab.sh) and packs them into
 # .device_var/variants.tar.xz (git-ignored, compressed so that several fit the 64 MiB a device
 # call carries). Each variant is NAME=PATCHES:DEFINES (PATCHES comma-separated, from this folder,
-# or none; DEFINES comma-separated -D values for the CUDA compiler, or none), built from HEAD in a
-# worktree under /tmp with the sm_90a flags of scripts/build_device.sh. Slow: a whole CUDA build
-# per variant.
+# or none; DEFINES comma-separated -D values for the CUDA compiler, or none), built from HEAD in
+# one worktree under /tmp with the sm_90a flags of scripts/build_device.sh. The worktree and its
+# build folder stay from one variant (and one call) to the next, so that a variant recompiles
+# only what its patches or defines change.
 #   bench/experiments/build_variants.sh base=none:none no_softmax=sm90_switches:PROXYATTN_SM90_EXP=1
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here=$root/bench/experiments
 out=$root/.device_var
 rm -rf "$out" && mkdir -p "$out/libs"
+wt=/tmp/proxyattn-variant  # kept between calls too, with its build folder
+rev=$(git -C "$root" rev-parse HEAD)
+if ! git -C "$wt" rev-parse --git-dir >/dev/null 2>&1; then
+  rm -rf "$wt"; git -C "$root" worktree prune
+  git -C "$root" worktree add --detach "$wt" "$rev" >/dev/null
+fi
 for spec in "$@"; do
   name=${spec%%=*}; rest=${spec#*=}; patches=${rest%%:*}; defines=${rest#*:}
-  wt=/tmp/proxyattn-variant-$name
-  git -C "$root" worktree remove --force "$wt" 2>/dev/null || rm -rf "$wt"
-  git -C "$root" worktree add --detach "$wt" HEAD >/dev/null
+  git -C "$wt" checkout -q -f --detach "$rev" && git -C "$wt" clean -q -fd -e build
   if [ "$patches" != none ]; then
     for p in ${patches//,/ }; do git -C "$wt" apply "$here/$p.patch"; done
   fi
@@ -31,7 +36,6 @@ for spec in "$@"; do
   mkdir -p "$out/libs/$name"
   cp "$wt/build/src/capi/libproxyattn_c.so" "$wt/build/tests/proxyattn_cuda_tests" "$(g++ -print-file-name=libgomp.so.1)" \
     "$out/libs/$name/"
-  git -C "$root" worktree remove --force "$wt"
 done
 tar cJf "$out/variants.tar.xz" -C "$out/libs" . && rm -rf "$out/libs"
 ls -la "$out"

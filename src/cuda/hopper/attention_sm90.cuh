@@ -264,32 +264,80 @@ __device__ __forceinline__ void issue_pv(float (&O)[D / 2], const std::uint32_t 
   }
 }
 
+// This warp's 16 rows of S = Q K^T once more, with mma.sync from the tiles in shared memory (128-
+// byte swizzle, 64-column panels): the rare path of softmax_try, taken by one warp alone, where
+// wgmma would need the whole warpgroup. S comes out in wgmma's accumulator layout, which is
+// mma.sync's C layout for each 8-key column group. q_rows: the warp's first row in the Q tile.
+template <int D, bool kBf16, int N>
+__device__ __forceinline__ void warp_scores_again(float (&S)[N], std::uint32_t q_tile, std::uint32_t k_tile,
+                                               int q_rows, int lane) {
+  constexpr int kKeys = 2 * N;
+  constexpr int kKPanel = kKeys * 128;
+#pragma unroll
+  for (int i = 0; i < N; ++i) S[i] = 0.f;
+  const int qr = q_rows + (lane & 7) + ((lane >> 3) & 1) * 8;  // ldmatrix rows: A fragments
+  const int kr = (lane & 7) + ((lane >> 4) & 1) * 8;           // and B fragments of two n8 tiles
+#pragma unroll 1
+  for (int k0 = 0; k0 < D; k0 += 16) {
+    const int pn = k0 / 64, ch = (k0 % 64) / 8;
+    std::uint32_t a[4];
+    const int qc = ch + (lane >> 4);
+    mma::ldmatrix_x4(a, q_tile + pn * kPanelBytes + qr * 128 + ((qc ^ (qr & 7)) << 4));
+#pragma unroll
+    for (int np = 0; np < kKeys / 16; ++np) {
+      std::uint32_t b[4];
+      const int r = np * 16 + kr, kc = ch + ((lane >> 3) & 1);
+      mma::ldmatrix_x4(b, k_tile + pn * kKPanel + r * 128 + ((kc ^ (r & 7)) << 4));
+      float c0[4] = {S[8 * np], S[8 * np + 1], S[8 * np + 2], S[8 * np + 3]};
+      float c1[4] = {S[8 * np + 4], S[8 * np + 5], S[8 * np + 6], S[8 * np + 7]};
+      mma::mma16816<kBf16>(c0, a, b[0], b[1]);
+      mma::mma16816<kBf16>(c1, a, b[2], b[3]);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        S[8 * np + e] = c0[e];
+        S[8 * np + 4 + e] = c1[e];
+      }
+    }
+  }
+}
+
 // How far (log2 units) a row's scores may exceed its running max before the max moves: the
 // probabilities then stay below 2^8, harmless in the fp32 sums and in the bf16/fp16 P, and the
 // LSE stays exact (running max + log2 of a sum taken against the same max).
 constexpr float kMaxSlack = 8.f;
 
+// The scores of a tile of the diagonal block (keys = the query tile) after the query are masked,
+// and so are those past the end of the sequence. A thread holds rows row0 and row0 + 8 of the
+// tile (h = 0, 1): S[4j + 2h + e] is key key0 + 8j + 2c + e of the block.
+template <int N>
+__device__ __forceinline__ void mask_diagonal(float (&S)[N], int row0, int c, int key0) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = row0 + 8 * h - key0;
+#pragma unroll
+    for (int j = 0; j < N / 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e)
+        if (8 * j + 2 * c + e > r) S[4 * j + 2 * h + e] = -INFINITY;
+  }
+}
+
 // Online softmax of one score tile in place, base 2 with the scale folded in (as the portable
-// kernel): S becomes 2^(S * scale_log2 - running max); the running max and the per-lane row sums move;
-// rescale gets the factor the output accumulated so far must take. A thread holds rows row0 and
-// row0 + 8 of the tile (h = 0, 1): S[4j + 2h + e] is key key0 + 8j + 2c + e of the block. A tile
-// of the diagonal block (keys = the query tile) masks keys after the query, and so past the end of
-// the sequence; it is its own instantiation so that other tiles carry no per-element test.
-template <bool kDiagonal, int N>
-__device__ __forceinline__ void softmax_tile(float (&S)[N], float (&row_max)[2], float (&row_sum)[2],
-                                             float (&rescale)[2], float scale_log2, int row0, int c, int key0) {
+// kernel): S becomes 2^(S * scale_log2 - running max); the running max and the per-lane row sums
+// move; rescale gets the factor the output accumulated so far must take.
+// Returns (the same in every lane) whether some row of the warp has rescale != 1.
+//
+// Lazy rescaling: the running max moves only where the tile's max exceeds it by more than
+// kMaxSlack, so that after the first tiles the output rarely needs rescaling. Whether a row's max
+// moves is known from the lanes' own maxima: only where some lane of the warp exceeds its row's
+// max by the slack does the warp need the quads' maxima (two shuffle rounds).
+template <int N>
+__device__ __forceinline__ bool softmax_exact(float (&S)[N], float (&row_max)[2], float (&row_sum)[2],
+                                              float (&rescale)[2], float scale_log2) {
   constexpr int J = N / 4;  // 8-key column groups
   float lane_max[2];  // this lane's maximum of each row's scores, scaled
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    if constexpr (kDiagonal) {
-      const int r = row0 + 8 * h - key0;
-#pragma unroll
-      for (int j = 0; j < J; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e)
-          if (8 * j + 2 * c + e > r) S[4 * j + 2 * h + e] = -INFINITY;
-    }
     float m0 = -INFINITY, m1 = -INFINITY;
 #pragma unroll
     for (int j = 0; j < J; ++j) {
@@ -299,12 +347,6 @@ __device__ __forceinline__ void softmax_tile(float (&S)[N], float (&row_max)[2],
     lane_max[h] = fmaxf(m0, m1) * scale_log2;
     rescale[h] = 1.f;
   }
-  // Lazy rescaling: the running max moves only where the tile's max exceeds it by more than
-  // kMaxSlack, so that after the first tiles the output rarely needs rescaling (rescale_rows then
-  // skips its multiplies, which run between P V's end and the next issue). Whether a row's max
-  // moves is known from the lanes' own maxima: only where some lane of the warp exceeds its row's
-  // max by the slack does the warp need the quads' maxima, whose two shuffle rounds would
-  // otherwise stand between the scores and the first exponential on every tile.
   if (__any_sync(0xffffffffu, lane_max[0] > row_max[0] + kMaxSlack || lane_max[1] > row_max[1] + kMaxSlack)) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -331,16 +373,41 @@ __device__ __forceinline__ void softmax_tile(float (&S)[N], float (&row_max)[2],
     }
     row_sum[h] = row_sum[h] * rescale[h] + (s0 + s1);  // per lane; the quad sums at the end
   }
+  return __any_sync(0xffffffffu, rescale[0] != 1.f || rescale[1] != 1.f);
 }
 
+// The usual tile, where no score exceeds its row's running max by the slack: the exponentials
+// against the running max, with no maximum taken first. If every lane's sum of a row's
+// probabilities in this tile is below 2^kMaxSlack, so is each probability, and no max moves:
+// S and the sums are what softmax_exact gives. Otherwise (a score above the slack, a row with no
+// max yet, NaN or Inf) it returns false, having changed nothing but S: the caller computes the
+// scores again (their K tile is still in shared memory) and runs softmax_exact on them.
 template <int N>
-__device__ __forceinline__ void softmax_tile(float (&S)[N], float (&row_max)[2], float (&row_sum)[2],
-                                             float (&rescale)[2], float scale_log2, bool diagonal, int row0,
-                                             int c, int key0) {
-  if (diagonal)
-    softmax_tile<true>(S, row_max, row_sum, rescale, scale_log2, row0, c, key0);
-  else
-    softmax_tile<false>(S, row_max, row_sum, rescale, scale_log2, row0, c, key0);
+__device__ __forceinline__ bool softmax_try(float (&S)[N], const float (&row_max)[2], float (&row_sum)[2],
+                                            float scale_log2) {
+  constexpr int J = N / 4;
+  float t[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    // -row_max: +inf for a row with no max yet, so that its sum is Inf or NaN and fails.
+    const float base = -row_max[h];
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < J; ++j) {
+      const float p0 = fast_exp2(fmaf(S[4 * j + 2 * h], scale_log2, base));
+      const float p1 = fast_exp2(fmaf(S[4 * j + 2 * h + 1], scale_log2, base));
+      S[4 * j + 2 * h] = p0;
+      S[4 * j + 2 * h + 1] = p1;
+      s0 += p0;
+      s1 += p1;
+    }
+    t[h] = s0 + s1;
+  }
+  constexpr float kLimit = 1 << static_cast<int>(kMaxSlack);
+  if (!__all_sync(0xffffffffu, t[0] < kLimit && t[1] < kLimit)) return false;  // NaN fails too
+  row_sum[0] += t[0];
+  row_sum[1] += t[1];
+  return true;
 }
 
 template <class T, int N>
@@ -349,10 +416,8 @@ __device__ __forceinline__ void pack_probabilities(std::uint32_t (&P)[N / 2], co
   for (int i = 0; i < N / 2; ++i) P[i] = Elem<T>::pack(S[2 * i], S[2 * i + 1]);
 }
 
-// Skipped by a warp whose rows all keep their scale (the usual case after the first tiles).
 template <int N>
 __device__ __forceinline__ void rescale_rows(float (&O)[N], const float (&rescale)[2]) {
-  if (!__any_sync(0xffffffffu, rescale[0] != 1.f || rescale[1] != 1.f)) return;
 #pragma unroll
   for (int j = 0; j < N / 4; ++j) {
     O[4 * j] *= rescale[0];
@@ -383,6 +448,10 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
   if (cw == 0) named_arrive(my_turn, 256);  // consumer 0 issues first
 
   constexpr int kS = L::kKeys / 2;  // score accumulators of a 64 x kKeys tile per thread
+  // softmax_try on all tiles after an item's first, except at D = 256: there the registers of its
+  // rare path (the scores again, inlined) make the main loop spill, and as a call they would put
+  // S in local memory.
+  constexpr bool kTry = D != 256;
   float S[kS];
 #pragma unroll
   for (int i = 0; i < kS; ++i) S[i] = 0.f;
@@ -419,7 +488,8 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
       wgmma_wait<0>();
       pin(S);
       warp_release(bar.k_empty(stage), lane);
-      softmax_tile(S, row_max, row_sum, rescale, p.scale_log2, diagonal, row0, c, start % kTile);
+      if (diagonal) mask_diagonal(S, row0, c, start % kTile);
+      softmax_exact(S, row_max, row_sum, rescale, p.scale_log2);  // no max yet: nothing to try
       pack_probabilities<T>(P, S);
       while (next >= 0) {
         const int pv_stage = stage;
@@ -445,16 +515,28 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
         named_arrive(other_turn, 256);
         wgmma_wait<1>();  // the scores are done; P V may still run
         pin(S);
-        warp_release(bar.k_empty(stage), lane);
-        softmax_tile(S, row_max, row_sum, rescale, p.scale_log2, diagonal, row0, c, start % kTile);
+        if (diagonal) mask_diagonal(S, row0, c, start % kTile);
+        bool moved = false;
+        if constexpr (kTry) {
+          if (!softmax_try(S, row_max, row_sum, p.scale_log2)) {
+            // Rare (a row's max moves): the scores again, from the K tile not yet released.
+            warp_scores_again<D, kBf16>(S, smem + L::kQ + qs * L::kQBytes, smem + L::kK + stage * L::kKvBytes,
+                                        64 * cw + 16 * warp, lane);
+            if (diagonal) mask_diagonal(S, row0, c, start % kTile);
+            moved = softmax_exact(S, row_max, row_sum, rescale, p.scale_log2);
+          }
+          warp_release(bar.k_empty(stage), lane);
+        } else {
+          warp_release(bar.k_empty(stage), lane);
+          moved = softmax_exact(S, row_max, row_sum, rescale, p.scale_log2);
+        }
         pin(S);  // the whole softmax before the wait, where it overlaps P V
         pin(row_sum);
-        pin(rescale);
         wgmma_wait<0>();
         pin(O);
         pin(P);
         warp_release(bar.v_empty(pv_stage), lane);
-        rescale_rows(O, rescale);
+        if (moved) rescale_rows(O, rescale);
         pack_probabilities<T>(P, S);
       }
       mbar_wait(bar.v_full(stage), parity);
