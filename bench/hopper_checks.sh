@@ -43,7 +43,7 @@ if has tests; then
 fi
 
 if has sanitize; then
-  f='Cuda.DenseMatches*:Cuda.SparseMatches*:Cuda.StridedViews*:Cuda.NanInKeys*'
+  f='Cuda.DenseMatches*:Cuda.SparseMatches*:Cuda.StridedViews*:Cuda.NanInKeys*:Cuda.GrowingScores*'
   for tool in memcheck racecheck synccheck; do
     echo "== compute-sanitizer $tool, PROXYATTN_KERNEL=hopper"
     PROXYATTN_KERNEL=hopper timeout 400 compute-sanitizer --tool $tool --error-exitcode 9 $B/proxyattn_cuda_tests \
