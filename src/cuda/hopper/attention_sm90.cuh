@@ -325,15 +325,17 @@ __device__ __forceinline__ void mask_diagonal(float (&S)[N], int row0, int c, in
 // Online softmax of one score tile in place, base 2 with the scale folded in (as the portable
 // kernel): S becomes 2^(S * scale_log2 - running max); the running max and the per-lane row sums
 // move; rescale gets the factor the output accumulated so far must take.
-// Returns (the same in every lane) whether some row of the warp has rescale != 1.
+// kDiagonal: mask the tile first (mask_diagonal). kVote: return (the same in every lane) whether
+// some row of the warp has rescale != 1; else return true and leave that to the caller.
 //
 // Lazy rescaling: the running max moves only where the tile's max exceeds it by more than
 // kMaxSlack, so that after the first tiles the output rarely needs rescaling. Whether a row's max
 // moves is known from the lanes' own maxima: only where some lane of the warp exceeds its row's
 // max by the slack does the warp need the quads' maxima (two shuffle rounds).
-template <int N>
+template <bool kDiagonal, bool kVote, int N>
 __device__ __forceinline__ bool softmax_exact(float (&S)[N], float (&row_max)[2], float (&row_sum)[2],
-                                              float (&rescale)[2], float scale_log2) {
+                                              float (&rescale)[2], float scale_log2, int row0, int c, int key0) {
+  if constexpr (kDiagonal) mask_diagonal(S, row0, c, key0);
   constexpr int J = N / 4;  // 8-key column groups
   float lane_max[2];  // this lane's maximum of each row's scores, scaled
 #pragma unroll
@@ -373,7 +375,18 @@ __device__ __forceinline__ bool softmax_exact(float (&S)[N], float (&row_max)[2]
     }
     row_sum[h] = row_sum[h] * rescale[h] + (s0 + s1);  // per lane; the quad sums at the end
   }
-  return __any_sync(0xffffffffu, rescale[0] != 1.f || rescale[1] != 1.f);
+  if constexpr (kVote) return __any_sync(0xffffffffu, rescale[0] != 1.f || rescale[1] != 1.f);
+  return true;
+}
+
+// The diagonal and the other tiles in their own instantiations, so that the others carry no
+// per-element test.
+template <bool kVote, int N>
+__device__ __forceinline__ bool softmax_exact(float (&S)[N], float (&row_max)[2], float (&row_sum)[2],
+                                              float (&rescale)[2], float scale_log2, bool diagonal, int row0,
+                                              int c, int key0) {
+  if (diagonal) return softmax_exact<true, kVote>(S, row_max, row_sum, rescale, scale_log2, row0, c, key0);
+  return softmax_exact<false, kVote>(S, row_max, row_sum, rescale, scale_log2, row0, c, key0);
 }
 
 // The usual tile, where no score exceeds its row's running max by the slack: the exponentials
@@ -488,8 +501,8 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
       wgmma_wait<0>();
       pin(S);
       warp_release(bar.k_empty(stage), lane);
-      if (diagonal) mask_diagonal(S, row0, c, start % kTile);
-      softmax_exact(S, row_max, row_sum, rescale, p.scale_log2);  // no max yet: nothing to try
+      // No max yet: nothing to try.
+      softmax_exact<false>(S, row_max, row_sum, rescale, p.scale_log2, diagonal, row0, c, start % kTile);
       pack_probabilities<T>(P, S);
       while (next >= 0) {
         const int pv_stage = stage;
@@ -515,28 +528,33 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
         named_arrive(other_turn, 256);
         wgmma_wait<1>();  // the scores are done; P V may still run
         pin(S);
-        if (diagonal) mask_diagonal(S, row0, c, start % kTile);
-        bool moved = false;
+        bool moved;  // whether the warp's output needs rescaling (the same in every lane)
         if constexpr (kTry) {
+          if (diagonal) mask_diagonal(S, row0, c, start % kTile);
+          moved = false;
           if (!softmax_try(S, row_max, row_sum, p.scale_log2)) {
             // Rare (a row's max moves): the scores again, from the K tile not yet released.
             warp_scores_again<D, kBf16>(S, smem + L::kQ + qs * L::kQBytes, smem + L::kK + stage * L::kKvBytes,
                                         64 * cw + 16 * warp, lane);
             if (diagonal) mask_diagonal(S, row0, c, start % kTile);
-            moved = softmax_exact(S, row_max, row_sum, rescale, p.scale_log2);
+            moved = softmax_exact<false, true>(S, row_max, row_sum, rescale, p.scale_log2, row0, c, 0);
           }
           warp_release(bar.k_empty(stage), lane);
         } else {
           warp_release(bar.k_empty(stage), lane);
-          moved = softmax_exact(S, row_max, row_sum, rescale, p.scale_log2);
+          moved = softmax_exact<false>(S, row_max, row_sum, rescale, p.scale_log2, diagonal, row0, c, start % kTile);
         }
         pin(S);  // the whole softmax before the wait, where it overlaps P V
         pin(row_sum);
+        if constexpr (!kTry) pin(rescale);
         wgmma_wait<0>();
         pin(O);
         pin(P);
         warp_release(bar.v_empty(pv_stage), lane);
-        if (moved) rescale_rows(O, rescale);
+        // At D = 256 the vote comes here, after the wait, and the mask inside softmax_exact's
+        // diagonal instantiation, as in v7: with both as at D <= 128, its dense case ran 8% slower.
+        if (moved && (kTry || __any_sync(0xffffffffu, rescale[0] != 1.f || rescale[1] != 1.f)))
+          rescale_rows(O, rescale);
         pack_probabilities<T>(P, S);
       }
       mbar_wait(bar.v_full(stage), parity);
