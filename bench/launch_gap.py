@@ -80,11 +80,23 @@ def main():
 
 
 def profile(name, fn, n):
-    acts = [torch.profiler.ProfilerActivity.CUDA]
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=acts) as prof:
         for _ in range(n):
             fn()
         torch.cuda.synchronize()
+    # The timeline of the last two calls (host API calls and GPU work, us from the first shown):
+    # a gap before a kernel says whether the GPU waited for the host.
+    evs = sorted((e for e in prof.events() if e.time_range.end > e.time_range.start),
+                 key=lambda e: e.time_range.start)
+    kernels = [e for e in evs if "sparse_attention" in e.name and "kernel" in e.name and e.device_type.name == "CUDA"]
+    if len(kernels) >= 2:
+        t0 = kernels[-2].time_range.start
+        print(f"{name}: timeline from the start of the last but one attention kernel (us, start, duration):")
+        for e in evs:
+            if e.time_range.end >= t0:
+                print(f"  {e.device_type.name:4s} {e.time_range.start - t0:12.1f} {e.time_range.end - e.time_range.start:12.1f}"
+                      f"  {e.name[:80]}")
     print(f"{name}: {n} calls under torch.profiler; kernels (count, mean us, total ms):")
     for e in prof.key_averages():
         total = getattr(e, "device_time_total", None)

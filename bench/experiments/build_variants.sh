@@ -2,18 +2,19 @@
 # Builds variants of the library for a device A/B (bench/experiments/ab.sh) and packs them into
 # .device_var/variants.tar.xz (git-ignored, compressed so that several fit the 64 MiB a device
 # call carries). Each variant is NAME=PATCHES:DEFINES (PATCHES comma-separated, from this folder,
-# or none; DEFINES comma-separated -D values for the CUDA compiler, or none), built from HEAD in
+# or none; DEFINES comma-separated -D values for the CUDA compiler, or none), built from HEAD (or
+# BASE, a commit the patches apply to: bench/experiments/README.md lists them) in
 # one worktree under /tmp with the sm_90a flags of scripts/build_device.sh. The worktree and its
 # build folder stay from one variant (and one call) to the next, so that a variant recompiles
 # only what its patches or defines change.
-#   bench/experiments/build_variants.sh base=none:none no_softmax=sm90_switches:PROXYATTN_SM90_EXP=1
+#   BASE=2cb1ba0 bench/experiments/build_variants.sh base=none:none no_softmax=sm90_switches:PROXYATTN_SM90_EXP=1
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here=$root/bench/experiments
 out=$root/.device_var
 rm -rf "$out" && mkdir -p "$out/libs"
 wt=/tmp/proxyattn-variant  # kept between calls too, with its build folder
-rev=$(git -C "$root" rev-parse HEAD)
+rev=$(git -C "$root" rev-parse "${BASE:-HEAD}")  # BASE: the commit the patches apply to
 if ! git -C "$wt" rev-parse --git-dir >/dev/null 2>&1; then
   rm -rf "$wt"; git -C "$root" worktree prune
   git -C "$root" worktree add --detach "$wt" "$rev" >/dev/null
