@@ -3,7 +3,6 @@
 
     python3 eval/study/check_mirror.py /tmp/study/passkey_16384_d0.50 --layers 0 11
 """
-import argparse
 import os
 import sys
 
@@ -16,13 +15,7 @@ import study_lib as S  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("capture_dir")
-    ap.add_argument("--layers", type=int, nargs="+", default=[0, 11])
-    args = ap.parse_args()
-    torch.set_grad_enabled(False)
-    for layer in args.layers:
-        x = S.load_layer(args.capture_dir, layer)
+    for _, layer, x in S.captured_layers(__doc__):
         q, k = x["q"], x["k"]
         scale = x["scale"]
         n, hq, _ = q.shape

@@ -6,7 +6,6 @@ density 0.3.
 
     python3 eval/study/check_recall.py /tmp/study/passkey_16384_d0.50 --layers 0 11
 """
-import argparse
 import os
 import sys
 import time
@@ -22,19 +21,13 @@ from eval.baselines import match_density, to_csr  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("capture_dir")
-    ap.add_argument("--layers", type=int, nargs="+", default=[0, 11])
-    args = ap.parse_args()
-    torch.set_grad_enabled(False)
-    for layer in args.layers:
-        x = S.load_layer(args.capture_dir, layer)
+    for capture_dir, layer, x in S.captured_layers(__doc__):
         q, k, v, scale = x["q"], x["k"], x["v"], x["scale"]
         n = q.shape[0]
         t0 = time.time()
         _, lse_d = proxyattn.dense_attention(q, k, v, scale, return_lse=True, backend="cpu")
         t1 = time.time()
-        W, lse_w = S.cached_block_mass(args.capture_dir, layer, q, k, scale)
+        W, lse_w = S.cached_block_mass(capture_dir, layer, q, k, scale)
         print("layer %2d: dense (library) %.0f s; max |lse library - lse study_lib| = %.2e"
               % (layer, t1 - t0, float((lse_d - lse_w).abs().max())), flush=True)
         masks = {}

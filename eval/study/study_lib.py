@@ -8,6 +8,7 @@ and rows of exp(lse_sparse - lse_dense) that run_eval.py reports (the kept share
 softmax mass), so every mask is scored without running attention; check_recall.py confirms it
 against proxyattn.sparse_attention.
 """
+import argparse
 import math
 import os
 
@@ -23,6 +24,18 @@ def layer_file(capture_dir, layer):
 
 def load_layer(capture_dir, layer):
     return torch.load(layer_file(capture_dir, layer))
+
+
+def captured_layers(doc):
+    """(capture folder, layer, its tensors) for each layer that a check script's command line
+    names: CAPTURE_DIR [--layers L ...] (default 0 and 11). Autograd is off from here on."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("capture_dir")
+    ap.add_argument("--layers", type=int, nargs="+", default=[0, 11])
+    args = ap.parse_args()
+    torch.set_grad_enabled(False)
+    for layer in args.layers:
+        yield args.capture_dir, layer, load_layer(args.capture_dir, layer)
 
 
 def cached_block_mass(capture_dir, layer, q, k, scale):
