@@ -22,7 +22,6 @@
 #include <cuda.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 
 #include "cuda/attention.cuh"
@@ -521,8 +520,7 @@ bool make_tile_maps(const AttentionParams& p, bool bf16, int head_dim, int kv_he
 // once per device, so that a launch inside a stream capture makes no such query.
 template <class T, int D>
 bool kernel_available(int device) {
-  static std::atomic<int> known[64] = {};
-  return sm90_code_runs(sparse_attention_sm90_kernel<T, D>, known, device);
+  return sm90_code_runs<sparse_attention_sm90_kernel<T, D>>(device);
 }
 
 // persistent: one CTA per multiprocessor walking the schedule; else one CTA per work item.

@@ -8,15 +8,16 @@
 
 namespace proxyattn::detail::cuda::sm90 {
 
-// `known` caches the answer per device index (0: not asked yet, 1: yes, -1: no), so that a launch
-// inside a stream capture makes no query after the first call.
-template <class Kernel>
-bool sm90_code_runs(Kernel kernel, std::atomic<int> (&known)[64], int device) {
+// The answer is cached per device index (0: not asked yet, 1: yes, -1: no), one cache per
+// kernel, so that a launch inside a stream capture makes no query after the first call.
+template <auto kKernel>
+bool sm90_code_runs(int device) {
+  static std::atomic<int> known[64] = {};
   if (device < 0 || device >= 64) return false;
   int k = known[device].load(std::memory_order_relaxed);
   if (k == 0) {
     cudaFuncAttributes attr{};
-    const bool ok = cudaFuncGetAttributes(&attr, kernel) == cudaSuccess;
+    const bool ok = cudaFuncGetAttributes(&attr, kKernel) == cudaSuccess;
     if (!ok) cudaGetLastError();
     k = ok && attr.binaryVersion == 90 ? 1 : -1;
     known[device].store(k, std::memory_order_relaxed);

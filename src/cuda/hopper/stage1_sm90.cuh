@@ -17,7 +17,6 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
 
 #include "cuda/estimate_rank.cuh"
 #include "cuda/hopper/binary.hpp"
@@ -252,8 +251,7 @@ __global__ void __launch_bounds__(kStage1Threads) stage1_sm90_kernel(EstimatePar
 // Whether the sm_90a build of this kernel is what runs on `device`; asked once per device.
 template <class T, int D>
 bool stage1_sm90_available(int device) {
-  static std::atomic<int> known[64] = {};
-  return sm90_code_runs(stage1_sm90_kernel<T, D>, known, device);
+  return sm90_code_runs<stage1_sm90_kernel<T, D>>(device);
 }
 
 // One CTA per query block of the batch (those that do not end a group exit at once); groups of

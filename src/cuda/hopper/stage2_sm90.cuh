@@ -144,8 +144,7 @@ __global__ void __launch_bounds__(kStage1Threads, D <= 128 ? 2 : 1) stage2_sm90_
 // Whether the sm_90a build of this kernel is what runs on `device`; asked once per device.
 template <class T, int D>
 bool stage2_sm90_available(int device) {
-  static std::atomic<int> known[64] = {};
-  return sm90_code_runs(stage2_sm90_kernel<T, D, false>, known, device);
+  return sm90_code_runs<stage2_sm90_kernel<T, D, false>>(device);
 }
 
 // One pass (kMass: the second), one CTA per (chunk, head), as the portable kernel.
