@@ -122,18 +122,43 @@ __device__ __forceinline__ Item decode_item(const AttentionParams& p, int index)
 // of 128 / kSub keys, and a tile that starts past the sequence end is skipped. next() gives the
 // tile's first key (in the sequence) or -1 at the end; the producer and the consumers walk the
 // same tiles.
-template <int kSub>
+// kChunked (the consumers): the mask's indices come 32 at a time, lane i holding entry 32 k + i,
+// and the next 32 are loaded a chunk ahead, so that a tile's index is one shuffle and not a load
+// whose latency stands in the chain from one tile's products to the next.
+template <int kSub, bool kChunked = false>
 struct KeyTiles {
-  const std::int32_t* cols;
-  std::int64_t e, hi;
+  const std::int32_t* cols;  // the row's first entry (null: dense, blocks 0..m)
+  int e = 0, count;          // next entry, entries in the row
   int m, len, n = -1, sub = kSub;
-  __device__ __forceinline__ KeyTiles(const Item& it) : cols(it.cols), e(it.lo), hi(it.hi), m(it.m), len(it.len) {}
+  int chunk = -1, ahead = -1;  // kChunked: entries 32 k + lane and 32 (k + 1) + lane
+  __device__ __forceinline__ KeyTiles(const Item& it)
+      : cols(it.cols ? it.cols + it.lo : nullptr), count(static_cast<int>(std::min<std::int64_t>(it.hi - it.lo, INT32_MAX))), m(it.m), len(it.len) {
+    if constexpr (kChunked)
+      if (cols) ahead = fetch(0);
+  }
+  // Entry `first` + lane of the row, or -1 past its end (kChunked; cols not null).
+  __device__ __forceinline__ int fetch(int first) const {
+    const int i = first + static_cast<int>(threadIdx.x & 31);
+    return i < count ? __ldg(cols + i) : -1;
+  }
+  __device__ __forceinline__ int entry() {
+    if (!cols) return e;
+    if constexpr (kChunked) {
+      if ((e & 31) == 0) {
+        chunk = ahead;
+        ahead = fetch(e + 32);
+      }
+      return __shfl_sync(0xffffffffu, chunk, e & 31);
+    } else {
+      return uniform(__ldg(cols + e));
+    }
+  }
   __device__ __forceinline__ int next() {
     for (;;) {
       if (sub == kSub) {
         n = -1;
-        while (e < hi && n < 0) {
-          const int c = cols ? uniform(__ldg(cols + e)) : static_cast<int>(e);
+        while (e < count && n < 0) {
+          const int c = entry();
           ++e;
           if (c >= 0 && c <= m) n = c;
         }
@@ -334,7 +359,7 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
   ItemOrder order(p.num_items);
   for (int index = order.next(); index >= 0; index = order.next()) {
     const Item it = decode_item(p, index);
-    KeyTiles<L::kSubTiles> keys(it);
+    KeyTiles<L::kSubTiles, true> keys(it);
     int start = keys.next();
     bool diagonal = keys.diagonal();
     float O[D / 2];
