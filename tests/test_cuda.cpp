@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "core/plan_impl.hpp"
 #include "cuda/attention_kernel.hpp"
@@ -347,6 +348,51 @@ TEST(Cuda, GrowingScoresMatchReference) {
         if (HasFatalFailure()) return;
       }
     }
+}
+
+// Rows of more than 64 entries, so that the Hopper consumers' window of 32 mask indices moves on
+// several times within a row, and a raw device mask (which is not validated) whose rows also
+// hold entries outside [0, m]: every kernel must skip those and give the clean mask's output.
+TEST(Cuda, LongRowsWithBadEntriesMatchReference) {
+  REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  for (const auto& [dim, hq] : {std::pair{64, 2}, std::pair{128, 1}}) {
+    const std::string label = "dim " + std::to_string(dim) + " hq " + std::to_string(hq);
+    SCOPED_TRACE(label + " seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const Problem pr = make_problem({12900, 300}, hq, 1, dim, DType::bfloat16);
+    Config c;
+    Plan plan(c, on_cuda(pr));
+    const Qkv x = random_qkv(pr, rng);
+    const HostBlockMask clean = random_mask(plan, 0.5, false, rng);
+    // The same rows with an entry outside [0, m] before about half of the kept blocks, below 0
+    // or above the diagonal block m (each clean row ends with its m).
+    HostBlockMask raw;
+    raw.block_size = clean.block_size;
+    raw.num_heads = clean.num_heads;
+    std::uniform_int_distribution<int> coin(0, 3);
+    std::int64_t longest = 0;
+    for (std::int64_t r = 0; r < clean.num_rows(); ++r) {
+      const std::int64_t lo = clean.row_offsets[r], hi = clean.row_offsets[r + 1];
+      const std::int32_t m = hi > lo ? clean.col_indices[hi - 1] : 0;
+      for (std::int64_t i = lo; i < hi; ++i) {
+        const int k = coin(rng);
+        if (k == 0) raw.col_indices.push_back(-1 - coin(rng));
+        if (k == 1) raw.col_indices.push_back(m + 1 + coin(rng));
+        raw.col_indices.push_back(clean.col_indices[i]);
+      }
+      raw.row_offsets.push_back(static_cast<std::int64_t>(raw.col_indices.size()));
+      longest = std::max(longest, raw.row_offsets[r + 1] - raw.row_offsets[r]);
+    }
+    ASSERT_GT(longest, 64) << "the rows must span three windows of 32 indices";
+    MaskOnGpu gm(raw);
+    const GpuRun g = run_gpu(plan, x, &gm.view);
+    const std::string kernel = checked_kernel(dim);
+    const BlockMask hm = clean.view();
+    const GpuRun r = run_ref(pr, c, x, &hm);
+    expect_close(g, r, label + ", rows of up to " + std::to_string(longest) + " entries", kernel);
+    if (HasFatalFailure()) return;
+  }
 }
 
 // NaN in K and V of one sequence must not reach the sequence before it, whose last key block
