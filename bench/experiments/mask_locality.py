@@ -7,6 +7,9 @@ timed as bench/cuda_bench.py times them (median of back-to-back calls), Llama-3.
           all CTAs come from 10% of the kv head's K/V, which L2 holds;
   window  each row keeps its last round(d * (m + 1)) blocks: the CTAs running at one time (rows
           of similar length) read nearly the same blocks.
+  band W  (--bands W ...) each row keeps random blocks among its last W, as many as the random
+          mask on average: the CTAs running at one time read from about W blocks of K/V
+          (W x 64 KB at D = 128), so the time against W shows how much of L2 the walks can use.
 Each keeps the diagonal and block 0, as the estimator does.
 
   PROXYATTN_LIB=.device/libproxyattn_c.so python3 bench/experiments/mask_locality.py --n 131072 --density 0.1
@@ -24,7 +27,7 @@ import cuda_bench as cb  # noqa: E402
 pa = cb.pa
 
 
-def masks(nb, hq, hkv, density, gen):
+def masks(nb, hq, hkv, density, gen, bands=()):
     idx = torch.arange(nb, device="cuda")
     below = idx[None, :] < idx[:, None]  # [query block, key block], strictly causal
     forced = (idx[None, :] == idx[:, None]) | (idx[None, :] == 0)
@@ -35,6 +38,13 @@ def masks(nb, hq, hkv, density, gen):
     keep_count = torch.round(density * (idx + 1).float()).long()  # per query block
     window = (idx[None, :] >= idx[:, None] - keep_count[:, None] + 1) & below
     out["window"] = (window | forced)[:, None, :].expand(nb, hq, nb).contiguous()
+    for w in bands:
+        lo = (idx - w + 1).clamp(min=0)
+        in_band = (idx[None, :] >= lo[:, None]) & below  # [query block, key block]
+        width = in_band.sum(1).clamp(min=1).float()
+        prob = (density * (idx + 1).float() / width).clamp(max=1.0)  # same count as random on average
+        keep = torch.rand(nb, hq, nb, device="cuda", generator=gen) < prob[:, None, None]
+        out[f"band{w}"] = (keep & in_band[:, None, :]) | forced[:, None, :]
     return out
 
 
@@ -45,6 +55,7 @@ def main():
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--bands", type=int, nargs="*", default=[], help="band masks of these widths (blocks)")
     args = p.parse_args()
     hq, hkv, d = cb.SHAPES["llama3.1-8b"]
     n, nb = args.n, args.n // cb.BLOCK
@@ -56,7 +67,7 @@ def main():
     plan = pa.Plan(hq, hkv, d, torch.bfloat16, "cuda", [0, n])
     cases = []
     for density in args.density:
-        for name, keep in masks(nb, hq, hkv, density, gen).items():
+        for name, keep in masks(nb, hq, hkv, density, gen, args.bands).items():
             ro, ci = cb.to_csr(keep)
             real = ci.numel() / (hq * nb * (nb + 1) // 2)
             cases.append((f"{name} {density}", ro, ci, real, cb.kept_pairs(ro, ci, n, hq)))
