@@ -72,6 +72,37 @@ def time_ms(fn, nsets, warmup, reps):
     return statistics.median(times)
 
 
+def l2_persisting_set_aside():
+    """PROXYATTN_BENCH_L2_PERSIST=F (A/B runs): sets aside F of the device's largest L2 share for
+    persisting accesses (cudaLimitPersistingL2CacheSize) before any timing, so that the kernels'
+    evict_last copies get it; returns the bytes, or 0 when unset."""
+    frac = float(os.environ.get("PROXYATTN_BENCH_L2_PERSIST", "0"))
+    if frac <= 0:
+        return 0
+    import ctypes
+    import glob
+    torch.zeros(1, device="cuda")  # the primary context, shared with the runtime below
+    names = ["libcudart.so.13", "libcudart.so.12", "libcudart.so"]
+    names += glob.glob(os.path.join(os.path.dirname(torch.__file__), "..", "nvidia", "*", "lib", "libcudart.so*"))
+    for name in names:
+        try:
+            rt = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
+    else:
+        raise RuntimeError("PROXYATTN_BENCH_L2_PERSIST: no libcudart found")
+    most = ctypes.c_int(0)
+    rt.cudaDeviceGetAttribute(ctypes.byref(most), 108, torch.cuda.current_device())  # MaxPersistingL2CacheSize
+    size = int(most.value * frac)
+    err = rt.cudaDeviceSetLimit(0x06, ctypes.c_size_t(size))  # cudaLimitPersistingL2CacheSize
+    got = ctypes.c_size_t(0)
+    rt.cudaDeviceGetLimit(ctypes.byref(got), 0x06)
+    if err:
+        raise RuntimeError(f"cudaDeviceSetLimit(PersistingL2CacheSize, {size}) failed: error {err}")
+    return got.value
+
+
 def random_keep(nb, hq, density, gen):
     """[nb, hq, nb] bool in our row order (row = block * hq + head): each causal block below the
     diagonal kept with probability `density`, plus the diagonal and block 0 (the forced blocks)."""
@@ -351,6 +382,10 @@ def main():
     print(f"GPU {meta['gpu']}, torch {meta['torch']}, {meta['date']}, commit {meta['commit']}", flush=True)
     print(f"library {meta['library']}, PROXYATTN_KERNEL={meta['kernel']}", flush=True)
 
+    persist = l2_persisting_set_aside()
+    if persist:
+        meta["l2_persisting_bytes"] = persist
+        print(f"L2 set aside for persisting accesses: {persist / 2**20:.1f} MiB", flush=True)
     bench = Bench(args)
     bench.run()
 

@@ -19,9 +19,9 @@ __device__ __forceinline__ std::int64_t uniform(std::int64_t x) { return __shfl_
 
 // One work item: a (query block, head) row of the mask.
 struct Item {
-  const std::int32_t* cols;  // kept key blocks (null: dense, blocks 0..m)
-  std::int64_t lo, hi;       // the row's entries in cols (or the dense block range)
+  const std::int32_t* cols;  // the row's first kept key block (null: dense, blocks 0..m)
   std::int64_t begin;        // first token of the sequence in the packed batch
+  int count;                 // entries in the row (dense: m + 1)
   int h, kvh, m, len;        // head, kv head, query block within the sequence, sequence length
 };
 
@@ -37,13 +37,12 @@ __device__ __forceinline__ Item decode_item(const AttentionParams& p, int index)
   it.begin = begin;
   it.len = uniform(__ldg(p.cu_seqlens + s + 1)) - begin;
   if (p.row_offsets) {
-    it.cols = p.col_indices;
-    it.lo = uniform(__ldg(p.row_offsets + row));
-    it.hi = uniform(__ldg(p.row_offsets + row + 1));
+    const std::int64_t lo = uniform(__ldg(p.row_offsets + row)), hi = uniform(__ldg(p.row_offsets + row + 1));
+    it.cols = p.col_indices + lo;
+    it.count = static_cast<int>(std::min<std::int64_t>(hi - lo, INT32_MAX));
   } else {
     it.cols = nullptr;
-    it.lo = 0;
-    it.hi = it.m + 1;
+    it.count = it.m + 1;
   }
   return it;
 }
@@ -62,11 +61,7 @@ struct KeyTiles {
   int e = 0, count;          // next entry, entries in the row
   int m, len, n = -1, sub = kSub;
   int chunk = -1, ahead = -1;  // kChunked: entries 32 k + lane and 32 (k + 1) + lane
-  __device__ __forceinline__ KeyTiles(const Item& it)
-      : cols(it.cols ? it.cols + it.lo : nullptr),
-        count(static_cast<int>(std::min<std::int64_t>(it.hi - it.lo, INT32_MAX))),
-        m(it.m),
-        len(it.len) {
+  __device__ __forceinline__ KeyTiles(const Item& it) : cols(it.cols), count(it.count), m(it.m), len(it.len) {
     if constexpr (kChunked)
       if (cols) ahead = fetch(0);
   }
