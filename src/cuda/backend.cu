@@ -197,6 +197,33 @@ bool hopper_device(const Plan::Impl& p) {
   return major == 9 && minor == 0;
 }
 
+// A sweep over a working set a little larger than L2 at one priority reads all of it from DRAM
+// again on every pass (LRU). So the Hopper kernel copies the K/V of each sequence's first keys
+// with evict_last and the rest with evict_normal: the first part stays in L2 from one round of
+// work items to the next. l2_pin_keys: how many keys, so that the K and V of the kv heads read
+// at one time (one in kv order) fill this share of L2. 75% by default (NOTES.md, v10: dense
+// 1-2% faster than with all of K/V evict_last); PROXYATTN_L2_PIN_PERCENT=0..100 for A/B runs.
+int l2_pin_percent() {
+  static const int percent = [] {
+    const char* s = std::getenv("PROXYATTN_L2_PIN_PERCENT");
+    if (!s || !*s) return 75;
+    char* end = nullptr;
+    const long v = std::strtol(s, &end, 10);
+    if (*end != '\0' || v < 0 || v > 100)
+      fail(ErrorCode::invalid_argument, "PROXYATTN_L2_PIN_PERCENT must be an integer in [0, 100], got '", s, "'");
+    return static_cast<int>(v);
+  }();
+  return percent;
+}
+
+int l2_pin_keys(const Plan::Impl& p, int key_bytes) {
+  int l2 = 0;
+  PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, p.problem.device_index));
+  const std::int64_t heads = kv_major(p.problem.kv_heads) ? 1 : p.problem.kv_heads;
+  const std::int64_t keys = static_cast<std::int64_t>(l2) * l2_pin_percent() / 100 / (2 * key_bytes * heads);
+  return static_cast<int>(std::min<std::int64_t>(keys, INT32_MAX));
+}
+
 // Launches the sparse attention of ap with the kernel that the mode and the device allow.
 void launch_attention(const Plan::Impl& p, const AttentionParams& ap, cudaStream_t stream) {
   const KernelMode mode = kernel_mode();
@@ -211,7 +238,9 @@ void launch_attention(const Plan::Impl& p, const AttentionParams& ap, cudaStream
           sm90::make_tile_maps(ap, Elem<T>::is_bf16, D, p.problem.kv_heads, &maps)) {
         const bool persistent = mode == KernelMode::hopper;
         const int limit = persistent_cta_limit();
-        sm90::launch_sparse_attention_sm90<T, D>(ap, maps, persistent, limit > 0 ? std::min(sms, limit) : sms, stream);
+        AttentionParams hp = ap;
+        hp.l2_pin_keys = l2_pin_keys(p, D * static_cast<int>(sizeof(T)));
+        sm90::launch_sparse_attention_sm90<T, D>(hp, maps, persistent, limit > 0 ? std::min(sms, limit) : sms, stream);
         last_kernel = persistent ? "hopper" : "hopper-grid";
         return;
       }
