@@ -7,6 +7,8 @@
 # timing run and prints the median SM clock and board power of the busy samples (over 300 W):
 # whether a variant is limited by the power cap shows there. One summary.txt and one
 # logs.tar.xz go to $OUT.
+# A name may carry environment for its timing runs after @ signs: "base@PROXYATTN_L2_HINTS=0"
+# times variant base with that variable set.
 #   NAMES="base no_softmax" SHAPES=llama3.1-8b LENGTHS="32768 131072" DENS="1.0 0.1" bash bench/experiments/ab.sh
 set -u
 OUT=${OUT:-/tmp/out}; L=/tmp/variant_logs; V=.device_var
@@ -24,17 +26,18 @@ for n in ${TEST_NAMES:-}; do
   done
 done
 for round in $(seq ${ROUNDS:-2}); do
-  for n in ${NAMES:-base}; do
+  for spec in ${NAMES:-base}; do
+    n=${spec%%@*}; envs=(); [ "$spec" != "$n" ] && IFS=@ read -r -a envs <<< "${spec#*@}"
     for shape in ${SHAPES:-llama3.1-8b}; do
-      tag=${n}_${shape}_$round
+      tag=${spec//[@=]/_}_${shape}_$round
       if [ -n "${POWER:-}" ]; then
         nvidia-smi --query-gpu=clocks.sm,power.draw,enforced.power.limit --format=csv,noheader,nounits -lms 100 \
           > $L/power_$tag.csv & smi=$!
       fi
-      LD_LIBRARY_PATH=$PWD/$V/$n PROXYATTN_LIB=$PWD/$V/$n/libproxyattn_c.so timeout 300 python3 bench/cuda_bench.py \
+      env "${envs[@]}" LD_LIBRARY_PATH=$PWD/$V/$n PROXYATTN_LIB=$PWD/$V/$n/libproxyattn_c.so timeout 300 python3 bench/cuda_bench.py \
         --lengths ${LENGTHS:-32768 131072} --densities ${DENS:-1.0 0.1} --shapes $shape --reps 5 --warmup 2 \
         --skip cudnn flash flex estimate --out $L/ab_$tag.json > $L/ab_$tag.log 2>&1
-      echo "== $n $shape round $round: exit $?"; grep -E "^(llama|gemma|qwen)\S*\s+[0-9]+ ours_" $L/ab_$tag.log
+      echo "== $spec $shape round $round: exit $?"; grep -E "^(llama|gemma|qwen)\S*\s+[0-9]+ ours_" $L/ab_$tag.log
       if [ -n "${POWER:-}" ]; then
         kill $smi; wait $smi 2>/dev/null
         busy=$(awk -F', *' '$2 > 300' $L/power_$tag.csv)
