@@ -4,6 +4,7 @@
 #include <cub/device/device_scan.cuh>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
@@ -45,6 +46,19 @@ int env_choice(const char* var, std::initializer_list<const char*> names) {
   fail(ErrorCode::invalid_argument, var, " must be ", list, ", got '", s, "'");
 }
 
+// The environment variable's integer value in [lo, hi]; unset or empty gives `fallback`, and
+// anything else is an error that names the variable, the range and the value.
+int env_int(const char* var, int lo, int hi, int fallback) {
+  const char* s = std::getenv(var);
+  if (!s || !*s) return fallback;
+  char* end = nullptr;
+  errno = 0;
+  const long v = std::strtol(s, &end, 10);
+  if (*end != '\0' || errno != 0 || v < lo || v > hi)
+    fail(ErrorCode::invalid_argument, var, " must be an integer in [", lo, ", ", hi, "], got '", s, "'");
+  return static_cast<int>(v);
+}
+
 // The order of the attention schedule. kv (the default): kv heads one after the other, longest
 // rows first within each, so that the CTAs running at one time read the K/V of one kv head and
 // L2 serves most of their tiles (with every head at once, a sparse mask's tiles are spread over
@@ -76,15 +90,7 @@ bool l2_hints() {
 // PROXYATTN_PERSISTENT_CTAS=3 makes each CTA walk many work items even in small tests, the
 // path that long inputs take (item hand-over, Q stages, the tile stream across items).
 int persistent_cta_limit() {
-  static const int limit = [] {
-    const char* s = std::getenv("PROXYATTN_PERSISTENT_CTAS");
-    if (!s || !*s) return 0;
-    char* end = nullptr;
-    const long v = std::strtol(s, &end, 10);
-    if (*end != '\0' || v < 1 || v > (1 << 20))
-      fail(ErrorCode::invalid_argument, "PROXYATTN_PERSISTENT_CTAS must be a positive integer, got '", s, "'");
-    return static_cast<int>(v);
-  }();
+  static const int limit = env_int("PROXYATTN_PERSISTENT_CTAS", 1, 1 << 20, 0);
   return limit;
 }
 
@@ -204,15 +210,7 @@ bool hopper_device(const Plan::Impl& p) {
 // at one time (one in kv order) fill this share of L2. 75% by default (NOTES.md, v10: dense
 // 1-2% faster than with all of K/V evict_last); PROXYATTN_L2_PIN_PERCENT=0..100 for A/B runs.
 int l2_pin_percent() {
-  static const int percent = [] {
-    const char* s = std::getenv("PROXYATTN_L2_PIN_PERCENT");
-    if (!s || !*s) return 75;
-    char* end = nullptr;
-    const long v = std::strtol(s, &end, 10);
-    if (*end != '\0' || v < 0 || v > 100)
-      fail(ErrorCode::invalid_argument, "PROXYATTN_L2_PIN_PERCENT must be an integer in [0, 100], got '", s, "'");
-    return static_cast<int>(v);
-  }();
+  static const int percent = env_int("PROXYATTN_L2_PIN_PERCENT", 0, 100, 75);
   return percent;
 }
 
