@@ -32,7 +32,7 @@ struct AttentionParams {
   float scale_log2;                 // softmax scale * log2(e)
   int l2_hints;                     // Hopper kernel: L2 eviction priorities on its copies
   int l2_pin_keys;                  // with them: K/V of the keys below this (in the sequence)
-                                    // kept in L2 first (evict_last), the rest evict_normal
+                                    // evict_last, the rest evict_normal (INT32_MAX: all)
 };
 
 // Walks the 64-key tiles of the kept blocks of one row, skipping tiles past the sequence end,

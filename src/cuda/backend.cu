@@ -203,18 +203,20 @@ bool hopper_device(const Plan::Impl& p) {
   return major == 9 && minor == 0;
 }
 
-// A sweep over a working set a little larger than L2 at one priority reads all of it from DRAM
-// again on every pass (LRU). So the Hopper kernel copies the K/V of each sequence's first keys
-// with evict_last and the rest with evict_normal: the first part stays in L2 from one round of
-// work items to the next. l2_pin_keys: how many keys, so that the K and V of the kv heads read
-// at one time (one in kv order) fill this share of L2. 75% by default (NOTES.md, v10: dense
-// 1-2% faster than with all of K/V evict_last); PROXYATTN_L2_PIN_PERCENT=0..100 for A/B runs.
+// L2 priorities of the Hopper kernel's K/V copies by key position, an A/B switch. Unset (the
+// default): all K/V evict_last. PROXYATTN_L2_PIN_PERCENT=N: the K/V of each sequence's first
+// keys evict_last and the rest evict_normal, with the bound set so that the pinned part of the
+// kv heads read at one time (one in kv order) fills N% of L2. At 75% Llama-3.1-8B's dense case
+// ran 1-2% faster, but Qwen2.5-7B's 10% case 3-4% and Gemma-2-9B's dense case 3.5% slower
+// (NOTES.md, v10), so it is not the default.
 int l2_pin_percent() {
-  static const int percent = env_int("PROXYATTN_L2_PIN_PERCENT", 0, 100, 75);
+  static const int percent = env_int("PROXYATTN_L2_PIN_PERCENT", 0, 100, -1);
   return percent;
 }
 
+// The key bound for the kernel: INT32_MAX (everything evict_last) when the switch is unset.
 int l2_pin_keys(const Plan::Impl& p, int key_bytes) {
+  if (l2_pin_percent() < 0) return INT32_MAX;
   int l2 = 0;
   PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, p.problem.device_index));
   const std::int64_t heads = kv_major(p.problem.kv_heads) ? 1 : p.problem.kv_heads;

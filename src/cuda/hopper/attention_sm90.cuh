@@ -123,9 +123,7 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
       const int stage = tiles & 1;
       const std::uint32_t parity = ((tiles >> 1) & 1) ^ 1;  // first pass over a stage: no wait
       ++tiles;
-      // The first keys of a sequence stay in L2 from one round of items to the next, the rest
-      // share what is left: with all of a kv head's K/V at one priority, a working set a little
-      // larger than L2 is read from DRAM again by every round (backend.cu, l2_pin_keys).
+      // evict_last below the pin bound (by default every key; backend.cu, l2_pin_keys).
       const std::uint64_t kv_policy = p.l2_hints && start < p.l2_pin_keys ? l2_evict_last() : l2_evict_normal();
       const std::uint32_t k_dst = smem + L::kK + stage * L::kKvBytes;
       const std::uint32_t v_dst = smem + L::kV + stage * L::kKvBytes;
