@@ -96,10 +96,10 @@ def l2_persisting_set_aside():
     rt.cudaDeviceGetAttribute(ctypes.byref(most), 108, torch.cuda.current_device())  # MaxPersistingL2CacheSize
     size = int(most.value * frac)
     err = rt.cudaDeviceSetLimit(0x06, ctypes.c_size_t(size))  # cudaLimitPersistingL2CacheSize
-    got = ctypes.c_size_t(0)
-    rt.cudaDeviceGetLimit(ctypes.byref(got), 0x06)
     if err:
         raise RuntimeError(f"cudaDeviceSetLimit(PersistingL2CacheSize, {size}) failed: error {err}")
+    got = ctypes.c_size_t(0)
+    rt.cudaDeviceGetLimit(ctypes.byref(got), 0x06)
     return got.value
 
 

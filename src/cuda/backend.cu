@@ -214,7 +214,8 @@ int l2_pin_percent() {
   return percent;
 }
 
-// The key bound for the kernel: INT32_MAX (everything evict_last) when the switch is unset.
+// The Hopper kernel's key bound (key_bytes: one key's K or V): INT32_MAX (everything
+// evict_last) when the switch is unset.
 int l2_pin_keys(const Plan::Impl& p, int key_bytes) {
   if (l2_pin_percent() < 0) return INT32_MAX;
   int l2 = 0;
@@ -238,9 +239,7 @@ void launch_attention(const Plan::Impl& p, const AttentionParams& ap, cudaStream
           sm90::make_tile_maps(ap, Elem<T>::is_bf16, D, p.problem.kv_heads, &maps)) {
         const bool persistent = mode == KernelMode::hopper;
         const int limit = persistent_cta_limit();
-        AttentionParams hp = ap;
-        hp.l2_pin_keys = l2_pin_keys(p, D * static_cast<int>(sizeof(T)));
-        sm90::launch_sparse_attention_sm90<T, D>(hp, maps, persistent, limit > 0 ? std::min(sms, limit) : sms, stream);
+        sm90::launch_sparse_attention_sm90<T, D>(ap, maps, persistent, limit > 0 ? std::min(sms, limit) : sms, stream);
         last_kernel = persistent ? "hopper" : "hopper-grid";
         return;
       }
@@ -477,6 +476,7 @@ void attention(Plan::Impl& p, const TensorView& q, const TensorView& k, const Te
   ap.num_rows = rows;
   ap.scale_log2 = p.scale * kLog2e;
   ap.l2_hints = l2_hints() ? 1 : 0;
+  ap.l2_pin_keys = l2_pin_keys(p, p.problem.head_dim * static_cast<int>(dtype_size(p.problem.dtype)));
   launch_attention(p, ap, stream);
 }
 
