@@ -4,8 +4,9 @@ layer of Llama-3.1-8B (32 q / 8 kv heads, D 128) and Qwen2.5-7B (28 q / 4 kv hea
 
 Per length: cuDNN SDPA and torch flash SDPA (dense), ours dense; at each density a random block
 mask (plus the forced diagonal and sink blocks) run by ours (sparse_attention) and by
-FlexAttention with the same mask; our estimate alone and our whole layer (estimate + sparse) at
-the density the estimate picks on random data. Each time is the median of CUDA-event timings
+FlexAttention with the same mask; our estimate alone and our whole layer (estimate + sparse, one
+call) at the density the estimate picks on random data, and with --layer-gammas G at lower gammas,
+where it picks a density of about G. Each time is the median of CUDA-event timings
 after warm-up; TFLOP/s count 4*D per kept causal (query, key) pair, exactly from the mask.
 
   PROXYATTN_LIB=build/src/capi/libproxyattn_c.so python3 bench/cuda_bench.py [--quick]
@@ -309,23 +310,38 @@ class Bench:
             if plan is not None:
                 plan.close()
             return
-        # The estimator with the default config, and the whole layer at the density it picks.
-        est = {}
-
-        def estimated():
-            if not est:
-                e = plan.estimate(*sets[0][:2])
-                est["density"] = e["col_indices"].numel() / plan.mask_capacity
-                est["pairs"] = kept_pairs(e["row_offsets"], e["col_indices"], n, hq)
-            return est
-
+        # The estimator with the default config, and the whole layer (one call: estimate, then the
+        # sparse kernel on its mask) at the density it picks. Random inputs have flat attention, so
+        # the default gamma keeps nearly every block; --layer-gammas adds layers at lower gammas,
+        # where the density the estimate picks on such inputs is about gamma.
         self.measure(ctx, "ours_estimate", ours(lambda i: plan.estimate(*sets[i][:2], copy=False)), nsets)
-        try:
-            density = estimated()["density"] if plan is not None else None
-        except Exception:
-            density = None
-        self.measure(ctx, "ours_attention", ours(lambda i: plan.attention(*sets[i], out)), nsets,
-                     lambda: estimated()["pairs"], density)
+        for gamma in [None] + list(args.layer_gammas):
+            lp = plan
+            try:
+                if gamma is not None and plan is not None:
+                    lp = pa.Plan(hq, hkv, d, torch.bfloat16, "cuda", [0, n], gamma=gamma)
+            except Exception as ex:
+                print(f"{shape:12s} n={n:7d} plan at gamma {gamma} failed: {ex}", flush=True)
+                continue
+            est = {}
+
+            def estimated(lp=lp, est=est):
+                if not est:
+                    e = lp.estimate(*sets[0][:2])
+                    est["density"] = e["col_indices"].numel() / lp.mask_capacity
+                    est["pairs"] = kept_pairs(e["row_offsets"], e["col_indices"], n, hq)
+                return est
+
+            try:
+                density = estimated()["density"] if lp is not None else None
+            except Exception:
+                density = None
+            name = "ours_attention" if gamma is None else f"ours_layer_g{gamma:g}"
+            rec = self.measure(ctx, name, ours(lambda i, lp=lp: lp.attention(*sets[i], out)), nsets,
+                               lambda estimated=estimated: estimated()["pairs"], density)
+            rec["gamma"] = gamma
+            if lp is not plan:
+                lp.close()
         if plan is not None:
             plan.close()
 
@@ -366,6 +382,9 @@ def main():
     p.add_argument("--skip", nargs="*", default=[], choices=["cudnn", "flash", "flex", "dense", "estimate"],
                    help="leave out cuDNN SDPA, torch flash SDPA, FlexAttention, our dense attention, or our "
                         "estimate and whole layer (A/B runs and profiles of one kernel)")
+    p.add_argument("--layer-gammas", type=float, nargs="*", default=[],
+                   help="also time the whole layer with a plan at each of these gammas (on random inputs "
+                        "the estimate then keeps about that fraction of the blocks)")
     p.add_argument("--out", default=None, help="JSON results (default bench/results/cuda_bench_<date>.json)")
     args = p.parse_args()
     if args.quick:

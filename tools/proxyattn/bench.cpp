@@ -104,7 +104,10 @@ int run_bench(BenchOptions& o) {
     DeviceTensors t = upload(p, q.data(), k.data(), v.data());
     const double dense_ms = time_ms(dev, repeat, [&] { dense_attention(plan, t.qv, t.kv, t.vv, t.odv, TensorView{}); });
     const std::int64_t nb = plan.num_blocks();
-    auto emit = [&](const std::string& kind, double density, double sparse_ms, double flops, double est_ms) {
+    // est_ms, layer_ms: the estimate alone and the whole layer in one call (estimate, then the
+    // sparse kernel on its mask), both on the structured input; negative: not run.
+    auto emit = [&](const std::string& kind, double density, double sparse_ms, double flops, double est_ms,
+                    double layer_ms) {
       const double speed = sparse_ms > 0 ? dense_ms / sparse_ms : 0;
       const double gflops = flops / (sparse_ms * 1e6);
       if (o.common.json) {
@@ -113,11 +116,13 @@ int run_bench(BenchOptions& o) {
                          {"backend", backend_name(plan.backend())}, {"dtype", dtype_name(dt)},
                          {"q_heads", o.q_heads}, {"kv_heads", o.kv_heads}, {"head_dim", o.head_dim}};
         if (est_ms >= 0) r["estimate_ms"] = est_ms, r["speedup_with_estimate"] = dense_ms / (sparse_ms + est_ms);
+        if (layer_ms > 0) r["layer_ms"] = layer_ms, r["layer_speedup"] = dense_ms / layer_ms;
         records.push_back(r);
       } else {
         std::printf("%8lld %10s %8.1f%% %11.2f %11.2f %8.2fx %9.1f", static_cast<long long>(len), kind.c_str(),
                     100 * density, sparse_ms, dense_ms, speed, gflops);
         if (est_ms >= 0) std::printf("   estimate %.2f ms, dense/(estimate+sparse) %.2fx", est_ms, dense_ms / (sparse_ms + est_ms));
+        if (layer_ms > 0) std::printf(", layer %.2f ms (dense/layer %.2fx)", layer_ms, dense_ms / layer_ms);
         std::printf("\n");
       }
     };
@@ -126,7 +131,7 @@ int run_bench(BenchOptions& o) {
       MaskOnDevice md(hm, dev);
       const double ms = time_ms(dev, repeat, [&] { sparse_attention(plan, t.qv, t.kv, t.vv, md.view, t.osv, TensorView{}); });
       const double kept = static_cast<double>(hm.nnz()) / (o.q_heads * nb * (nb + 1) / 2.0);
-      emit("random", kept, ms, mask_flops(hm, len, o.q_heads, o.head_dim), -1);
+      emit("random", kept, ms, mask_flops(hm, len, o.q_heads, o.head_dim), -1, -1);
     }
     if (o.estimated) {
       SyntheticSpec spec;
@@ -141,7 +146,8 @@ int run_bench(BenchOptions& o) {
       const double est_ms = time_ms(dev, repeat, [&] { e = estimate(plan, s.qv, s.kv); });
       const HostEstimate he = to_host(plan, e);
       const double ms = time_ms(dev, repeat, [&] { sparse_attention(plan, s.qv, s.kv, s.vv, e.mask, s.osv, TensorView{}); });
-      emit("estimated", he.density(), ms, mask_flops(he.mask, len, o.q_heads, o.head_dim), est_ms);
+      const double layer_ms = time_ms(dev, repeat, [&] { attention(plan, s.qv, s.kv, s.vv, s.osv, TensorView{}); });
+      emit("estimated", he.density(), ms, mask_flops(he.mask, len, o.q_heads, o.head_dim), est_ms, layer_ms);
     }
   }
   if (o.common.json) std::printf("%s\n", records.dump(2).c_str());

@@ -103,7 +103,11 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
                                         const CUtensorMap* tv, const Barriers& bar, std::uint32_t smem, int lane) {
   using L = SmemLayout<D>;
   std::uint32_t tiles = 0, items = 0, fixes = 0;
+  // The copy policies, built once: Q evict_first; K/V evict_last below the pin bound (by default
+  // every key; backend.cu, l2_pin_keys), evict_normal above it.
   const std::uint64_t q_policy = p.l2_hints ? l2_evict_first() : l2_evict_normal();
+  const std::uint64_t kv_pinned = p.l2_hints ? l2_evict_last() : l2_evict_normal();
+  const std::uint64_t kv_unpinned = l2_evict_normal();
   ItemOrder order(p.num_items);
   for (int index = order.next(); index >= 0; index = order.next()) {
     const Item it = decode_item(p, index);
@@ -123,8 +127,7 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
       const int stage = tiles & 1;
       const std::uint32_t parity = ((tiles >> 1) & 1) ^ 1;  // first pass over a stage: no wait
       ++tiles;
-      // evict_last below the pin bound (by default every key; backend.cu, l2_pin_keys).
-      const std::uint64_t kv_policy = p.l2_hints && start < p.l2_pin_keys ? l2_evict_last() : l2_evict_normal();
+      const std::uint64_t kv_policy = start < p.l2_pin_keys ? kv_pinned : kv_unpinned;
       const std::uint32_t k_dst = smem + L::kK + stage * L::kKvBytes;
       const std::uint32_t v_dst = smem + L::kV + stage * L::kKvBytes;
       mbar_wait(bar.k_empty(stage), parity);
