@@ -184,6 +184,13 @@ Stage1Mode stage1_mode() {
   return mode;
 }
 
+// Into how many CTAs (a cluster) the Hopper stage 1 splits each group's keys: 0 (the default)
+// lets the launcher choose; PROXYATTN_STAGE1_SPLIT=1..8 fixes it (A/B runs, tests).
+int stage1_split() {
+  static const int split = env_int("PROXYATTN_STAGE1_SPLIT", 0, 8, 0);
+  return split;
+}
+
 // The estimator's stage 2 on Hopper: hopper (the default) wherever it can run, portable never;
 // PROXYATTN_STAGE2, read once, picks (A/B runs); PROXYATTN_KERNEL=portable also means portable.
 bool stage2_on_hopper() {
@@ -413,7 +420,7 @@ Estimate estimate(Plan::Impl& p, const TensorView& q, const TensorView& k, void*
   dispatch(p.problem.dtype, p.problem.head_dim,
            [&]<class T, int D>() {
              launch_estimate_after_scan<T, D>(ep, hopper ? p.problem.device_index : -1,
-                                              stage1 == Stage1Mode::hopper, stream);
+                                              stage1 == Stage1Mode::hopper, stage1_split(), stream);
            });
 
   Estimate e;

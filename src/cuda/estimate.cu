@@ -397,10 +397,11 @@ void launch_estimate_before_scan(const EstimateParams& p, int hopper_device, cud
 }
 
 template <class T, int D>
-void launch_estimate_after_scan(const EstimateParams& p, int hopper_device, bool hopper_always, cudaStream_t stream) {
+void launch_estimate_after_scan(const EstimateParams& p, int hopper_device, bool hopper_always, int hopper_split,
+                                cudaStream_t stream) {
   if (p.num_blocks == 0) return;
   if (hopper_device >= 0 && sm90::stage1_sm90_available<T, D>(hopper_device) &&
-      sm90::launch_stage1_sm90<T, D>(p, hopper_device, hopper_always, stream)) {
+      sm90::launch_stage1_sm90<T, D>(p, hopper_device, hopper_always, hopper_split, stream)) {
     last_stage1 = "hopper";
     return;
   }
@@ -424,7 +425,7 @@ const char* last_stage2_kernel() { return last_stage2; }
 
 #define PROXYATTN_INSTANTIATE(T, D)                                                             \
   template void launch_estimate_before_scan<T, D>(const EstimateParams&, int, cudaStream_t); \
-  template void launch_estimate_after_scan<T, D>(const EstimateParams&, int, bool, cudaStream_t);
+  template void launch_estimate_after_scan<T, D>(const EstimateParams&, int, bool, int, cudaStream_t);
 PROXYATTN_INSTANTIATE(__nv_bfloat16, 64)
 PROXYATTN_INSTANTIATE(__nv_bfloat16, 128)
 PROXYATTN_INSTANTIATE(__nv_bfloat16, 256)

@@ -12,9 +12,14 @@
 // processed. Pass 1 gives every row's log-sum-exp (each warp sees all keys of its rows: the
 // statistics stay in registers), pass 2 the maximum of (score - lse) per (query block, key
 // block), in shared memory. Then each query block is ranked and written (est::rank_and_write).
-// One proxy head has few such row tiles (256 at 128K), so the launcher keeps the portable
-// kernel where they would not fill the GPU.
+// One proxy head has few such row tiles (256 at 128K, 64 at 32K), and the longest one, a whole
+// row of keys, would set the kernel's time. So the launcher splits each row tile's keys over a
+// cluster of `split` CTAs: CTA r of the cluster takes key tiles r, r + split, ... (both passes);
+// after pass 1 the CTAs merge their rows' statistics through distributed shared memory, after
+// pass 2 each CTA gathers the block maxima of the query blocks it ranks.
 #pragma once
+
+#include <cooperative_groups.h>
 
 #include <algorithm>
 
@@ -38,6 +43,7 @@ struct Stage1Layout {
   static constexpr int kQBytes = D / 64 * kQPanel;
   static constexpr int kKBytes = D / 64 * kKPanel;
   static constexpr int kTileBytes = kQBytes + kStage1Stages * kKBytes;
+  static constexpr int kPartBytes = kStage1Rows * 8;  // (max, sum) of each row's own keys
 };
 
 // Rows [0, kRows) of a tile into 128-byte-swizzled panels at dst (1024-byte aligned): row r of
@@ -108,7 +114,8 @@ __device__ __forceinline__ void tile_pairs(int steps, std::uint64_t q_desc, std:
 }
 
 template <class T, int D>
-__global__ void __launch_bounds__(kStage1Threads) stage1_sm90_kernel(EstimateParams p, int blocks, int tile_bytes) {
+__global__ void __launch_bounds__(kStage1Threads)
+    stage1_sm90_kernel(EstimateParams p, int blocks, int tile_bytes, int split) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using L = Stage1Layout<D>;
   constexpr bool kBf16 = Elem<T>::is_bf16;
@@ -116,10 +123,14 @@ __global__ void __launch_bounds__(kStage1Threads) stage1_sm90_kernel(EstimatePar
   unsigned char* base = smem_raw + ((1024 - smem_u32(smem_raw) % 1024) % 1024);
   const std::uint32_t sq = smem_u32(base), sk = sq + L::kQBytes;
   unsigned long long* keys = reinterpret_cast<unsigned long long*>(base);  // after the scores
-  float* amax = reinterpret_cast<float*>(base + tile_bytes);                // [blocks][sort_size]
+  float2* part = reinterpret_cast<float2*>(base + tile_bytes);              // [kStage1Rows]
+  float* amax = reinterpret_cast<float*>(base + tile_bytes + L::kPartBytes);  // [blocks][sort_size]
+  namespace cg = cooperative_groups;
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(blockIdx.x) % split;  // the cluster is `split` CTAs along x
 
-  // The group of query blocks: the CTA of its last (longest) block does the work.
-  const int b_last = p.num_blocks - 1 - static_cast<int>(blockIdx.x);  // long rows first
+  // The group of query blocks: the cluster of its last (longest) block does the work.
+  const int b_last = p.num_blocks - 1 - static_cast<int>(blockIdx.x) / split;  // long rows first
   const int j = blockIdx.y;
   const int s = p.r.block_seq[b_last];
   const int bo = p.r.block_offset[s];
@@ -134,6 +145,7 @@ __global__ void __launch_bounds__(kStage1Threads) stage1_sm90_kernel(EstimatePar
   const int a0 = m_lo * R, a1 = min(na, (m_last + 1) * R), rows = a1 - a0;
   const int last = a1 - 1;  // the last strided query; keys past it are never causal here
   const int tiles = last / kStage1Keys + 1;
+  const int own = rank < tiles ? (tiles - 1 - rank) / split + 1 : 0;  // this CTA's tiles: rank + split i
   const T* qbar = static_cast<const T*>(p.r.qbar) + (j * p.total_strided + p.r.strided_offset[s]) * D;
   const T* kbar = static_cast<const T*>(p.r.kbar) + (j * p.total_strided + p.r.strided_offset[s]) * D;
 
@@ -146,9 +158,11 @@ __global__ void __launch_bounds__(kStage1Threads) stage1_sm90_kernel(EstimatePar
   for (int i = 0; i < nblk; ++i)
     for (int n = static_cast<int>(threadIdx.x); n <= m_lo + i; n += kStage1Threads) amax[i * p.sort_size + n] = -INFINITY;
 
-  auto load_keys = [&](int t) {  // tile t of the 2 * tiles of both passes
-    if (t >= 2 * tiles) return;
-    const int key0 = (t % tiles) * kStage1Keys;
+  // Step t of this CTA's 2 * own: its tile t % own, in pass t / own.
+  auto tile_start = [&](int t) { return (rank + (t % own) * split) * kStage1Keys; };
+  auto load_keys = [&](int t) {
+    if (t >= 2 * own) return;
+    const int key0 = tile_start(t);
     load_panels<D, kStage1Keys>(sk + (t % kStage1Stages) * L::kKBytes,
                                 reinterpret_cast<const std::uint16_t*>(kbar + static_cast<std::int64_t>(key0) * D),
                                 last + 1 - key0);
@@ -220,16 +234,33 @@ __global__ void __launch_bounds__(kStage1Threads) stage1_sm90_kernel(EstimatePar
       }
     }
   };
-  auto process = [&](float(&acc)[32], int t) {  // tile t of the 2 * tiles of both passes
-    const int pass = t < tiles ? 0 : 1;
-    if (t == tiles)
+  // Between the passes: each row's log-sum-exp over all its keys, merged over the cluster's CTAs
+  // in rank order (every thread; after the wait, the other CTAs read only `part`).
+  auto row_lse = [&] {
+    float mx[2], sum[2];
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        mma::RowStat row;
-        row.merge(stat[h].max, mma::quad_sum(stat[h].sum));
-        lse2[h] = row.lse();
+    for (int h = 0; h < 2; ++h) mx[h] = stat[h].max, sum[h] = mma::quad_sum(stat[h].sum);
+    if (split > 1) {
+      if (c == 0)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) part[row_base + g + 8 * h] = make_float2(mx[h], sum[h]);
+      cluster.sync();
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mma::RowStat row;
+      if (split == 1) row.merge(mx[h], sum[h]);
+      for (int q = 0; q < split && split > 1; ++q) {
+        const float2 v = *cluster.map_shared_rank(part + row_base + g + 8 * h, q);
+        row.merge(v.x, v.y);
       }
-    const int start = (t % tiles) * kStage1Keys;
+      lse2[h] = row.lse();
+    }
+  };
+  auto process = [&](float(&acc)[32], int t) {  // step t of the 2 * own of both passes
+    const int pass = t < own ? 0 : 1;
+    if (t == own) row_lse();
+    const int start = tile_start(t);
     if (start > warp_last) return;
     if (start + kStage1Keys - 1 > a0 + row_base || row_base + 15 >= rows)
       body.template operator()<true>(acc, start, pass);
@@ -237,11 +268,24 @@ __global__ void __launch_bounds__(kStage1Threads) stage1_sm90_kernel(EstimatePar
       body.template operator()<false>(acc, start, pass);
   };
 
-  tile_pairs<D, kBf16>(2 * tiles, q_desc, sk, load_keys, process);
+  tile_pairs<D, kBf16>(2 * own, q_desc, sk, load_keys, process);
+  if (own == 0) row_lse();  // more CTAs than tiles: this one still takes part in the merges
   wgmma_wait<0>();
   mma::cp_async_wait<0>();
   __syncthreads();
-  for (int i = 0; i < nblk; ++i)
+  if (split > 1) {
+    // CTA r ranks query blocks r, r + split, ...: first their maxima, the max over the cluster.
+    cluster.sync();  // every CTA's maxima are final
+    for (int i = rank; i < nblk; i += split)
+      for (int n = static_cast<int>(threadIdx.x); n <= m_lo + i; n += kStage1Threads) {
+        float v = amax[i * p.sort_size + n];
+        for (int q = 0; q < split; ++q)
+          if (q != rank) v = fmaxf(v, *cluster.map_shared_rank(amax + i * p.sort_size + n, q));
+        amax[i * p.sort_size + n] = v;
+      }
+    cluster.sync();  // no CTA leaves, or reuses its maxima, while another reads them
+  }
+  for (int i = rank; i < nblk; i += split)
     est::rank_and_write<kStage1Threads>(p, amax + i * p.sort_size, keys, bo + m_lo + i, m_lo + i, j);
 #else
   __trap();  // built for another target: the launcher checks the binary version first
@@ -254,28 +298,48 @@ bool stage1_sm90_available(int device) {
   return sm90_code_runs<stage1_sm90_kernel<T, D>>(device);
 }
 
-// One CTA per query block of the batch (those that do not end a group exit at once); groups of
-// up to `stride` blocks (128 rows), fewer where their maxima would not fit in shared memory.
+// One cluster of `split` CTAs per query block of the batch (those that do not end a group exit at
+// once); groups of up to `stride` blocks (128 rows), fewer where their maxima would not fit in
+// shared memory. split (1 to 8; 0: chosen here) is the smallest power of two that gives at least
+// two CTAs per multiprocessor, so that the longest row's keys are spread over several SMs
+// (NOTES.md, estimator v6, has the measurements).
 // False, launching nothing, where the portable kernel is the better choice: fewer working CTAs
-// than half the multiprocessors (one CTA per SM fits; with the tile loads of fixed trip count,
-// Llama shapes, the whole estimate: 16K 0.42 ms against the portable 0.37, 32K with 64 CTAs
-// 0.74 against 0.71-0.74, 64K with 128 CTAs 1.45 against 1.80) unless `always`, or even one
-// block does not fit (D = 256 beyond about 512K tokens).
+// than half the multiprocessors unless `always`, or even one block does not fit (D = 256 beyond
+// about 512K tokens).
 template <class T, int D>
-bool launch_stage1_sm90(const EstimateParams& p, int device, bool always, cudaStream_t stream) {
+bool launch_stage1_sm90(const EstimateParams& p, int device, bool always, int split, cudaStream_t stream) {
   constexpr std::size_t kMaxSmem = 223 * 1024;  // 227 KB per CTA less the kernel's static 2 KB
   const std::size_t tile_bytes =
       std::max<std::size_t>(Stage1Layout<D>::kTileBytes, static_cast<std::size_t>(p.sort_size) * sizeof(unsigned long long));
   int blocks = std::min(8, p.stride);
-  auto smem = [&](int g) { return tile_bytes + static_cast<std::size_t>(g) * p.sort_size * sizeof(float) + 1024; };
+  auto smem = [&](int g) {
+    return tile_bytes + Stage1Layout<D>::kPartBytes + static_cast<std::size_t>(g) * p.sort_size * sizeof(float) + 1024;
+  };
   while (blocks > 1 && smem(blocks) > kMaxSmem) blocks /= 2;
   if (smem(blocks) > kMaxSmem) return false;
   int sms = 0;
   PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  if (!always && 2 * static_cast<std::int64_t>(p.num_blocks / blocks) * p.groups < sms) return false;
+  const std::int64_t row_tiles = static_cast<std::int64_t>(p.num_blocks / blocks) * p.groups;
+  if (split <= 0) {
+    split = 1;
+    while (split < 8 && row_tiles * split < 2 * sms) split *= 2;
+  }
+  if (!always && 2 * row_tiles * split < sms) return false;
   auto kernel = stage1_sm90_kernel<T, D>;
   PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem(blocks))));
-  kernel<<<dim3(p.num_blocks, p.groups), kStage1Threads, smem(blocks), stream>>>(p, blocks, static_cast<int>(tile_bytes));
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(p.num_blocks) * split, p.groups);
+  cfg.blockDim = dim3(kStage1Threads);
+  cfg.dynamicSmemBytes = smem(blocks);
+  cfg.stream = stream;
+  cudaLaunchAttribute cluster{};
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = static_cast<unsigned>(split);
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = 1;
+  cfg.attrs = &cluster;
+  cfg.numAttrs = split > 1 ? 1 : 0;
+  PROXYATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, blocks, static_cast<int>(tile_bytes), split));
   PROXYATTN_LAUNCH_CHECK("stage1_sm90_kernel");
   return true;
 }
