@@ -305,6 +305,7 @@ std::size_t carve(const Plan::Impl& p, const Tables& t, void* base, Regions* r) 
   r->col_indices = static_cast<std::int32_t*>(take(4 * static_cast<std::size_t>(p.mask_capacity)));
   r->mass = static_cast<float*>(take(4 * H * p.num_blocks));
   r->partial = static_cast<float*>(take(4 * 2 * kBlock * H * t.total_chunks));
+  r->block_part = static_cast<float2*>(take(sizeof(float2) * kStage2Chunk * kBlock * H * t.total_chunks));
   r->row_lse = static_cast<float*>(take(4 * kBlock * H * S));
   r->qbar = take(elem * p.config.proxy_groups * t.total_strided * p.problem.head_dim);
   r->kbar = take(elem * p.config.proxy_groups * t.total_strided * p.problem.head_dim);

@@ -183,6 +183,40 @@ __global__ void __launch_bounds__(kBlock) row_lse_kernel(EstimateParams p) {
   p.r.row_lse[(static_cast<std::int64_t>(s) * p.q_heads + h) * kBlock + r] = mx == -INFINITY ? INFINITY : mx + log2f(sum);
 }
 
+// ---- stage 2 on Hopper, after row_lse_kernel ---------------------------------------------------
+// One CTA per (chunk, head), one thread per query row: the block masses from the Hopper stage 2's
+// (max, sum) of each key block and row (hopper/stage2_sm90.cuh), each scaled by
+// exp2(max - the row's log-sum-exp): what the portable pass 2 sums, without the scores again.
+// A padding row has sum 0 and log-sum-exp +inf, and adds 0.
+__global__ void __launch_bounds__(kBlock) block_mass_kernel(EstimateParams p) {
+  __shared__ float warp_sums[kBlock / 32][kStage2Chunk];
+  const int chunk = blockIdx.x, h = blockIdx.y, r = threadIdx.x;
+  const int s = p.r.chunk_seq[chunk];
+  const int c_local = chunk - p.r.chunk_offset[s];
+  const int rows = min(kBlock, p.r.cu_seqlens[s + 1] - p.r.cu_seqlens[s]);
+  const int nb = p.r.block_offset[s + 1] - p.r.block_offset[s];
+  const int blocks_here = min(kStage2Chunk, nb - c_local * kStage2Chunk);
+  const float lse = p.r.row_lse[(static_cast<std::int64_t>(s) * p.q_heads + h) * kBlock + r];
+  const float2* part = p.r.block_part + (static_cast<std::int64_t>(chunk) * p.q_heads + h) * kStage2Chunk * kBlock;
+#pragma unroll
+  for (int k = 0; k < kStage2Chunk; ++k) {
+    float v = 0.f;
+    if (k < blocks_here) {
+      const float2 e = part[k * kBlock + r];
+      if (e.y != 0.f) v = e.y * exp2f(e.x - lse);
+    }
+    v = est::warp_sum(v);
+    if (r % 32 == 0) warp_sums[r / 32][k] = v;
+  }
+  __syncthreads();
+  if (r < blocks_here) {
+    float total = 0.f;
+#pragma unroll
+    for (int w = 0; w < kBlock / 32; ++w) total += warp_sums[w][r];
+    p.r.mass[static_cast<std::int64_t>(h) * p.num_blocks + p.r.block_offset[s] + c_local * kStage2Chunk + r] = total / rows;
+  }
+}
+
 // ---- budgets and row counts ----------------------------------------------------------------
 // One CTA per (sequence, head): k_h from the sorted block masses, then the stage-3 count of
 // every row of the head (integers, rules.hpp) and their sum.
@@ -377,7 +411,15 @@ void launch_estimate_before_scan(const EstimateParams& p, int hopper_device, cud
     const bool hopper = hopper_device >= 0 && sm90::stage2_sm90_available<T, D>(hopper_device);
     last_stage2 = hopper ? "hopper" : "portable";
     auto pass = [&]<bool kMass>() {  // kMass: the second pass
-      if (hopper) return sm90::launch_stage2_sm90<T, D, kMass>(p, stream);
+      if (hopper) {
+        if (kMass) {
+          block_mass_kernel<<<dim3(p.total_chunks, p.q_heads), kBlock, 0, stream>>>(p);
+          PROXYATTN_LAUNCH_CHECK("block_mass_kernel");
+        } else {
+          sm90::launch_stage2_sm90<T, D>(p, stream);
+        }
+        return;
+      }
       const std::size_t smem = (kBlock + kKeyTile) * D * 2 + 2 * D;  // + alignment slack
       allow_smem(stage2_kernel<T, D, kMass>, smem);
       stage2_kernel<T, D, kMass><<<dim3(p.total_chunks, p.q_heads), kThreads, smem, stream>>>(p);

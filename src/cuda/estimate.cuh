@@ -1,8 +1,9 @@
 // The estimator on the GPU, stages 1-3, launched with no host synchronisation:
 //   proxy     mean heads of each group at the strided tokens (qbar, kbar)
 //   stage 2   per (head, chunk of key blocks): row max/sum of the last queries; per (sequence,
-//             head) the rows' log-sum-exp; per (head, chunk) again: block masses
-//             (on Hopper with wgmma, hopper/stage2_sm90.cuh)
+//             head) the rows' log-sum-exp; per (head, chunk) again: block masses (on Hopper
+//             one wgmma pass, hopper/stage2_sm90.cuh, leaves per-block sums that
+//             block_mass_kernel scales; the portable pass 2 computes the scores again)
 //   budget    per (sequence, head): sort the masses, cut at gamma, row counts of stage 3
 //   (scan)    CSR row offsets from the counts (CUB, in the caller)
 //   stage 1+3 per (query block, group): proxy block maxima, one ranking, every head's prefix

@@ -3,6 +3,8 @@
 // time, so that the run calls never allocate.
 #pragma once
 
+#include <cuda_runtime.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -29,6 +31,8 @@ struct Regions {  // device pointers into the workspace
   std::int32_t* col_indices;
   float* mass;
   float* partial;   // [total_chunks][q_heads][kBlock][2]: stage-2 (max, sum) per row and chunk
+  float2* block_part;  // [total_chunks][q_heads][kStage2Chunk][kBlock]: Hopper stage 2's (max, sum)
+                       // per key block and row
   float* row_lse;   // [num_seqs][q_heads][kBlock]: stage 2's log-sum-exp (base 2) per row
   void *qbar, *kbar;  // [groups][total_strided][head_dim], input dtype
   std::int32_t *sched_keys, *sched_rows, *sched_keys_sorted, *sched_rows_sorted;

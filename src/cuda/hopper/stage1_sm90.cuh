@@ -300,9 +300,9 @@ bool stage1_sm90_available(int device) {
 
 // One cluster of `split` CTAs per query block of the batch (those that do not end a group exit at
 // once); groups of up to `stride` blocks (128 rows), fewer where their maxima would not fit in
-// shared memory. split (1 to 8; 0: chosen here) is the smallest power of two that gives at least
+// shared memory. split (1 to 8; 0: chosen here) is the largest power of two that gives at most
 // two CTAs per multiprocessor, so that the longest row's keys are spread over several SMs
-// (NOTES.md, estimator v6, has the measurements).
+// (H200, Llama shapes: 8 at 8K and 16K, 4 at 32K, 2 at 64K, 1 at 128K; NOTES.md, estimator v6).
 // False, launching nothing, where the portable kernel is the better choice: fewer working CTAs
 // than half the multiprocessors unless `always`, or even one block does not fit (D = 256 beyond
 // about 512K tokens).
@@ -322,7 +322,7 @@ bool launch_stage1_sm90(const EstimateParams& p, int device, bool always, int sp
   const std::int64_t row_tiles = static_cast<std::int64_t>(p.num_blocks / blocks) * p.groups;
   if (split <= 0) {
     split = 1;
-    while (split < 8 && row_tiles * split < 2 * sms) split *= 2;
+    while (split < 8 && row_tiles * split <= sms) split *= 2;
   }
   if (!always && 2 * row_tiles * split < sms) return false;
   auto kernel = stage1_sm90_kernel<T, D>;

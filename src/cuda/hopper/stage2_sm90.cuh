@@ -1,7 +1,10 @@
 // Stage 2 of the estimator on Hopper (sm_90a): the last queries of each head against one chunk of
 // its keys, the products on wgmma. Semantics are those of the portable stage2_kernel
-// (estimate.cu): pass 1 leaves each row's (max, sum) over the chunk, row_lse_kernel merges the
-// chunks' pairs into the row's log-sum-exp, pass 2 sums the probabilities per key block.
+// (estimate.cu), whose pass 1 leaves each row's (max, sum) over the chunk, row_lse_kernel merges
+// the chunks' pairs into the row's log-sum-exp, and pass 2 computes the scores again to sum the
+// probabilities per key block. Here one pass does both: with the (max, sum) of the chunk it
+// leaves each row's (max, sum) over each key block, and block_mass_kernel (estimate.cu) scales
+// those by the row's log-sum-exp, so the scores are computed once.
 //
 // The portable kernel (mma.sync, one 64-key tile loaded at a time, the loads waited for before
 // the math) took a third of the estimate at 128K (NOTES.md). Here a CTA is stage 1's two
@@ -16,14 +19,13 @@
 
 namespace proxyattn::detail::cuda::sm90 {
 
-template <class T, int D, bool kMass>
+template <class T, int D>
 __global__ void __launch_bounds__(kStage1Threads, D <= 128 ? 2 : 1) stage2_sm90_kernel(EstimateParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using L = Stage1Layout<D>;
   constexpr bool kBf16 = Elem<T>::is_bf16;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const std::uint32_t sq = (smem_u32(smem_raw) + 1023u) & ~1023u, sk = sq + L::kQBytes;
-  __shared__ float block_sum[kStage2Chunk];
 
   const int chunk = static_cast<int>(blockIdx.x), head = static_cast<int>(blockIdx.y);
   const int s = p.r.chunk_seq[chunk];
@@ -56,84 +58,72 @@ __global__ void __launch_bounds__(kStage1Threads, D <= 128 ? 2 : 1) stage2_sm90_
   load_keys(1);
   mma::cp_async_commit();
 
-  float lse2[2] = {0.f, 0.f};  // pass 2: the log-sum-exp (base 2) of this thread's two rows
-  if constexpr (kMass) {
-    // The rows' log-sum-exp, merged from pass 1's chunks by row_lse_kernel (+inf: a padding row).
-    const float* rows_lse = p.r.row_lse + (static_cast<std::int64_t>(s) * p.q_heads + head) * kBlock;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) lse2[h] = rows_lse[row_base + g + 8 * h];
-    if (threadIdx.x < kStage2Chunk) block_sum[threadIdx.x] = 0.f;
-    __syncthreads();
-  }
-
-  mma::RowStat stat[2];  // pass 1
+  mma::RowStat stat[2];  // each of this thread's two rows over the chunk: its max, this lane's sum
+  float in_block[2] = {0.f, 0.f};  // ... and this lane's sum over the current key block, same max
+  // This CTA's (max, sum) of each key block and row: [kStage2Chunk][kBlock].
+  float2* block_part = p.r.block_part + (static_cast<std::int64_t>(chunk) * p.q_heads + head) * kStage2Chunk * kBlock;
   // One tile of this warp's rows. kMask: the tile reaches past the warp's first query or the warp
   // has padding rows; the other tiles skip the per-element tests.
-  // The scores (base 2, less the row's log-sum-exp in pass 2) are written over acc, which the
-  // next product of this buffer overwrites anyway.
+  // The scores (base 2) are written over acc, which the next product of this buffer overwrites
+  // anyway.
   auto body = [&]<bool kMask>(float(&acc)[32], int start) {
-    [[maybe_unused]] float part = 0.f;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = row_base + g + 8 * h;
       const int qi = first + r;
-      [[maybe_unused]] float mx = -INFINITY;
+      float mx = -INFINITY;
 #pragma unroll
       for (int jj = 0; jj < 8; ++jj)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           float& x = acc[4 * jj + 2 * h + e];
-          x = fmaf(x, p.scale_log2, -lse2[h]);
+          x *= p.scale_log2;
           if constexpr (kMask)
             if (start + jj * 8 + c * 2 + e > qi || r >= rows) x = -INFINITY;
-          if constexpr (kMass)
-            part += fast_exp2(x);
-          else
-            mx = fmaxf(mx, x);
+          mx = fmaxf(mx, x);
         }
-      if constexpr (!kMass) {
-        const float b = stat[h].raise(mma::quad_max(mx));
-        float sum = 0.f;
+      const float before = stat[h].max;
+      const float b = stat[h].raise(mma::quad_max(mx));
+      float sum = 0.f;
 #pragma unroll
-        for (int jj = 0; jj < 8; ++jj) sum += fast_exp2(acc[4 * jj + 2 * h] - b) + fast_exp2(acc[4 * jj + 2 * h + 1] - b);
-        stat[h].sum += sum;
-      }
-    }
-    if constexpr (kMass) {
-      part = est::warp_sum(part);
-      if (lane == 0) atomicAdd(&block_sum[(start - key_begin) / kBlock], part);
+      for (int jj = 0; jj < 8; ++jj) sum += fast_exp2(acc[4 * jj + 2 * h] - b) + fast_exp2(acc[4 * jj + 2 * h + 1] - b);
+      stat[h].sum += sum;
+      // The block's sum so far moves to the new max (exp2(-inf) = 0 where it had none).
+      in_block[h] = in_block[h] * fast_exp2(before - b) + sum;
     }
   };
+  // Tile t; every key block has two (tiles is twice the blocks), and after the second one the
+  // block's (max, sum) of each row is written, also where the warp had nothing to add.
   auto process = [&](float(&acc)[32], int t) {
     const int start = key_begin + t * kStage1Keys;
-    if (start >= key_begin + keys || start > warp_last) return;
-    if (start + kStage1Keys - 1 > first + row_base || row_base + 15 >= rows)
-      body.template operator()<true>(acc, start);
-    else
-      body.template operator()<false>(acc, start);
+    if (start < key_begin + keys && start <= warp_last) {
+      if (start + kStage1Keys - 1 > first + row_base || row_base + 15 >= rows)
+        body.template operator()<true>(acc, start);
+      else
+        body.template operator()<false>(acc, start);
+    }
+    if (t & 1) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float sum = mma::quad_sum(in_block[h]);
+        if (c == 0) block_part[(t / 2) * kBlock + row_base + g + 8 * h] = make_float2(stat[h].max, sum);
+        in_block[h] = 0.f;
+      }
+    }
   };
 
   const std::uint64_t q_desc = desc_sw128(sq + wg * 64 * 128, 16, 1024);
   tile_pairs<D, kBf16>(tiles, q_desc, sk, load_keys, process);
   mma::cp_async_wait<0>();
 
-  if constexpr (kMass) {
-    __syncthreads();
-    const int nb = p.r.block_offset[s + 1] - p.r.block_offset[s];
-    const int blocks_here = min(kStage2Chunk, nb - c_local * kStage2Chunk);
-    if (static_cast<int>(threadIdx.x) < blocks_here)
-      p.r.mass[static_cast<std::int64_t>(head) * p.num_blocks + p.r.block_offset[s] + c_local * kStage2Chunk +
-               threadIdx.x] = block_sum[threadIdx.x] / rows;
-  } else {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const float l = mma::quad_sum(stat[h].sum);
-      const int r = row_base + g + 8 * h;
-      if (c == 0) {
-        float* e = p.r.partial + ((static_cast<std::int64_t>(chunk) * p.q_heads + head) * kBlock + r) * 2;
-        e[0] = stat[h].max;
-        e[1] = l;
-      }
+  for (int h = 0; h < 2; ++h) {
+    const float l = mma::quad_sum(stat[h].sum);
+    const int r = row_base + g + 8 * h;
+    if (c == 0) {
+      float* e = p.r.partial + ((static_cast<std::int64_t>(chunk) * p.q_heads + head) * kBlock + r) * 2;
+      e[0] = stat[h].max;
+      e[1] = l;
     }
   }
 #else
@@ -144,17 +134,17 @@ __global__ void __launch_bounds__(kStage1Threads, D <= 128 ? 2 : 1) stage2_sm90_
 // Whether the sm_90a build of this kernel is what runs on `device`; asked once per device.
 template <class T, int D>
 bool stage2_sm90_available(int device) {
-  return sm90_code_runs<stage2_sm90_kernel<T, D, false>>(device);
+  return sm90_code_runs<stage2_sm90_kernel<T, D>>(device);
 }
 
-// One pass (kMass: the second), one CTA per (chunk, head), as the portable kernel.
-template <class T, int D, bool kMass>
+// One CTA per (chunk, head), as the portable kernel's passes.
+template <class T, int D>
 void launch_stage2_sm90(const EstimateParams& p, cudaStream_t stream) {
   constexpr int smem = Stage1Layout<D>::kTileBytes + 1024;  // + the 1024-byte alignment
-  auto kernel = stage2_sm90_kernel<T, D, kMass>;
+  auto kernel = stage2_sm90_kernel<T, D>;
   PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   kernel<<<dim3(p.total_chunks, p.q_heads), kStage1Threads, smem, stream>>>(p);
-  PROXYATTN_LAUNCH_CHECK(kMass ? "stage2_sm90_kernel (block masses)" : "stage2_sm90_kernel (row statistics)");
+  PROXYATTN_LAUNCH_CHECK("stage2_sm90_kernel");
 }
 
 }  // namespace proxyattn::detail::cuda::sm90
