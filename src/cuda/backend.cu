@@ -173,9 +173,9 @@ KernelMode kernel_mode() {
   return mode;
 }
 
-// The estimator's stage 1 + 3 on Hopper: auto (the default) runs the wgmma kernel where the
-// input has enough query blocks to fill half the GPU, hopper wherever it can run (tests of small
-// inputs), portable never. PROXYATTN_STAGE1, read once, picks; PROXYATTN_KERNEL=portable also
+// The estimator's stage 1 + 3 on Hopper: auto (the default) runs the wgmma kernel where its
+// CTAs (groups of query blocks times the split, up to 8) fill at least half the GPU, hopper
+// wherever it can run (tests of small inputs), portable never. PROXYATTN_STAGE1, read once, picks; PROXYATTN_KERNEL=portable also
 // means portable here.
 enum class Stage1Mode { automatic, hopper, portable };  // in the order of env_choice's names
 
