@@ -158,8 +158,9 @@ __global__ void __launch_bounds__(kStage1Threads)
   for (int i = 0; i < nblk; ++i)
     for (int n = static_cast<int>(threadIdx.x); n <= m_lo + i; n += kStage1Threads) amax[i * p.sort_size + n] = -INFINITY;
 
-  // Step t of this CTA's 2 * own: its tile t % own, in pass t / own.
-  auto tile_start = [&](int t) { return (rank + (t % own) * split) * kStage1Keys; };
+  // Step t of this CTA's 2 * own: its tile t % own, in pass t / own (t < 2 * own: no division,
+  // which would cost some 25 instructions a tile).
+  auto tile_start = [&](int t) { return (rank + (t < own ? t : t - own) * split) * kStage1Keys; };
   auto load_keys = [&](int t) {
     if (t >= 2 * own) return;
     const int key0 = tile_start(t);
@@ -176,6 +177,8 @@ __global__ void __launch_bounds__(kStage1Threads)
   mma::RowStat stat[2];
   float lse2[2] = {0.f, 0.f};
   const int key_groups = min(8, R / 8);  // n8 column groups per key block
+  // R is a power of two (the stride divides the block): blocks by shifts, not divisions.
+  const int r_shift = __ffs(R) - 1;
   // One tile of this warp's rows: pass 0 adds to the rows' statistics, pass 1 to the block
   // maxima. kMask: the tile reaches past a row's own position (keys after the query) or the warp
   // has padding rows; the other tiles, most of them, skip the per-element tests.
@@ -224,13 +227,13 @@ __global__ void __launch_bounds__(kStage1Threads)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       if (R >= 16 && h > 0) continue;
-      const int qb = (row_base + 8 * h) / R;  // R >= 16: the warp's rows are in one block
+      const int qb = (row_base + 8 * h) >> r_shift;  // R >= 16: the warp's rows are in one block
       if (qb >= nblk) continue;
 #pragma unroll
       for (int jj = 0; jj < 8; ++jj) {
-        if (jj % key_groups != 0) continue;
+        if ((jj & (key_groups - 1)) != 0) continue;
         const float v = est::warp_max(u[h][jj]);
-        if (lane == 0 && v > -INFINITY) est::atomic_max_float(&amax[qb * p.sort_size + (start + jj * 8) / R], v);
+        if (lane == 0 && v > -INFINITY) est::atomic_max_float(&amax[qb * p.sort_size + ((start + jj * 8) >> r_shift)], v);
       }
     }
   };
