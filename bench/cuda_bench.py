@@ -5,8 +5,8 @@ layer of Llama-3.1-8B (32 q / 8 kv heads, D 128) and Qwen2.5-7B (28 q / 4 kv hea
 Per length: cuDNN SDPA and torch flash SDPA (dense), ours dense; at each density a random block
 mask (plus the forced diagonal and sink blocks) run by ours (sparse_attention) and by
 FlexAttention with the same mask; our estimate alone and our whole layer (estimate + sparse, one
-call) at the density the estimate picks on random data, and with --layer-gammas G at lower gammas,
-where it picks a density of about G. Each time is the median of CUDA-event timings
+call) at the density the estimate picks on random data, and at lower gammas (--layer-gammas,
+default 0.1), where it picks a density of about gamma. Each time is the median of CUDA-event timings
 after warm-up; TFLOP/s count 4*D per kept causal (query, key) pair, exactly from the mask.
 
   PROXYATTN_LIB=build/src/capi/libproxyattn_c.so python3 bench/cuda_bench.py [--quick]
@@ -382,9 +382,10 @@ def main():
     p.add_argument("--skip", nargs="*", default=[], choices=["cudnn", "flash", "flex", "dense", "estimate"],
                    help="leave out cuDNN SDPA, torch flash SDPA, FlexAttention, our dense attention, or our "
                         "estimate and whole layer (A/B runs and profiles of one kernel)")
-    p.add_argument("--layer-gammas", type=float, nargs="*", default=[],
+    p.add_argument("--layer-gammas", type=float, nargs="*", default=[0.1],
                    help="also time the whole layer with a plan at each of these gammas (on random inputs "
-                        "the estimate then keeps about that fraction of the blocks)")
+                        "the estimate then keeps about that fraction of the blocks; default 0.1, none: "
+                        "--layer-gammas with no value)")
     p.add_argument("--out", default=None, help="JSON results (default bench/results/cuda_bench_<date>.json)")
     args = p.parse_args()
     if args.quick:

@@ -34,6 +34,20 @@ def main(path):
                 err = f"{o['err']:.1e}" if o.get("err") is not None else "-"
                 print(f"| {n} | {100 * o['density']:.1f}% | {flex} | {o['ms']:.2f} ({o['tflops']:.0f}) | {ratio} | {xc} | {err} |")
         print()
+        # The whole layer in one call (estimate + sparse) at the density the estimate picked:
+        # ours_attention (the default gamma) and ours_layer_g<gamma> (cuda_bench.py --layer-gammas).
+        layers = [r for r in sel if r["method"] == "ours_attention" or r["method"].startswith("ours_layer_g")]
+        if layers:
+            print("| N | gamma | density | whole layer ms (TFLOP/s on kept tiles) | / cuDNN dense time | speed-up |")
+            print("|---|---|---|---|---|---|")
+            for o in sorted(layers, key=lambda r: (r["n"], -(r.get("gamma") or 1.0))):
+                c = next((r for r in sel if r["n"] == o["n"] and r["method"] == "cudnn_dense"), None)
+                gamma = "default" if o.get("gamma") is None else f"{o['gamma']:g}"
+                dens = f"{100 * o['density']:.1f}%" if o.get("density") is not None else "-"
+                tf = f" ({o['tflops']:.0f})" if o.get("tflops") else ""
+                xc = f"{o['ms'] / c['ms']:.3f} | {c['ms'] / o['ms']:.1f}x" if c else "- | -"
+                print(f"| {o['n']} | {gamma} | {dens} | {o['ms']:.2f}{tf} | {xc} |")
+            print()
 
 
 if __name__ == "__main__":
