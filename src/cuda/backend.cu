@@ -175,8 +175,8 @@ KernelMode kernel_mode() {
 
 // The estimator's stage 1 + 3 on Hopper: auto (the default) runs the wgmma kernel where its
 // CTAs (groups of query blocks times the split, up to 8) fill at least half the GPU, hopper
-// wherever it can run (tests of small inputs), portable never. PROXYATTN_STAGE1, read once, picks; PROXYATTN_KERNEL=portable also
-// means portable here.
+// wherever it can run (tests of small inputs), portable never. PROXYATTN_STAGE1, read once,
+// picks; PROXYATTN_KERNEL=portable also means portable here.
 enum class Stage1Mode { automatic, hopper, portable };  // in the order of env_choice's names
 
 Stage1Mode stage1_mode() {

@@ -205,7 +205,7 @@ __global__ void __launch_bounds__(kBlock) block_mass_kernel(EstimateParams p) {
       const float2 e = part[k * kBlock + r];
       if (e.y != 0.f) v = e.y * exp2f(e.x - lse);
     }
-    v = est::warp_sum(v);
+    v = warp_sum(v);
     if (r % 32 == 0) warp_sums[r / 32][k] = v;
   }
   __syncthreads();
