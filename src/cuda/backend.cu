@@ -210,6 +210,17 @@ bool hopper_device(const Plan::Impl& p) {
   return major == 9 && minor == 0;
 }
 
+// The device where the estimator's stage 2 runs on wgmma, or -1 (the portable kernel). One
+// predicate for the workspace and the launch: only the wgmma stage 2 writes the block sums, so
+// carve() sizes them by this too.
+int stage2_device(const Plan::Impl& p) {
+  if (!stage2_on_hopper() || !hopper_device(p)) return -1;
+  bool runs = false;
+  dispatch(p.problem.dtype, p.problem.head_dim,
+           [&]<class T, int D>() { runs = stage2_sm90_runs<T, D>(p.problem.device_index); });
+  return runs ? p.problem.device_index : -1;
+}
+
 // L2 priorities of the Hopper kernel's K/V copies by key position, an A/B switch. Unset (the
 // default): all K/V evict_last. PROXYATTN_L2_PIN_PERCENT=N: the K/V of each sequence's first
 // keys evict_last and the rest evict_normal, with the bound set so that the pinned part of the
@@ -305,7 +316,8 @@ std::size_t carve(const Plan::Impl& p, const Tables& t, void* base, Regions* r) 
   r->col_indices = static_cast<std::int32_t*>(take(4 * static_cast<std::size_t>(p.mask_capacity)));
   r->mass = static_cast<float*>(take(4 * H * p.num_blocks));
   r->partial = static_cast<float*>(take(4 * 2 * kBlock * H * t.total_chunks));
-  r->block_part = static_cast<float2*>(take(sizeof(float2) * kStage2Chunk * kBlock * H * t.total_chunks));
+  const std::size_t block_sums = stage2_device(p) >= 0 ? kStage2Chunk * kBlock * H * t.total_chunks : 0;
+  r->block_part = static_cast<float2*>(take(sizeof(float2) * block_sums));
   r->row_lse = static_cast<float*>(take(4 * kBlock * H * S));
   r->qbar = take(elem * p.config.proxy_groups * t.total_strided * p.problem.head_dim);
   r->kbar = take(elem * p.config.proxy_groups * t.total_strided * p.problem.head_dim);
@@ -409,11 +421,10 @@ Estimate estimate(Plan::Impl& p, const TensorView& q, const TensorView& k, void*
   ep.scale_log2 = p.scale * kLog2e;
 
   const Stage1Mode stage1 = stage1_mode();
-  const bool on_sm90 = hopper_device(p);
-  const bool hopper = stage1 != Stage1Mode::portable && on_sm90;  // stage 1 + 3 on wgmma
-  const int stage2_device = stage2_on_hopper() && on_sm90 ? p.problem.device_index : -1;
+  const bool hopper = stage1 != Stage1Mode::portable && hopper_device(p);  // stage 1 + 3 on wgmma
+  const int stage2 = stage2_device(p);
   dispatch(p.problem.dtype, p.problem.head_dim,
-           [&]<class T, int D>() { launch_estimate_before_scan<T, D>(ep, stage2_device, stream); });
+           [&]<class T, int D>() { launch_estimate_before_scan<T, D>(ep, stage2, stream); });
   PROXYATTN_CUDA_CHECK(cudaMemsetAsync(r.counts + p.mask_rows, 0, sizeof(std::int64_t), stream));
   std::size_t scan_bytes = r.scan_temp_bytes;
   PROXYATTN_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(r.scan_temp, scan_bytes, r.counts, r.row_offsets,

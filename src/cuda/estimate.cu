@@ -402,13 +402,18 @@ static thread_local const char* last_stage1 = "";
 static thread_local const char* last_stage2 = "";
 
 template <class T, int D>
-void launch_estimate_before_scan(const EstimateParams& p, int hopper_device, cudaStream_t stream) {
+bool stage2_sm90_runs(int device) {
+  return sm90::stage2_sm90_available<T, D>(device);
+}
+
+template <class T, int D>
+void launch_estimate_before_scan(const EstimateParams& p, int stage2_device, cudaStream_t stream) {
   if (p.total_strided > 0) {
     proxy_kernel<T, D><<<dim3(static_cast<unsigned>(p.total_strided), p.groups), kThreads, 0, stream>>>(p);
     PROXYATTN_LAUNCH_CHECK("proxy_kernel");
   }
   if (p.total_chunks > 0) {
-    const bool hopper = hopper_device >= 0 && sm90::stage2_sm90_available<T, D>(hopper_device);
+    const bool hopper = stage2_device >= 0;
     last_stage2 = hopper ? "hopper" : "portable";
     auto pass = [&]<bool kMass>() {  // kMass: the second pass
       if (hopper) {
@@ -466,6 +471,7 @@ const char* last_stage1_kernel() { return last_stage1; }
 const char* last_stage2_kernel() { return last_stage2; }
 
 #define PROXYATTN_INSTANTIATE(T, D)                                                             \
+  template bool stage2_sm90_runs<T, D>(int);                                                    \
   template void launch_estimate_before_scan<T, D>(const EstimateParams&, int, cudaStream_t); \
   template void launch_estimate_after_scan<T, D>(const EstimateParams&, int, bool, int, cudaStream_t);
 PROXYATTN_INSTANTIATE(__nv_bfloat16, 64)

@@ -30,14 +30,19 @@ struct EstimateParams {
   float gamma, scale_log2;
 };
 
+// Whether this build has the sm_90a code of the wgmma stage 2 for `device` (an sm_90 device).
+// The caller asks once per plan: the answer also sizes the workspace's block sums (layout.hpp).
+template <class T, int D>
+bool stage2_sm90_runs(int device);
+
 // Launches everything but the scan; defined per (dtype, head dim) in estimate.cu. Stage 2 runs
-// on wgmma (hopper/stage2_sm90.cuh) when hopper_device is the index of an sm_90 device that this
-// build has sm_90a code for. Stage 1 + 3 likewise (hopper/stage1_sm90.cuh) where the input also
+// on wgmma (hopper/stage2_sm90.cuh) when stage2_device is not -1: the caller passes a device
+// only where stage2_sm90_runs said yes, since the block sums it writes were sized by that. Stage 1 + 3 likewise (hopper/stage1_sm90.cuh) where the input also
 // has enough query blocks to fill half the device (always, with hopper_always), each group of
 // query blocks on a cluster of hopper_split CTAs (0: the launcher chooses). Else, and with
 // hopper_device -1, the portable mma.sync kernels run.
 template <class T, int D>
-void launch_estimate_before_scan(const EstimateParams& p, int hopper_device, cudaStream_t stream);
+void launch_estimate_before_scan(const EstimateParams& p, int stage2_device, cudaStream_t stream);
 template <class T, int D>
 void launch_estimate_after_scan(const EstimateParams& p, int hopper_device, bool hopper_always, int hopper_split,
                                 cudaStream_t stream);

@@ -32,7 +32,8 @@ struct Regions {  // device pointers into the workspace
   float* mass;
   float* partial;   // [total_chunks][q_heads][kBlock][2]: stage-2 (max, sum) per row and chunk
   float2* block_part;  // [total_chunks][q_heads][kStage2Chunk][kBlock]: Hopper stage 2's (max, sum)
-                       // per key block and row
+                       // per key block and row; sized only where that kernel runs (backend.cu,
+                       // stage2_device)
   float* row_lse;   // [num_seqs][q_heads][kBlock]: stage 2's log-sum-exp (base 2) per row
   void *qbar, *kbar;  // [groups][total_strided][head_dim], input dtype
   std::int32_t *sched_keys, *sched_rows, *sched_keys_sorted, *sched_rows_sorted;

@@ -252,10 +252,13 @@ __global__ void __launch_bounds__(kStage1Threads)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       mma::RowStat row;
-      if (split == 1) row.merge(mx[h], sum[h]);
-      for (int q = 0; q < split && split > 1; ++q) {
-        const float2 v = *cluster.map_shared_rank(part + row_base + g + 8 * h, q);
-        row.merge(v.x, v.y);
+      if (split == 1) {
+        row.merge(mx[h], sum[h]);
+      } else {
+        for (int q = 0; q < split; ++q) {
+          const float2 v = *cluster.map_shared_rank(part + row_base + g + 8 * h, q);
+          row.merge(v.x, v.y);
+        }
       }
       lse2[h] = row.lse();
     }
