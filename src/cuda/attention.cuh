@@ -20,7 +20,7 @@ struct AttentionParams {
   std::int64_t q_tok, q_head, k_tok, k_head, v_tok, v_head, o_tok, o_head;  // strides, elements
   const std::int64_t* row_offsets;  // null: dense causal
   const std::int32_t* col_indices;
-  const std::int32_t* schedule;     // rows in the order to run them (longest first)
+  const std::int32_t* schedule;     // rows in the order to run them (backend.cu, kv_order)
   const std::int32_t* block_seq;    // sequence of each global query block
   const std::int32_t* block_offset; // first global block of each sequence
   const std::int32_t* cu_seqlens;
