@@ -104,6 +104,15 @@ def l2_persisting_set_aside():
     return got.value
 
 
+def llama_layer(n, seed=1):
+    """One Llama-3.1-8B attention layer of n tokens for the small timing scripts: a generator, q, k,
+    v ([N, H, D] bf16, random), an output like q, and a one-sequence plan."""
+    hq, hkv, d = SHAPES["llama3.1-8b"]
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    q, k, v = (torch.randn(n, h, d, device="cuda", dtype=torch.bfloat16, generator=gen) for h in (hq, hkv, hkv))
+    return gen, q, k, v, torch.empty_like(q), pa.Plan(hq, hkv, d, torch.bfloat16, "cuda", [0, n])
+
+
 def random_keep(nb, hq, density, gen):
     """[nb, hq, nb] bool in our row order (row = block * hq + head): each causal block below the
     diagonal kept with probability `density`, plus the diagonal and block 0 (the forced blocks)."""

@@ -27,12 +27,9 @@ def main():
     ap.add_argument("--loop", type=int, default=0)
     ap.add_argument("--profile", type=int, default=0)
     args = ap.parse_args()
-    hq, hkv, d = cb.SHAPES["llama3.1-8b"]
+    hq = cb.SHAPES["llama3.1-8b"][0]
     n = args.length
-    gen = torch.Generator(device="cuda").manual_seed(1)
-    q, k, v = (torch.randn(n, h, d, device="cuda", dtype=torch.bfloat16, generator=gen) for h in (hq, hkv, hkv))
-    out = torch.empty_like(q)
-    plan = cb.pa.Plan(hq, hkv, d, torch.bfloat16, "cuda", [0, n])
+    gen, q, k, v, out, plan = cb.llama_layer(n)
     ro, ci = cb.to_csr(cb.random_keep(n // cb.BLOCK, hq, args.density, gen))
     calls = {"dense": lambda: plan.dense_attention(q, k, v, out),
              f"sparse {args.density}": lambda: plan.sparse_attention(q, k, v, ro, ci, out)}

@@ -53,10 +53,7 @@ def main():
     args = ap.parse_args()
     hq, hkv, d = cb.SHAPES["llama3.1-8b"]
     n = args.length
-    gen = torch.Generator(device="cuda").manual_seed(1)
-    q, k, v = (torch.randn(n, h, d, device="cuda", dtype=torch.bfloat16, generator=gen) for h in (hq, hkv, hkv))
-    out = torch.empty_like(q)
-    plan = cb.pa.Plan(hq, hkv, d, torch.bfloat16, "cuda", [0, n])
+    gen, q, k, v, out, plan = cb.llama_layer(n)
     pairs = hq * n * (n + 1) // 2
     if args.case == "sparse":
         ro, ci = cb.to_csr(cb.random_keep(n // cb.BLOCK, hq, args.density, gen))
