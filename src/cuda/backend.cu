@@ -262,21 +262,17 @@ int persistent_grid(const Plan::Impl& p) {
   return limit > 0 ? std::min(sms, limit) : sms;
 }
 
-// Launches the sparse attention of ap with the kernel that the mode and the device allow.
-void launch_attention(const Plan::Impl& p, const AttentionParams& ap, cudaStream_t stream) {
-  const KernelMode mode = kernel_mode();
+// Launches the sparse attention of ap with the kernel that the mode and the device allow; grid:
+// persistent_grid(p), which the schedule was sorted for.
+void launch_attention(const Plan::Impl& p, const AttentionParams& ap, int grid, cudaStream_t stream) {
   const bool hopper = hopper_device(p);
-  int sms = 0;
-  if (hopper)
-    PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, p.problem.device_index));
   dispatch(p.problem.dtype, p.problem.head_dim, [&]<class T, int D>() {
     if constexpr (sm90::supports_head_dim(D)) {
       sm90::TileMaps maps;
       if (hopper && sm90::kernel_available<T, D>(p.problem.device_index) &&
           sm90::make_tile_maps(ap, Elem<T>::is_bf16, D, p.problem.kv_heads, &maps)) {
-        const bool persistent = mode == KernelMode::hopper;
-        const int limit = persistent_cta_limit();
-        sm90::launch_sparse_attention_sm90<T, D>(ap, maps, persistent, limit > 0 ? std::min(sms, limit) : sms, stream);
+        const bool persistent = grid > 0;  // else PROXYATTN_KERNEL=hopper-grid
+        sm90::launch_sparse_attention_sm90<T, D>(ap, maps, persistent, grid, stream);
         last_kernel = persistent ? "hopper" : "hopper-grid";
         return;
       }
@@ -521,7 +517,7 @@ void attention(Plan::Impl& p, const TensorView& q, const TensorView& k, const Te
   ap.scale_log2 = p.scale * kLog2e;
   ap.l2_hints = l2_hints() ? 1 : 0;
   ap.l2_pin_keys = l2_pin_keys(p, p.problem.head_dim * static_cast<int>(dtype_size(p.problem.dtype)), by_kv);
-  launch_attention(p, ap, stream);
+  launch_attention(p, ap, grid, stream);
 }
 
 }  // namespace proxyattn::detail::cuda

@@ -37,10 +37,11 @@ bool stage2_sm90_runs(int device);
 
 // Launches everything but the scan; defined per (dtype, head dim) in estimate.cu. Stage 2 runs
 // on wgmma (hopper/stage2_sm90.cuh) when stage2_device is not -1: the caller passes a device
-// only where stage2_sm90_runs said yes, since the block sums it writes were sized by that. Stage 1 + 3 likewise (hopper/stage1_sm90.cuh) where the input also
-// has enough query blocks to fill half the device (always, with hopper_always), each group of
-// query blocks on a cluster of hopper_split CTAs (0: the launcher chooses). Else, and with
-// hopper_device -1, the portable mma.sync kernels run.
+// only where stage2_sm90_runs said yes, since the block sums it writes were sized by that.
+// Stage 1 + 3 run on wgmma (hopper/stage1_sm90.cuh) on an sm_90 hopper_device that this build
+// has sm_90a code for, where the input also has enough query blocks to fill half the device
+// (always, with hopper_always), each group of query blocks on a cluster of hopper_split CTAs
+// (0: the launcher chooses). Else, and with -1, the portable mma.sync kernels run.
 template <class T, int D>
 void launch_estimate_before_scan(const EstimateParams& p, int stage2_device, cudaStream_t stream);
 template <class T, int D>
