@@ -58,14 +58,14 @@ def fixed_mask(n, heads, density, device, block=128):
     return _fixed["masks"][key]
 
 
-def fixed(q, k, v, scale):
+def fixed(q, k, v, scale, layer=None):
     """Real estimator, then the sparse kernel on a fixed-density mask (random-weight timing)."""
     proxyattn.estimate(q, k, scale, copy=False)  # the estimator's cost, its mask unused
     ro, ci, _ = fixed_mask(q.shape[0], q.shape[1], _fixed["density"], q.device)
     return proxyattn.sparse_attention(q, k, v, (ro, ci), scale)
 
 
-def measured(q, k, v, scale):
+def measured(q, k, v, scale, layer=None):
     """ProxyAttn with the estimator's own masks, recording each layer's density."""
     out, stats = proxyattn.attention(q, k, v, scale, return_stats=True, **pat._settings["options"])
     _stats["density"].append(stats["total_density"])
@@ -80,7 +80,7 @@ def attention_none(module, query, key, value, attention_mask, dropout=0.0, scali
 
 def register_modes():
     modes = (("pa_fixed", pat.attention_function(fixed)), ("pa_measured", pat.attention_function(measured)),
-             ("pa_dense", pat.attention_function(lambda q, k, v, scale: proxyattn.dense_attention(q, k, v, scale))),
+             ("pa_dense", pat.attention_function(lambda q, k, v, scale, layer: proxyattn.dense_attention(q, k, v, scale))),
              ("pa_none", attention_none))
     for name, fn in modes:
         transformers.AttentionInterface.register(name, fn)

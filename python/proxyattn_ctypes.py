@@ -38,7 +38,8 @@ class _Config(ctypes.Structure):
                 ("proxy_groups", ctypes.c_int32), ("gamma", ctypes.c_double),
                 ("min_budget_tokens", ctypes.c_int64), ("keep_sink", ctypes.c_int32),
                 ("budget_mode", ctypes.c_int32), ("scale", ctypes.c_double),
-                ("backend", ctypes.c_int32)]
+                ("backend", ctypes.c_int32), ("exact_last_block", ctypes.c_int32),
+                ("head_columns", ctypes.c_int32)]
 
 
 class _Estimate(ctypes.Structure):
@@ -180,8 +181,8 @@ class _CudaView:
 
 class Plan:
     """A proxyattn plan (see plan.hpp). Keyword config: block_size, stride, proxy_groups, gamma,
-    min_budget_tokens, keep_sink, budget_mode ('row_ratio' | 'last_row_count'), scale,
-    backend ('automatic' | 'cpu_reference' | 'cpu' | 'cuda'). stream: a cudaStream_t as an
+    min_budget_tokens, keep_sink, budget_mode ('row_ratio' | 'last_row_count'), exact_last_block,
+    head_columns, scale, backend ('automatic' | 'cpu_reference' | 'cpu' | 'cuda'). stream: a cudaStream_t as an
     int; None means torch's current stream at each call."""
 
     def __init__(self, q_heads, kv_heads, head_dim, dtype, device, cu_seqlens, stream=None, **config):

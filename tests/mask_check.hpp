@@ -35,6 +35,60 @@ struct MaskCheck {
   }
 };
 
+// One row of a mask: its kept blocks (ascending) and which blocks stage 3 forces.
+struct RowView {
+  const std::vector<std::int32_t>& blocks;
+  std::int64_t m;
+  bool keep_sink;
+  bool has(std::int64_t n) const { return std::binary_search(blocks.begin(), blocks.end(), n); }
+  bool forced(std::int64_t n) const { return n == m || (keep_sink && n == 0); }
+  std::int64_t unforced_kept() const { return static_cast<std::int64_t>(blocks.size()) - (keep_sink && m > 0 ? 2 : 1); }
+};
+
+// The choice of one row against the reference's values. Stage 3 takes, after the forced blocks,
+// the head's `columns` highest-mass blocks (all of its order in an exact last block) where they
+// are causal, heaviest first, then the proxy ranking. Masses and scores differ between
+// precisions, so a block within tol of a cut may go either way (mass_tol for the stage-2 masses,
+// which every backend computes from the same inputs in at least fp32); every other block must
+// fall on the side the reference puts it.
+inline void check_row_choice(MaskCheck& out, const std::string& where, const RowView& v, std::int64_t columns,
+                             const std::vector<double>& mass, const std::vector<std::int32_t>& order,
+                             const double* a, double tol, double mass_tol = 1e-4) {
+  const std::int64_t nb = static_cast<std::int64_t>(mass.size()), R = v.unforced_kept();
+  auto w = [&](std::int64_t n) { return mass[n] == mass[n] ? mass[n] : -1.0; };  // NaN ranks last
+  const double cut = columns > 0 && columns < nb ? w(order[columns]) : -2.0;     // first non-column
+  auto sure = [&](std::int64_t n) { return columns > 0 && w(n) > cut + mass_tol; };
+  auto maybe = [&](std::int64_t n) { return columns > 0 && w(n) >= cut - mass_tol; };
+  std::int64_t n_sure = 0;
+  for (std::int64_t n = 0; n <= v.m; ++n) n_sure += !v.forced(n) && sure(n);
+  auto report = [&](const char* what, double lo, double hi) {
+    std::ostringstream o;
+    o << where << what << ": kept " << lo << " below dropped " << hi;
+    out.fail(o.str());
+  };
+  if (n_sure >= R) {  // columns fill the row: only columns, the heaviest first
+    double min_kept = 1e300, max_dropped = -1e300;
+    for (std::int64_t n = 0; n <= v.m; ++n) {
+      if (v.forced(n)) continue;
+      if (v.has(n) && !maybe(n)) out.fail(where + "kept block " + std::to_string(n) + ", not a column, in a row of columns");
+      if (v.has(n)) min_kept = std::min(min_kept, w(n));
+      else if (sure(n)) max_dropped = std::max(max_dropped, w(n));
+    }
+    if (min_kept < max_dropped - mass_tol) report("head mass", min_kept, max_dropped);
+    return;
+  }
+  double row_max = 0, min_kept = 1e300, max_dropped = -1e300;
+  for (std::int64_t n = 0; n <= v.m; ++n) row_max = std::max(row_max, a[n]);
+  for (std::int64_t n = 0; n <= v.m; ++n) {
+    if (v.forced(n)) continue;
+    if (sure(n) && !v.has(n)) out.fail(where + "dropped column block " + std::to_string(n));
+    if (maybe(n)) continue;
+    if (v.has(n)) min_kept = std::min(min_kept, a[n]);
+    else max_dropped = std::max(max_dropped, a[n]);
+  }
+  if (min_kept < max_dropped - tol * row_max) report("proxy score", min_kept, max_dropped);
+}
+
 inline MaskCheck check_estimate(const Plan& plan, const TensorView& q, const TensorView& k, const HostEstimate& got,
                                 const HostEstimate* ref, double tol) {
   namespace ref_ns = proxyattn::detail::reference;
@@ -52,14 +106,15 @@ inline MaskCheck check_estimate(const Plan& plan, const TensorView& q, const Ten
     for (int h = 0; h < heads; ++h) {
       ++out.heads_checked;
       const std::int64_t kg = got.budget_blocks[s * heads + h];
-      std::vector<double> mass = ref_ns::head_block_mass(q, k, seq, h, p.gqa_ratio(), c.block_size, p.scale);
+      const std::vector<double> mass = ref_ns::head_block_mass(q, k, seq, h, p.gqa_ratio(), c.block_size, p.scale);
       const std::int64_t kr = ref_ns::budget_blocks(mass, c.gamma);
       if (kg == kr) {
         ++out.budgets_equal;
       } else {
-        std::sort(mass.begin(), mass.end(), std::greater<double>());
-        std::vector<double> prefix(mass.size());
-        std::partial_sum(mass.begin(), mass.end(), prefix.begin());
+        std::vector<double> sorted = mass;
+        std::sort(sorted.begin(), sorted.end(), std::greater<double>());
+        std::vector<double> prefix(sorted.size());
+        std::partial_sum(sorted.begin(), sorted.end(), prefix.begin());
         const double target = c.gamma * (prefix.empty() ? 0.0 : prefix.back());
         const bool justified = kg < kr ? (kg >= 1 && prefix[kg - 1] >= target - tol)
                                        : (kg >= 2 && kg <= nb && prefix[kg - 2] < target + tol);
@@ -67,6 +122,7 @@ inline MaskCheck check_estimate(const Plan& plan, const TensorView& q, const Ten
           out.fail("seq " + std::to_string(s) + " head " + std::to_string(h) + ": budget " + std::to_string(kg) +
                    " blocks, reference " + std::to_string(kr) + " and not a near-tie at gamma");
       }
+      const std::vector<std::int32_t> order = ref_ns::mass_order(mass);
       std::int64_t kept_sum = 0;
       for (std::int64_t m = 0; m < nb; ++m) {
         ++out.rows_checked;
@@ -87,23 +143,10 @@ inline MaskCheck check_estimate(const Plan& plan, const TensorView& q, const Ten
           out.fail(where + "indices not ascending, unique and in [0, m]");
           continue;
         }
-        auto has = [&](std::int64_t n) { return std::binary_search(blocks.begin(), blocks.end(), n); };
-        if (!has(m) || (c.keep_sink && !has(0))) out.fail(where + "a forced block is missing");
-        const double* a = &A[h / per_group][m * nb];
-        double row_max = 0, min_kept = 1e300, max_dropped = -1e300;
-        for (std::int64_t n = 0; n <= m; ++n) row_max = std::max(row_max, a[n]);
-        for (std::int64_t n = 0; n <= m; ++n) {
-          if (n == m || (c.keep_sink && n == 0)) continue;
-          if (has(n))
-            min_kept = std::min(min_kept, a[n]);
-          else
-            max_dropped = std::max(max_dropped, a[n]);
-        }
-        if (min_kept < max_dropped - tol * row_max) {
-          std::ostringstream o;
-          o << where << "kept a block of proxy score " << min_kept << " over one of " << max_dropped;
-          out.fail(o.str());
-        }
+        RowView v{blocks, m, c.keep_sink};
+        if (!v.has(m) || (c.keep_sink && !v.has(0))) out.fail(where + "a forced block is missing");
+        const std::int64_t columns = c.exact_last_block && m == nb - 1 ? nb : std::min<std::int64_t>(c.head_columns, kg);
+        check_row_choice(out, where, v, columns, mass, order, &A[h / per_group][m * nb], tol);
         if (ref) {
           const bool same = std::equal(blocks.begin(), blocks.end(),
                                        ref->mask.col_indices.begin() + ref->mask.row_offsets[row],

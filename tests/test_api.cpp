@@ -53,7 +53,8 @@ TEST(Api, ConfigErrorsNameTheField) {
   expect_error(plan_with([](Config& c) { c.stride = 3; }), bad, {"config.block_size", "config.stride", "3"});
   expect_error(plan_with([](Config& c) { c.block_size = 0; }), bad, {"config.block_size"});
   expect_error(plan_with([](Config& c) { c.proxy_groups = 3; }), bad, {"config.proxy_groups", "3", "kv_heads"});
-  expect_error(plan_with([](Config& c) { c.proxy_groups = 0; }), bad, {"config.proxy_groups"});
+  expect_error(plan_with([](Config& c) { c.proxy_groups = -1; }), bad, {"config.proxy_groups", "-1"});
+  expect_error(plan_with([](Config& c) { c.head_columns = kMaxHeadColumns + 1; }), bad, {"config.head_columns", "65"});
   expect_error(plan_with([](Config& c) { c.min_budget_tokens = -1; }), bad, {"config.min_budget_tokens"});
   expect_error(plan_with([](Config& c) { c.scale = -1; }), bad, {"config.scale"});
   expect_error(plan_with([](Config& c) { c.backend = Backend::cuda; }), bad, {"config.backend", "cuda"});

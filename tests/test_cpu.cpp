@@ -20,6 +20,8 @@ struct Case {
   double gamma;
   BudgetMode mode = BudgetMode::row_ratio;
   bool keep_sink = true;
+  bool exact_last_block = false;
+  int head_columns = 0;
 };
 
 std::string describe(const Case& c) {
@@ -28,7 +30,8 @@ std::string describe(const Case& c) {
   return s + " hq " + std::to_string(c.hq) + " hkv " + std::to_string(c.hkv) + " dim " + std::to_string(c.dim) +
          " " + dtype_name(c.dtype) + " block " + std::to_string(c.block) + " stride " + std::to_string(c.stride) +
          " groups " + std::to_string(c.groups) + " gamma " + std::to_string(c.gamma) +
-         (c.mode == BudgetMode::last_row_count ? " last_row_count" : "") + (c.keep_sink ? "" : " no-sink");
+         (c.mode == BudgetMode::last_row_count ? " last_row_count" : "") + (c.keep_sink ? "" : " no-sink") +
+         (c.exact_last_block ? " exact_last_block" : "") + " head_columns " + std::to_string(c.head_columns);
 }
 
 Config config_of(const Case& t, Backend b) {
@@ -40,6 +43,8 @@ Config config_of(const Case& t, Backend b) {
   c.min_budget_tokens = t.block;  // one block: keep the budgets small so that the masks are sparse
   c.budget_mode = t.mode;
   c.keep_sink = t.keep_sink;
+  c.exact_last_block = t.exact_last_block;
+  c.head_columns = t.head_columns;
   c.backend = b;
   return c;
 }
@@ -92,6 +97,12 @@ TEST(CpuBackend, SweepAgainstReference) {
       {{190}, 4, 2, 64, DType::float32, 16, 8, 2, 0.8, BudgetMode::last_row_count},
       {{160}, 4, 4, 32, DType::float32, 16, 4, 1, 0.0, BudgetMode::row_ratio, false},
       {{33, 170}, 8, 8, 64, DType::float32, 16, 2, 8, 1.0},
+      // The head's own preferences: exact last block and columns, alone and together.
+      {{1, 130, 257}, 7, 1, 64, DType::float32, 16, 4, 1, 0.9, BudgetMode::last_row_count, true, true, 0},
+      {{300}, 8, 2, 64, DType::bfloat16, 16, 4, 2, 0.9, BudgetMode::row_ratio, true, false, 3},
+      {{45, 260}, 8, 4, 128, DType::float16, 16, 4, 0, 0.8, BudgetMode::last_row_count, false, true, 4},
+      {{200}, 4, 1, 64, DType::float32, 16, 2, 1, 0.0, BudgetMode::row_ratio, true, true, 2},
+      {{220}, 4, 2, 64, DType::float32, 16, 4, 1, 1.0, BudgetMode::last_row_count, true, true, 5},
   };
   for (const Case& c : cases) compare(c, seed);
 }

@@ -434,6 +434,8 @@ TEST(Cuda, EstimateMatchesReferenceUpToNearTies) {
     int stride, groups;
     double gamma;
     BudgetMode mode;
+    bool exact = false;
+    int columns = 0;
   };
   const std::vector<Case> cases = {
       {{{1000}, 8, 2, 128, DType::bfloat16}, 4, 1, 0.9, BudgetMode::row_ratio},
@@ -443,10 +445,17 @@ TEST(Cuda, EstimateMatchesReferenceUpToNearTies) {
       {{{1300}, 8, 4, 64, DType::float16}, 1, 4, 0.0, BudgetMode::row_ratio},
       // Long enough for many key tiles a row and several groups of query blocks per sequence.
       {{{4100, 300}, 8, 2, 128, DType::float16}, 4, 2, 0.9, BudgetMode::last_row_count},
+      // The heads' own preferences: exact last block, columns, both; one proxy per kv head.
+      {{{1000, 129}, 8, 2, 128, DType::bfloat16}, 4, 1, 0.9, BudgetMode::last_row_count, true, 0},
+      {{{1500}, 7, 1, 64, DType::float16}, 4, 1, 0.8, BudgetMode::row_ratio, false, 3},
+      {{{0, 2100, 1, 600}, 8, 4, 64, DType::bfloat16}, 4, 0, 0.9, BudgetMode::last_row_count, true, 8},
+      {{{4100, 300}, 8, 2, 256, DType::bfloat16}, 8, 0, 0.5, BudgetMode::row_ratio, true, kMaxHeadColumns},
+      {{{700}, 4, 1, 128, DType::float16}, 2, 1, 0.0, BudgetMode::last_row_count, true, 2},
   };
   for (const Case& cs : cases) {
     SCOPED_TRACE(name(cs.shape) + " stride " + std::to_string(cs.stride) + " groups " + std::to_string(cs.groups) +
-                 " gamma " + std::to_string(cs.gamma) + " seed " + std::to_string(seed));
+                 " gamma " + std::to_string(cs.gamma) + (cs.exact ? " exact_last_block" : "") + " head_columns " +
+                 std::to_string(cs.columns) + " seed " + std::to_string(seed));
     std::mt19937_64 rng(seed);
     const Problem pr = make_problem(cs.shape.lengths, cs.shape.hq, cs.shape.hkv, cs.shape.dim, cs.shape.dtype);
     Config c;
@@ -454,6 +463,8 @@ TEST(Cuda, EstimateMatchesReferenceUpToNearTies) {
     c.proxy_groups = cs.groups;
     c.gamma = cs.gamma;
     c.budget_mode = cs.mode;
+    c.exact_last_block = cs.exact;
+    c.head_columns = cs.columns;
     c.min_budget_tokens = 128;
     Plan plan(c, on_cuda(pr));
     const Qkv x = random_qkv(pr, rng);

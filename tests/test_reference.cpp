@@ -196,6 +196,29 @@ TEST(Reference, SelectBlocksForcedFirstThenScoreThenLowerIndex) {
   EXPECT_EQ(ref::select_blocks(nan_row.data(), 3, 3, false), (std::vector<std::int32_t>{0, 2, 3}));
 }
 
+TEST(Reference, HeadPreferencesComeBeforeTheProxyRanking) {
+  //                         0    1    2    3    4    5
+  const std::vector<double> a{0.9, 0.2, 0.5, 0.5, 0.1, 0.0};
+  // Preferred blocks are taken in their order after the forced ones; those past m are skipped.
+  EXPECT_EQ(ref::select_blocks(a.data(), 5, 4, true, {4, 1}), (std::vector<std::int32_t>{0, 1, 4, 5}));
+  EXPECT_EQ(ref::select_blocks(a.data(), 5, 5, true, {4, 1}), (std::vector<std::int32_t>{0, 1, 2, 4, 5}));
+  EXPECT_EQ(ref::select_blocks(a.data(), 5, 3, true, {4, 1}), (std::vector<std::int32_t>{0, 4, 5}));
+  EXPECT_EQ(ref::select_blocks(a.data(), 3, 3, true, {4, 5, 1}), (std::vector<std::int32_t>{0, 1, 3}));
+  EXPECT_EQ(ref::select_blocks(a.data(), 5, 3, true, {5, 0}), (std::vector<std::int32_t>{0, 2, 5}))
+      << "forced blocks in the preferred list take no second place";
+
+  //                           0    1    2    3     4    5
+  const std::vector<double> mass{0.3, 0.1, NAN, 0.05, 0.3, 0.25};
+  const std::vector<std::int32_t> order = ref::mass_order(mass);
+  EXPECT_EQ(order, (std::vector<std::int32_t>{0, 4, 5, 1, 3, 2})) << "ties to the lower index, NaN last";
+  // The last block of 6 takes the whole order with exact_last_block; other rows the first
+  // min(head_columns, k_h) blocks.
+  EXPECT_EQ(ref::preferred_blocks(order, 2, 5, 6, true, 0), order);
+  EXPECT_EQ(ref::preferred_blocks(order, 2, 5, 6, false, 3), (std::vector<std::int32_t>{0, 4}));
+  EXPECT_EQ(ref::preferred_blocks(order, 5, 4, 6, true, 3), (std::vector<std::int32_t>{0, 4, 5}));
+  EXPECT_TRUE(ref::preferred_blocks(order, 5, 4, 6, true, 0).empty());
+}
+
 TEST(Reference, EstimateFollowsTheRulesAndGammaOneIsFullMask) {
   const std::uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -203,6 +226,8 @@ TEST(Reference, EstimateFollowsTheRulesAndGammaOneIsFullMask) {
   for (double gamma : {0.0, 0.8, 1.0})
     for (BudgetMode mode : {BudgetMode::row_ratio, BudgetMode::last_row_count}) {
       Config c;
+      c.exact_last_block = mode == BudgetMode::last_row_count;  // the counts never depend on them
+      c.head_columns = gamma == 0.8 ? 3 : 0;
       c.block_size = 8;
       c.stride = 2;
       c.gamma = gamma;

@@ -55,6 +55,8 @@ typedef struct {
   int32_t budget_mode; /* PA_ROW_RATIO or PA_LAST_ROW_COUNT */
   double scale;        /* 0: 1/sqrt(head_dim) */
   int32_t backend;     /* PA_BACKEND_* */
+  int32_t exact_last_block; /* 0 or 1 */
+  int32_t head_columns;     /* 0 to 64 */
 } pa_config;
 
 PA_API void pa_config_default(pa_config* config);

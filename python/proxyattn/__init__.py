@@ -9,10 +9,10 @@ Inputs are any DLPack arrays (torch, numpy, cupy), used without a copy; CUDA wor
 caller's current stream. `proxyattn.torch_ops` registers torch custom ops (torch.compile, CUDA
 graphs) and `proxyattn.transformers.register()` adds attn_implementation="proxyattn".
 """
-from ._api import (BlockMask, Options, attention, attention_varlen, clear_plan_cache, dense_attention,
-                   estimate, sparse_attention)
+from ._api import (DEFAULTS, BlockMask, Options, attention, attention_varlen, clear_plan_cache, dense_attention,
+                   estimate, presets, sparse_attention)
 from ._core import cuda_available
 
-__all__ = ["BlockMask", "Options", "attention", "attention_varlen", "clear_plan_cache", "cuda_available",
-           "dense_attention", "estimate", "sparse_attention"]
+__all__ = ["DEFAULTS", "BlockMask", "Options", "attention", "attention_varlen", "clear_plan_cache", "cuda_available",
+           "dense_attention", "estimate", "presets", "sparse_attention"]
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ transposed to [batch, seqlen, heads, dim] is fine for batch 1). Work runs on the
 CUDA stream, without a host synchronisation unless per-head stats are asked for.
 """
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 
 import numpy as np
 
@@ -20,17 +20,24 @@ _PLAN_CACHE_SIZE = 64
 _plans = OrderedDict()
 
 
-@dataclass(frozen=True)
-class Options:
-    """The ProxyAttn parameters (DESIGN.md section 1); see README for their meaning."""
-    gamma: float = 0.95
-    block_size: int = 128
-    stride: int = 4
-    proxy_groups: int = 1
-    min_budget_tokens: int = 2048
-    keep_sink: bool = True
-    budget_mode: str = "row_ratio"
-    backend: str = "auto"
+# The ProxyAttn options and their defaults come from the C++ Config (one field list, in
+# src/python/module.cpp); see README for their meaning.
+DEFAULTS = dict(_core.config_defaults())
+Options = make_dataclass("Options", [(k, type(v), field(default=v)) for k, v in DEFAULTS.items()], frozen=True)
+Options.__doc__ = "The ProxyAttn options: " + ", ".join(f"{k}={v!r}" for k, v in DEFAULTS.items())
+
+# Presets: named sets of options. "paper" is the paper's rules as its authors ran them: one proxy
+# per kv head on models with few kv heads (Qwen2.5-7B, 4) and one for all heads otherwise
+# (Llama-3.1-8B, 8), each head's last-row block count in every row, gamma 0.95, a 2048-token
+# floor, no forced sink and no head preferences (the diagonal block stays forced).
+def presets(kv_heads):
+    """{name: options} for a model with kv_heads kv heads."""
+    groups = kv_heads if kv_heads <= 4 else 1
+    return {
+        "default": {},
+        "paper": dict(gamma=0.95, stride=4, proxy_groups=groups, min_budget_tokens=2048, keep_sink=False,
+                      budget_mode="last_row_count", exact_last_block=False, head_columns=0),
+    }
 
 
 @dataclass
@@ -139,9 +146,8 @@ def _plan(fw, q, kv_heads, cu_seqlens, softmax_scale, o, device, stream):
     if hit is not None:
         _plans.move_to_end(key)
         return hit[0]
-    args = dict(block_size=o.block_size, stride=o.stride, proxy_groups=o.proxy_groups, gamma=float(o.gamma),
-                min_budget_tokens=o.min_budget_tokens, keep_sink=o.keep_sink, budget_mode=o.budget_mode,
-                scale=scale, backend=o.backend, q_heads=q.shape[1], kv_heads=kv_heads, head_dim=q.shape[2],
+    options = {f.name: getattr(o, f.name) for f in fields(o)}
+    args = dict(options=options, scale=scale, q_heads=q.shape[1], kv_heads=kv_heads, head_dim=q.shape[2],
                 dtype=dtype, device=device[0], device_index=device[1], cu_seqlens=list(cu_seqlens))
     workspace = None
     if device[0] == "cuda":
@@ -159,10 +165,27 @@ def clear_plan_cache():
     _plans.clear()
 
 
-def _options(kw):
-    unknown = set(kw) - set(Options.__dataclass_fields__)
+def _options(kw, kv_heads):
+    """Options from keyword arguments: unknown names and values of the wrong type are errors that
+    name them; preset='name' starts from a preset (presets()), the other keywords override it."""
+    kw = dict(kw)
+    preset = kw.pop("preset", None)
+    unknown = set(kw) - set(DEFAULTS)
     if unknown:
-        raise TypeError(f"unexpected keyword arguments: {sorted(unknown)}")
+        raise TypeError(f"unexpected keyword arguments: {sorted(unknown)}; options are {sorted(DEFAULTS)}")
+    if preset is not None:
+        table = presets(kv_heads)
+        if preset not in table:
+            raise ValueError(f"preset must be one of {sorted(table)}, got {preset!r}")
+        kw = {**table[preset], **kw}
+    for k, v in kw.items():
+        want = type(DEFAULTS[k])
+        ok = isinstance(v, want) or (want is float and isinstance(v, int)) or \
+            (want is int and isinstance(v, (int, np.integer)) and not isinstance(v, bool)) or \
+            (want is bool and isinstance(v, (int, np.integer)) and v in (0, 1))
+        if not ok:
+            raise TypeError(f"option {k}: expected {want.__name__}, got {v!r}")
+        kw[k] = want(v)
     return Options(**kw)
 
 
@@ -191,9 +214,10 @@ def attention(q, k, v, softmax_scale=None, causal=True, *, cu_seqlens=None, out=
     Returns out (the layout of q); with return_lse also the log-sum-exp (float32, [b, h, n] or
     [h, total]); with return_stats also a dict of per-head numbers, arrays [num_seqs, q_heads]:
     budget_blocks (k_h of stage 2), kept_blocks, causal_blocks, density, and total_density.
-    Options: gamma, block_size, stride, proxy_groups, min_budget_tokens, keep_sink, budget_mode,
-    backend ('auto', 'cuda', 'cpu', 'cpu_reference')."""
-    call = _Call(q, k, v, cu_seqlens, softmax_scale, causal, _options(options))
+    Options: the fields of Options (gamma, block_size, stride, proxy_groups, min_budget_tokens,
+    keep_sink, budget_mode, exact_last_block, head_columns, backend), or preset='paper' (presets())
+    with overrides."""
+    call = _Call(q, k, v, cu_seqlens, softmax_scale, causal, _options(options, k.shape[-2]))
     out, lse = call.outputs(out, return_lse)
     call.plan.attention(call.q, call.k, call.v, out, lse, call.stream)
     return _finish(call, out, lse, return_lse, _stats(call) if return_stats else None)
@@ -228,7 +252,7 @@ def estimate(q, k, softmax_scale=None, *, cu_seqlens=None, copy=True, return_sta
     copy=True returns arrays of their own, trimmed to the kept blocks (this reads the count back,
     a synchronisation); copy=False returns views of the plan's workspace, valid until the next
     estimate with the same shapes and options, without synchronising."""
-    call = _Call(q, k, None, cu_seqlens, softmax_scale, True, _options(options))
+    call = _Call(q, k, None, cu_seqlens, softmax_scale, True, _options(options, k.shape[-2]))
     row_offsets, col_indices, _, _ = call.plan.estimate(call.q, call.k, call.stream, call.fw)
     if copy:
         nnz = int(row_offsets[-1])

@@ -3,9 +3,11 @@ CUDA graphs: the ops have fake-tensor implementations giving the output shapes, 
 outputs through torch, and run on the current stream without synchronising.
 
     import proxyattn.torch_ops
-    out, lse = torch.ops.proxyattn.attention(q, k, v, None, 0.0, 0.95, 128, 4, 1, 2048, True)
+    out, lse = proxyattn.torch_ops.attention(q, k, v, gamma=0.9)
 
-or the keyword-friendly wrappers `attention`, `dense_attention` and `sparse_attention` below.
+(the keyword-friendly wrappers `attention`, `dense_attention` and `sparse_attention` below call
+torch.ops.proxyattn.*; the attention op takes its options as one string "name=value,...", so
+that every option of proxyattn.Options passes through and the schema never lists them again).
 q, k, v are [batch, seqlen, heads, dim] or packed [total, heads, dim] with cu_seqlens (a list of
 ints, known when the graph is built, as flash_attn_varlen_func's max_seqlen is).
 
@@ -13,6 +15,7 @@ CUDA-graph capture: the first call of a shape builds its plan (a workspace alloc
 upload of small tables), so warm up each shape once before capturing, as one does for any
 library that plans.
 """
+from dataclasses import fields
 from typing import List, Optional, Tuple
 
 import torch
@@ -48,17 +51,15 @@ def _lse_like(q):
 
 @torch.library.custom_op("proxyattn::attention", mutates_args=())
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: Optional[List[int]],
-               softmax_scale: float, gamma: float, block_size: int, stride: int, proxy_groups: int,
-               min_budget_tokens: int, keep_sink: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+               softmax_scale: float, options: str) -> Tuple[torch.Tensor, torch.Tensor]:
     _check(q, k, v, cu_seqlens)
     out, lse = _api.attention(q, k, v, softmax_scale or None, cu_seqlens=cu_seqlens, return_lse=True,
-                              gamma=gamma, block_size=block_size, stride=stride, proxy_groups=proxy_groups,
-                              min_budget_tokens=min_budget_tokens, keep_sink=keep_sink)
+                              **decode_options(options))
     return out, lse.contiguous()
 
 
 @_attention.register_fake
-def _(q, k, v, cu_seqlens, softmax_scale, gamma, block_size, stride, proxy_groups, min_budget_tokens, keep_sink):
+def _(q, k, v, cu_seqlens, softmax_scale, options):
     _check(q, k, v, cu_seqlens)
     return torch.empty_like(q), _lse_like(q)
 
@@ -93,11 +94,29 @@ def _(q, k, v, row_offsets, col_indices, cu_seqlens, softmax_scale, block_size):
     return torch.empty_like(q), _lse_like(q)
 
 
-def attention(q, k, v, softmax_scale=None, *, cu_seqlens=None, gamma=0.95, block_size=128, stride=4,
-              proxy_groups=1, min_budget_tokens=2048, keep_sink=True):
-    """proxyattn.attention as a torch op: returns (out, lse)."""
-    return torch.ops.proxyattn.attention(q, k, v, cu_seqlens, float(softmax_scale or 0.0), float(gamma),
-                                         block_size, stride, proxy_groups, min_budget_tokens, keep_sink)
+def attention(q, k, v, softmax_scale=None, *, cu_seqlens=None, **options):
+    """proxyattn.attention as a torch op: returns (out, lse). Options as proxyattn.attention's
+    (preset included), checked here, before the op is traced."""
+    o = _api._options(options, k.shape[-2])
+    return torch.ops.proxyattn.attention(q, k, v, cu_seqlens, float(softmax_scale or 0.0), encode_options(o))
+
+
+def encode_options(o):
+    """An Options as the attention op's string: "name=value,..." (plain formatting, which
+    torch.compile traces)."""
+    return ",".join(f"{f.name}={getattr(o, f.name)}" for f in fields(o))
+
+
+def decode_options(text):
+    """The keyword options of an encode_options string (every name must be an Options field)."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        if name not in _api.DEFAULTS:
+            raise ValueError(f"options: unknown option {name!r} in {text!r}")
+        kind = type(_api.DEFAULTS[name])
+        out[name] = value == "True" if kind is bool else kind(value)
+    return out
 
 
 def dense_attention(q, k, v, softmax_scale=None, *, cu_seqlens=None):

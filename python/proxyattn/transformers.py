@@ -11,6 +11,10 @@ mask, no sliding window shorter than the prompt, no dropout and no attention wei
 Everything else (decoding steps, short prompts, padded batches, chunked prefill after a cache)
 goes to transformers' own sdpa attention, unchanged, so generation after the prefill is dense.
 Below 8K tokens the estimation and the kept set are close to dense anyway.
+
+Per-layer settings: register(layers={0: "dense", 5: {"gamma": 0.99}}) runs layer 0 dense and
+layer 5 with its own options over the shared ones; a callable layer_index -> "dense" | dict |
+None works as well.
 """
 import torch
 
@@ -19,7 +23,7 @@ from . import torch_ops
 NAME = "proxyattn"
 DEFAULT_MIN_PREFILL_TOKENS = 8192
 
-_settings = {"min_prefill_tokens": DEFAULT_MIN_PREFILL_TOKENS, "options": {}}
+_settings = {"min_prefill_tokens": DEFAULT_MIN_PREFILL_TOKENS, "options": {}, "layers": None}
 _counts = {"proxyattn": 0, "dense": 0}
 
 
@@ -49,10 +53,11 @@ def _use_proxyattn(module, query, key, attention_mask, dropout, kwargs):
 
 
 def attention_function(sequence_attention):
-    """An attention-interface function built on `sequence_attention(q, k, v, scale) -> out`,
+    """An attention-interface function built on `sequence_attention(q, k, v, scale, layer) -> out`,
     which gets one sequence's [n, heads, d] views (RoPE applied) of every prefill ProxyAttn can
-    take (see the module's docstring); every other call goes to transformers' sdpa. Benchmarks
-    and evaluations use it to run other kernels or masks in the same places."""
+    take (see the module's docstring) and the layer's index (None where the module has none);
+    every other call goes to transformers' sdpa. Benchmarks and evaluations use it to run other
+    kernels or masks in the same places."""
 
     def forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
         """query [b, hq, n, d], key and value [b, hkv, n_kv, d]; returns (attn_output
@@ -65,31 +70,60 @@ def attention_function(sequence_attention):
         q = query.transpose(1, 2)  # views: [b, n, h, d] with token stride d and head stride n * d
         k = key[:, :, :n].transpose(1, 2)
         v = value[:, :, :n].transpose(1, 2)
+        layer = getattr(module, "layer_idx", None)
         # One sequence per call: [b, n, h, d] views of this layout do not flatten into a batch.
-        return torch.stack([sequence_attention(q[b], k[b], v[b], scaling) for b in range(q.shape[0])]), None
+        return torch.stack([sequence_attention(q[b], k[b], v[b], scaling, layer) for b in range(q.shape[0])]), None
 
     return forward
 
 
-proxyattn_attention_forward = attention_function(
-    lambda q, k, v, scale: torch_ops.attention(q, k, v, scale, **_settings["options"])[0])
+def _layer_options(layer):
+    """The options of one layer: None for dense, else a dict."""
+    layers, shared = _settings["layers"], _settings["options"]
+    own = None
+    if callable(layers):
+        own = layers(layer)
+    elif layers is not None and layer in layers:
+        own = layers[layer]
+    if own == "dense":
+        return None
+    return {**shared, **(own or {})}
 
 
-def register(min_prefill_tokens=DEFAULT_MIN_PREFILL_TOKENS, **options):
+def _default_attention(q, k, v, scale, layer):
+    options = _layer_options(layer)
+    if options is None:
+        return torch_ops.dense_attention(q, k, v, scale)[0]
+    return torch_ops.attention(q, k, v, scale, **options)[0]
+
+
+proxyattn_attention_forward = attention_function(_default_attention)
+
+
+def register(min_prefill_tokens=DEFAULT_MIN_PREFILL_TOKENS, layers=None, **options):
     """Registers attn_implementation="proxyattn" (attention and mask functions). `options` are
-    ProxyAttn's parameters (gamma, block_size, stride, proxy_groups, min_budget_tokens,
-    keep_sink); calling register again changes them for every model."""
+    ProxyAttn's options (proxyattn.Options fields, or preset="paper" with overrides); `layers`
+    maps a layer index to "dense" or to that layer's own options (see the module's docstring).
+    Calling register again changes them for every model."""
     from transformers import AttentionInterface, AttentionMaskInterface
     from transformers.masking_utils import sdpa_mask
 
+    from . import _api
+
     if min_prefill_tokens < 1:
         raise ValueError(f"min_prefill_tokens must be >= 1, got {min_prefill_tokens}")
-    allowed = {"gamma", "block_size", "stride", "proxy_groups", "min_budget_tokens", "keep_sink"}
-    unknown = set(options) - allowed
-    if unknown:
-        raise TypeError(f"unexpected ProxyAttn options {sorted(unknown)}; allowed: {sorted(allowed)}")
+    _api._options(options, 1)  # unknown names or bad types fail here, not in the first prefill
+    if layers is not None and not callable(layers):
+        if not isinstance(layers, dict):
+            raise TypeError(f"layers must be a dict or a callable, got {type(layers).__name__}")
+        for i, o in layers.items():
+            if o != "dense" and not isinstance(o, dict):
+                raise TypeError(f"layers[{i}] must be 'dense' or a dict of options, got {o!r}")
+            if isinstance(o, dict):
+                _api._options({**options, **o}, 1)
     _settings["min_prefill_tokens"] = int(min_prefill_tokens)
     _settings["options"] = dict(options)
+    _settings["layers"] = layers
     AttentionInterface.register(NAME, proxyattn_attention_forward)
     # sdpa's mask function returns None for a plain causal prompt, which is what lets the
     # attention function recognise the prefill it can take.

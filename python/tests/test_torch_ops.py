@@ -22,12 +22,13 @@ def inputs(device, dtype, shape=(1, 300, 4, 2, 64), seed=0):
 @pytest.mark.parametrize("case", DEVICES)
 def test_opcheck(case):
     q, k, v = inputs(*case)
-    torch.library.opcheck(torch.ops.proxyattn.attention.default,
-                          (q, k, v, None, 0.0, 0.3, 128, 4, 1, 0, True))
+    options = "gamma=0.3,min_budget_tokens=0,exact_last_block=True,head_columns=2"
+    torch.library.opcheck(torch.ops.proxyattn.attention.default, (q, k, v, None, 0.0, options))
     torch.library.opcheck(torch.ops.proxyattn.dense_attention.default, (q, k, v, None, 0.0))
     packed = [x[0] for x in (q, k, v)]
-    torch.library.opcheck(torch.ops.proxyattn.attention.default,
-                          (*packed, [0, 100, 300], 0.1, 0.95, 128, 4, 2, 2048, False))
+    options = ops.encode_options(proxyattn.Options(proxy_groups=2, keep_sink=False, budget_mode="last_row_count"))
+    assert ops.decode_options(options)["keep_sink"] is False
+    torch.library.opcheck(torch.ops.proxyattn.attention.default, (*packed, [0, 100, 300], 0.1, options))
     mask = proxyattn.estimate(*packed[:2], cu_seqlens=[0, 100, 300], gamma=0.3, min_budget_tokens=0)
     torch.library.opcheck(torch.ops.proxyattn.sparse_attention.default,
                           (*packed, mask.row_offsets, mask.col_indices, [0, 100, 300], 0.0, 128))

@@ -123,6 +123,8 @@ Config to_config(const pa_config& c) {
   r.budget_mode = static_cast<BudgetMode>(c.budget_mode);
   r.scale = c.scale;
   r.backend = static_cast<Backend>(c.backend);
+  r.exact_last_block = c.exact_last_block != 0;
+  r.head_columns = c.head_columns;
   return r;
 }
 
@@ -151,6 +153,8 @@ void pa_config_default(pa_config* config) {
   config->budget_mode = static_cast<std::int32_t>(d.budget_mode);
   config->scale = d.scale;
   config->backend = static_cast<std::int32_t>(d.backend);
+  config->exact_last_block = d.exact_last_block ? 1 : 0;
+  config->head_columns = d.head_columns;
 }
 
 int pa_plan_create(const pa_config* config, int32_t q_heads, int32_t kv_heads, int32_t head_dim,

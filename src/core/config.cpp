@@ -24,10 +24,13 @@ void validate(const Config& c) {
   if (c.block_size % c.stride != 0)
     invalid("config.block_size (", c.block_size, ") must be a multiple of config.stride (", c.stride,
             ")");
-  if (c.proxy_groups < 1) invalid("config.proxy_groups must be >= 1, got ", c.proxy_groups);
+  if (c.proxy_groups < 0)
+    invalid("config.proxy_groups must be >= 0 (0: one per kv head), got ", c.proxy_groups);
   if (!(c.gamma >= 0.0 && c.gamma <= 1.0)) invalid("config.gamma must be in [0, 1], got ", c.gamma);
   if (c.min_budget_tokens < 0)
     invalid("config.min_budget_tokens must be >= 0, got ", c.min_budget_tokens);
+  if (c.head_columns < 0 || c.head_columns > kMaxHeadColumns)
+    invalid("config.head_columns must be in [0, ", kMaxHeadColumns, "], got ", c.head_columns);
   if (!(c.scale >= 0.0) || std::isinf(c.scale))
     invalid("config.scale must be finite and >= 0 (0 means 1/sqrt(head_dim)), got ", c.scale);
   if (c.budget_mode != BudgetMode::row_ratio && c.budget_mode != BudgetMode::last_row_count)

@@ -18,7 +18,7 @@ void validate_problem(const Config& c, const Problem& p) {
   if (p.q_heads % p.kv_heads != 0)
     invalid("problem.q_heads (", p.q_heads, ") must be a multiple of problem.kv_heads (", p.kv_heads,
             ")");
-  if (p.kv_heads % c.proxy_groups != 0)
+  if (c.proxy_groups > 0 && p.kv_heads % c.proxy_groups != 0)
     invalid("config.proxy_groups (", c.proxy_groups, ") must divide problem.kv_heads (", p.kv_heads,
             ")");
   if (p.head_dim < 1 || p.head_dim > 1024)
@@ -52,6 +52,7 @@ std::unique_ptr<Plan::Impl> make_impl(const Config& config, const Problem& probl
   validate_problem(config, problem);
   auto impl = std::make_unique<Plan::Impl>();
   impl->config = config;
+  if (config.proxy_groups == 0) impl->config.proxy_groups = problem.kv_heads;  // one per kv head
   impl->problem = problem;
   impl->backend = resolve_backend(config, problem);
   impl->scale = config.scale > 0 ? static_cast<float>(config.scale)

@@ -77,11 +77,19 @@ std::vector<double> head_mass(const Plan::Impl& p, const TensorView& q, const Te
   return mass;
 }
 
-std::int64_t budget(std::vector<double> mass, double gamma) {
-  std::sort(mass.begin(), mass.end(), [](double a, double b) { return rules::rank_key(a) > rules::rank_key(b); });
-  std::partial_sum(mass.begin(), mass.end(), mass.begin());
-  return rules::budget_from_sorted_prefix([&](std::int64_t i) { return mass[i]; },
-                                          static_cast<std::int64_t>(mass.size()), gamma);
+// k_h from the masses, and the head's own ranking of the blocks (mass descending, ties to the
+// lower index, NaN last): what exact_last_block and head_columns prefer.
+std::int64_t budget(const std::vector<double>& mass, double gamma, std::vector<std::int32_t>& order) {
+  order.resize(mass.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
+    return rules::rank_key(mass[a]) > rules::rank_key(mass[b]);
+  });
+  std::vector<double> prefix(mass.size());
+  double run = 0.0;
+  for (std::size_t i = 0; i < order.size(); ++i) prefix[i] = run += mass[order[i]];
+  return rules::budget_from_sorted_prefix([&](std::int64_t i) { return prefix[i]; },
+                                          static_cast<std::int64_t>(prefix.size()), gamma);
 }
 
 // The proxy heads of one (sequence, group) at the strided tokens: queries scaled for base 2,
@@ -160,10 +168,11 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
   const int per_group = p.group_size_q();
 
   // Stage 2, one task per (sequence, head).
+  std::vector<std::vector<std::int32_t>> order(static_cast<std::size_t>(seqs) * heads);
 #pragma omp parallel for schedule(dynamic, 1)
   for (std::int64_t t = 0; t < static_cast<std::int64_t>(seqs) * heads; ++t) {
     const int s = static_cast<int>(t / heads), h = static_cast<int>(t % heads);
-    out.budget_blocks[t] = p.seq_len(s) ? static_cast<std::int32_t>(budget(head_mass(p, q, k, s, h), c.gamma)) : 0;
+    out.budget_blocks[t] = p.seq_len(s) ? static_cast<std::int32_t>(budget(head_mass(p, q, k, s, h), c.gamma, order[t])) : 0;
   }
 
   // Row budgets and CSR offsets: integers only, in row order.
@@ -194,14 +203,17 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
     {
       std::vector<float> sc, A(nb);
       std::vector<std::int32_t> ranked, kept;
+      std::vector<char> taken(nb, 0);
 #pragma omp for schedule(dynamic, 1)
       for (std::int64_t task = groups * nb - 1; task >= 0; --task) {  // long rows first
         const int j = static_cast<int>(task / nb);
         const std::int64_t m = task % nb;
-        proxy_row(p, proxies[j], m, sc, A);
-        // Rank the unforced blocks once for the group: score descending, index ascending.
+        const bool exact = c.exact_last_block && m == nb - 1;  // every head ranks by its own masses
+        if (!exact) proxy_row(p, proxies[j], m, sc, A);
+        // Rank the unforced blocks once for the group (score descending, index ascending), as
+        // far as the head that reads furthest needs: its count, and its columns skipped over.
         ranked.clear();
-        for (std::int64_t n = 0; n < m; ++n)
+        for (std::int64_t n = 0; n < m && !exact; ++n)
           if (!(c.keep_sink && n == 0)) ranked.push_back(static_cast<std::int32_t>(n));
         std::int64_t need = 0;
         for (int h = j * per_group; h < (j + 1) * per_group; ++h) {
@@ -209,7 +221,8 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
           need = std::max(need, out.row_offsets[row + 1] - out.row_offsets[row]);
         }
         const std::int64_t forced = rules::forced_blocks(m, c.keep_sink);
-        const std::int64_t take = std::min<std::int64_t>(need - forced, static_cast<std::int64_t>(ranked.size()));
+        const std::int64_t take =
+            std::min<std::int64_t>(need - forced + c.head_columns, static_cast<std::int64_t>(ranked.size()));
         std::partial_sort(ranked.begin(), ranked.begin() + std::max<std::int64_t>(take, 0), ranked.end(),
                           [&](std::int32_t a, std::int32_t b) {
                             const float ka = rules::rank_key(A[a]), kb = rules::rank_key(A[b]);
@@ -218,9 +231,20 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
         for (int h = j * per_group; h < (j + 1) * per_group; ++h) {
           const std::int64_t row = (p.block_offset[s] + m) * heads + h;
           const std::int64_t count = out.row_offsets[row + 1] - out.row_offsets[row];
-          kept.assign(ranked.begin(), ranked.begin() + (count - forced));
-          kept.push_back(static_cast<std::int32_t>(m));
-          if (forced == 2) kept.push_back(0);
+          const std::vector<std::int32_t>& own = order[static_cast<std::size_t>(s) * heads + h];
+          kept.clear();
+          auto keep = [&](std::int32_t n) {
+            if (n > m || taken[n] || static_cast<std::int64_t>(kept.size()) >= count) return;
+            taken[n] = 1;
+            kept.push_back(n);
+          };
+          keep(static_cast<std::int32_t>(m));
+          if (c.keep_sink) keep(0);
+          const std::int64_t columns =
+              exact ? nb : std::min<std::int64_t>(c.head_columns, out.budget_blocks[s * heads + h]);
+          for (std::int64_t i = 0; i < columns; ++i) keep(own[i]);
+          for (std::int64_t i = 0; i < take; ++i) keep(ranked[i]);
+          for (std::int32_t n : kept) taken[n] = 0;
           std::sort(kept.begin(), kept.end());
           std::copy(kept.begin(), kept.end(), out.col_indices + out.row_offsets[row]);
         }

@@ -330,6 +330,7 @@ std::size_t carve(const Plan::Impl& p, const Tables& t, void* base, Regions* r) 
   r->row_offsets = static_cast<std::int64_t*>(take(8 * (rows + 1)));
   r->col_indices = static_cast<std::int32_t*>(take(4 * static_cast<std::size_t>(p.mask_capacity)));
   r->mass = static_cast<float*>(take(4 * H * p.num_blocks));
+  r->head_order = static_cast<std::int32_t*>(take(4 * H * p.num_blocks));
   r->partial = static_cast<float*>(take(4 * 2 * kBlock * H * t.total_chunks));
   const std::size_t block_sums = stage2_device(p) >= 0 ? kStage2Chunk * kBlock * H * t.total_chunks : 0;
   r->block_part = static_cast<float2*>(take(sizeof(float2) * block_sums));
@@ -432,6 +433,8 @@ Estimate estimate(Plan::Impl& p, const TensorView& q, const TensorView& k, void*
   ep.min_blocks = rules::ceil_div(p.config.min_budget_tokens, p.config.block_size);
   ep.keep_sink = p.config.keep_sink;
   ep.budget_mode = p.config.budget_mode;
+  ep.exact_last_block = p.config.exact_last_block;
+  ep.head_columns = p.config.head_columns;
   ep.gamma = static_cast<float>(p.config.gamma);
   ep.scale_log2 = p.scale * kLog2e;
 

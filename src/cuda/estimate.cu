@@ -218,41 +218,49 @@ __global__ void __launch_bounds__(kBlock) block_mass_kernel(EstimateParams p) {
 }
 
 // ---- budgets and row counts ----------------------------------------------------------------
-// One CTA per (sequence, head): k_h from the sorted block masses, then the stage-3 count of
-// every row of the head (integers, rules.hpp) and their sum.
+// One CTA per (sequence, head): the head's blocks sorted by stage-2 mass, largest first, ties to
+// the lower index (est::mass_key), kept as the head's order for stage 3; k_h from the prefix sums
+// of that order; then the stage-3 count of every row of the head (integers, rules.hpp) and their
+// sum.
 __global__ void __launch_bounds__(kThreads) budget_kernel(EstimateParams p) {
-  extern __shared__ float sorted[];
+  extern __shared__ unsigned long long keys[];  // [n], then the prefix sums [n]
   __shared__ int below;
   __shared__ unsigned long long kept_sum;
   const int s = blockIdx.x, h = blockIdx.y;
   const int bo = p.r.block_offset[s];
   const int nb = p.r.block_offset[s + 1] - bo;
   const int n = next_pow2(max(nb, 1));
+  float* prefix = reinterpret_cast<float*>(keys + n);
+  const float* mass = p.r.mass + static_cast<std::int64_t>(h) * p.num_blocks + bo;
   bool bad = false;
   for (int i = threadIdx.x; i < n; i += kThreads) {
-    const float x = i < nb ? p.r.mass[static_cast<std::int64_t>(h) * p.num_blocks + bo + i] : -INFINITY;
-    bad |= i < nb && !isfinite(x);
-    sorted[i] = x;
+    unsigned long long key = 0;  // padding sorts last
+    if (i < nb) {
+      bad |= !isfinite(mass[i]);
+      key = est::mass_key(mass[i], i);
+    }
+    keys[i] = key;
   }
   if (threadIdx.x == 0) below = 0, kept_sum = 0;
   bad = __syncthreads_or(bad);
+  bitonic_sort_desc(keys, n);
+  std::int32_t* order = p.r.head_order + static_cast<std::int64_t>(h) * p.num_blocks + bo;
+  for (int i = threadIdx.x; i < nb; i += kThreads) order[i] = est::key_block(keys[i]);
   std::int64_t k_h = nb;  // gamma >= 1 or a NaN/Inf mass: keep everything
   if (!bad && p.gamma < 1.f && nb > 0) {
-    bitonic_sort_desc(sorted, n);
     // Inclusive prefix sums: each thread scans a contiguous segment, CUB scans the segments.
     using Scan = cub::BlockScan<float, kThreads>;
     __shared__ typename Scan::TempStorage scan_tmp;
     const int per = (nb + kThreads - 1) / kThreads, lo = min(nb, threadIdx.x * per), hi = min(nb, lo + per);
     float seg = 0.f;
-    for (int i = lo; i < hi; ++i) seg += sorted[i];
+    for (int i = lo; i < hi; ++i) seg += mass[est::key_block(keys[i])];
     float offset;
     Scan(scan_tmp).ExclusiveSum(seg, offset);
+    for (int i = lo; i < hi; ++i) prefix[i] = offset += mass[est::key_block(keys[i])];
     __syncthreads();
-    for (int i = lo; i < hi; ++i) offset = (sorted[i] += offset);
-    __syncthreads();
-    const float target = p.gamma * sorted[nb - 1];
+    const float target = p.gamma * prefix[nb - 1];
     int count = 0;
-    for (int i = lo; i < hi; ++i) count += sorted[i] < target;
+    for (int i = lo; i < hi; ++i) count += prefix[i] < target;
     atomicAdd(&below, count);
     __syncthreads();
     k_h = target <= 0.f ? 0 : min(nb, below + 1);
@@ -436,7 +444,7 @@ void launch_estimate_before_scan(const EstimateParams& p, int stage2_device, cud
     pass.template operator()<true>();
   }
   if (p.num_seqs > 0) {
-    const std::size_t smem = static_cast<std::size_t>(p.sort_size) * sizeof(float);
+    const std::size_t smem = static_cast<std::size_t>(p.sort_size) * (sizeof(unsigned long long) + sizeof(float));
     allow_smem(budget_kernel, smem);
     budget_kernel<<<dim3(p.num_seqs, p.q_heads), kThreads, smem, stream>>>(p);
     PROXYATTN_LAUNCH_CHECK("budget_kernel");

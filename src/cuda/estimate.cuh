@@ -27,6 +27,8 @@ struct EstimateParams {
   std::int64_t total_strided, min_blocks;
   bool keep_sink;
   BudgetMode budget_mode;
+  bool exact_last_block;
+  int head_columns;
   float gamma, scale_log2;
 };
 

@@ -47,41 +47,64 @@ __device__ void bitonic_sort_desc(K* keys, int n) {
     }
 }
 
+// Sort key of block n's stage-2 mass x for a descending sort: the mass's bits + 1 (masses are
+// >= 0; NaN gets 0 and ranks last, below a zero mass, as rules::rank_key) above the complement
+// of the index, so that ties go to the lower index. Never 0, which marks padding.
+__device__ __forceinline__ unsigned long long mass_key(float x, int n) {
+  const unsigned hi = x != x ? 0u : x > 0.f ? __float_as_uint(x) + 1u : 1u;
+  return (static_cast<unsigned long long>(hi) << 32) | (0xFFFFFFFFu - static_cast<unsigned>(n));
+}
+__device__ __forceinline__ int key_block(unsigned long long key) {
+  return static_cast<int>(0xFFFFFFFFu - static_cast<unsigned>(key & 0xFFFFFFFFu));
+}
+
 __device__ __forceinline__ int next_pow2(int x) {
   int p = 1;
   while (p < x) p <<= 1;
   return p;
 }
 
-// Ranks the unforced blocks of query block m (row b of the mask) by amax, its proxy block maxima
-// (base-2 log probabilities), and writes every head's prefix of group j: kThreadsT threads (the
-// CTA), keys holds next_pow2(m + 1) entries; pos aliases amax (the maxima are read first).
+// Writes every head's row of query block m (row b of the mask) for group j. Each head keeps the
+// forced blocks, then what it prefers itself, then the group's proxy ranking: in the last block
+// of a sequence with exact_last_block, its whole stage-2 order (p.r.head_order) instead of the
+// ranking; elsewhere, its first min(head_columns, k_h) blocks where they are causal, then the
+// ranking of amax, the query block's proxy block maxima (base-2 log probabilities), over the
+// blocks not taken yet. kThreadsT threads (the CTA); keys holds next_pow2(m + 1) entries; pos
+// aliases amax (the maxima are read first).
 template <int kThreadsT>
 __device__ void rank_and_write(const EstimateParams& p, float* amax, unsigned long long* keys, int b, int m, int j) {
   int* pos = reinterpret_cast<int*>(amax);
-  // Rank the unforced blocks of the row: key = score bits (non-negative floats order as
-  // integers) above the complement of the index, so that ties go to the lower index. Forced
-  // blocks and padding get key 0 and sort last.
-  const int n2 = next_pow2(m + 1);
-  for (int n = threadIdx.x; n < n2; n += kThreadsT) {
-    const bool forced = n == m || (p.keep_sink && n == 0);
-    unsigned long long key = 0;
-    if (n <= m && !forced) {
-      const float a = amax[n] == -INFINITY ? 0.f : exp2f(amax[n]);
-      key = (static_cast<unsigned long long>(__float_as_uint(a)) << 32) | (0xFFFFFFFFu - static_cast<unsigned>(n));
+  const int s = p.r.block_seq[b];
+  const int bo = p.r.block_offset[s], nb = p.r.block_offset[s + 1] - bo;
+  const bool exact = p.exact_last_block && m == nb - 1;
+  auto forced_block = [&](int n) { return n == m || (p.keep_sink && n == 0); };
+  if (!exact) {
+    // Rank the unforced blocks of the row: key = score bits (non-negative floats order as
+    // integers) above the complement of the index, so that ties go to the lower index. Forced
+    // blocks and padding get key 0 and sort last.
+    const int n2 = next_pow2(m + 1);
+    for (int n = threadIdx.x; n < n2; n += kThreadsT) {
+      unsigned long long key = 0;
+      if (n <= m && !forced_block(n)) {
+        const float a = amax[n] == -INFINITY ? 0.f : exp2f(amax[n]);
+        key = (static_cast<unsigned long long>(__float_as_uint(a)) << 32) | (0xFFFFFFFFu - static_cast<unsigned>(n));
+      }
+      keys[n] = key;
     }
-    keys[n] = key;
+    __syncthreads();
+    bitonic_sort_desc(keys, n2);
+    for (int i = threadIdx.x; i < n2; i += kThreadsT)
+      if (keys[i] != 0) pos[key_block(keys[i])] = i;
+    __syncthreads();
   }
-  __syncthreads();
-  bitonic_sort_desc(keys, n2);
-  for (int i = threadIdx.x; i < n2; i += kThreadsT)
-    if (keys[i] != 0) pos[0xFFFFFFFFu - static_cast<unsigned>(keys[i] & 0xFFFFFFFFu)] = i;
-  __syncthreads();
 
-  // Each head keeps the forced blocks and the first (count - forced) ranked ones, written in
-  // ascending order through a block-wide scan of the keep flags.
+  // Each head keeps the forced blocks, its own columns (cols) and the blocks ranked before
+  // `threshold` (positions in the head's order if exact, in the group's ranking if not), written
+  // in ascending order through a block-wide scan of the keep flags.
   using Scan = cub::BlockScan<int, kThreadsT>;
   __shared__ typename Scan::TempStorage scan_tmp;
+  __shared__ int cols[kMaxHeadColumns];
+  __shared__ int n_cols, threshold;
   const int forced = rules::forced_blocks(m, p.keep_sink);
   const int gq = p.q_heads / p.groups;
   const int per = (m + 1 + kThreadsT - 1) / kThreadsT, lo = min(m + 1, static_cast<int>(threadIdx.x) * per),
@@ -90,7 +113,47 @@ __device__ void rank_and_write(const EstimateParams& p, float* amax, unsigned lo
     const std::int64_t row = static_cast<std::int64_t>(b) * p.q_heads + h;
     const std::int64_t out0 = p.r.row_offsets[row];
     const int take = static_cast<int>(p.r.row_offsets[row + 1] - out0) - forced;
-    auto keep = [&](int n) { return n == m || (p.keep_sink && n == 0) || pos[n] < take; };
+    const std::int32_t* order = p.r.head_order + static_cast<std::int64_t>(h) * p.num_blocks + bo;
+    if (exact) {  // pos = the head's own ranks; the first `take` unforced ones
+      for (int i = threadIdx.x; i <= m; i += kThreadsT) pos[order[i]] = i;
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        int f0 = pos[m], f1 = forced == 2 ? pos[0] : 0x7FFFFFFF, t = take;
+        if (f1 < f0) f0 ^= f1, f1 ^= f0, f0 ^= f1;
+        t += f0 < t;  // a forced block ranked inside the prefix pushes it one further
+        t += f1 < t;
+        n_cols = 0, threshold = t;
+      }
+    } else if (threadIdx.x == 0) {
+      // The head's columns, heaviest first, as far as the row's budget goes; then the ranking
+      // positions [0, threshold) hold the take - n_cols other blocks: each column ranked inside
+      // the prefix (taken in order of position) pushes it one further.
+      const int r = min(p.head_columns, p.r.budget[s * p.q_heads + h]);
+      int nc = 0;
+      for (int i = 0; i < r && nc < take; ++i) {
+        const int n = order[i];
+        if (n < m && !forced_block(n)) cols[nc++] = n;
+      }
+      int t = take - nc, prev = -1;
+      for (int done = 0; done < nc; ++done) {  // columns by ascending position (nc is small)
+        int next = 0x7FFFFFFF;
+        for (int i = 0; i < nc; ++i) {
+          const int q = pos[cols[i]];
+          if (q > prev && q < next) next = q;
+        }
+        prev = next;
+        t += next < t;
+      }
+      n_cols = nc, threshold = t;
+    }
+    __syncthreads();
+    const int nc = n_cols, t = threshold;
+    auto keep = [&](int n) {
+      if (forced_block(n) || pos[n] < t) return true;
+      for (int i = 0; i < nc; ++i)
+        if (cols[i] == n) return true;
+      return false;
+    };
     int count = 0;
     for (int n = lo; n < hi; ++n) count += keep(n);
     int offset;

@@ -30,6 +30,8 @@ struct Regions {  // device pointers into the workspace
   std::int64_t *kept, *counts, *row_offsets;
   std::int32_t* col_indices;
   float* mass;
+  std::int32_t* head_order;  // [q_heads][num_blocks]: per head and sequence, its blocks by stage-2
+                             // mass, largest first (the order exact_last_block and head_columns use)
   float* partial;   // [total_chunks][q_heads][kBlock][2]: stage-2 (max, sum) per row and chunk
   float2* block_part;  // [total_chunks][q_heads][kStage2Chunk][kBlock]: Hopper stage 2's (max, sum)
                        // per key block and row; sized only where that kernel runs (backend.cu,

@@ -99,19 +99,52 @@ struct PyPlan {
   bool has_estimate = false;
 };
 
-Config make_config(int block_size, int stride, int proxy_groups, double gamma,
-                   std::int64_t min_budget_tokens, bool keep_sink, const std::string& budget_mode,
-                   double scale, const std::string& backend) {
+const char* budget_mode_name(BudgetMode m) { return m == BudgetMode::row_ratio ? "row_ratio" : "last_row_count"; }
+
+// The Config fields by name (softmax scale aside: the calls pass it): the one place where Python
+// learns their names, their defaults (config_defaults) and their conversions.
+nb::dict config_to_dict(const Config& c) {
+  nb::dict d;
+  d["gamma"] = c.gamma;
+  d["block_size"] = c.block_size;
+  d["stride"] = c.stride;
+  d["proxy_groups"] = c.proxy_groups;
+  d["min_budget_tokens"] = c.min_budget_tokens;
+  d["keep_sink"] = c.keep_sink;
+  d["budget_mode"] = budget_mode_name(c.budget_mode);
+  d["exact_last_block"] = c.exact_last_block;
+  d["head_columns"] = c.head_columns;
+  d["backend"] = c.backend == Backend::automatic ? "auto" : backend_name(c.backend);
+  return d;
+}
+
+template <class T>
+T field(const nb::handle& value, const char* name) {
+  try {
+    return nb::cast<T>(value);
+  } catch (const nb::cast_error&) {
+    throw Error(ErrorCode::invalid_argument, std::string("option ") + name + ": cannot take " +
+                                                 nb::cast<std::string>(nb::repr(value)));
+  }
+}
+
+Config config_from_dict(const nb::dict& d, double scale) {
   Config c;
-  c.block_size = block_size;
-  c.stride = stride;
-  c.proxy_groups = proxy_groups;
-  c.gamma = gamma;
-  c.min_budget_tokens = min_budget_tokens;
-  c.keep_sink = keep_sink;
-  c.budget_mode = budget_mode_of(budget_mode);
+  for (auto [key, value] : d) {
+    const std::string k = nb::cast<std::string>(key);
+    if (k == "gamma") c.gamma = field<double>(value, "gamma");
+    else if (k == "block_size") c.block_size = field<int>(value, "block_size");
+    else if (k == "stride") c.stride = field<int>(value, "stride");
+    else if (k == "proxy_groups") c.proxy_groups = field<int>(value, "proxy_groups");
+    else if (k == "min_budget_tokens") c.min_budget_tokens = field<std::int64_t>(value, "min_budget_tokens");
+    else if (k == "keep_sink") c.keep_sink = field<bool>(value, "keep_sink");
+    else if (k == "budget_mode") c.budget_mode = budget_mode_of(field<std::string>(value, "budget_mode"));
+    else if (k == "exact_last_block") c.exact_last_block = field<bool>(value, "exact_last_block");
+    else if (k == "head_columns") c.head_columns = field<int>(value, "head_columns");
+    else if (k == "backend") c.backend = backend_of(field<std::string>(value, "backend"));
+    else throw Error(ErrorCode::invalid_argument, "unknown option '" + k + "'");
+  }
   c.scale = scale;
-  c.backend = backend_of(backend);
   return c;
 }
 
@@ -215,33 +248,26 @@ NB_MODULE(_core, m) {
 
   m.def("cuda_available", &cuda_available, "True when this build has CUDA and a device is visible");
 
+  m.def("config_defaults", [] { return config_to_dict(Config{}); }, "The ProxyAttn options and their defaults");
+
   m.def("workspace_bytes",
-        [](int block_size, int stride, int proxy_groups, double gamma, std::int64_t min_budget_tokens,
-           bool keep_sink, const std::string& budget_mode, double scale, const std::string& backend,
-           int q_heads, int kv_heads, int head_dim, const std::string& dtype, const std::string& device,
-           int device_index, const std::vector<std::int32_t>& cu_seqlens) {
-          return Plan::workspace_bytes(
-              make_config(block_size, stride, proxy_groups, gamma, min_budget_tokens, keep_sink,
-                          budget_mode, scale, backend),
-              make_problem(q_heads, kv_heads, head_dim, dtype, device, device_index, cu_seqlens));
+        [](const nb::dict& options, double scale, int q_heads, int kv_heads, int head_dim, const std::string& dtype,
+           const std::string& device, int device_index, const std::vector<std::int32_t>& cu_seqlens) {
+          return Plan::workspace_bytes(config_from_dict(options, scale),
+                                       make_problem(q_heads, kv_heads, head_dim, dtype, device, device_index, cu_seqlens));
         },
-        nb::arg("block_size"), nb::arg("stride"), nb::arg("proxy_groups"), nb::arg("gamma"),
-        nb::arg("min_budget_tokens"), nb::arg("keep_sink"), nb::arg("budget_mode"), nb::arg("scale"),
-        nb::arg("backend"), nb::arg("q_heads"), nb::arg("kv_heads"), nb::arg("head_dim"),
+        nb::arg("options"), nb::arg("scale"), nb::arg("q_heads"), nb::arg("kv_heads"), nb::arg("head_dim"),
         nb::arg("dtype"), nb::arg("device"), nb::arg("device_index"), nb::arg("cu_seqlens"),
         "Workspace bytes a CUDA plan of this problem needs");
 
   nb::class_<PyPlan>(m, "Plan")
       .def(
           "__init__",
-          [](PyPlan* self, int block_size, int stride, int proxy_groups, double gamma,
-             std::int64_t min_budget_tokens, bool keep_sink, const std::string& budget_mode,
-             double scale, const std::string& backend, int q_heads, int kv_heads, int head_dim,
+          [](PyPlan* self, const nb::dict& options, double scale, int q_heads, int kv_heads, int head_dim,
              const std::string& dtype, const std::string& device, int device_index,
              const std::vector<std::int32_t>& cu_seqlens, std::optional<OutArray> workspace,
              std::uintptr_t stream) {
-            const Config c = make_config(block_size, stride, proxy_groups, gamma, min_budget_tokens,
-                                         keep_sink, budget_mode, scale, backend);
+            const Config c = config_from_dict(options, scale);
             const Problem p =
                 make_problem(q_heads, kv_heads, head_dim, dtype, device, device_index, cu_seqlens);
             if (workspace && workspace->size() > 0) {
@@ -251,9 +277,7 @@ NB_MODULE(_core, m) {
               new (self) PyPlan{Plan(c, p, stream_of(stream))};  // owns its workspace
             }
           },
-          nb::arg("block_size"), nb::arg("stride"), nb::arg("proxy_groups"), nb::arg("gamma"),
-          nb::arg("min_budget_tokens"), nb::arg("keep_sink"), nb::arg("budget_mode"),
-          nb::arg("scale"), nb::arg("backend"), nb::arg("q_heads"), nb::arg("kv_heads"),
+          nb::arg("options"), nb::arg("scale"), nb::arg("q_heads"), nb::arg("kv_heads"),
           nb::arg("head_dim"), nb::arg("dtype"), nb::arg("device"), nb::arg("device_index"),
           nb::arg("cu_seqlens"), nb::arg("workspace").none(), nb::arg("stream"))
       .def_prop_ro("backend", [](const PyPlan& s) { return std::string(backend_name(s.plan.backend())); })

@@ -88,18 +88,42 @@ std::int64_t budget_blocks(const std::vector<double>& mass, double gamma) {
                                           static_cast<std::int64_t>(sorted.size()), gamma);
 }
 
+std::vector<std::int32_t> mass_order(const std::vector<double>& mass) {
+  std::vector<std::int32_t> order(mass.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
+    return rules::rank_key(mass[a]) > rules::rank_key(mass[b]);
+  });
+  return order;
+}
+
+std::vector<std::int32_t> preferred_blocks(const std::vector<std::int32_t>& order, std::int64_t k_h,
+                                           std::int64_t m, std::int64_t nb, bool exact_last_block,
+                                           int head_columns) {
+  if (exact_last_block && m == nb - 1) return order;
+  const std::int64_t columns = std::min<std::int64_t>(head_columns, k_h);
+  return std::vector<std::int32_t>(order.begin(), order.begin() + columns);
+}
+
 std::vector<std::int32_t> select_blocks(const double* scores, std::int64_t m, std::int64_t count,
-                                        bool keep_sink) {
-  std::vector<std::int32_t> kept{static_cast<std::int32_t>(m)};
-  if (keep_sink && m > 0) kept.push_back(0);
+                                        bool keep_sink, const std::vector<std::int32_t>& preferred) {
+  std::vector<char> taken(m + 1, 0);
+  std::vector<std::int32_t> kept;
+  auto take = [&](std::int32_t n) {
+    if (n > m || taken[n] || static_cast<std::int64_t>(kept.size()) >= count) return;
+    taken[n] = 1;
+    kept.push_back(n);
+  };
+  take(static_cast<std::int32_t>(m));
+  if (keep_sink) take(0);
+  for (std::int32_t n : preferred) take(n);
   std::vector<std::int32_t> rest;
   for (std::int64_t n = 0; n <= m; ++n)
-    if (n != m && !(keep_sink && n == 0)) rest.push_back(static_cast<std::int32_t>(n));
+    if (!taken[n]) rest.push_back(static_cast<std::int32_t>(n));
   std::stable_sort(rest.begin(), rest.end(), [&](std::int32_t a, std::int32_t b) {
     return rules::rank_key(scores[a]) > rules::rank_key(scores[b]);
   });
-  for (std::size_t i = 0; i < rest.size() && static_cast<std::int64_t>(kept.size()) < count; ++i)
-    kept.push_back(rest[i]);
+  for (std::int32_t n : rest) take(n);
   std::sort(kept.begin(), kept.end());
   return kept;
 }
@@ -117,15 +141,20 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
     for (int j = 0; j < groups; ++j)
       A[j] = proxy_block_scores(q, k, seq, j, groups, c.stride, c.block_size, p.scale);
     std::vector<std::int64_t> k_h(heads);
+    std::vector<std::vector<std::int32_t>> order(heads);
     for (int h = 0; h < heads; ++h) {
-      k_h[h] = budget_blocks(head_block_mass(q, k, seq, h, p.gqa_ratio(), c.block_size, p.scale), c.gamma);
+      const std::vector<double> mass = head_block_mass(q, k, seq, h, p.gqa_ratio(), c.block_size, p.scale);
+      k_h[h] = budget_blocks(mass, c.gamma);
+      order[h] = mass_order(mass);
       out.budget_blocks[s * heads + h] = static_cast<std::int32_t>(k_h[h]);
       out.kept_blocks[s * heads + h] = 0;
     }
     for (std::int64_t m = 0; m < nb; ++m)
       for (int h = 0; h < heads; ++h, ++row) {
         const std::int64_t count = rules::row_budget(k_h[h], m, nb, min_blocks, c.keep_sink, c.budget_mode);
-        const auto kept = select_blocks(&A[h / per_group][m * nb], m, count, c.keep_sink);
+        const auto kept =
+            select_blocks(&A[h / per_group][m * nb], m, count, c.keep_sink,
+                          preferred_blocks(order[h], k_h[h], m, nb, c.exact_last_block, c.head_columns));
         std::copy(kept.begin(), kept.end(), out.col_indices + out.row_offsets[row]);
         out.row_offsets[row + 1] = out.row_offsets[row] + static_cast<std::int64_t>(kept.size());
         out.kept_blocks[s * heads + h] += static_cast<std::int64_t>(kept.size());

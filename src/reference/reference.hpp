@@ -26,9 +26,20 @@ std::vector<double> head_block_mass(const TensorView& q, const TensorView& k, Se
 // k_h: the smallest count of largest masses whose sum reaches gamma of the total.
 std::int64_t budget_blocks(const std::vector<double>& mass, double gamma);
 
-// Stage 3 for one row: the forced blocks, then the best-ranked others of scores[0..m] (ties:
-// lower index first) up to `count`; ascending.
+// A head's own ranking of the key blocks: indices by stage-2 mass, largest first (ties: lower
+// index first; NaN last).
+std::vector<std::int32_t> mass_order(const std::vector<double>& mass);
+
+// Stage 3 for one row: the forced blocks, then the blocks of `preferred` that are causal (n <= m)
+// in their order, then the best-ranked others of scores[0..m] (ties: lower index first), up to
+// `count` in all; ascending.
 std::vector<std::int32_t> select_blocks(const double* scores, std::int64_t m, std::int64_t count,
-                                        bool keep_sink);
+                                        bool keep_sink, const std::vector<std::int32_t>& preferred = {});
+
+// What stage 3 prefers for head h in query block m of nb: with exact_last_block the last block
+// takes the head's whole mass order; other blocks take its first min(head_columns, k_h) blocks.
+std::vector<std::int32_t> preferred_blocks(const std::vector<std::int32_t>& order, std::int64_t k_h,
+                                           std::int64_t m, std::int64_t nb, bool exact_last_block,
+                                           int head_columns);
 
 }  // namespace proxyattn::detail::reference

@@ -26,7 +26,14 @@ void add_common_options(CLI::App& app, CommonOptions& o, bool with_dtype) {
   app.add_flag("--no-sink", o.no_sink, "do not force the first key block");
   app.add_option("--budget-mode", o.budget_mode,
                  "row_ratio (budget ratio applied to each row) or last_row_count (one count for all rows)")
-      ->check(CLI::IsMember({"row_ratio", "last_row_count"}));
+      ->check(CLI::IsMember({"row_ratio", "last_row_count"}))
+      ->capture_default_str();
+  app.add_option("--exact-last-block", o.config.exact_last_block,
+                 "the last query block ranks by each head's own stage-2 masses (true/false)")
+      ->capture_default_str();
+  app.add_option("--head-columns", o.config.head_columns,
+                 "each head first keeps its own highest-mass key blocks in every row, up to this many")
+      ->capture_default_str();
   app.add_option("--repeat", o.repeat, "timed runs per measurement (median); default 1 on the CPU, 5 on CUDA")
       ->check(CLI::Range(0, 1000));
   app.add_flag("--json", o.json, "print JSON instead of tables");
@@ -212,9 +219,11 @@ void report(const Plan& plan, const Measurement& m, bool json, const std::string
               backend_name(plan.backend()), static_cast<long long>(p.total_tokens()), p.num_seqs(), p.q_heads,
               p.kv_heads, p.head_dim, dtype_name(p.dtype));
   const Config& c = plan.config();
-  std::printf("block %d, stride %d, proxy groups %d, gamma %.3f, min budget %lld tokens, sink %s, %s\n\n", c.block_size,
-              c.stride, c.proxy_groups, c.gamma, static_cast<long long>(c.min_budget_tokens), c.keep_sink ? "kept" : "not forced",
-              c.budget_mode == BudgetMode::row_ratio ? "row_ratio" : "last_row_count");
+  std::printf("block %d, stride %d, proxy groups %d, gamma %.3f, min budget %lld tokens, sink %s, %s, "
+              "exact last block %s, head columns %d\n\n", c.block_size, c.stride, c.proxy_groups, c.gamma,
+              static_cast<long long>(c.min_budget_tokens), c.keep_sink ? "kept" : "not forced",
+              c.budget_mode == BudgetMode::row_ratio ? "row_ratio" : "last_row_count", c.exact_last_block ? "on" : "off",
+              c.head_columns);
   std::printf("%5s %7s %8s %9s %8s %10s\n", "head", "kv head", "budget", "density", "recall", "out error");
   for (int h = 0; h < heads; ++h)
     std::printf("%5d %7d %8d %8.1f%% %7.2f%% %10.2e\n", h, h / (p.q_heads / p.kv_heads), e.budget_blocks[h],

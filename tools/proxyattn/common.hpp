@@ -22,7 +22,7 @@ struct CommonOptions {
   Config config;
   std::string device = "auto";  // auto, cpu, cuda
   std::string dtype = "bf16";
-  std::string budget_mode = "row_ratio";
+  std::string budget_mode = Config{}.budget_mode == BudgetMode::row_ratio ? "row_ratio" : "last_row_count";
   bool no_sink = false;
   bool json = false;
   int repeat = 0;  // 0: 1 on the CPU, 5 on CUDA
