@@ -32,7 +32,11 @@ def find_gguf(model_dir):
 
 
 def load(model_dir, dtype="bfloat16", device="cpu", attn_implementation="sdpa", verbose=True):
-    """Returns (model, tokenizer), the model in eval mode on `device` in `dtype`."""
+    """Returns (model, tokenizer), the model in eval mode on `device` in `dtype`.
+
+    The first load reads the GGUF file (the tokenizer's vocabulary is converted and every tensor
+    dequantised: about a minute) and, where model_dir is writable, saves both in transformers'
+    own format to model_dir/hf-<dtype>, which later loads read in seconds."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -40,25 +44,52 @@ def load(model_dir, dtype="bfloat16", device="cpu", attn_implementation="sdpa", 
     site = os.path.join(model_dir, "site")
     if os.path.isdir(site) and site not in sys.path:
         sys.path.append(site)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    gguf_file = find_gguf(model_dir)
+    name = dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
+    dtype = getattr(torch, name)
+    cache = os.path.join(model_dir, "hf-" + name)
     t0 = time.time()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, gguf_file=gguf_file)
-    t1 = time.time()
-    model = AutoModelForCausalLM.from_pretrained(model_dir, gguf_file=gguf_file, dtype=dtype,
-                                                 attn_implementation=attn_implementation)
+    if os.path.exists(os.path.join(cache, "done")):
+        tokenizer = AutoTokenizer.from_pretrained(cache)
+        t1 = time.time()
+        model = AutoModelForCausalLM.from_pretrained(cache, dtype=dtype, attn_implementation=attn_implementation)
+        source = cache
+    else:
+        gguf_file = find_gguf(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, gguf_file=gguf_file)
+        t1 = time.time()
+        model = AutoModelForCausalLM.from_pretrained(model_dir, gguf_file=gguf_file, dtype=dtype,
+                                                     attn_implementation=attn_implementation)
+        source = gguf_file
+        try:
+            _keep(model, tokenizer, cache)
+        except OSError as e:
+            print("could not keep the converted model in %s: %s" % (cache, e), flush=True)
     model.to(device).eval()
     t2 = time.time()
     if verbose:
         c = model.config
         print("loaded %s: tokenizer %.1f s, model %.1f s; %d layers, %d q heads, %d kv heads, "
               "head dim %d, max positions %d, rope %s, %s on %s"
-              % (gguf_file, t1 - t0, t2 - t1, c.num_hidden_layers, c.num_attention_heads,
+              % (source, t1 - t0, t2 - t1, c.num_hidden_layers, c.num_attention_heads,
                  c.num_key_value_heads, getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
                  c.max_position_embeddings, getattr(c, "rope_parameters", None), dtype, device),
               flush=True)
     return model, tokenizer
+
+
+def _keep(model, tokenizer, cache):
+    """Saves the dequantised model as plain safetensors (transformers refuses save_pretrained on
+    a model loaded from GGUF): its config without the quantisation entry, and its tensors."""
+    from safetensors.torch import save_model
+
+    os.makedirs(cache, exist_ok=True)
+    tokenizer.save_pretrained(cache)
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    with open(os.path.join(cache, "config.json"), "w") as f:
+        json.dump(config, f)
+    save_model(model, os.path.join(cache, "model.safetensors"), metadata={"format": "pt"})
+    open(os.path.join(cache, "done"), "w").close()
 
 
 def max_context(model):

@@ -1,19 +1,26 @@
-"""Accuracy of ProxyAttn on a real model against dense attention and the baseline block selectors.
+"""Accuracy of block selectors on a real model: every method changes only the prefill attention of
+every layer; decoding is dense (sdpa) for all.
 
-Every method changes only the prefill attention of every layer; decoding is dense (sdpa) for all.
+    python3 eval/run_eval.py MODEL_DIR PROMPTS_DIR --out results.jsonl \\
+        --methods dense pa paper=pa:preset=paper xattention@pa flexprefill@pa
+
+Methods ([label=]spec):
 - dense: transformers' sdpa.
-- pa-g<gamma>-p<groups>[-last]: proxyattn.attention with those parameters (its own density);
-  -last uses budget_mode last_row_count (eval/study's recommendation, with p = Hkv).
-- flexprefill, xattention, static: the baselines of eval/baselines, each tuned per layer and per
-  prompt to the density that the ProxyAttn method named by --match (default pa-g0.95-p1) has on
-  that same layer input, then run through the same sparse kernel (proxyattn.sparse_attention).
+- pa[:name=value,...]: proxyattn.attention with those options (proxyattn.Options fields, or
+  preset=paper); dense_layers=0+1 runs the listed layers dense (the transformers integration's
+  per-layer settings).
+- perhead[:name=value,...]: the same rules with a proxy of its own for every query head (each
+  head estimated alone, then one sparse pass): what a per-head test of agreement with the shared
+  proxy could buy at most, at Hq / g times the stage-1 cost.
+- xattention@SPEC, flexprefill@SPEC, static@SPEC: the baselines of eval/baselines, tuned per
+  layer and per prompt to the density that the ProxyAttn method SPEC has on that same layer
+  input, run through the same sparse kernel.
 
-Per prompt: exact-match correctness of the greedy answer. Per layer (on the prompts chosen with
---detail): density, attention recall (the share of the dense softmax mass inside the kept blocks,
-from the two log-sum-exps) and the relative output error against dense attention on the same
-layer input.
-
-    python3 eval/run_eval.py /tmp/proxyattn_model .model/prompts.json --json out.json
+PROMPTS_DIR comes from eval/build_prompts.py. Prompts of one length and task go in batches (all
+prompts have exactly their length, so a batch needs no padding); the longest length first.
+Every (prompt, method) result is appended to --out as one JSON line as soon as it is known, and
+a run skips what the file already holds: a run that stops (a crash, a lost machine) loses at
+most one batch. eval/report.py turns the file into tables, intervals, paired tests and a plot.
 """
 import argparse
 import json
@@ -32,121 +39,207 @@ import transformers.masking_utils  # noqa: E402
 import proxyattn  # noqa: E402
 import proxyattn.transformers as pat  # noqa: E402
 import tasks  # noqa: E402
-from eval.baselines import match_density, to_csr  # noqa: E402
 from build_prompts import read_prompts  # noqa: E402
+from eval.baselines import density as density_of, from_csr, match_density, to_csr  # noqa: E402
 from load_model import load  # noqa: E402
 
 BASELINES = ("flexprefill", "xattention", "static")
-_state = {"method": None, "record": None, "detail": False, "match": {}}
 
 
-def _pa_options(method):
-    """pa-g<gamma>-p<groups>[-last]: -last selects budget_mode last_row_count."""
-    parts = method[len("pa-g"):].split("-")
-    options = dict(gamma=float(parts[0]), proxy_groups=int(parts[1][1:]))
-    if parts[2:] == ["last"]:
-        options["budget_mode"] = "last_row_count"
-    return options
+class Method:
+    """A parsed method: kind (dense, pa or a baseline), the PA options, the dense layers, and for
+    a baseline the PA method whose density it matches."""
+
+    def __init__(self, text):
+        label, spec = text, text
+        head = text.split("=", 1)[0]
+        if "=" in text and ":" not in head and "@" not in head:
+            label, spec = text.split("=", 1)
+        self.label, self.spec = label, spec
+        self.options, self.dense_layers, self.match = {}, set(), None
+        if spec == "dense":
+            self.kind = "dense"
+        elif "@" in spec:
+            self.kind, target = spec.split("@", 1)
+            if self.kind not in BASELINES:
+                raise ValueError(f"method {text!r}: a baseline is one of {BASELINES}")
+            self.match = Method(target)
+            if self.match.kind not in ("pa", "perhead"):
+                raise ValueError(f"method {text!r}: a baseline matches a pa method")
+        elif spec.split(":", 1)[0] in ("pa", "perhead"):
+            self.kind = spec.split(":", 1)[0]
+            for item in filter(None, spec[len(self.kind) + 1:].split(",")):
+                name, _, value = item.partition("=")
+                if name == "dense_layers":
+                    self.dense_layers = {int(x) for x in value.split("+")}
+                elif name == "preset":
+                    self.options[name] = value
+                else:
+                    kind = type(proxyattn.DEFAULTS[name]) if name in proxyattn.DEFAULTS else str
+                    self.options[name] = value in ("1", "true", "True") if kind is bool else kind(value)
+        else:
+            raise ValueError(f"method {text!r}: expected dense, pa[:options], or BASELINE@pa[:options]")
 
 
-def _layer(q, k, v, scale):
+_state = {"method": None, "record": None, "detail": False}
+
+
+def _perhead_mask(method, q, k, scale):
+    """Each query head estimated alone (one proxy of its own), as one bool mask [Hq, Nb, Nb]."""
+    hq, hkv, nb = q.shape[1], k.shape[1], -(-q.shape[0] // 128)
+    masks = []
+    for h in range(hq):
+        kvh = h // (hq // hkv)
+        m = proxyattn.estimate(q[:, h:h + 1], k[:, kvh:kvh + 1], scale, copy=False,
+                               **{**method.options, "proxy_groups": 1})
+        masks.append(from_csr(m.row_offsets, m.col_indices[:int(m.row_offsets[-1])], 1, nb)[0])
+    return torch.stack(masks)
+
+
+def _pa(method, q, k, v, scale, layer):
+    """A PA method on one layer input: (out, lse, density)."""
+    if layer in method.dense_layers:
+        out, lse = proxyattn.dense_attention(q, k, v, scale, return_lse=True)
+        return out, lse, 1.0
+    if method.kind == "perhead":
+        mask = _perhead_mask(method, q, k, scale)
+        ro, ci = to_csr(mask)
+        out, lse = proxyattn.sparse_attention(q, k, v, (ro, ci), scale, return_lse=True)
+        return out, lse, density_of(mask)
+    out, lse, stats = proxyattn.attention(q, k, v, scale, return_lse=True, return_stats=True, **method.options)
+    return out, lse, stats["total_density"]
+
+
+def _layer(q, k, v, scale, layer):
     """One sequence's prefill attention under the current method; returns out [n, hq, d]."""
     method, record = _state["method"], _state["record"]
-    lse = None
-    if method.startswith("pa-"):
-        out, lse, stats = proxyattn.attention(q, k, v, scale, return_lse=True, return_stats=True,
-                                              **_pa_options(method))
-        density = stats["total_density"]
+    if method.kind in ("pa", "perhead"):
+        out, lse, density = _pa(method, q, k, v, scale, layer)
     else:
-        # The density to match: that of the --match method on this layer input.
-        _, stats = proxyattn.estimate(q, k, scale, return_stats=True, copy=False, **_state["match"])
-        target = stats["total_density"]
-        if method == "static":
+        target = 1.0
+        if layer in method.match.dense_layers:
+            pass
+        elif method.match.kind == "perhead":
+            target = density_of(_perhead_mask(method.match, q, k, scale))
+        else:
+            _, stats = proxyattn.estimate(q, k, scale, return_stats=True, copy=False, **method.match.options)
+            target = stats["total_density"]
+        if method.kind == "static":
             match = match_density("static", target, q, k, block_size=128)
         else:
-            match = match_density(method, target, q, k, block_size=128, steps=24)
+            match = match_density(method.kind, target, q, k, block_size=128, steps=24)
         ro, ci = to_csr(match.mask)
         out, lse = proxyattn.sparse_attention(q, k, v, (ro.to(q.device), ci.to(q.device)), scale, return_lse=True)
         density = match.density
     entry = {"density": float(density)}
     if _state["detail"]:
         dense, dense_lse = proxyattn.dense_attention(q, k, v, scale, return_lse=True)
-        recall = torch.exp(lse.float() - dense_lse.float()).nan_to_num(0.0).mean().item()
-        err = ((out.float() - dense.float()).norm() / dense.float().norm()).item()
-        entry.update(recall=recall, error=err)
+        entry["recall"] = torch.exp(lse.float() - dense_lse.float()).nan_to_num(0.0).mean().item()
+        entry["error"] = ((out.float() - dense.float()).norm() / dense.float().norm()).item()
     record.append(entry)
     return out
+
+
+def _key(row):
+    return (row["length"], row["task"], row["index"], row["method"])
+
+
+def load_done(path):
+    done = set()
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        done.add(_key(json.loads(line)))
+                    except (json.JSONDecodeError, KeyError):
+                        pass  # a line cut short by a crash: that result is redone
+    return done
+
+
+def batches(prompts, size):
+    """Prompts of one length and task together (one answer budget), in index order."""
+    groups = {}
+    for p in prompts:
+        groups.setdefault((p.task, p.max_new_tokens), []).append(p)
+    for group in groups.values():
+        for i in range(0, len(group), size):
+            yield group[i:i + size]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir")
-    ap.add_argument("prompts", help="JSON from eval/build_prompts.py")
-    ap.add_argument("--methods", nargs="+",
-                    default=["dense", "pa-g0.95-p1", "pa-g0.9-p1", "pa-g0.95-pH", "pa-g0.9-pH", *BASELINES])
+    ap.add_argument("prompts", help="a folder from eval/build_prompts.py")
+    ap.add_argument("--methods", nargs="+", default=["dense", "pa", "xattention@pa", "flexprefill@pa"])
     ap.add_argument("--lengths", type=int, nargs="*", help="only these prompt lengths")
-    ap.add_argument("--depths", type=float, nargs="*", help="only these needle depths")
-    ap.add_argument("--detail", type=int, default=1, help="per-layer recall and error on the first N prompts of each length")
-    ap.add_argument("--max-new-tokens", type=int, default=12)
-    ap.add_argument("--match", default="pa-g0.95-p1",
-                    help="the ProxyAttn method (pa-g<gamma>-p<groups|H>[-last]) whose density the baselines match")
-    ap.add_argument("--json", required=True)
+    ap.add_argument("--limit", type=int, default=0, help="at most this many prompts per length (0: all)")
+    ap.add_argument("--batch", type=int, default=8, help="prompts per generate call")
+    ap.add_argument("--detail", type=int, default=0,
+                    help="per-layer recall and output error on the first N prompts of each length")
+    ap.add_argument("--out", required=True, help="JSON lines, appended to and resumed from")
     args = ap.parse_args()
 
+    methods = [Method(m) for m in args.methods]
+    corpus, spec = read_prompts(args.prompts)
+    prompts = [tasks.Prompt(**p) for p in spec["prompts"]]
+    lengths = sorted({p.length for p in prompts if not args.lengths or p.length in args.lengths}, reverse=True)
+    done = load_done(args.out)
+    todo = {n: [p for p in prompts if p.length == n][:args.limit or None] for n in lengths}
+    left = sum(1 for n in lengths for p in todo[n] for m in methods
+               if (n, p.task, p.index, m.label) not in done)
+    print(f"{sum(len(v) for v in todo.values())} prompts x {len(methods)} methods, {left} results to compute",
+          flush=True)
+    if left == 0:
+        return
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = "bfloat16" if device == "cuda" else "float32"
-    model, tokenizer = load(args.model_dir, dtype, device, attn_implementation="sdpa")
+    model, tokenizer = load(args.model_dir, "bfloat16" if device == "cuda" else "float32", device)
     pat.register(min_prefill_tokens=2)  # every prompt's prefill goes through the method under test
     transformers.AttentionInterface.register("pa_eval", pat.attention_function(_layer))
     transformers.AttentionMaskInterface.register("pa_eval", transformers.masking_utils.sdpa_mask)
-    hkv = model.config.num_key_value_heads
-    methods = [m.replace("-pH", f"-p{hkv}") for m in args.methods]
-    _state["match"] = _pa_options(args.match.replace("-pH", f"-p{hkv}"))
-    spec = read_prompts(args.prompts)
-    prompts = [p for p in spec["prompts"] if (not args.lengths or p["length"] in args.lengths)
-               and (not args.depths or p["depth"] in args.depths)]
+    gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    name = os.path.basename(os.path.normpath(args.model_dir))
 
-    results, seen = [], {}
-    t_start = time.time()
-    for p in prompts:
-        ids = torch.tensor([p["ids"]], device=device)
-        seen[p["length"]] = seen.get(p["length"], 0) + 1
-        for method in methods:
-            _state.update(method=method, record=[], detail=seen[p["length"]] <= args.detail)
-            model.set_attn_implementation("sdpa" if method == "dense" else "pa_eval")
-            with torch.no_grad():
-                out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
-                                     do_sample=False, pad_token_id=spec["pad_token_id"])
-            answer = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-            layers = _state["record"]
-            row = dict(method=method, task=p["task"], length=p["length"], tokens=ids.shape[1], depth=p["depth"],
-                       expected=p["answer"], answer=answer.strip()[:40], correct=tasks.is_correct(answer, p["answer"]),
-                       density=sum(x["density"] for x in layers) / max(1, len(layers)), layers=layers)
-            results.append(row)
-            print(f"{p['task']:>14} {ids.shape[1]:>6} d{p['depth']:.2f} {method:>12} "
-                  f"density {row['density']:.3f} {'ok ' if row['correct'] else 'WRONG'} {row['answer'][:16]!r} "
-                  f"({time.time() - t_start:.0f} s)", flush=True)
-    with open(args.json, "w") as f:
-        json.dump(dict(model=os.path.basename(args.model_dir), device=torch.cuda.get_device_name() if device == "cuda" else "cpu",
-                       commit=os.environ.get("PROXYATTN_COMMIT"), match=args.match, results=results), f)
-    summarize(results)
-
-
-def summarize(results):
-    """Accuracy and mean density per method and length."""
-    print("\n| length | method | accuracy | density | recall (detail) | output error (detail) |")
-    print("|---|---|---|---|---|---|")
-    keys = sorted({(r["length"], r["method"]) for r in results}, key=lambda x: x[0])
-    order = {m: i for i, m in enumerate(dict.fromkeys(r["method"] for r in results))}
-    for length, method in sorted(keys, key=lambda x: (x[0], order[x[1]])):
-        rows = [r for r in results if r["length"] == length and r["method"] == method]
-        acc = sum(r["correct"] for r in rows) / len(rows)
-        dens = sum(r["density"] for r in rows) / len(rows)
-        det = [x for r in rows for x in r["layers"] if "recall" in x]
-        rec = f"{sum(x['recall'] for x in det) / len(det):.3f}" if det else "-"
-        err = f"{sum(x['error'] for x in det) / len(det):.3f}" if det else "-"
-        dens_s = "100%" if method == "dense" else f"{dens:.1%}"
-        print(f"| {length} | {method} | {acc:.1%} ({sum(r['correct'] for r in rows)}/{len(rows)}) | {dens_s} | {rec} | {err} |")
+    t_start, computed = time.time(), 0
+    with open(args.out, "a") as out_file:
+        for n in lengths:
+            seen = 0
+            for batch in batches(todo[n], args.batch):
+                ids = torch.tensor([p.ids(corpus) for p in batch], device=device)
+                for m in methods:
+                    if all((n, p.task, p.index, m.label) in done for p in batch):
+                        continue
+                    _state.update(method=m, record=[], detail=seen < args.detail)
+                    model.set_attn_implementation("sdpa" if m.kind == "dense" else "pa_eval")
+                    t0 = time.time()
+                    with torch.no_grad():
+                        gen = model.generate(ids, attention_mask=torch.ones_like(ids),
+                                             max_new_tokens=batch[0].max_new_tokens, do_sample=False,
+                                             pad_token_id=spec["pad_token_id"])
+                    seconds = time.time() - t0
+                    layers = _state["record"]  # per sequence per layer, in call order
+                    per_seq = [layers[i::len(batch)] for i in range(len(batch))] if layers else [[]] * len(batch)
+                    right = 0
+                    for p, row_ids, lay in zip(batch, gen[:, ids.shape[1]:].tolist(), per_seq):
+                        text = tokenizer.decode(row_ids, skip_special_tokens=True)
+                        row = dict(model=name, gpu=gpu, length=n, task=p.task, index=p.index, book=p.book,
+                                   depths=p.depths, method=m.label, spec=m.spec, answers=p.answers,
+                                   text=text.strip()[:400], correct=tasks.is_correct(text, p.answers),
+                                   score=tasks.score(text, p.answers),
+                                   density=sum(x["density"] for x in lay) / len(lay) if lay else 1.0,
+                                   layers=lay, seconds=seconds / len(batch))
+                        right += row["correct"]
+                        out_file.write(json.dumps(row) + "\n")
+                    out_file.flush()
+                    computed += len(batch)
+                    rate = (time.time() - t_start) / computed
+                    left -= len(batch)
+                    print(f"[{n}] {seen + len(batch):>3}/{len(todo[n])} {batch[0].task:>18} {m.label:>14}: "
+                          f"{right}/{len(batch)} right, density {row['density']:.3f}, {seconds:5.1f} s | "
+                          f"{time.time() - t_start:5.0f} s, about {rate * left:5.0f} s left", flush=True)
+                seen += len(batch)
 
 
 if __name__ == "__main__":

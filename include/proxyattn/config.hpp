@@ -25,18 +25,19 @@ inline constexpr int kMaxHeadColumns = 64;
 struct Config {
   int block_size = 128;                 // query and key block size B
   int stride = 4;                       // proxy scores use every stride-th token
-  int proxy_groups = 1;                 // g, must divide the kv head count; 0: one per kv head
-  double gamma = 0.95;                  // attention mass each head's budget covers, in [0, 1]
+  int proxy_groups = 0;                 // g, dividing the kv head count; 0: one per kv head up to
+                                        // 4 kv heads, one per 4 kv heads beyond (rules.hpp)
+  double gamma = 0.92;                  // attention mass each head's budget covers, in [0, 1]
   std::int64_t min_budget_tokens = 2048;  // floor on every head's budget
   bool keep_sink = true;                // always keep key block 0
-  BudgetMode budget_mode = BudgetMode::row_ratio;
+  BudgetMode budget_mode = BudgetMode::last_row_count;
   // Stage 3 for the heads whose attention the shared proxy ranking misses. Stage 2 already
   // measures each head's own block masses on the last query block, at full resolution:
   // - exact_last_block: the last query block of each sequence ranks by them instead of the proxy;
   // - head_columns: every row first spends its budget on the head's own head_columns
   //   highest-mass blocks (at most k_h of them) where they are causal, then follows the proxy.
-  bool exact_last_block = false;
-  int head_columns = 0;                 // in [0, kMaxHeadColumns]
+  bool exact_last_block = true;
+  int head_columns = 16;                // in [0, kMaxHeadColumns]
   double scale = 0.0;                   // softmax scale; 0 means 1/sqrt(head_dim)
   Backend backend = Backend::automatic;
 };

@@ -148,7 +148,8 @@ def test_c_null_arguments(pa):
     handle = ctypes.c_void_p()
     cfg = pa._Config()
     lib.pa_config_default(ctypes.byref(cfg))
-    assert (cfg.block_size, cfg.stride, cfg.proxy_groups, cfg.min_budget_tokens) == (128, 4, 1, 2048)
+    assert (cfg.block_size, cfg.stride, cfg.proxy_groups, cfg.min_budget_tokens, cfg.exact_last_block,
+            cfg.head_columns) == (128, 4, 0, 2048, 1, 16)  # the C++ defaults
     assert lib.pa_plan_create(ctypes.byref(cfg), HQ, HKV, D, 0, 0, 0, None, 1, None, ctypes.byref(handle)) == 1
     assert "cu_seqlens_host" in lib.pa_last_error().decode()
     assert lib.pa_plan_num_blocks(None) == -1

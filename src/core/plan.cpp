@@ -52,7 +52,7 @@ std::unique_ptr<Plan::Impl> make_impl(const Config& config, const Problem& probl
   validate_problem(config, problem);
   auto impl = std::make_unique<Plan::Impl>();
   impl->config = config;
-  if (config.proxy_groups == 0) impl->config.proxy_groups = problem.kv_heads;  // one per kv head
+  if (config.proxy_groups == 0) impl->config.proxy_groups = rules::auto_proxy_groups(problem.kv_heads);
   impl->problem = problem;
   impl->backend = resolve_backend(config, problem);
   impl->scale = config.scale > 0 ? static_cast<float>(config.scale)

@@ -1,0 +1,100 @@
+"""What each estimator setting costs, against cuDNN dense attention in the same run (H200, bf16,
+random inputs, Llama-3.1-8B attention shape by default: 32 q heads, 8 kv heads, D 128).
+
+    python3 bench/estimate_cost.py --lengths 32768 131072 --json estimate_cost.json
+
+Settings (proxyattn option sets over the library defaults):
+- default: the library's defaults (proxy_groups 0: 2 proxies for 8 kv heads);
+- previous default: one proxy, row_ratio, gamma 0.95, no head preferences;
+- exact/columns off: the defaults without exact_last_block and head_columns (their own cost);
+- one proxy per kv head: proxy_groups = kv heads (8);
+- stride 2 and stride 1: proxies on every 2nd or every token. Stride on the queries only (every
+  key scored) does (N/s) * N products, as many as stride sqrt(s) on both: at s = 4, stride 2;
+- a proxy per query head: proxy_groups = q heads, timed on the same queries with the keys
+  repeated to every query head (stage 1 then has Hq proxies, stage 2 is unchanged): what a
+  per-head agreement test costs when every head disagrees.
+Median of --reps calls after a warm-up, several input sets in turn (METHOD.md).
+"""
+import argparse
+import json
+import statistics
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import proxyattn
+
+SETTINGS = [
+    ("default", {}),
+    ("previous default", dict(proxy_groups=1, budget_mode="row_ratio", gamma=0.95, exact_last_block=False,
+                              head_columns=0)),
+    ("exact/columns off", dict(exact_last_block=False, head_columns=0)),
+    ("one proxy per kv head", dict(proxy_groups=-1)),   # -1: resolved to the kv head count below
+    ("stride 2 (= query-only stride 4)", dict(stride=2)),
+    ("stride 1", dict(stride=1)),
+    ("a proxy per query head", dict(proxy_groups=-2)),  # -2: every query head, keys repeated
+]
+
+
+def median_ms(fn, sets, reps):
+    for i in range(3):
+        fn(*sets[i % len(sets)])
+    torch.cuda.synchronize()
+    times = []
+    for r in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn(*sets[r % len(sets)])
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lengths", type=int, nargs="+", default=[32768, 131072])
+    ap.add_argument("--heads", type=int, nargs=3, default=[32, 8, 128], metavar=("HQ", "HKV", "D"))
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    hq, hkv, d = args.heads
+    rows = []
+    for n in args.lengths:
+        g = torch.Generator(device="cuda").manual_seed(n)
+        sets = [tuple(torch.randn(n, h, d, device="cuda", dtype=torch.bfloat16, generator=g) for h in (hq, hkv, hkv))
+                for _ in range(2)]
+        # cuDNN's layout [1, H, N, D], K and V repeated to the query heads (GQA), as bench/cuda_bench.py.
+        peer = [tuple(x.repeat_interleave(hq // x.shape[1], 1).transpose(0, 1).unsqueeze(0).contiguous() for x in s)
+                for s in sets]
+
+        def cudnn(q, k, v):
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        dense = median_ms(cudnn, peer, args.reps)
+        rows.append(dict(n=n, setting="cuDNN dense attention", ms=dense, share=1.0))
+        print(f"{n:7d}  {'cuDNN dense attention':34s} {dense:9.3f} ms", flush=True)
+        for name, options in SETTINGS:
+            options = dict(options)
+            use = sets
+            if options.get("proxy_groups") == -1:
+                options["proxy_groups"] = hkv
+            elif options.get("proxy_groups") == -2:
+                options["proxy_groups"] = hq
+                use = [(q, k.repeat_interleave(hq // hkv, 1), v) for q, k, v in sets]
+            ms = median_ms(lambda q, k, v: proxyattn.estimate(q, k, copy=False, **options), use, args.reps)
+            rows.append(dict(n=n, setting=name, options=options, ms=ms, share=ms / dense))
+            print(f"{n:7d}  {name:34s} {ms:9.3f} ms  {100 * ms / dense:6.2f}% of cuDNN dense", flush=True)
+        del sets, peer
+        torch.cuda.empty_cache()
+    print("\n| tokens | setting | estimate | share of cuDNN dense |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['n']} | {r['setting']} | {r['ms']:.3f} ms | {100 * r['share']:.2f}% |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(gpu=torch.cuda.get_device_name(), heads=args.heads, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

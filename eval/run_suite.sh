@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The accuracy suite, in the order of what matters most, each step resuming from the results
+# already in RESULTS (a folder of JSON lines, one file per model):
+#   1. Qwen2.5-Coder-0.5B at 32,672 tokens: dense, ProxyAttn's defaults and the two baselines
+#      matched to their density;
+#   2. SmolLM2-135M at 8,096 and 4,096 tokens: the same and the paper's preset;
+#   3. Qwen at 16,384 and 8,192 tokens: the same;
+#   4. Qwen at 32,672 tokens: the paper's preset;
+#   5. Qwen at 32,672 tokens, first 150 prompts: the ablations (each option off in turn, the
+#      previous defaults, and the upper bounds of the options not built: stride 1 for the
+#      stage-1 coverage of every key, a proxy per query head for a per-head agreement test).
+# Models: QWEN and SMOL (folders with the GGUF, eval/MODELS.md); prompts: PROMPTS/qwen and
+# PROMPTS/smollm2 from eval/build_prompts.py.
+#   bash eval/run_suite.sh /tmp/pa_eval
+set -u
+R=${1:?results folder}
+Q=${QWEN:-/tmp/proxyattn_model}
+S=${SMOL:-/tmp/proxyattn_smollm2}
+P=${PROMPTS:-.model/eval}
+mkdir -p "$R"
+MAIN="dense pa paper=pa:preset=paper xattention@pa flexprefill@pa"
+ABLATIONS="previous=pa:proxy_groups=1,budget_mode=row_ratio,gamma=0.95,exact_last_block=0,head_columns=0
+  no-exact=pa:exact_last_block=0 no-columns=pa:head_columns=0 one-proxy=pa:proxy_groups=1 stride-1=pa:stride=1
+  proxy-per-head=perhead layer0-dense=pa:dense_layers=0 gamma-0.9=pa:gamma=0.9"
+run() { python3 eval/run_eval.py "$@" 2>&1 | grep -v -i -E "warn|de-quantizing|Loading weights"; }
+run "$Q" "$P/qwen" --lengths 32672 --detail 2 --methods dense pa xattention@pa flexprefill@pa --out "$R/qwen.jsonl"
+run "$S" "$P/smollm2" --detail 2 --methods $MAIN --out "$R/smollm2.jsonl"
+run "$Q" "$P/qwen" --lengths 16384 8192 --detail 2 --methods $MAIN --out "$R/qwen.jsonl"
+run "$Q" "$P/qwen" --lengths 32672 --methods "paper=pa:preset=paper" --out "$R/qwen.jsonl"
+run "$Q" "$P/qwen" --lengths 32672 --limit 150 --methods $ABLATIONS --out "$R/qwen.jsonl"
