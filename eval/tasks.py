@@ -105,16 +105,24 @@ class Corpus:
         return cls(d["books"], d["starts"], d["vocabulary"])
 
 
+_ABBREVIATIONS = ("Mr", "Mrs", "Ms", "Dr", "St", "Col", "Capt", "Rev", "Esq", "Sir")
+
+
 def _sentence_starts_at(text, pos):
-    """True when the token starting at character pos begins a new sentence: what precedes it,
-    spaces aside, ends a sentence (closing quotes allowed), and a space or line break separates them."""
-    if pos <= 0 or pos > len(text):
+    """True when the token starting at character pos begins a new sentence within a paragraph,
+    with the space before it: what precedes ends a sentence (closing quotes allowed, not an
+    abbreviation such as "Mrs."), and the sentence starts with a capital letter or a quote. A
+    piece inserted there, with a space of its own in front, reads as a sentence of the text."""
+    if pos <= 0 or pos >= len(text) or text[pos] != " ":
         return False
-    before = text[:pos]
-    head = before.rstrip()
-    if len(head) == len(before) and not text[pos:pos + 1].isspace():
-        return False  # no whitespace between: inside a word or a number
-    return head.rstrip("\"')").endswith((".", "!", "?"))
+    head = text[:pos].rstrip("\"')")
+    if not head.endswith((".", "!", "?")):
+        return False
+    word = head[:-1].rsplit(None, 1)[-1] if head[:-1].split() else ""
+    if word in _ABBREVIATIONS or (len(word) == 1 and word.isupper()):
+        return False
+    nxt = text[pos:].lstrip()[:1]
+    return nxt.isupper() or nxt in "\"'("
 
 
 # ---------------------------------------------------------------------------------------------

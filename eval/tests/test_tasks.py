@@ -179,3 +179,9 @@ def test_corpus_round_trips_through_json():
     again = tasks.Corpus.from_json(CORPUS.to_json())
     p = BUILDER.build("passkey", 1000, 1)
     assert p.ids(again) == p.ids(CORPUS)
+
+
+def test_sentence_boundaries_skip_abbreviations_and_lower_case():
+    text = 'He came. She went! "Yes," said Mrs. Bennet. A word\n\nNext para. and more. J. Smith came.'
+    starts = [text[i:i + 4] for i in range(len(text)) if tasks._sentence_starts_at(text, i)]
+    assert starts == [" She", ' "Ye', " A w", " J. "]
