@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# One accuracy-and-cost session on the GPU machine, a step per device call, the calls back to back
-# (the machine keeps /tmp between calls while it stays warm). Logs and results go to $OUT.
+# One session on the GPU machine: a step per device call, the calls back to back (the machine keeps
+# /tmp between calls while it stays warm). Logs and results go to $OUT.
 #
-#   start PART     build the Python package in the background; keep model part PART
-#   part PART      keep one staged model part (eval/assemble_model.sh; SmolLM2's parts go to
-#                  /tmp/proxyattn_smollm2); when the call carries .gpu/device.tar.xz (the CUDA
-#                  binaries of scripts/build_device.sh), start the CUDA tests and then
-#                  compute-sanitizer memcheck of the estimator's tests in the background
-#   bench          wait for the package and the tests, then bench/estimate_cost.py (alone on the GPU)
-#   eval           start eval/run_suite.sh in the background (results resume from .gpu/results)
-#   wait SECONDS   wait for the suite (at most SECONDS), then report and copy the results
+#   start PART     keep model part PART (eval/assemble_model.sh; SmolLM2's parts go to
+#                  /tmp/proxyattn_smollm2) and start the session's chain in the background:
+#                  build the Python package; the CUDA tests and compute-sanitizer memcheck of the
+#                  estimator's tests (binaries of scripts/build_device.sh, carried as
+#                  .gpu/device.tar.xz); bench/estimate_cost.py alone on the GPU; then, once a
+#                  model is assembled, the accuracy suite (eval/run_suite.sh, resuming from
+#                  .gpu/results/*.jsonl)
+#   part PART      keep one more model part
+#   wait SECONDS   wait for the chain (at most SECONDS), then report and copy the results
+# STEPS (default "tests memcheck bench suite") leaves steps out.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -40,42 +42,45 @@ keep_part() {
   return 0
 }
 
+chain() {
+  local steps=${STEPS:-tests memcheck bench suite}
+  PROXYATTN_OFFLINE=1 PROXYATTN_CUDA=ON scripts/install_python.sh -Ccmake.define.PROXYATTN_CPU_ARCH=x86-64-v3 \
+    '-Ccmake.define.PROXYATTN_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a' > $W/build.log 2>&1
+  echo "exit $?" > $W/build.status
+  mkdir -p $W/device && tar -xJf .gpu/device.tar.xz -C $W/device
+  export LD_LIBRARY_PATH=$W/device
+  if [[ $steps == *tests* ]]; then
+    timeout 300 $W/device/proxyattn_cuda_tests > $W/tests.log 2>&1; echo "exit $?" > $W/tests.status
+  fi
+  if [[ $steps == *memcheck* ]]; then
+    timeout 400 compute-sanitizer --tool memcheck --error-exitcode 9 $W/device/proxyattn_cuda_tests \
+      --gtest_filter='Cuda.EstimateMatchesReferenceUpToNearTies' > $W/memcheck.log 2>&1
+    echo "exit $?" > $W/memcheck.status
+  fi
+  if [[ $steps == *bench* ]]; then
+    timeout 400 python3 bench/estimate_cost.py --lengths 32768 131072 --json $W/estimate_cost.json \
+      > $W/estimate_cost.log 2>&1
+  fi
+  if [[ $steps == *suite* ]]; then
+    for i in $(seq 120); do ls /tmp/proxyattn_*/*.gguf > /dev/null 2>&1 && break; sleep 5; done
+    mkdir -p $W/results && cp .gpu/results/*.jsonl $W/results/ 2>/dev/null
+    PROMPTS=$W/prompts bash eval/run_suite.sh $W/results > $W/suite.log 2>&1
+    echo "exit $?" > $W/suite.status
+  fi
+  echo done > $W/chain.status
+}
+
 case "${1:-}" in
   start)
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
-    setsid nohup bash -c "PROXYATTN_OFFLINE=1 PROXYATTN_CUDA=ON scripts/install_python.sh \
-        -Ccmake.define.PROXYATTN_CPU_ARCH=x86-64-v3 \
-        '-Ccmake.define.PROXYATTN_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a' > $W/build.log 2>&1; \
-        echo exit \$? > $W/build.status" > /dev/null 2>&1 &
-    keep_part "$2"; sleep 2; report ;;
-  part)
     keep_part "$2"
-    if [ -f .gpu/device.tar.xz ] && [ ! -f $W/tests.log ]; then
-      mkdir -p .device && tar -xJf .gpu/device.tar.xz -C .device && cp -r .device $W/device
-      setsid nohup bash -c "export LD_LIBRARY_PATH=$W/device; \
-          timeout 300 $W/device/proxyattn_cuda_tests > $W/tests.log 2>&1; echo exit \$? > $W/tests.status; \
-          timeout 400 compute-sanitizer --tool memcheck --error-exitcode 9 $W/device/proxyattn_cuda_tests \
-            --gtest_filter='Cuda.Estimate*:Cuda.GammaOne*:Cuda.NanStays*' > $W/memcheck.log 2>&1; \
-          echo exit \$? > $W/memcheck.status" > /dev/null 2>&1 &
-      sleep 2
-    fi
-    report ;;
-  bench)
-    for i in $(seq 110); do [ -f $W/build.status ] && [ -f $W/memcheck.status ] && break; sleep 5; done
-    report
-    python3 -c "import proxyattn; assert proxyattn.cuda_available(); print('proxyattn', proxyattn.__file__)" || exit 1
-    timeout 400 python3 bench/estimate_cost.py --lengths 32768 131072 --json $W/estimate_cost.json \
-      2>&1 | tee $W/estimate_cost.log | tail -20
-    cp $W/estimate_cost.* "$OUT/" ;;
-  eval)
-    mkdir -p $W/results
-    cp .gpu/results/*.jsonl $W/results/ 2>/dev/null
-    setsid nohup bash -c "PROMPTS=$W/prompts bash eval/run_suite.sh $W/results > $W/suite.log 2>&1; \
-        echo exit \$? > $W/suite.status" \
-      > /dev/null 2>&1 &
-    sleep 60; report ;;
+    export -f chain; export W STEPS
+    setsid nohup bash -c chain > $W/chain.log 2>&1 &
+    sleep 2; report ;;
+  part)
+    keep_part "$2"; report ;;
   wait)
-    for i in $(seq $(( ${2:-500} / 10 ))); do [ -f $W/suite.status ] && break; sleep 10; done
-    report ;;
-  *) echo "usage: $0 start PART | part PART | bench | eval | wait SECONDS" >&2; exit 2 ;;
+    for i in $(seq $(( ${2:-500} / 10 ))); do [ -f $W/chain.status ] && break; sleep 10; done
+    report; tail -25 $W/estimate_cost.log 2>/dev/null ;;
+  *) echo "usage: $0 start PART | part PART | wait SECONDS" >&2; exit 2 ;;
 esac

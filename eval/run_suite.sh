@@ -22,7 +22,10 @@ MAIN="dense pa paper=pa:preset=paper xattention@pa flexprefill@pa"
 ABLATIONS="previous=pa:proxy_groups=1,budget_mode=row_ratio,gamma=0.95,exact_last_block=0,head_columns=0
   no-exact=pa:exact_last_block=0 no-columns=pa:head_columns=0 one-proxy=pa:proxy_groups=1 stride-1=pa:stride=1
   proxy-per-head=perhead layer0-dense=pa:dense_layers=0 gamma-0.9=pa:gamma=0.9"
-run() { python3 eval/run_eval.py "$@" 2>&1 | grep -v -i -E "warn|de-quantizing|Loading weights"; }
+run() {  # skips a model that is not on this machine
+  ls "$1"/*.gguf > /dev/null 2>&1 || { echo "no model in $1: skipped"; return; }
+  python3 eval/run_eval.py "$@" 2>&1 | grep -v -i -E "warn|de-quantizing|Loading weights"
+}
 run "$Q" "$P/qwen" --lengths 32672 --detail 2 --methods dense pa xattention@pa flexprefill@pa --out "$R/qwen.jsonl"
 run "$S" "$P/smollm2" --detail 2 --methods $MAIN --out "$R/smollm2.jsonl"
 run "$Q" "$P/qwen" --lengths 16384 8192 --detail 2 --methods $MAIN --out "$R/qwen.jsonl"

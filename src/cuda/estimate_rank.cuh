@@ -98,17 +98,19 @@ __device__ void rank_and_write(const EstimateParams& p, float* amax, unsigned lo
     __syncthreads();
   }
 
-  // Each head keeps the forced blocks, its own columns (cols) and the blocks ranked before
-  // `threshold` (positions in the head's order if exact, in the group's ranking if not), written
-  // in ascending order through a block-wide scan of the keep flags.
+  // Each head keeps the forced blocks and the blocks ranked before `threshold` (positions in the
+  // head's own order if exact, in the group's ranking if not), written in ascending order through
+  // a block-wide scan of the keep flags. A head's columns are kept by giving them position -1 for
+  // the head's turn (their ranking positions are put back after it).
   using Scan = cub::BlockScan<int, kThreadsT>;
   __shared__ typename Scan::TempStorage scan_tmp;
-  __shared__ int cols[kMaxHeadColumns];
+  __shared__ int cols[kMaxHeadColumns], col_pos[kMaxHeadColumns];
   __shared__ int n_cols, threshold;
   const int forced = rules::forced_blocks(m, p.keep_sink);
   const int gq = p.q_heads / p.groups;
   const int per = (m + 1 + kThreadsT - 1) / kThreadsT, lo = min(m + 1, static_cast<int>(threadIdx.x) * per),
             hi = min(m + 1, lo + per);
+  const int lane = static_cast<int>(threadIdx.x) % 32;
   for (int h = j * gq; h < (j + 1) * gq; ++h) {
     const std::int64_t row = static_cast<std::int64_t>(b) * p.q_heads + h;
     const std::int64_t out0 = p.r.row_offsets[row];
@@ -124,42 +126,47 @@ __device__ void rank_and_write(const EstimateParams& p, float* amax, unsigned lo
         t += f1 < t;
         n_cols = 0, threshold = t;
       }
-    } else if (threadIdx.x == 0) {
-      // The head's columns, heaviest first, as far as the row's budget goes; then the ranking
-      // positions [0, threshold) hold the take - n_cols other blocks: each column ranked inside
-      // the prefix (taken in order of position) pushes it one further.
+    } else if (threadIdx.x < 32) {
+      // Warp 0: the head's columns, heaviest first, as far as the row's budget goes (a lane per
+      // entry of its order; a ballot keeps them in order).
       const int r = min(p.head_columns, p.r.budget[s * p.q_heads + h]);
       int nc = 0;
-      for (int i = 0; i < r && nc < take; ++i) {
-        const int n = order[i];
-        if (n < m && !forced_block(n)) cols[nc++] = n;
+      for (int base = 0; base < r && nc < take; base += 32) {
+        const int i = base + lane, n = i < r ? order[i] : -1;
+        const bool ok = n >= 0 && n < m && !forced_block(n);
+        const unsigned ballot = __ballot_sync(0xFFFFFFFFu, ok);
+        const int at = nc + __popc(ballot & ((1u << lane) - 1u));
+        if (ok && at < take) cols[at] = n;
+        nc = min(take, nc + __popc(ballot));
       }
-      int t = take - nc, prev = -1;
-      for (int done = 0; done < nc; ++done) {  // columns by ascending position (nc is small)
-        int next = 0x7FFFFFFF;
-        for (int i = 0; i < nc; ++i) {
-          const int q = pos[cols[i]];
-          if (q > prev && q < next) next = q;
-        }
-        prev = next;
-        t += next < t;
+      __syncwarp();
+      // The ranking positions [0, threshold) must hold take - nc blocks that are not columns. With
+      // the columns' positions q sorted ascending, column k (0-based) lies inside the prefix
+      // exactly when q - k < take - nc, and those are the first ones: count them.
+      int inside = 0;
+      for (int c = lane; c < nc; c += 32) {
+        const int q = pos[cols[c]];
+        int k = 0;
+        for (int d = 0; d < nc; ++d) k += pos[cols[d]] < q;
+        inside += q - k < take - nc;
+        col_pos[c] = q;
       }
-      n_cols = nc, threshold = t;
+      inside = __reduce_add_sync(0xFFFFFFFFu, inside);
+      __syncwarp();
+      for (int c = lane; c < nc; c += 32) pos[cols[c]] = -1;
+      if (lane == 0) n_cols = nc, threshold = take - nc + inside;
     }
     __syncthreads();
-    const int nc = n_cols, t = threshold;
-    auto keep = [&](int n) {
-      if (forced_block(n) || pos[n] < t) return true;
-      for (int i = 0; i < nc; ++i)
-        if (cols[i] == n) return true;
-      return false;
-    };
+    const int t = threshold;
+    auto keep = [&](int n) { return forced_block(n) || pos[n] < t; };
     int count = 0;
     for (int n = lo; n < hi; ++n) count += keep(n);
     int offset;
     Scan(scan_tmp).ExclusiveSum(count, offset);
     for (int n = lo; n < hi; ++n)
       if (keep(n)) p.r.col_indices[out0 + offset++] = n;
+    __syncthreads();
+    if (!exact && static_cast<int>(threadIdx.x) < n_cols) pos[cols[threadIdx.x]] = col_pos[threadIdx.x];
     __syncthreads();
   }
 }
