@@ -10,6 +10,7 @@ paired (a method run on fewer prompts shows its own n).
 """
 import argparse
 import collections
+import gzip
 import json
 import math
 
@@ -37,7 +38,7 @@ def mcnemar(b, c):
 def load(paths):
     rows = []
     for path in paths:
-        with open(path) as f:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rt") as f:
             rows += [json.loads(line) for line in f if line.strip()]
     # The last result of a (prompt, method) counts, should a prompt have been redone.
     latest = {}
@@ -109,6 +110,8 @@ def plot(summary, path):
     import matplotlib.pyplot as plt
 
     keys = list(summary)
+    methods = list(dict.fromkeys(m for g in summary.values() for m in g["methods"]))
+    colour = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}  # one colour per method
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4), squeeze=False)
     for ax, key in zip(axes[0], keys):
         g = summary[key]
@@ -117,25 +120,30 @@ def plot(summary, path):
             lo, hi = s["ci"]
             x = 0.0 if m == "dense" else 100 * (1 - s["density"])
             ax.errorbar(x, 100 * s["acc"], yerr=[[100 * (s["acc"] - lo)], [100 * (hi - s["acc"])]], fmt="o",
-                        capsize=3, label=m)
+                        capsize=3, color=colour[m])
         ax.set_title(f"{key[0]}, {key[1]} tokens", fontsize=9)
         ax.set_xlabel("sparsity (% of causal blocks skipped)")
         ax.set_ylabel("accuracy (%), 95% Wilson interval")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8)
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colour[m]) for m in methods]
+    fig.legend(handles, methods, loc="lower center", ncol=min(6, len(methods)), fontsize=8)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=120)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", nargs="+", help="JSON lines from eval/run_eval.py")
+    ap.add_argument("results", nargs="+", help="JSON lines from eval/run_eval.py (.gz too)")
     ap.add_argument("--methods", nargs="*", help="only these methods, in this order (dense is needed)")
     ap.add_argument("--md", help="write the tables here too")
     ap.add_argument("--png", help="accuracy against sparsity, one panel per model and length")
+    ap.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW", help="display names of models")
     args = ap.parse_args()
-    summary = summarize(load(args.results), args.methods)
+    rows = load(args.results)
+    names = dict(r.split("=", 1) for r in args.rename)
+    for r in rows:
+        r["model"] = names.get(r["model"], r["model"])
+    summary = summarize(rows, args.methods)
     text = markdown(summary)
     print(text)
     if args.md:

@@ -41,7 +41,7 @@ import proxyattn.transformers as pat  # noqa: E402
 import tasks  # noqa: E402
 from build_prompts import read_prompts  # noqa: E402
 from eval.baselines import density as density_of, from_csr, match_density, to_csr  # noqa: E402
-from load_model import load  # noqa: E402
+from load_model import find_gguf, load  # noqa: E402
 
 BASELINES = ("flexprefill", "xattention", "static")
 
@@ -200,7 +200,7 @@ def main():
     transformers.AttentionInterface.register("pa_eval", pat.attention_function(_layer))
     transformers.AttentionMaskInterface.register("pa_eval", transformers.masking_utils.sdpa_mask)
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    name = os.path.basename(os.path.normpath(args.model_dir))
+    name = os.path.splitext(find_gguf(args.model_dir))[0]
 
     t_start, computed = time.time(), 0
     with open(args.out, "a") as out_file:
