@@ -10,7 +10,7 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 python3 -c "import nanobind, scikit_build_core, torch, transformers as t; print('nanobind', nanobind.__version__, 'skbuild', scikit_build_core.__version__, 'torch', torch.__version__, 'transformers', t.__version__)"
 start=$(date +%s)
-PROXYATTN_OFFLINE=1 PROXYATTN_CUDA=ON scripts/install_python.sh -Ccmake.define.PROXYATTN_CPU_ARCH=x86-64-v3 \
+PROXYATTN_OFFLINE=1 PROXYATTN_CUDA=ON scripts/install_python.sh \
   "-Ccmake.define.PROXYATTN_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a" 2>&1 | tail -30
 echo "package build: $(( $(date +%s) - start )) s"
 python3 -c "import proxyattn; assert proxyattn.cuda_available(), 'CUDA backend missing'; print('proxyattn CUDA ok')" || exit 1

@@ -44,7 +44,7 @@ keep_part() {
 
 chain() {
   local steps=${STEPS:-tests memcheck bench suite}
-  PROXYATTN_OFFLINE=1 PROXYATTN_CUDA=ON scripts/install_python.sh -Ccmake.define.PROXYATTN_CPU_ARCH=x86-64-v3 \
+  PROXYATTN_OFFLINE=1 PROXYATTN_CUDA=ON scripts/install_python.sh \
     '-Ccmake.define.PROXYATTN_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a' > $W/build.log 2>&1
   echo "exit $?" > $W/build.status
   mkdir -p $W/device && tar -xJf .gpu/device.tar.xz -C $W/device

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the binaries that bench/run_h200.sh runs on the GPU machine: sm_90a only (short
-# compile), portable CPU code (x86-64-v2), copied with libgomp into .device/ (git-ignored).
+# compile), copied with libgomp into .device/ (git-ignored).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
-cmake -S "$root" -B "$root/build-dev" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPROXYATTN_CPU_ARCH=x86-64-v2 \
+cmake -S "$root" -B "$root/build-dev" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DPROXYATTN_CUDA=ON -DPROXYATTN_CUDA_GENCODE="-gencode=arch=compute_90a,code=sm_90a" >/dev/null
 cmake --build "$root/build-dev"
 mkdir -p "$root/.device"

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/plan_impl.hpp"
+#include "cpu/simd.hpp"
 #include "mask_check.hpp"
 #include "test_util.hpp"
 
@@ -105,6 +106,61 @@ TEST(CpuBackend, SweepAgainstReference) {
       {{220}, 4, 2, 64, DType::float32, 16, 4, 1, 1.0, BudgetMode::last_row_count, true, true, 5},
   };
   for (const Case& c : cases) compare(c, seed);
+}
+
+// Every instruction-set level this build has and this CPU runs computes the same function.
+TEST(CpuBackend, EveryKernelLevelMatchesReference) {
+  namespace cpu = proxyattn::detail::cpu;
+  const std::uint64_t seed = fresh_seed();
+  const std::vector<Case> cases = {
+      {{1, 100, 257}, 8, 2, 64, DType::float32, 16, 4, 2, 0.9, BudgetMode::last_row_count, true, true, 4},
+      {{129}, 7, 1, 128, DType::bfloat16, 32, 8, 1, 0.95},
+      {{77}, 4, 4, 40, DType::float16, 16, 2, 0, 0.8},
+  };
+  for (const cpu::Kernels* k : cpu::available_kernels()) {
+    SCOPED_TRACE(std::string("kernels ") + k->name);
+    cpu::force_kernels(k->name);
+    EXPECT_STREQ(cpu::kernels().name, k->name);
+    for (const Case& c : cases) compare(c, seed);
+  }
+  cpu::force_kernels("");
+  EXPECT_STREQ(cpu::kernels().name, cpu::available_kernels().front()->name);
+  EXPECT_THROW(cpu::force_kernels("avx1024"), Error);
+}
+
+// A non-finite key or value reaches only the queries that see it: the rows before it in the
+// causal order stay exactly as they were (0 * NaN must never enter them), on every level.
+TEST(CpuBackend, NonFiniteKeysAndValuesStayInTheRowsThatSeeThem) {
+  namespace cpu = proxyattn::detail::cpu;
+  const std::uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Problem pr = make_problem({40}, 4, 2, 32, DType::float32);
+  const Qkv clean = random_qkv(pr, rng);
+  for (const cpu::Kernels* k : cpu::available_kernels()) {
+    cpu::force_kernels(k->name);
+    for (Backend b : {Backend::cpu, Backend::cpu_reference})
+      for (const char* which : {"k", "v"})
+        for (double bad : {NAN, INFINITY}) {
+          SCOPED_TRACE(std::string(k->name) + " " + backend_name(b) + " " + which + " " + std::to_string(bad));
+          Config c;
+          c.block_size = 16;
+          c.backend = b;
+          Plan plan(c, pr);
+          Qkv x = clean;
+          for (int d = 0; d < 32; ++d) (*which == 'k' ? x.k : x.v).set((5 * 2 + 1) * 32 + d, bad);  // token 5, kv head 1
+          HostTensor o0(DType::float32, {40, 4, 32}), o1 = o0;
+          dense_attention(plan, clean.q.view(), clean.k.view(), clean.v.view(), o0.view(), TensorView{});
+          dense_attention(plan, x.q.view(), x.k.view(), x.v.view(), o1.view(), TensorView{});
+          for (std::int64_t t = 0; t < 40; ++t)
+            for (int h = 0; h < 4; ++h)
+              for (int d = 0; d < 32; ++d) {
+                const std::int64_t i = (t * 4 + h) * 32 + d;
+                if (t < 5 || h < 2) ASSERT_EQ(o0.at(i), o1.at(i)) << "token " << t << " head " << h;
+              }
+        }
+  }
+  cpu::force_kernels("");
 }
 
 TEST(CpuBackend, GammaOneIsDenseAttention) {

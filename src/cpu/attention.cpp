@@ -1,11 +1,14 @@
 // Fast CPU attention: flash-attention over the kept key blocks of each (sequence, query block,
-// head), fp32 accumulation, threads over work items (longest first), vectorised tiles.
+// head), fp32 accumulation, threads over work items (longest first), the vector kernels of
+// simd.hpp. Keys and values are converted to fp32 once per (sequence, kv head, key block), keys
+// transposed, so that the query heads of a kv group and every query block share them.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "core/backends.hpp"
-#include "cpu/kernels.hpp"
+#include "cpu/rows.hpp"
+#include "cpu/simd.hpp"
 
 namespace proxyattn::detail::cpu {
 namespace {
@@ -17,82 +20,114 @@ struct Item {
   std::int64_t work;  // kept key blocks, for ordering
 };
 
-// Per-thread tiles, padded so that every row is a whole number of vectors.
-struct Scratch {
-  std::int64_t dp, bp;  // padded head dim and block size
-  std::vector<float> q, kt, v, s, o, row_max, row_sum;
-  Scratch(std::int64_t block, std::int64_t dim)
-      : dp(round_up(dim, kLanes)), bp(round_up(block, kLanes)),
-        q(block * dp, 0.f), kt(dim * bp, 0.f), v(bp * dp, 0.f), s(block * bp), o(block * dp),
-        row_max(block), row_sum(block) {}
+// K transposed ([D][bp] per block) and V ([bp][dp] per block) of every (global key block, kv head),
+// fp32, padding zero.
+struct Packed {
+  std::int64_t D, dp, bp, heads;  // head dim; row strides of V and of K transposed (simd.hpp)
+  std::int64_t dcols;             // the head dim in whole vectors: the width of the output tiles
+  std::vector<float> kt, v;
+  const float* kt_block(std::int64_t b, int h) const { return &kt[(b * heads + h) * D * bp]; }
+  const float* v_block(std::int64_t b, int h) const { return &v[(b * heads + h) * bp * dp]; }
 };
 
-void run_item(const Plan::Impl& p, const Item& it, const TensorView& q, const TensorView& k, const TensorView& v,
-              const BlockMask* mask, const TensorView& out, float* lse, Scratch& w) {
-  const std::int64_t B = p.config.block_size, D = p.problem.head_dim, total = p.problem.total_tokens();
+Packed pack(const Plan::Impl& p, const TensorView& k, const TensorView& v) {
+  const std::int64_t B = p.config.block_size, D = p.problem.head_dim;
+  Packed w{D, row_stride(D), row_stride(B), p.problem.kv_heads, round_up(D, kPad), {}, {}};
+  const std::int64_t blocks = p.num_blocks;
+  w.kt.assign(blocks * w.heads * D * w.bp, 0.f);
+  w.v.assign(blocks * w.heads * w.bp * w.dp, 0.f);
+  std::vector<int> seq_of(blocks);
+  for (int s = 0; s < p.problem.num_seqs(); ++s)
+    for (std::int64_t b = p.block_offset[s]; b < p.block_offset[s + 1]; ++b) seq_of[b] = s;
+#pragma omp parallel
+  {
+    std::vector<float> row(D);
+#pragma omp for schedule(static)
+    for (std::int64_t t = 0; t < blocks * w.heads; ++t) {
+      const std::int64_t b = t / w.heads;
+      const int h = static_cast<int>(t % w.heads), s = seq_of[b];
+      const std::int64_t k0 = (b - p.block_offset[s]) * B, keys = std::min(B, p.seq_len(s) - k0);
+      float* kt = &w.kt[t * D * w.bp];
+      float* vv = &w.v[t * w.bp * w.dp];
+      for (std::int64_t j = 0; j < keys; ++j) {
+        load_row(k, p.seq_begin(s) + k0 + j, h, row.data(), 1.f);
+        for (std::int64_t d = 0; d < D; ++d) kt[d * w.bp + j] = row[d];
+        load_row(v, p.seq_begin(s) + k0 + j, h, &vv[j * w.dp], 1.f);
+      }
+    }
+  }
+  return w;
+}
+
+// Per-thread tiles, padded so that every row is a whole number of vectors.
+struct Scratch {
+  std::vector<float> q, s, o, row_max, row_sum;
+  Scratch(std::int64_t block, const Packed& w)
+      : q(block * w.dp, 0.f), s(block * w.bp), o(block * w.dp), row_max(block), row_sum(block) {}
+};
+
+bool all_finite(const float* x, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) return false;
+  return true;
+}
+
+void run_item(const Plan::Impl& p, const Kernels& K, const Packed& w, const Item& it, const TensorView& q,
+              const BlockMask* mask, const TensorView& out, float* lse, Scratch& sc) {
+  const std::int64_t B = p.config.block_size, total = p.problem.total_tokens();
   const std::int64_t begin = p.seq_begin(it.seq), len = p.seq_len(it.seq);
   const std::int64_t q0 = it.m * B, rows = std::min(B, len - q0);
   const int kvh = it.head / p.gqa_ratio();
   const float qmul = p.scale * kLog2e;  // scores in base 2: exp2 is the cheap exponential
 
-  for (std::int64_t i = 0; i < rows; ++i) load_row(q, begin + q0 + i, it.head, &w.q[i * w.dp], qmul);
-  std::fill(w.o.begin(), w.o.begin() + rows * w.dp, 0.f);
-  std::fill(w.row_max.begin(), w.row_max.begin() + rows, -INFINITY);
-  std::fill(w.row_sum.begin(), w.row_sum.begin() + rows, 0.f);
+  for (std::int64_t i = 0; i < rows; ++i) load_row(q, begin + q0 + i, it.head, &sc.q[i * w.dp], qmul);
+  std::fill(sc.o.begin(), sc.o.begin() + rows * w.dp, 0.f);
+  std::fill(sc.row_max.begin(), sc.row_max.begin() + rows, -INFINITY);
+  std::fill(sc.row_sum.begin(), sc.row_sum.begin() + rows, 0.f);
 
   const std::int64_t row = (p.block_offset[it.seq] + it.m) * p.problem.q_heads + it.head;
   const std::int64_t lo = mask ? mask->row_offsets[row] : 0;
   const std::int64_t hi = mask ? mask->row_offsets[row + 1] : it.m + 1;
-  std::vector<float> row_d(D);
   for (std::int64_t e = lo; e < hi; ++e) {
     const std::int64_t n = mask ? mask->col_indices[e] : e;
     const std::int64_t k0 = n * B, keys = std::min(B, len - k0);
-    const std::int64_t cols = round_up(keys, kLanes);
-    // K transposed into [D][cols] (padding columns zero), V into [keys][dp].
-    for (std::int64_t j = 0; j < keys; ++j) {
-      load_row(k, begin + k0 + j, kvh, row_d.data(), 1.f);
-      for (std::int64_t d = 0; d < D; ++d) w.kt[d * w.bp + j] = row_d[d];
-      load_row(v, begin + k0 + j, kvh, &w.v[j * w.dp], 1.f);
-    }
-    for (std::int64_t j = keys; j < cols; ++j) {
-      for (std::int64_t d = 0; d < D; ++d) w.kt[d * w.bp + j] = 0.f;
-      std::fill(&w.v[j * w.dp], &w.v[j * w.dp] + w.dp, 0.f);
-    }
-    gemm(w.q.data(), w.dp, w.kt.data(), w.bp, w.s.data(), w.bp, rows, cols, D, false);
+    const std::int64_t cols = round_up(keys, kPad);
+    const float* kt = w.kt_block(p.block_offset[it.seq] + n, kvh);
+    const float* vb = w.v_block(p.block_offset[it.seq] + n, kvh);
+    K.gemm(sc.q.data(), w.dp, kt, w.bp, sc.s.data(), w.bp, rows, cols, w.D, false);
 
+    std::int64_t fewest = keys;  // the fewest keys a row of this block sees
     for (std::int64_t i = 0; i < rows; ++i) {
-      float* s = &w.s[i * w.bp];
+      float* s = &sc.s[i * w.bp];
       // Keys past the query (diagonal block) or past the sequence (padding) do not exist.
-      const std::int64_t visible = std::min(keys, q0 + i - k0 + 1);
-      for (std::int64_t j = std::max<std::int64_t>(visible, 0); j < cols; ++j) s[j] = -INFINITY;
-      float mx = w.row_max[i];
-      for (std::int64_t j = 0; j < cols; ++j) mx = s[j] > mx ? s[j] : mx;
+      const std::int64_t visible = std::max<std::int64_t>(0, std::min(keys, q0 + i - k0 + 1));
+      fewest = std::min(fewest, visible);
+      std::fill(s + visible, s + cols, -INFINITY);
+      const float mx = K.row_max(s, cols, sc.row_max[i]);
       // A row that has seen no key yet keeps max -inf: subtract 0 so that exp2 gives 0, not NaN.
       const float base = mx == -INFINITY ? 0.f : mx;
-      const float rescale = exp2s(w.row_max[i] - base);
-      vf sum = vf{};
-      for (std::int64_t j = 0; j < cols; j += kLanes) {
-        const vf pj = exp2v(loadv(s + j) - base);
-        storev(s + j, pj);
-        sum += pj;
-      }
-      float total_sum = 0.f;
-      for (int l = 0; l < kLanes; ++l) total_sum += sum[l];
-      w.row_sum[i] = w.row_sum[i] * rescale + total_sum;
-      w.row_max[i] = mx;
-      if (rescale != 1.f) {
-        float* o = &w.o[i * w.dp];
-        for (std::int64_t d = 0; d < w.dp; ++d) o[d] *= rescale;
+      const float rescale = std::exp2(sc.row_max[i] - base);
+      sc.row_sum[i] = sc.row_sum[i] * rescale + K.exp2_sum(s, s, cols, base);
+      sc.row_max[i] = mx;
+      if (rescale != 1.f) K.scale(&sc.o[i * w.dp], w.dcols, rescale);
+    }
+    // P V. A key a row cannot see has probability 0, but 0 * NaN is NaN: where such keys hold a
+    // non-finite value, each row takes only the keys it sees.
+    if (fewest == keys || all_finite(vb + fewest * w.dp, (keys - fewest) * w.dp)) {
+      K.gemm(sc.s.data(), w.bp, vb, w.dp, sc.o.data(), w.dp, rows, w.dcols, cols, true);
+    } else {
+      for (std::int64_t i = 0; i < rows; ++i) {
+        const std::int64_t visible = std::max<std::int64_t>(0, std::min(keys, q0 + i - k0 + 1));
+        K.gemm(&sc.s[i * w.bp], w.bp, vb, w.dp, &sc.o[i * w.dp], w.dp, 1, w.dcols, visible, true);
       }
     }
-    gemm(w.s.data(), w.bp, w.v.data(), w.dp, w.o.data(), w.dp, rows, w.dp, cols, true);
   }
 
   for (std::int64_t i = 0; i < rows; ++i) {
-    const float l = w.row_sum[i];
-    const bool empty = w.row_max[i] == -INFINITY;  // no visible key at all
-    store_row(out, begin + q0 + i, it.head, &w.o[i * w.dp], empty ? 0.f : 1.f / l);
-    if (lse) lse[it.head * total + begin + q0 + i] = empty ? -INFINITY : (w.row_max[i] + std::log2(l)) * kLn2;
+    const float l = sc.row_sum[i];
+    const bool empty = sc.row_max[i] == -INFINITY;  // no visible key at all
+    store_row(out, begin + q0 + i, it.head, &sc.o[i * w.dp], empty ? 0.f : 1.f / l);
+    if (lse) lse[it.head * total + begin + q0 + i] = empty ? -INFINITY : (sc.row_max[i] + std::log2(l)) * kLn2;
   }
 }
 
@@ -111,13 +146,15 @@ void attention(const Plan::Impl& p, const TensorView& q, const TensorView& k, co
       }
   // Longest first, so that the long rows do not end up alone at the tail of the schedule.
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.work > b.work; });
+  const Packed w = pack(p, k, v);
+  const Kernels& K = kernels();
   float* lse_out = lse.defined() ? lse.as<float>() : nullptr;
   const std::int64_t n = static_cast<std::int64_t>(items.size());
 #pragma omp parallel
   {
-    Scratch w(p.config.block_size, p.problem.head_dim);
+    Scratch sc(p.config.block_size, w);
 #pragma omp for schedule(dynamic, 1)
-    for (std::int64_t i = 0; i < n; ++i) run_item(p, items[i], q, k, v, mask, out, lse_out, w);
+    for (std::int64_t i = 0; i < n; ++i) run_item(p, K, w, items[i], q, mask, out, lse_out, sc);
   }
 }
 

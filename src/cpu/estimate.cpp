@@ -9,7 +9,8 @@
 
 #include "core/backends.hpp"
 #include "core/rules.hpp"
-#include "cpu/kernels.hpp"
+#include "cpu/rows.hpp"
+#include "cpu/simd.hpp"
 
 namespace proxyattn::detail::cpu {
 namespace {
@@ -17,10 +18,11 @@ namespace {
 // Stage 2 for one head: block masses of the last min(B, len) queries, in two passes over the
 // keys (row max and sum first, then the normalised block sums), O(B * N / B) memory.
 std::vector<double> head_mass(const Plan::Impl& p, const TensorView& q, const TensorView& k, int s, int h) {
+  const Kernels& K = kernels();
   const std::int64_t B = p.config.block_size, D = p.problem.head_dim;
   const std::int64_t begin = p.seq_begin(s), len = p.seq_len(s), nb = p.seq_blocks(s);
   const std::int64_t L = std::min(B, len), first = len - L;
-  const std::int64_t dp = round_up(D, kLanes), bp = round_up(B, kLanes);
+  const std::int64_t dp = row_stride(D), bp = row_stride(B);
   const int kvh = h / p.gqa_ratio();
   std::vector<float> qt(L * dp, 0.f), kt(D * bp, 0.f), sc(L * bp), row(D);
   std::vector<float> mx(L, -INFINITY), sum(L, 0.f);
@@ -30,12 +32,12 @@ std::vector<double> head_mass(const Plan::Impl& p, const TensorView& q, const Te
   auto scores = [&](std::int64_t n, std::int64_t& keys) {
     const std::int64_t k0 = n * B;
     keys = std::min(B, len - k0);
-    const std::int64_t cols = round_up(keys, kLanes);
+    const std::int64_t cols = round_up(keys, kPad);
     for (std::int64_t j = 0; j < cols; ++j) {
       if (j < keys) load_row(k, begin + k0 + j, kvh, row.data(), 1.f);
       for (std::int64_t d = 0; d < D; ++d) kt[d * bp + j] = j < keys ? row[d] : 0.f;
     }
-    gemm(qt.data(), dp, kt.data(), bp, sc.data(), bp, L, cols, D, false);
+    K.gemm(qt.data(), dp, kt.data(), bp, sc.data(), bp, L, cols, D, false);
     for (std::int64_t i = 0; i < L; ++i)  // causal: key k0 + j visible to query first + i
       for (std::int64_t j = std::max<std::int64_t>(0, std::min(keys, first + i - k0 + 1)); j < cols; ++j)
         sc[i * bp + j] = -INFINITY;
@@ -48,14 +50,9 @@ std::vector<double> head_mass(const Plan::Impl& p, const TensorView& q, const Te
     for (std::int64_t i = 0; i < L; ++i) {
       const float* srow = &sc[i * bp];
       float m = mx[i];
-      for (std::int64_t j = 0; j < cols; ++j) m = srow[j] > m ? srow[j] : m;
+      m = K.row_max(srow, cols, m);
       const float base = m == -INFINITY ? 0.f : m;
-      float add = 0.f;
-      for (std::int64_t j = 0; j < cols; j += kLanes) {
-        const vf e = exp2v(loadv(srow + j) - base);
-        for (int l = 0; l < kLanes; ++l) add += e[l];
-      }
-      sum[i] = sum[i] * exp2s(mx[i] - base) + add;
+      sum[i] = sum[i] * std::exp2(mx[i] - base) + K.exp2_sum(srow, nullptr, cols, base);
       mx[i] = m;
     }
   }
@@ -65,12 +62,7 @@ std::vector<double> head_mass(const Plan::Impl& p, const TensorView& q, const Te
     for (std::int64_t i = 0; i < L; ++i) {
       const float* srow = &sc[i * bp];
       const float base = mx[i] == -INFINITY ? 0.f : mx[i];
-      float add = 0.f;
-      for (std::int64_t j = 0; j < cols; j += kLanes) {
-        const vf e = exp2v(loadv(srow + j) - base);
-        for (int l = 0; l < kLanes; ++l) add += e[l];
-      }
-      block += static_cast<double>(add) / sum[i];
+      block += static_cast<double>(K.exp2_sum(srow, nullptr, cols, base)) / sum[i];
     }
     mass[n] = block / static_cast<double>(L);
   }
@@ -105,8 +97,8 @@ Proxy make_proxy(const Plan::Impl& p, const TensorView& q, const TensorView& k, 
   const int gq = p.group_size_q(), gk = p.group_size_kv();
   Proxy x;
   x.na = (len + stride - 1) / stride;
-  x.nap = round_up(x.na, kLanes);
-  x.dp = round_up(D, kLanes);
+  x.nap = row_stride(x.na);
+  x.dp = row_stride(D);
   x.q.assign(x.na * x.dp, 0.f);
   x.kt.assign(D * x.nap, 0.f);
   std::vector<float> row(D), acc(D);
@@ -132,24 +124,21 @@ Proxy make_proxy(const Plan::Impl& p, const TensorView& q, const TensorView& k, 
 // block n of softmax_b(score(a, b)), computed as exp2(max(score - lse)) in base 2.
 void proxy_row(const Plan::Impl& p, const Proxy& x, std::int64_t m, std::vector<float>& sc,
                std::vector<float>& A) {
+  const Kernels& K = kernels();
   const std::int64_t per_block = p.config.block_size / p.config.stride;
   const std::int64_t a0 = m * per_block, a1 = std::min(x.na, a0 + per_block);
-  const std::int64_t cols = round_up(a1, kLanes);
+  const std::int64_t cols = round_up(a1, kPad);
   const std::int64_t rows = a1 - a0;
   sc.resize(rows * cols);
-  gemm(&x.q[a0 * x.dp], x.dp, x.kt.data(), x.nap, sc.data(), cols, rows, cols, p.problem.head_dim, false);
+  K.gemm(&x.q[a0 * x.dp], x.dp, x.kt.data(), x.nap, sc.data(), cols, rows, cols, p.problem.head_dim, false);
   std::fill(A.begin(), A.begin() + m + 1, -INFINITY);
   for (std::int64_t r = 0; r < rows; ++r) {
     float* s = &sc[r * cols];
     const std::int64_t a = a0 + r;
     for (std::int64_t b = a + 1; b < cols; ++b) s[b] = -INFINITY;
-    float mx = -INFINITY;
-    for (std::int64_t b = 0; b <= a; ++b) mx = s[b] > mx ? s[b] : mx;
+    const float mx = K.row_max(s, cols, -INFINITY);  // keys past a are -inf
     const float base = mx == -INFINITY ? 0.f : mx;
-    vf sum = vf{};
-    for (std::int64_t b = 0; b < cols; b += kLanes) sum += exp2v(loadv(s + b) - base);
-    float total = 0.f;
-    for (int l = 0; l < kLanes; ++l) total += sum[l];
+    const float total = K.exp2_sum(s, nullptr, cols, base);
     const float lse = base + std::log2(total);
     for (std::int64_t b = 0; b <= a; ++b) {
       const float v = s[b] - lse;
@@ -157,7 +146,7 @@ void proxy_row(const Plan::Impl& p, const Proxy& x, std::int64_t m, std::vector<
       cell = v > cell ? v : cell;  // NaN never enters
     }
   }
-  for (std::int64_t n = 0; n <= m; ++n) A[n] = A[n] == -INFINITY ? 0.f : exp2s(A[n]);
+  for (std::int64_t n = 0; n <= m; ++n) A[n] = A[n] == -INFINITY ? 0.f : std::exp2(A[n]);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "commands.hpp"
+#include "cpu/simd.hpp"
 #include "synthetic.hpp"
 
 namespace proxyattn::tool {
@@ -114,7 +115,9 @@ int run_bench(BenchOptions& o) {
         nlohmann::json r{{"tokens", len}, {"mask", kind}, {"density", density}, {"sparse_ms", sparse_ms},
                          {"dense_ms", dense_ms}, {"speedup", speed}, {"gflops_kept", gflops},
                          {"backend", backend_name(plan.backend())}, {"dtype", dtype_name(dt)},
+                         {"dense_gflops", 2.0 * o.head_dim * o.q_heads * static_cast<double>(len) * (len + 1) / (dense_ms * 1e6)},
                          {"q_heads", o.q_heads}, {"kv_heads", o.kv_heads}, {"head_dim", o.head_dim}};
+        if (plan.backend() == Backend::cpu) r["cpu_kernels"] = detail::cpu::kernels().name;
         if (est_ms >= 0) r["estimate_ms"] = est_ms, r["speedup_with_estimate"] = dense_ms / (sparse_ms + est_ms);
         if (layer_ms > 0) r["layer_ms"] = layer_ms, r["layer_speedup"] = dense_ms / layer_ms;
         records.push_back(r);

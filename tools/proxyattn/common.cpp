@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "core/convert.hpp"
+#include "cpu/simd.hpp"
 
 namespace proxyattn::tool {
 
@@ -34,6 +35,8 @@ void add_common_options(CLI::App& app, CommonOptions& o, bool with_dtype) {
   app.add_option("--head-columns", o.config.head_columns,
                  "each head first keeps its own highest-mass key blocks in every row, up to this many")
       ->capture_default_str();
+  app.add_option("--cpu-kernels", o.cpu_kernels,
+                 "CPU vector kernels: empty for the widest this CPU runs, else sse2, sse4, avx2, avx512 or neon");
   app.add_option("--repeat", o.repeat, "timed runs per measurement (median); default 1 on the CPU, 5 on CUDA")
       ->check(CLI::Range(0, 1000));
   app.add_flag("--json", o.json, "print JSON instead of tables");
@@ -44,6 +47,7 @@ void finish_options(CommonOptions& o) {
   o.config.budget_mode = o.budget_mode == "last_row_count" ? BudgetMode::last_row_count : BudgetMode::row_ratio;
   try {
     validate(o.config);
+    detail::cpu::force_kernels(o.cpu_kernels);
   } catch (const Error& e) {
     throw UsageError(e.what());
   }

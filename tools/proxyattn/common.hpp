@@ -24,6 +24,7 @@ struct CommonOptions {
   std::string dtype = "bf16";
   std::string budget_mode = Config{}.budget_mode == BudgetMode::row_ratio ? "row_ratio" : "last_row_count";
   bool no_sink = false;
+  std::string cpu_kernels;  // empty: the widest level this CPU runs
   bool json = false;
   int repeat = 0;  // 0: 1 on the CPU, 5 on CUDA
 };
