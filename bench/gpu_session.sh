@@ -3,7 +3,9 @@
 # /tmp between calls while it stays warm). Logs and results go to $OUT.
 #
 #   start PART     keep model part PART (eval/assemble_model.sh; SmolLM2's parts go to
-#                  /tmp/proxyattn_smollm2) and start the session's chain in the background:
+#                  /tmp/proxyattn_smollm2) and start the session's chain in the background (the
+#                  call must carry .gpu from scripts/build_device.sh; with a model, give it a part
+#                  small enough to leave room, such as Qwen's last):
 #                  build the Python package; the CUDA tests and compute-sanitizer memcheck of the
 #                  estimator's tests (binaries of scripts/build_device.sh, carried as
 #                  .gpu/device.tar.xz); bench/estimate_cost.py alone on the GPU; then, once a
@@ -44,7 +46,10 @@ keep_part() {
 
 chain() {
   local steps=${STEPS:-tests memcheck bench suite}
-  PROXYATTN_OFFLINE=1 PROXYATTN_CUDA=ON scripts/install_python.sh \
+  # Build from a copy: the next call's transfer rewrites the working tree while this runs.
+  rm -rf $W/src && mkdir -p $W/src && cp -r $(ls -A | grep -v -E '^(\.model|\.git|build.*)$') $W/src/ && cd $W/src
+  mkdir -p $W/hwy && dpkg -x .gpu/libhwy-dev.deb $W/hwy  # Highway's headers (scripts/build_device.sh)
+  PROXYATTN_OFFLINE=1 PROXYATTN_CUDA=ON scripts/install_python.sh -Ccmake.define.HWY_INCLUDE_DIR=$W/hwy/usr/include \
     '-Ccmake.define.PROXYATTN_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a' > $W/build.log 2>&1
   echo "exit $?" > $W/build.status
   mkdir -p $W/device && tar -xJf .gpu/device.tar.xz -C $W/device

@@ -165,6 +165,24 @@ TEST(Api, WorksAfterEveryError) {
   EXPECT_TRUE(s.out.all_finite());
 }
 
+TEST(Api, ZeroTokensGiveEmptyResults) {
+  // An empty batch is a valid call: every entry point returns empty results and an empty mask.
+  for (Backend b : {Backend::cpu_reference, Backend::cpu}) {
+    Config c;
+    c.block_size = 16;
+    c.backend = b;
+    Problem pr = make_problem({0}, 4, 2, 16, DType::float32);
+    HostTensor q(DType::float32, {0, 4, 16}), k(DType::float32, {0, 2, 16}), v(DType::float32, {0, 2, 16});
+    HostTensor out(DType::float32, {0, 4, 16}), lse(DType::float32, {4, 0});
+    Plan plan(c, pr);
+    const HostEstimate h = to_host(plan, attention(plan, q.view(), k.view(), v.view(), out.view(), lse.view()));
+    EXPECT_EQ(h.mask.row_offsets, std::vector<std::int64_t>{0}) << backend_name(b);
+    EXPECT_TRUE(h.mask.col_indices.empty());
+    EXPECT_EQ(h.density(), 1.0);
+    dense_attention(plan, q.view(), k.view(), v.view(), out.view(), lse.view());
+  }
+}
+
 TEST(Api, CudaWithoutCudaIsAClearError) {
   if (cuda_available()) GTEST_SKIP() << "a CUDA device is present; this checks the error without one";
   Problem p = make_problem({8}, 4, 2, 16, DType::bfloat16);

@@ -505,6 +505,18 @@ TEST(Cuda, GammaOneIsDenseAttention) {
   EXPECT_EQ(o1.fetch(out).bytes, o2.fetch(out).bytes) << "the full mask must give dense attention exactly";
 }
 
+TEST(Cuda, ZeroTokensGiveEmptyResults) {
+  REQUIRE_GPU();
+  const Problem pr = make_problem({0}, 8, 2, 128, DType::bfloat16);
+  Plan plan(Config{}, on_cuda(pr));
+  HostTensor q(pr.dtype, {0, 8, 128}), kv(pr.dtype, {0, 2, 128}), lse(DType::float32, {8, 0});
+  DeviceCopy dq(q), dk(kv), dv(kv), o(q), l(lse);
+  const HostEstimate h = to_host(plan, attention(plan, dq.view, dk.view, dv.view, o.view, l.view));
+  EXPECT_EQ(h.mask.row_offsets, std::vector<std::int64_t>{0});
+  dense_attention(plan, dq.view, dk.view, dv.view, o.view, l.view);
+  synchronize(Device::cuda);
+}
+
 TEST(Cuda, GraphCaptureReplaysTheWholeLayer) {
   REQUIRE_GPU();
   const std::uint64_t seed = fresh_seed();

@@ -73,7 +73,7 @@ const Measured& measured() {
       std::vector<double> block_mass(nb, 0.0);
       for_each_query(m.spec, m.x, h, [&](std::int64_t i, const std::vector<double>& p) {
         double first4 = 0;
-        for (std::int64_t t = 0; t < 4; ++t) first4 += p[t];
+        for (std::int64_t t = 0; t < std::min<std::int64_t>(4, i + 1); ++t) first4 += p[t];
         if (i >= kBlock) {
           double b0 = 0;
           for (std::int64_t t = 0; t < kBlock; ++t) b0 += p[t];

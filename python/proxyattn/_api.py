@@ -9,6 +9,7 @@ accepted as long as the last dimension is contiguous (a [batch, heads, seqlen, d
 transposed to [batch, seqlen, heads, dim] is fine for batch 1). Work runs on the caller's current
 CUDA stream, without a host synchronisation unless per-head stats are asked for.
 """
+import atexit
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields, make_dataclass
 
@@ -18,6 +19,7 @@ from . import _arrays, _core
 
 _PLAN_CACHE_SIZE = 64
 _plans = OrderedDict()
+atexit.register(_plans.clear)  # plans and their workspaces go before the interpreter tears down
 
 
 # The ProxyAttn options and their defaults come from the C++ Config (one field list, in
@@ -81,7 +83,7 @@ class _Call:
             if cu_seqlens is not None:
                 raise ValueError("cu_seqlens is only for packed 3-D inputs; q is 4-D [batch, seqlen, heads, dim]")
             b, n = q.shape[0], q.shape[1]
-            cu_seqlens = [i * n for i in range(b + 1)]
+            cu_seqlens = [i * n for i in range(b + 1)] if b > 0 else [0, 0]  # no batch: one empty sequence
             q = _flatten(q, "q")
             k = _flatten(k, "k") if k is not None else None
             v = _flatten(v, "v") if v is not None else None
@@ -106,8 +108,15 @@ class _Call:
         total, heads = self.q.shape[0], self.q.shape[1]
         if out is None:
             out = _arrays.empty(self.fw, self.q, tuple(self.q.shape))
-        elif self.batched:
-            out = _flatten(out, "out")
+        else:
+            if _arrays.framework(out, "out") != self.fw:
+                raise TypeError(f"out: must come from the same framework as q ({self.fw})")
+            _arrays.writable(out, "out")
+            expected = tuple(self.batch_shape) + tuple(self.q.shape[1:]) if self.batched else tuple(self.q.shape)
+            if tuple(out.shape) != expected:
+                raise ValueError(f"out: expected shape {expected} like q, got {tuple(out.shape)}")
+            if self.batched:
+                out = _flatten(out, "out")
         lse = _arrays.empty(self.fw, self.q, (heads, total), "float32") if return_lse else None
         return out, lse
 
@@ -158,6 +167,34 @@ def _plan(fw, q, kv_heads, cu_seqlens, softmax_scale, o, device, stream):
     if len(_plans) > _PLAN_CACHE_SIZE:
         _plans.popitem(last=False)
     return plan
+
+
+def _check_mask_arrays(row_offsets, col_indices):
+    """What the kernels cannot check without reading the mask: row_offsets non-decreasing from 0,
+    and col_indices holding every entry it counts. Reads row_offsets back (a synchronisation for
+    CUDA arrays), except while a CUDA graph is being captured, where the kernels' own bounds on
+    col_indices hold."""
+    for name, x in (("row_offsets", row_offsets), ("col_indices", col_indices)):
+        _arrays.framework(x, name)
+        if x.ndim != 1:
+            raise ValueError(f"block_mask {name}: expected a 1-D array, got shape {tuple(x.shape)}")
+    if _arrays.framework(row_offsets, "row_offsets") == "torch":
+        torch = __import__("sys").modules["torch"]
+        if row_offsets.is_cuda and torch.cuda.is_current_stream_capturing():
+            return
+    ro = _arrays.to_numpy(row_offsets)
+    if ro.size == 0:
+        raise ValueError("block_mask row_offsets: needs at least one entry (0)")
+    if ro[0] != 0:
+        raise ValueError(f"block_mask row_offsets[0] must be 0, got {int(ro[0])}")
+    steps = np.diff(ro.astype(np.int64))
+    if (steps < 0).any():
+        i = int(np.argmax(steps < 0))
+        raise ValueError(f"block_mask row_offsets must be non-decreasing, got row_offsets[{i}] = {int(ro[i])} > "
+                         f"row_offsets[{i + 1}] = {int(ro[i + 1])}")
+    if int(ro[-1]) > col_indices.shape[0]:
+        raise ValueError(f"block_mask col_indices has {col_indices.shape[0]} entries, but row_offsets[-1] counts "
+                         f"{int(ro[-1])}")
 
 
 def clear_plan_cache():
@@ -267,11 +304,14 @@ def sparse_attention(q, k, v, block_mask, softmax_scale=None, causal=True, *, cu
     same layout on the device of q. Rows that keep nothing give out = 0 and lse = -inf."""
     if isinstance(block_mask, BlockMask):
         row_offsets, col_indices, block_size = block_mask.row_offsets, block_mask.col_indices, block_mask.block_size
+        if cu_seqlens is None and q.ndim == 3:
+            cu_seqlens = block_mask.cu_seqlens  # the mask knows its packing
     else:
         try:
             row_offsets, col_indices = block_mask
         except (TypeError, ValueError):
             raise TypeError("block_mask: expected a BlockMask or a (row_offsets, col_indices) pair") from None
+    _check_mask_arrays(row_offsets, col_indices)
     call = _Call(q, k, v, cu_seqlens, softmax_scale, causal, Options(block_size=block_size, backend=backend))
     out, lse = call.outputs(out, return_lse)
     call.plan.sparse_attention(call.q, call.k, call.v, row_offsets, col_indices, out, lse, call.stream)

@@ -82,14 +82,28 @@ def to_numpy(x):
     return numpy.asarray(x)
 
 
-def to_int_list(x, name):
-    """A host list of ints from a list, tuple or 1-D array (a CUDA tensor is copied back)."""
+def to_int_list(x, name, limit=2 ** 31 - 1):
+    """A host list of ints from a list, tuple or 1-D array (a CUDA tensor is copied back); a value
+    that is not an integer, or outside [-limit - 1, limit], is an error naming the argument."""
     if x is None:
         return None
     if hasattr(x, "tolist"):
         x = x.tolist()
-    try:
-        values = [int(v) for v in x]
-    except TypeError:
-        raise TypeError(f"{name}: expected a 1-D sequence of ints, got {type(x).__name__}") from None
+    if not isinstance(x, (list, tuple)):
+        raise TypeError(f"{name}: expected a 1-D sequence of ints, got {type(x).__name__}")
+    values = []
+    for i, v in enumerate(x):
+        if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())):
+            raise TypeError(f"{name}: entry {i} must be an integer, got {v!r}")
+        v = int(v)
+        if not -limit - 1 <= v <= limit:
+            raise ValueError(f"{name}: entry {i} ({v}) does not fit 32-bit offsets (at most {limit})")
+        values.append(v)
     return values
+
+
+def writable(x, name):
+    """Refuses an array that cannot be written (a read-only numpy view, for example)."""
+    flags = getattr(x, "flags", None)
+    if flags is not None and hasattr(flags, "writeable") and not flags.writeable:
+        raise ValueError(f"{name}: the array is read-only; pass a writable array")

@@ -186,3 +186,41 @@ def test_cupy_arrays_on_cuda():
     ref_out, _ = reference.attention(*(a.astype(np.float16) for a in arrays), [0, 700],
                                      (cupy.asnumpy(mask.row_offsets), cupy.asnumpy(mask.col_indices).astype(np.int64)))
     assert rel_err(cupy.asnumpy(out), ref_out) < tolerance("float16")
+
+
+def test_every_input_is_checked_before_it_is_read():
+    rng = np.random.default_rng(3)
+    q, k, v = (randn(rng, 300, h, 32).astype(np.float32) for h in (4, 2, 2))
+    mask = proxyattn.estimate(q, k, gamma=0.5, min_budget_tokens=0, block_size=64)
+    ro, ci = np.asarray(mask.row_offsets), np.asarray(mask.col_indices)
+    with pytest.raises(ValueError, match="col_indices has 3 entries"):
+        proxyattn.sparse_attention(q, k, v, (ro, ci[:3]), block_size=64)
+    bad = ro.copy()
+    bad[2], bad[3] = bad[3] + 1, bad[2]
+    with pytest.raises(ValueError, match="non-decreasing"):
+        proxyattn.sparse_attention(q, k, v, (bad, ci), block_size=64)
+    out = np.zeros_like(q)
+    out.setflags(write=False)
+    with pytest.raises(ValueError, match="out: the array is read-only"):
+        proxyattn.dense_attention(q, k, v, out=out)
+    with pytest.raises(ValueError, match="out: expected shape"):
+        proxyattn.dense_attention(q, k, v, out=np.zeros((300, 4, 16), np.float32))
+    with pytest.raises(TypeError, match="cu_seqlens: entry 1 must be an integer"):
+        proxyattn.attention(q, k, v, cu_seqlens=[0, 100.7, 300])
+    with pytest.raises(ValueError, match="cu_seqlens: entry 1 .* 32-bit"):
+        proxyattn.attention(q, k, v, cu_seqlens=[0, 2 ** 31, 300])
+    # A BlockMask carries its packing: the call needs no cu_seqlens of its own.
+    packed = proxyattn.estimate(q, k, cu_seqlens=[0, 100, 300], gamma=0.5, min_budget_tokens=0, block_size=64)
+    got = proxyattn.sparse_attention(q, k, v, packed)
+    want = proxyattn.sparse_attention(q, k, v, packed, cu_seqlens=[0, 100, 300])
+    assert np.array_equal(got, want)
+    # Zero tokens: empty outputs, not an error about strides.
+    empty = [np.zeros((0, h, 32), np.float32) for h in (4, 2, 2)]
+    out, lse = proxyattn.attention(*empty, return_lse=True)
+    assert out.shape == (0, 4, 32) and lse.shape == (4, 0)
+    assert proxyattn.dense_attention(*empty).shape == (0, 4, 32)
+    for shape in ((0, 5), (2, 0)):  # no sequences; sequences of no tokens
+        q, k = np.zeros(shape + (4, 32), np.float32), np.zeros(shape + (2, 32), np.float32)
+        out, lse = proxyattn.attention(q, k, k, return_lse=True)
+        assert out.shape == shape + (4, 32) and lse.shape == (shape[0], 4, shape[1])
+        assert proxyattn.sparse_attention(q, k, k, proxyattn.estimate(q, k)).shape == out.shape

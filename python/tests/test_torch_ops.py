@@ -1,5 +1,8 @@
 """The torch custom ops: opcheck (schema, fake tensors, autograd registration), torch.compile with
 fullgraph, CUDA-graph capture and replay, and the errors raised while tracing."""
+import subprocess
+import sys
+
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed: the torch op tests skip")
@@ -74,3 +77,18 @@ def test_errors_while_tracing():
         f(q, k.transpose(2, 3).contiguous().transpose(2, 3), v)
     with pytest.raises(ValueError, match="cu_seqlens"):
         ops.attention(q, k, v, cu_seqlens=[0, 300])
+
+
+def test_a_program_that_used_the_op_exits_quietly(tmp_path):
+    # torch.compile keeps the op's functions alive to the end; nothing may be printed at exit.
+    script = tmp_path / "use_op.py"
+    script.write_text(
+        "import torch, proxyattn, proxyattn.torch_ops as ops\n"
+        "dev, dt = ('cuda', torch.bfloat16) if torch.cuda.is_available() and proxyattn.cuda_available() else ('cpu', torch.float32)\n"
+        "q, k = torch.randn(1, 300, 4, 32, device=dev, dtype=dt), torch.randn(1, 300, 2, 32, device=dev, dtype=dt)\n"
+        "f = torch.compile(lambda q, k, v: ops.attention(q, k, v)[0], fullgraph=True)\n"
+        "print(tuple(f(q, k, k).shape))\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "(1, 300, 4, 32)"
+    assert run.stderr == "", run.stderr

@@ -26,13 +26,23 @@ namespace {
 bool runs(const Kernels& k) {
   const std::string name = k.name;
 #if defined(__x86_64__)
-  // The levels' own names (GCC 12, Clang 16): all that -march=x86-64-vN lets the compiler use,
-  // and AES and CLMUL, which Highway requires of SSE4 and above.
+  // All that -march=x86-64-vN lets the compiler use (by the levels' own names where the compiler
+  // knows them: GCC 12, Clang 16), and AES and CLMUL, which Highway requires of SSE4 and above.
   __builtin_cpu_init();
   const bool aes = __builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul");
-  if (name == "avx512") return aes && __builtin_cpu_supports("x86-64-v4");
-  if (name == "avx2") return aes && __builtin_cpu_supports("x86-64-v3");
-  if (name == "sse4") return aes && __builtin_cpu_supports("x86-64-v2");
+#if (defined(__clang__) && __clang_major__ >= 16) || (!defined(__clang__) && __GNUC__ >= 12)
+  const bool v2 = __builtin_cpu_supports("x86-64-v2"), v3 = __builtin_cpu_supports("x86-64-v3"),
+             v4 = __builtin_cpu_supports("x86-64-v4");
+#else
+  const bool v2 = __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("popcnt");
+  const bool v3 = v2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                  __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+  const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#endif
+  if (name == "avx512") return aes && v4;
+  if (name == "avx2") return aes && v3;
+  if (name == "sse4") return aes && v2;
 #endif
   return true;  // the baseline
 }

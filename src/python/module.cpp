@@ -232,6 +232,10 @@ BlockMask mask_of(const PyPlan& self, const Array& row_offsets, const Array& col
 
 NB_MODULE(_core, m) {
   m.doc() = "proxyattn C++ core (use the proxyattn package, not this module directly)";
+  // torch.compile and torch.library keep references to the bound functions and plans in caches
+  // that Python never frees at exit; nanobind would report each as a leak, which a user's program
+  // must not print. The package also drops its plan cache at exit (_api.py).
+  nb::set_leak_warnings(false);
 
   // Errors keep the library's message, which names the argument and the values.
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {

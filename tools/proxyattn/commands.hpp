@@ -13,9 +13,11 @@ namespace proxyattn::tool {
 
 struct DemoOptions {
   CommonOptions common;
-  std::int64_t tokens = 8192;
+  std::int64_t tokens = 0;  // 0: sized to the device
   int q_heads = 32, kv_heads = 8, head_dim = 128;
   std::uint64_t seed = 1;
+  std::string png;
+  int png_kv_head = 0;
 };
 CLI::App* add_demo(CLI::App& app, DemoOptions& o);
 int run_demo(DemoOptions& o);

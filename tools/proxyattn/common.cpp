@@ -49,7 +49,7 @@ void finish_options(CommonOptions& o) {
     validate(o.config);
     detail::cpu::force_kernels(o.cpu_kernels);
   } catch (const Error& e) {
-    throw UsageError(e.what());
+    throw UsageError(e);
   }
 }
 
@@ -159,15 +159,38 @@ struct HostCopy {
 
 }  // namespace
 
+Progress::Progress(const std::string& what) : start(std::chrono::steady_clock::now()) {
+  std::fprintf(stderr, "  %-46s", (what + " ...").c_str());
+  std::fflush(stderr);
+}
+
+void Progress::done() {
+  std::fprintf(stderr, " %7.2f s\n",
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+}
+
+std::string backend_label(const Plan& plan) {
+  std::string s = backend_name(plan.backend());
+  if (plan.backend() == Backend::cpu) s += std::string(" (") + detail::cpu::kernels().name + " kernels)";
+  return s;
+}
+
 Measurement measure(Plan& plan, DeviceTensors& t, int repeat) {
   const Device dev = t.problem.device;
+  const std::string times = repeat > 1 ? " (" + std::to_string(repeat) + " runs)" : "";
   Measurement m;
   t.out_dense.fill_bytes(0xFF);  // poison: an unwritten element shows as NaN
   t.out_sparse.fill_bytes(0xFF);
+  Progress p1("dense attention, the reference" + times);
   m.dense_ms = time_ms(dev, repeat, [&] { dense_attention(plan, t.qv, t.kv, t.vv, t.odv, t.ldv); });
+  p1.done();
   Estimate e;
+  Progress p2("ProxyAttn's estimate (stages 1-3)" + times);
   m.estimate_ms = time_ms(dev, repeat, [&] { e = estimate(plan, t.qv, t.kv); });
+  p2.done();
+  Progress p3("sparse attention on the kept blocks" + times);
   m.sparse_ms = time_ms(dev, repeat, [&] { sparse_attention(plan, t.qv, t.kv, t.vv, e.mask, t.osv, t.lsv); });
+  p3.done();
   m.estimate = to_host(plan, e);
   HostCopy os(t.out_sparse, t.osv), od(t.out_dense, t.odv), ls(t.lse_sparse, t.lsv), ld(t.lse_dense, t.ldv);
   m.recall = attention_recall(ls.view, ld.view);
@@ -179,7 +202,8 @@ Measurement measure(Plan& plan, DeviceTensors& t, int repeat) {
   return m;
 }
 
-void report(const Plan& plan, const Measurement& m, bool json, const std::string& title) {
+void report(const Plan& plan, const Measurement& m, bool json, const std::string& title,
+            const std::function<std::string(int)>& head_note) {
   const Problem& p = plan.problem();
   const HostEstimate& e = m.estimate;
   const int heads = p.q_heads;
@@ -199,6 +223,7 @@ void report(const Plan& plan, const Measurement& m, bool json, const std::string
     nlohmann::json j;
     j["title"] = title;
     j["backend"] = backend_name(plan.backend());
+    if (plan.backend() == Backend::cpu) j["cpu_kernels"] = detail::cpu::kernels().name;
     j["tokens"] = p.total_tokens();
     j["q_heads"] = p.q_heads;
     j["kv_heads"] = p.kv_heads;
@@ -218,28 +243,62 @@ void report(const Plan& plan, const Measurement& m, bool json, const std::string
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
-  std::printf("%s\n", title.c_str());
-  std::printf("backend %s, %lld tokens in %d sequence(s), %d q heads, %d kv heads, head_dim %d, %s\n",
-              backend_name(plan.backend()), static_cast<long long>(p.total_tokens()), p.num_seqs(), p.q_heads,
-              p.kv_heads, p.head_dim, dtype_name(p.dtype));
   const Config& c = plan.config();
-  std::printf("block %d, stride %d, proxy groups %d, gamma %.3f, min budget %lld tokens, sink %s, %s, "
-              "exact last block %s, head columns %d\n\n", c.block_size, c.stride, c.proxy_groups, c.gamma,
-              static_cast<long long>(c.min_budget_tokens), c.keep_sink ? "kept" : "not forced",
+  const int B = c.block_size;
+  std::printf("\n%s\n", title.c_str());
+  std::printf("backend %s; %lld tokens in %d sequence(s), %d query heads over %d kv heads, head dim %d, %s\n",
+              backend_label(plan).c_str(), static_cast<long long>(p.total_tokens()), p.num_seqs(), p.q_heads,
+              p.kv_heads, p.head_dim, dtype_name(p.dtype));
+  std::printf("options: gamma %.2f, blocks of %d tokens, proxy stride %d, %d proxy head(s), floor %lld tokens, "
+              "sink %s, %s, exact last block %s, head columns %d\n\n",
+              c.gamma, B, c.stride, c.proxy_groups, static_cast<long long>(c.min_budget_tokens),
+              c.keep_sink ? "kept" : "not forced",
               c.budget_mode == BudgetMode::row_ratio ? "row_ratio" : "last_row_count", c.exact_last_block ? "on" : "off",
               c.head_columns);
-  std::printf("%5s %7s %8s %9s %8s %10s\n", "head", "kv head", "budget", "density", "recall", "out error");
+  std::printf("%5s %8s %14s %15s %14s %13s\n", "head", "kv head", "budget k_h", "kept blocks", "kept mass",
+              "output error");
+  std::printf("%5s %8s %14s %15s %14s %13s\n", "", "", "(blocks)", "(% of causal)", "(recall, %)", "(rel. norm)");
   for (int h = 0; h < heads; ++h)
-    std::printf("%5d %7d %8d %8.1f%% %7.2f%% %10.2e\n", h, h / (p.q_heads / p.kv_heads), e.budget_blocks[h],
+    std::printf("%5d %8d %14d %14.1f%% %13.2f%% %13.2e\n", h, h / (p.q_heads / p.kv_heads), e.budget_blocks[h],
                 100 * density[h], 100 * m.recall[h], m.error[h]);
-  std::printf("\n%-28s %8.1f%%  (sparsity %.1f%%)\n", "kept density", 100 * e.density(), 100 * (1 - e.density()));
-  std::printf("%-28s %8.2f%%\n", "attention recall (mean)", 100 * m.recall_mean);
-  std::printf("%-28s %10.2e\n", "output error vs dense", m.error_total);
-  std::printf("%-28s %10.2f ms\n", "estimation (stages 1-3)", m.estimate_ms);
-  std::printf("%-28s %10.2f ms\n", "sparse attention", m.sparse_ms);
-  std::printf("%-28s %10.2f ms\n", "dense attention", m.dense_ms);
-  std::printf("%-28s %9.2fx\n", "dense / sparse", speedup_sparse);
-  std::printf("%-28s %9.2fx\n", "dense / (estimate + sparse)", speedup_total);
+
+  // A plain reading. The floor: what a head keeps at least, as a share of a sequence's causal blocks.
+  const std::int64_t len0 = p.num_seqs() > 0 ? p.cu_seqlens[1] - p.cu_seqlens[0] : 0;  // the first sequence
+  const std::int64_t nb0 = (len0 + B - 1) / B;
+  const std::int64_t floor_blocks = std::min<std::int64_t>(nb0, (c.min_budget_tokens + B - 1) / B);
+  double floor_density = 0;
+  if (nb0 > 0) {
+    double kept = 0;
+    for (std::int64_t r = 0; r < nb0; ++r) kept += std::min<std::int64_t>(r + 1, floor_blocks);
+    floor_density = kept / (nb0 * (nb0 + 1) / 2.0);
+  }
+  std::vector<int> order(heads);
+  for (int h = 0; h < heads; ++h) order[h] = h;
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return m.recall[a] < m.recall[b]; });
+  std::printf("\nWhat this run shows\n");
+  std::printf("  kept     %.1f%% of the causal key blocks (sparsity %.1f%%). A head keeps at least %lld block(s)\n"
+              "           (the %lld-token floor): %.1f%% of a head's blocks at %lld tokens.\n",
+              100 * e.density(), 100 * (1 - e.density()), static_cast<long long>(floor_blocks),
+              static_cast<long long>(c.min_budget_tokens), 100 * floor_density, static_cast<long long>(len0));
+  std::printf("  cost     estimate %.1f ms, sparse attention %.1f ms, dense attention %.1f ms.\n", m.estimate_ms,
+              m.sparse_ms, m.dense_ms);
+  std::printf("  gain     %.2fx faster than dense with the estimate, %.2fx without it.\n", speedup_total,
+              speedup_sparse);
+  std::printf("  quality  the kept blocks hold %.2f%% of dense attention's softmax mass (mean over heads and\n"
+              "           rows); the output differs from dense by %.2e (relative norm).\n",
+              100 * m.recall_mean, m.error_total);
+  std::string weakest;
+  for (int i = 0; i < std::min(heads, 3); ++i) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s%d (%.1f%%)", i ? ", " : "", order[i], 100 * m.recall[order[i]]);
+    weakest += buf;
+  }
+  const std::string note = head_note ? head_note(order[0]) : "";
+  std::printf("  weakest  heads %s. %s\n", weakest.c_str(),
+              (note.empty() ? "The shared proxy of a group ranks what most of its heads attend to; a head that"
+                              " attends elsewhere keeps less, and its own columns (head_columns) and the exact"
+                              " last block are what bring its blocks back."
+                            : note).c_str());
 }
 
 }  // namespace proxyattn::tool

@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -16,6 +17,8 @@ namespace proxyattn::tool {
 // A bad command line or input file: printed and turned into exit status 2.
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
+  // From a library error, whose message already starts with "proxyattn: ".
+  explicit UsageError(const Error& e) : std::runtime_error(std::string(e.what()).substr(11)) {}
 };
 
 struct CommonOptions {
@@ -57,11 +60,24 @@ struct Measurement {
   std::vector<double> recall, error;  // per head
   double recall_mean = 0, error_total = 0;
 };
-// Dense, estimate and sparse attention on t, with the metrics of sparse against dense.
+// Dense, estimate and sparse attention on t, with the metrics of sparse against dense. Each step
+// says on stderr what it does and how long it took.
 Measurement measure(Plan& plan, DeviceTensors& t, int repeat);
 
-// Prints the per-head table and the totals (or JSON) of a measurement.
-void report(const Plan& plan, const Measurement& m, bool json, const std::string& title);
+// Prints the per-head table and the totals (or JSON) of a measurement, then a plain reading of
+// it. head_note(h) may say why a head is the kind of head it is (an empty string: nothing).
+void report(const Plan& plan, const Measurement& m, bool json, const std::string& title,
+            const std::function<std::string(int)>& head_note = {});
+
+// A step of a long command: "what... " on stderr now, "N s" when done() is called.
+struct Progress {
+  explicit Progress(const std::string& what);
+  void done();
+  std::chrono::steady_clock::time_point start;
+};
+
+// The label of the plan's backend: "cpu (avx2 kernels)", "cuda", ...
+std::string backend_label(const Plan& plan);
 
 int default_repeat(Device device, int requested);
 

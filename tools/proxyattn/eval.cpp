@@ -2,6 +2,8 @@
 // from a real model. Tensors (documented in the README):
 //   q [tokens, q_heads, head_dim], k and v [tokens, kv_heads, head_dim]: F32, F16 or BF16, one dtype
 //   cu_seqlens (optional) [num_seqs + 1], I32 or I64: packed sequences, as flash_attn_varlen_func
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 
@@ -100,15 +102,23 @@ int run_eval(EvalOptions& o) {
     try {
       return Plan(o.common.config, p);
     } catch (const Error& e) {
-      if (e.code() == ErrorCode::invalid_argument) throw UsageError(e.what());
+      if (e.code() == ErrorCode::invalid_argument) throw UsageError(e);
       throw;
     }
   }();
   const std::vector<float> qf = to_float(q), kf = to_float(k), vf = to_float(v);
+  for (const auto& [name, x] : {std::pair{"q", &qf}, std::pair{"k", &kf}, std::pair{"v", &vf}}) {
+    const auto bad = std::count_if(x->begin(), x->end(), [](float f) { return !std::isfinite(f); });
+    if (bad > 0)
+      std::fprintf(stderr, "proxyattn: warning: %s: tensor '%s' holds %lld NaN or Inf values; the rows that see "
+                   "them will not be finite\n", o.path.c_str(), name, static_cast<long long>(bad));
+  }
   DeviceTensors t = upload(p, qf.data(), kf.data(), vf.data());
   const Measurement m = measure(plan, t, default_repeat(dev, o.common.repeat));
   report(plan, m, o.common.json, "proxyattn eval: " + o.path);
-  return 0;
+  const bool finite = std::isfinite(m.error_total) && std::isfinite(m.recall_mean);
+  if (!finite) std::fprintf(stderr, "proxyattn: an output is not finite (NaN or Inf): exit status 1\n");
+  return finite ? 0 : 1;
 }
 
 }  // namespace proxyattn::tool

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   CLI::App app{"proxyattn: ProxyAttn block-sparse attention for long-context prefill"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "proxyattn 0.1.0");
+  app.option_defaults()->always_capture_default();  // --help shows every option's default
   DemoOptions demo;
   BenchOptions bench;
   EvalOptions eval;
