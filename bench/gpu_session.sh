@@ -10,10 +10,10 @@
 #                  estimator's tests (binaries of scripts/build_device.sh, carried as
 #                  .gpu/device.tar.xz); bench/estimate_cost.py alone on the GPU; then, once a
 #                  model is assembled, the accuracy suite (eval/run_suite.sh, resuming from
-#                  .gpu/results/*.jsonl)
+#                  .gpu/results/*.jsonl.gz)
 #   part PART      keep one more model part
 #   wait SECONDS   wait for the chain (at most SECONDS), then report and copy the results
-# STEPS (default "tests memcheck bench suite") leaves steps out.
+# STEPS (default "tests pytest memcheck bench suite") leaves steps out.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -25,11 +25,12 @@ report() {  # what the background jobs did; at most 8 files back (the device too
   [ -f $W/build.log ] && { echo "-- package build: $(cat $W/build.status 2>/dev/null || echo running)"; tail -2 $W/build.log; }
   [ -f $W/tests.log ] && { echo "-- CUDA tests: $(cat $W/tests.status 2>/dev/null || echo running)"; \
     grep -E "PASSED|FAILED|tests ran" $W/tests.log | tail -4; }
+  [ -f $W/pytest.log ] && { echo "-- Python tests: $(cat $W/pytest.status 2>/dev/null || echo running)"; tail -3 $W/pytest.log; }
   [ -f $W/memcheck.log ] && { echo "-- memcheck: $(cat $W/memcheck.status 2>/dev/null || echo running)"; \
     grep -E "ERROR SUMMARY|PASSED|FAILED" $W/memcheck.log | tail -3; }
   [ -f $W/suite.log ] && { echo "-- suite: $(cat $W/suite.status 2>/dev/null || echo running)"; tail -3 $W/suite.log; }
   local f
-  for f in build.log tests.log memcheck.log suite.log estimate_cost.log estimate_cost.json results/qwen.jsonl \
+  for f in build.log tests.log pytest.log memcheck.log suite.log estimate_cost.log estimate_cost.json results/qwen.jsonl \
            results/smollm2.jsonl; do
     [ -f $W/$f ] && cp $W/$f "$OUT/"
   done
@@ -45,7 +46,7 @@ keep_part() {
 }
 
 chain() {
-  local steps=${STEPS:-tests memcheck bench suite}
+  local steps=${STEPS:-tests pytest memcheck bench suite}
   # Build from a copy: the next call's transfer rewrites the working tree while this runs.
   rm -rf $W/src && mkdir -p $W/src && cp -r $(ls -A | grep -v -E '^(\.model|\.git|build.*)$') $W/src/ && cd $W/src
   mkdir -p $W/hwy && dpkg -x .gpu/libhwy-dev.deb $W/hwy  # Highway's headers (scripts/build_device.sh)
@@ -57,6 +58,10 @@ chain() {
   if [[ $steps == *tests* ]]; then
     timeout 300 $W/device/proxyattn_cuda_tests > $W/tests.log 2>&1; echo "exit $?" > $W/tests.status
   fi
+  if [[ $steps == *pytest* ]]; then  # the package's tests with CUDA (the CPU ones run in CI)
+    timeout 400 python3 -m pytest -q -p no:cacheprovider python/tests/test_package.py python/tests/test_torch_ops.py \
+      > $W/pytest.log 2>&1; echo "exit $?" > $W/pytest.status
+  fi
   if [[ $steps == *memcheck* ]]; then
     timeout 400 compute-sanitizer --tool memcheck --error-exitcode 9 $W/device/proxyattn_cuda_tests \
       --gtest_filter='Cuda.EstimateMatchesReferenceUpToNearTies' > $W/memcheck.log 2>&1
@@ -67,8 +72,10 @@ chain() {
       > $W/estimate_cost.log 2>&1
   fi
   if [[ $steps == *suite* ]]; then
-    for i in $(seq 120); do ls /tmp/proxyattn_*/*.gguf > /dev/null 2>&1 && break; sleep 5; done
-    mkdir -p $W/results && cp .gpu/results/*.jsonl $W/results/ 2>/dev/null
+    # Qwen comes last (its parts are the most): wait for it, at most 10 minutes.
+    for i in $(seq 120); do ls /tmp/proxyattn_model/*.gguf > /dev/null 2>&1 && break; sleep 5; done
+    mkdir -p $W/results  # earlier results, carried compressed
+    for f in .gpu/results/*.jsonl.gz; do [ -f "$f" ] && zcat "$f" > $W/results/$(basename "$f" .gz); done
     PROMPTS=$W/prompts bash eval/run_suite.sh $W/results > $W/suite.log 2>&1
     echo "exit $?" > $W/suite.status
   fi

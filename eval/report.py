@@ -111,7 +111,9 @@ def plot(summary, path):
 
     keys = list(summary)
     methods = list(dict.fromkeys(m for g in summary.values() for m in g["methods"]))
-    colour = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}  # one colour per method
+    # One colour and marker per method: the main methods round, the ablations in other shapes.
+    colour = {m: plt.get_cmap("tab20")((2 * i + i // 10) % 20) for i, m in enumerate(methods)}
+    marker = {m: "osD^v<>ph*"[i // 5 % 10] for i, m in enumerate(methods)}
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4), squeeze=False)
     for ax, key in zip(axes[0], keys):
         g = summary[key]
@@ -119,13 +121,13 @@ def plot(summary, path):
             s = g["stats"][m]
             lo, hi = s["ci"]
             x = 0.0 if m == "dense" else 100 * (1 - s["density"])
-            ax.errorbar(x, 100 * s["acc"], yerr=[[100 * (s["acc"] - lo)], [100 * (hi - s["acc"])]], fmt="o",
+            ax.errorbar(x, 100 * s["acc"], yerr=[[100 * (s["acc"] - lo)], [100 * (hi - s["acc"])]], fmt=marker[m],
                         capsize=3, color=colour[m])
         ax.set_title(f"{key[0]}, {key[1]} tokens", fontsize=9)
         ax.set_xlabel("sparsity (% of causal blocks skipped)")
         ax.set_ylabel("accuracy (%), 95% Wilson interval")
         ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colour[m]) for m in methods]
+    handles = [plt.Line2D([], [], marker=marker[m], linestyle="", color=colour[m]) for m in methods]
     fig.legend(handles, methods, loc="lower center", ncol=min(6, len(methods)), fontsize=8)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=120)

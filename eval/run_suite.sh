@@ -6,7 +6,8 @@
 #   2. SmolLM2-135M at 8,096 and 4,096 tokens: the same and the paper's preset;
 #   3. Qwen at 16,384 and 8,192 tokens: the same;
 #   4. Qwen at 32,672 tokens: the paper's preset;
-#   5. Qwen at 32,672 tokens, first 150 prompts: the ablations (each option off in turn, the
+#   5. SmolLM2 at 8,096 tokens: the options that keep more for the heads the proxy serves worst;
+#   6. Qwen at 32,672 tokens, first 150 prompts: the ablations (each option off in turn, the
 #      previous defaults, and the upper bounds of the options not built: stride 1 for the
 #      stage-1 coverage of every key, a proxy per query head for a per-head agreement test).
 # Models: QWEN and SMOL (folders with the GGUF, eval/MODELS.md); prompts: PROMPTS/qwen and
@@ -22,6 +23,8 @@ MAIN="dense pa paper=pa:preset=paper xattention@pa flexprefill@pa"
 ABLATIONS="previous=pa:proxy_groups=1,budget_mode=row_ratio,gamma=0.95,exact_last_block=0,head_columns=0
   no-exact=pa:exact_last_block=0 no-columns=pa:head_columns=0 one-proxy=pa:proxy_groups=1 stride-1=pa:stride=1
   proxy-per-head=perhead layer0-dense=pa:dense_layers=0 gamma-0.9=pa:gamma=0.9"
+SMOL_ABLATIONS="gamma-0.95=pa:gamma=0.95 columns-32=pa:head_columns=32 stride-2=pa:stride=2
+  layer0-dense=pa:dense_layers=0 proxy-per-head=perhead"
 run() {  # skips a model that is not on this machine
   ls "$1"/*.gguf > /dev/null 2>&1 || { echo "no model in $1: skipped"; return; }
   python3 eval/run_eval.py "$@" 2>&1 | grep -v -i -E "warn|de-quantizing|Loading weights"
@@ -30,4 +33,5 @@ run "$Q" "$P/qwen" --lengths 32672 --detail 2 --methods dense pa xattention@pa f
 run "$S" "$P/smollm2" --detail 2 --methods $MAIN --out "$R/smollm2.jsonl"
 run "$Q" "$P/qwen" --lengths 16384 8192 --detail 2 --methods $MAIN --out "$R/qwen.jsonl"
 run "$Q" "$P/qwen" --lengths 32672 --methods "paper=pa:preset=paper" --out "$R/qwen.jsonl"
+run "$S" "$P/smollm2" --lengths 8096 --methods $SMOL_ABLATIONS --out "$R/smollm2.jsonl"
 run "$Q" "$P/qwen" --lengths 32672 --limit 150 --methods $ABLATIONS --out "$R/qwen.jsonl"

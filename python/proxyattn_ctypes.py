@@ -83,7 +83,7 @@ def _load():
         "pa_plan_mask_capacity": (I64, [P]),
         "pa_plan_workspace_bytes": (ctypes.c_uint64, [P]),
         "pa_estimate": (ctypes.c_int, [P, T, T, VP, ctypes.POINTER(_Estimate)]),
-        "pa_sparse_attention": (ctypes.c_int, [P, T, T, T, VP, VP, T, T, VP]),
+        "pa_sparse_attention": (ctypes.c_int, [P, T, T, T, VP, VP, I64, T, T, VP]),
         "pa_attention": (ctypes.c_int, [P, T, T, T, T, T, VP, ctypes.POINTER(_Estimate)]),
         "pa_dense_attention": (ctypes.c_int, [P, T, T, T, T, T, VP]),
         "pa_last_error": (ctypes.c_char_p, []),
@@ -281,7 +281,8 @@ class Plan:
         ro = self._mask_array(row_offsets, "row_offsets", 4, self.mask_rows + 1)
         ci = self._mask_array(col_indices, "col_indices", 3, None)
         _check(_lib.pa_sparse_attention(self._plan(), _tensor(q, "q"), _tensor(k, "k"), _tensor(v, "v"),
-                                        ro, ci, _tensor(out, "out"), _tensor(lse, "lse"), self._stream()))
+                                        ro, ci, int(col_indices.shape[0]), _tensor(out, "out"), _tensor(lse, "lse"),
+                                        self._stream()))
 
     def dense_attention(self, q, k, v, out, lse=None):
         _check(_lib.pa_dense_attention(self._plan(), _tensor(q, "q"), _tensor(k, "k"), _tensor(v, "v"),

@@ -145,6 +145,12 @@ TEST(Api, MaskErrorsNameTheRowAndValue) {
   m.row_offsets.pop_back();
   expect_error(run(m), bad, {"mask.num_rows"});
   m = full();
+  m.col_indices.resize(m.col_indices.size() - 3);  // row_offsets counts 3 entries more than there are
+  expect_error(run(m), bad, {"mask.row_offsets[", "col_indices holds"});
+  m = full();
+  m.row_offsets[3] = m.row_offsets.back() + 100;  // a middle row past the end: caught before it is read
+  expect_error(run(m), bad, {"non-decreasing", "row 3"});
+  m = full();
   m.col_indices[m.row_offsets[4 * 1 + 2]] = 2;  // row of block 1, head 2 keeps key block 2 > 1
   expect_error(run(m), bad, {"key block 2", "query block 1", "head 2"});
   m = full();

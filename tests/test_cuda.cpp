@@ -614,6 +614,27 @@ TEST(Cuda, UnsupportedInputsAreClearErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("aligned"), std::string::npos) << e.what();
   }
+  // A device mask whose row_offsets counts more entries than col_indices holds is refused
+  // before a kernel reads it.
+  TensorView kk = TensorView::contiguous(buf.data(), DType::bfloat16, {64, 2, 64}, Device::cuda);
+  TensorView qq = TensorView::contiguous(buf.data(), DType::bfloat16, {64, 4, 64}, Device::cuda);
+  const std::vector<std::int64_t> offsets{0, 1, 2, 3, 4};  // one query block, 4 heads, one entry each
+  Buffer ro(Device::cuda, offsets.size() * sizeof(std::int64_t)), ci(Device::cuda, 16);
+  ro.copy_from_host(offsets.data(), offsets.size() * sizeof(std::int64_t));
+  BlockMask m;
+  m.block_size = 128;
+  m.num_heads = 4;
+  m.num_rows = 4;
+  m.device = Device::cuda;
+  m.row_offsets = static_cast<const std::int64_t*>(ro.data());
+  m.col_indices = static_cast<const std::int32_t*>(ci.data());
+  m.num_entries = 3;
+  try {
+    sparse_attention(plan, qq, kk, kk, m, qq, TensorView{});
+    ADD_FAILURE() << "no error for a mask that counts 4 entries in a col_indices of 3";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("col_indices holds (3)"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Cuda, TiesGoToTheLowerBlockIndex) {

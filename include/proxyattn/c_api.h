@@ -93,9 +93,10 @@ typedef struct {
 PA_API int pa_estimate(pa_plan* plan, const pa_tensor* q, const pa_tensor* k, void* stream,
                        pa_estimate_result* out);
 /* row_offsets / col_indices: a mask in the plan's row layout (pa_plan_mask_rows rows) with the
- * plan's block size, on the plan's device. */
+ * plan's block size, on the plan's device; num_entries: how many entries col_indices holds
+ * (row_offsets[num_rows] must not exceed it; on CUDA that costs a read-back of one value). */
 PA_API int pa_sparse_attention(pa_plan* plan, const pa_tensor* q, const pa_tensor* k, const pa_tensor* v,
-                               const int64_t* row_offsets, const int32_t* col_indices,
+                               const int64_t* row_offsets, const int32_t* col_indices, int64_t num_entries,
                                const pa_tensor* out, const pa_tensor* lse, void* stream);
 /* Estimate + sparse attention; est (may be NULL) receives the estimate. */
 PA_API int pa_attention(pa_plan* plan, const pa_tensor* q, const pa_tensor* k, const pa_tensor* v,

@@ -21,6 +21,10 @@ struct BlockMask {
   int device_index = 0;
   const std::int64_t* row_offsets = nullptr;  // [num_rows + 1]
   const std::int32_t* col_indices = nullptr;  // [row_offsets[num_rows]]
+  // How many entries col_indices holds. When given (>= 0), the call checks that row_offsets does
+  // not count more (on CUDA a read-back of one value, skipped while a CUDA graph is captured);
+  // -1 leaves that to the caller.
+  std::int64_t num_entries = -1;
 };
 
 // An owning host copy, for building masks by hand and for reading results back.

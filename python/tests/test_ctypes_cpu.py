@@ -115,6 +115,8 @@ def test_sparse_attention_hand_mask_and_strided_inputs(pa):
     assert rel_err(lse[1:], ref_lse[1:]) < 1e-5
     with pytest.raises(pa.ProxyAttnError, match="row_offsets"):
         plan.sparse_attention(q, k, v, ro[:-1], ci, out, lse)
+    with pytest.raises(pa.ProxyAttnError, match="col_indices holds"):  # not read past its end
+        plan.sparse_attention(q, k, v, ro, ci[:-2].copy(), out, lse)
 
 
 def test_errors(pa):
@@ -161,5 +163,5 @@ def test_c_null_arguments(pa):
     assert lib.pa_dense_attention(plan._handle, None, None, None, None, None, None) == 1
     assert "q is null" in lib.pa_last_error().decode()
     assert lib.pa_sparse_attention(plan._handle, pa._tensor(q, "q"), pa._tensor(k, "k"), pa._tensor(v, "v"),
-                                   None, None, None, None, None) == 1
+                                   None, None, 0, None, None, None) == 1
     assert "row_offsets is null" in lib.pa_last_error().decode()

@@ -85,10 +85,10 @@ def test_a_program_that_used_the_op_exits_quietly(tmp_path):
     script.write_text(
         "import torch, proxyattn, proxyattn.torch_ops as ops\n"
         "dev, dt = ('cuda', torch.bfloat16) if torch.cuda.is_available() and proxyattn.cuda_available() else ('cpu', torch.float32)\n"
-        "q, k = torch.randn(1, 300, 4, 32, device=dev, dtype=dt), torch.randn(1, 300, 2, 32, device=dev, dtype=dt)\n"
+        "q, k = torch.randn(1, 300, 4, 64, device=dev, dtype=dt), torch.randn(1, 300, 2, 64, device=dev, dtype=dt)\n"
         "f = torch.compile(lambda q, k, v: ops.attention(q, k, v)[0], fullgraph=True)\n"
         "print(tuple(f(q, k, k).shape))\n")
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "(1, 300, 4, 32)"
+    assert run.stdout.strip() == "(1, 300, 4, 64)"
     assert run.stderr == "", run.stderr

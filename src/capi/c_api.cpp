@@ -199,13 +199,16 @@ int pa_estimate(pa_plan* plan, const pa_tensor* q, const pa_tensor* k, void* str
 }
 
 int pa_sparse_attention(pa_plan* plan, const pa_tensor* q, const pa_tensor* k, const pa_tensor* v,
-                        const int64_t* row_offsets, const int32_t* col_indices, const pa_tensor* out,
+                        const int64_t* row_offsets, const int32_t* col_indices, int64_t num_entries,
+                        const pa_tensor* out,
                         const pa_tensor* lse, void* stream) {
   return guarded([&] {
     require(plan, "plan");
     require(row_offsets, "row_offsets");
     // col_indices may be null for a mask that keeps nothing, so it is not required here; host
-    // masks are checked by the library, a device mask must be right as given.
+    // masks are checked entry by entry, device masks for their length only (their entries would
+    // need a copy; the kernels skip key blocks out of range).
+    if (num_entries < 0) invalid("num_entries must be >= 0, got " + std::to_string(num_entries));
     const Problem& pr = plan->plan.problem();
     BlockMask mask;
     mask.block_size = plan->plan.config().block_size;
@@ -215,6 +218,7 @@ int pa_sparse_attention(pa_plan* plan, const pa_tensor* q, const pa_tensor* k, c
     mask.device_index = pr.device_index;
     mask.row_offsets = row_offsets;
     mask.col_indices = col_indices;
+    mask.num_entries = num_entries;
     const Views t(q, k, v, out, lse);
     sparse_attention(plan->plan, t.q, t.k, t.v, mask, t.out, t.lse, stream);
   });

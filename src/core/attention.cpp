@@ -59,9 +59,24 @@ void check_inputs(const Plan::Impl& p, const TensorView& q, const TensorView& k,
   if (out) check_heads_tensor("out", *out, p, p.problem.q_heads);
 }
 
+// row_offsets[num_rows] against the entries col_indices holds, before anything reads them.
+void check_entries(const BlockMask& m, void* stream) {
+  std::int64_t counted = 0;
+  if (m.device == Device::cuda) {
+    if (detail::cuda::capturing(stream)) return;  // the caller vouches while a graph is captured
+    detail::cuda::copy_to_host_async(&counted, m.row_offsets + m.num_rows, sizeof counted, stream);
+    detail::cuda::synchronize(stream);
+  } else {
+    counted = m.row_offsets[m.num_rows];
+  }
+  if (counted > m.num_entries)
+    invalid("mask.row_offsets[", m.num_rows, "] = ", counted, " counts more key blocks than col_indices holds (",
+            m.num_entries, ")");
+}
+
 // Header checks for every backend; the host backends also check every index, which the CUDA
 // backend cannot do without a synchronisation (its kernels skip out-of-range indices instead).
-void check_mask(const BlockMask& m, const Plan::Impl& p) {
+void check_mask(const BlockMask& m, const Plan::Impl& p, void* stream) {
   if (m.block_size != p.config.block_size)
     invalid("mask.block_size (", m.block_size, ") must equal config.block_size (", p.config.block_size, ")");
   if (m.num_heads != p.problem.q_heads)
@@ -72,16 +87,20 @@ void check_mask(const BlockMask& m, const Plan::Impl& p) {
     invalid("mask is on ", device_name(m.device), ":", m.device_index, " but the plan is for ",
             device_name(p.problem.device), ":", p.problem.device_index);
   if (m.row_offsets == nullptr) invalid("mask.row_offsets is null");
+  if (m.num_entries >= 0) check_entries(m, stream);
   if (m.device == Device::cuda) return;
   if (m.row_offsets[0] != 0) invalid("mask.row_offsets[0] must be 0, got ", m.row_offsets[0]);
   if (m.row_offsets[m.num_rows] > 0 && m.col_indices == nullptr) invalid("mask.col_indices is null");
+  // Offsets first, so that no row is read past the entries that the last offset counts.
+  for (std::int64_t r = 0; r < m.num_rows; ++r)
+    if (m.row_offsets[r + 1] < m.row_offsets[r])
+      invalid("mask.row_offsets must be non-decreasing, row ", r, ": ", m.row_offsets[r], " > ", m.row_offsets[r + 1]);
   for (int s = 0; s < p.problem.num_seqs(); ++s) {
     for (std::int64_t b = p.block_offset[s]; b < p.block_offset[s + 1]; ++b) {
       const std::int64_t m_local = b - p.block_offset[s];
       for (int h = 0; h < m.num_heads; ++h) {
         const std::int64_t r = b * m.num_heads + h;
         const std::int64_t lo = m.row_offsets[r], hi = m.row_offsets[r + 1];
-        if (hi < lo) invalid("mask.row_offsets must be non-decreasing, row ", r, ": ", lo, " > ", hi);
         for (std::int64_t i = lo; i < hi; ++i) {
           const std::int32_t c = m.col_indices[i];
           if (c < 0 || c > m_local)
@@ -139,7 +158,7 @@ void sparse_attention(Plan& plan, const TensorView& q, const TensorView& k, cons
   Plan::Impl& p = plan.impl();
   check_inputs(p, q, k, &v, &out);
   check_lse(lse, p);
-  check_mask(mask, p);
+  check_mask(mask, p, stream);
   run_attention(p, q, k, v, &mask, out, lse, stream);
 }
 

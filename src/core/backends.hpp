@@ -49,6 +49,7 @@ void copy(void* dst, const void* src, std::size_t bytes, bool to_device, int dev
 void fill(void* dst, unsigned char value, std::size_t bytes, int device_index);
 void synchronize(void* stream);
 void copy_to_host_async(void* dst, const void* src, std::size_t bytes, void* stream);
+bool capturing(void* stream);  // a CUDA graph is being captured on stream: no synchronisation allowed
 }  // namespace cuda
 
 }  // namespace proxyattn::detail

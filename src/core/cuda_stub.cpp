@@ -23,5 +23,6 @@ void copy(void*, const void*, std::size_t, bool, int) { absent(); }
 void fill(void*, unsigned char, std::size_t, int) { absent(); }
 void synchronize(void*) { absent(); }
 void copy_to_host_async(void*, const void*, std::size_t, void*) { absent(); }
+bool capturing(void*) { absent(); }
 
 }  // namespace proxyattn::detail::cuda

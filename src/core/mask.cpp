@@ -12,6 +12,7 @@ BlockMask HostBlockMask::view() const {
   m.device = Device::cpu;
   m.row_offsets = row_offsets.data();
   m.col_indices = col_indices.data();
+  m.num_entries = static_cast<std::int64_t>(col_indices.size());
   return m;
 }
 

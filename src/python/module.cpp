@@ -225,6 +225,7 @@ BlockMask mask_of(const PyPlan& self, const Array& row_offsets, const Array& col
   m.device_index = ro.device_index;
   m.row_offsets = ro.as<const std::int64_t>();
   m.col_indices = ci.as<const std::int32_t>();
+  m.num_entries = ci.shape[0];
   return m;
 }
 

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <limits>
 #include <optional>
@@ -154,16 +156,11 @@ Entry parse_entry(const std::string& path, const std::string& name, const json& 
   return out;
 }
 
-// Reads exactly `size` bytes at `offset`; a short read means the file changed or is unreadable.
-void read_at(std::ifstream& in, const std::string& path, std::uint64_t offset, void* data,
-             std::uint64_t size, const std::string& what) {
-  if (size == 0) return;
-  in.seekg(static_cast<std::streamoff>(offset));
-  in.read(static_cast<char*>(data), static_cast<std::streamsize>(size));
-  if (!in || static_cast<std::uint64_t>(in.gcount()) != size)
-    fail(path, "could not read " + what + " (" + std::to_string(size) + " bytes at offset " +
-                   std::to_string(offset) + ")");
-}
+// Reads exactly `size` bytes at `offset` into `data` (`what` names them for the message), or fails.
+using ReadAt = std::function<void(std::uint64_t offset, void* data, std::uint64_t size, const std::string& what)>;
+
+// The whole format, over a source of `file_size` bytes (a file, or memory for the fuzzer).
+std::vector<StTensor> parse(const std::string& path, std::uint64_t file_size, const ReadAt& read_at);
 
 }  // namespace
 
@@ -203,12 +200,31 @@ std::vector<StTensor> read_safetensors(const std::string& path) {
   const std::streamoff end = in.tellg();
   if (!in || end < 0) fail(path, "cannot determine the file size");
   const auto file_size = static_cast<std::uint64_t>(end);
+  return parse(path, file_size, [&](std::uint64_t offset, void* data, std::uint64_t size, const std::string& what) {
+    if (size == 0) return;
+    in.seekg(static_cast<std::streamoff>(offset));
+    in.read(static_cast<char*>(data), static_cast<std::streamsize>(size));
+    if (!in || static_cast<std::uint64_t>(in.gcount()) != size)  // the file changed or is unreadable
+      fail(path, "could not read " + what + " (" + std::to_string(size) + " bytes at offset " +
+                     std::to_string(offset) + ")");
+  });
+}
 
+std::vector<StTensor> read_safetensors(const void* bytes, std::size_t size, const std::string& name) {
+  return parse(name, size, [&](std::uint64_t offset, void* data, std::uint64_t n, const std::string& what) {
+    if (offset > size || n > size - offset)
+      fail(name, "could not read " + what + " (" + std::to_string(n) + " bytes at offset " + std::to_string(offset) + ")");
+    if (n) std::memcpy(data, static_cast<const std::uint8_t*>(bytes) + offset, n);
+  });
+}
+
+namespace {
+std::vector<StTensor> parse(const std::string& path, std::uint64_t file_size, const ReadAt& read_at) {
   if (file_size < 8)
     fail(path, "file is " + std::to_string(file_size) +
                    " bytes, too short for the 8-byte header length");
   unsigned char length_bytes[8];
-  read_at(in, path, 0, length_bytes, 8, "the header length");
+  read_at(0, length_bytes, 8, "the header length");
   std::uint64_t header_size = 0;  // little-endian, whatever the host order
   for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | length_bytes[i];
   if (header_size > kMaxHeaderBytes)
@@ -221,7 +237,7 @@ std::vector<StTensor> read_safetensors(const std::string& path) {
   const std::uint64_t data_size = file_size - data_start;
 
   std::string text(header_size, '\0');
-  read_at(in, path, 8, text.data(), header_size, "the header");
+  read_at(8, text.data(), header_size, "the header");
   json header;
   try {
     // The callback only enforces the nesting limit; it keeps every value.
@@ -267,12 +283,13 @@ std::vector<StTensor> read_safetensors(const std::string& path) {
   tensors.reserve(entries.size());
   for (Entry& e : entries) {
     e.tensor.bytes.resize(static_cast<std::size_t>(e.size));
-    read_at(in, path, data_start + static_cast<std::uint64_t>(e.begin), e.tensor.bytes.data(),
+    read_at(data_start + static_cast<std::uint64_t>(e.begin), e.tensor.bytes.data(),
             static_cast<std::uint64_t>(e.size), "tensor '" + brief(e.tensor.name) + "'");
     tensors.push_back(std::move(e.tensor));
   }
   return tensors;
 }
+}  // namespace
 
 const StTensor* find(const std::vector<StTensor>& tensors, const std::string& name) {
   for (const StTensor& t : tensors)

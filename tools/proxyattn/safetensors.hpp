@@ -36,6 +36,8 @@ class FormatError : public std::runtime_error {
 // Reads every tensor of the file, ordered by data offset (then name). Metadata is checked but not
 // returned. Throws FormatError naming the file and what is wrong with it.
 std::vector<StTensor> read_safetensors(const std::string& path);
+// The same from `size` bytes in memory; `name` stands for the path in messages.
+std::vector<StTensor> read_safetensors(const void* bytes, std::size_t size, const std::string& name);
 
 // The tensor called `name`, or nullptr.
 const StTensor* find(const std::vector<StTensor>& tensors, const std::string& name);
