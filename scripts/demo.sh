@@ -4,8 +4,5 @@
 # Without a GPU the CUDA backend is not compiled (-DPROXYATTN_CUDA=ON in scripts/build.sh does).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-"$root/scripts/setup.sh"
-if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
-cmake -S "$root" -B "$root/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPROXYATTN_CUDA=AUTO >/dev/null
-cmake --build "$root/build" --target proxyattn_cli
+TARGET=proxyattn_cli "$root/scripts/build.sh" -DPROXYATTN_CUDA=AUTO
 exec "$root/build/tools/proxyattn/proxyattn" demo "$@"

@@ -6,7 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
 cmake -S "$root" -B "$root/build-sanitize" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPROXYATTN_CUDA=OFF \
-  -DPROXYATTN_SANITIZE=ON -DPROXYATTN_BUILD_CAPI=ON >/dev/null
+  -DPROXYATTN_SANITIZE=ON >/dev/null
 cmake --build "$root/build-sanitize"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 cd "$root/build-sanitize" && ctest --output-on-failure -j2 -E '^package_find_package$'

@@ -200,8 +200,7 @@ int pa_estimate(pa_plan* plan, const pa_tensor* q, const pa_tensor* k, void* str
 
 int pa_sparse_attention(pa_plan* plan, const pa_tensor* q, const pa_tensor* k, const pa_tensor* v,
                         const int64_t* row_offsets, const int32_t* col_indices, int64_t num_entries,
-                        const pa_tensor* out,
-                        const pa_tensor* lse, void* stream) {
+                        const pa_tensor* out, const pa_tensor* lse, void* stream) {
   return guarded([&] {
     require(plan, "plan");
     require(row_offsets, "row_offsets");

@@ -225,7 +225,8 @@ BlockMask mask_of(const PyPlan& self, const Array& row_offsets, const Array& col
   m.device_index = ro.device_index;
   m.row_offsets = ro.as<const std::int64_t>();
   m.col_indices = ci.as<const std::int32_t>();
-  m.num_entries = ci.shape[0];
+  // num_entries stays unset: the package has already checked row_offsets whole against
+  // col_indices from its own read-back (_api._check_mask_arrays); a second would cost another sync.
   return m;
 }
 

@@ -17,8 +17,12 @@ namespace proxyattn::tool {
 // A bad command line or input file: printed and turned into exit status 2.
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
-  // From a library error, whose message already starts with "proxyattn: ".
-  explicit UsageError(const Error& e) : std::runtime_error(std::string(e.what()).substr(11)) {}
+  // From a library error, without the "proxyattn: " its message starts with (main adds one).
+  explicit UsageError(const Error& e) : std::runtime_error(without_prefix(e.what())) {}
+  static std::string without_prefix(const std::string& s) {
+    const std::string prefix = "proxyattn: ";
+    return s.rfind(prefix, 0) == 0 ? s.substr(prefix.size()) : s;
+  }
 };
 
 struct CommonOptions {
