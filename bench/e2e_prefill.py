@@ -1,19 +1,26 @@
 """End-to-end prefill timing: time to first token of a transformers causal LM with sdpa attention
-against ProxyAttn, and the share of the prefill spent in attention.
+against ProxyAttn, the share of the prefill spent in attention and in the estimator, and the peak
+GPU memory of each.
 
 Random weights (the default, a Llama-3.1-8B architecture in bf16) have no real attention pattern,
 so ProxyAttn runs there at a FIXED density: the real estimator runs (its time counts), then the
 sparse kernel runs on a mask that keeps a fixed share of each row's causal blocks (sink, diagonal
 and random others). With --gguf, a real model runs through attn_implementation="proxyattn" with
-the estimator's own masks, and the measured density is reported.
+the estimator's own masks, and the measured density is reported; --prompts gives it the
+evaluation's prompts (real text) instead of random tokens, --yarn its long-context rope scaling.
 
-Modes: sdpa (transformers' sdpa), none (attention replaced by a copy of V: the time of everything
-else, so attention share = 1 - none / sdpa), dense (our dense kernel), proxyattn (real masks) and
-fixed-D (fixed density D).
+Modes: sdpa (transformers' sdpa, torch's choice of kernel), sdpa-cudnn and sdpa-flash (sdpa held
+to that backend), none (attention replaced by a copy of V: the time of everything else, so
+attention share = 1 - none / mode), estimate (none plus ProxyAttn's estimator: estimator share =
+(estimate - none) / proxyattn), dense (our dense kernel), proxyattn (real masks) and fixed-D
+(fixed density D).
 
-    python3 bench/e2e_prefill.py --lengths 32768 65536 131072 --modes sdpa none dense fixed-0.1 fixed-0.2
+    python3 bench/e2e_prefill.py --lengths 131072 262144 --modes sdpa-cudnn sdpa-flash none estimate fixed-0.2
+    python3 bench/e2e_prefill.py --gguf --yarn 4 --prompts .model/eval/qwen .model/eval/qwen_long \
+        --lengths 32672 65440 130976 --modes sdpa-cudnn sdpa-flash none estimate dense proxyattn
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -58,6 +65,12 @@ def fixed_mask(n, heads, density, device, block=128):
     return _fixed["masks"][key]
 
 
+def estimate_only(q, k, v, scale, layer=None):
+    """The estimator, then no attention (a copy of V's heads, as mode none)."""
+    proxyattn.estimate(q, k, scale, copy=False, **pat._settings["options"])
+    return v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+
+
 def fixed(q, k, v, scale, layer=None):
     """Real estimator, then the sparse kernel on a fixed-density mask (random-weight timing)."""
     proxyattn.estimate(q, k, scale, copy=False)  # the estimator's cost, its mask unused
@@ -81,7 +94,7 @@ def attention_none(module, query, key, value, attention_mask, dropout=0.0, scali
 def register_modes():
     modes = (("pa_fixed", pat.attention_function(fixed)), ("pa_measured", pat.attention_function(measured)),
              ("pa_dense", pat.attention_function(lambda q, k, v, scale, layer: proxyattn.dense_attention(q, k, v, scale))),
-             ("pa_none", attention_none))
+             ("pa_none", attention_none), ("pa_estimate", pat.attention_function(estimate_only)))
     for name, fn in modes:
         transformers.AttentionInterface.register(name, fn)
         transformers.AttentionMaskInterface.register(name, transformers.masking_utils.sdpa_mask)
@@ -91,7 +104,7 @@ def build_model(args):
     if args.gguf:
         sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "eval"))
         from load_model import load
-        model, _ = load(args.model_dir, torch.bfloat16, DEVICE)
+        model, _ = load(args.model_dir, torch.bfloat16, DEVICE, yarn=args.yarn)
         return model
     shape = dict(LLAMA_8B)
     if args.tiny:  # a smoke test of this script (CPU or GPU), not a measurement
@@ -110,17 +123,38 @@ def sync():
         torch.cuda.synchronize()
 
 
-def time_prefill(model, ids, repeats):
+def time_prefill(model, ids, repeats, backend=None):
+    """(best seconds of `repeats` runs after one warm-up, peak GPU bytes allocated); backend holds
+    sdpa to one torch backend (an unsupported one raises RuntimeError)."""
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    backends = {"cudnn": [SDPBackend.CUDNN_ATTENTION], "flash": [SDPBackend.FLASH_ATTENTION]}
     times = []
-    for i in range(repeats + 1):  # the first run warms up (plans, allocator, kernels)
-        sync()
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            model(ids, logits_to_keep=1, use_cache=True)
-        sync()
-        if i:
-            times.append(time.perf_counter() - t0)
-    return min(times)
+    with sdpa_kernel(backends[backend]) if backend else contextlib.nullcontext():
+        for i in range(repeats + 1):  # the first run warms up (plans, allocator, kernels)
+            sync()
+            if DEVICE == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                model(ids, logits_to_keep=1, use_cache=True)
+            sync()
+            if i:
+                times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() if DEVICE == "cuda" else 0
+    return min(times), peak
+
+
+def prompt_ids(folders, n):
+    """The token ids of the first evaluation prompt of exactly n tokens in the given folders."""
+    sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "eval"))
+    import tasks
+    from build_prompts import read_prompts
+    for folder in folders:
+        corpus, spec = read_prompts(folder)
+        for p in spec["prompts"]:
+            if p["length"] == n:
+                return tasks.Prompt(**p).ids(corpus), p["task"]
+    sys.exit(f"--prompts {folders}: no prompt of {n} tokens")
 
 
 def main():
@@ -128,7 +162,9 @@ def main():
     p.add_argument("--lengths", type=int, nargs="+", default=[32768, 65536, 131072])
     p.add_argument("--modes", nargs="+", default=["sdpa", "none", "dense", "fixed-0.1", "fixed-0.2"])
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--gamma", type=float, default=0.95)
+    p.add_argument("--gamma", type=float, default=None, help="ProxyAttn's gamma (default: the library's)")
+    p.add_argument("--yarn", type=float, default=None, help="with --gguf: YaRN factor (eval/load_model.py)")
+    p.add_argument("--prompts", nargs="+", help="with --gguf: folders of evaluation prompts (real text)")
     p.add_argument("--gguf", action="store_true", help="load the real model of --model-dir (eval/load_model.py)")
     p.add_argument("--model-dir", default="/tmp/proxyattn_model")
     p.add_argument("--tiny", action="store_true", help="a 2-layer model: checks the script runs")
@@ -136,12 +172,18 @@ def main():
     args = p.parse_args()
 
     register_modes()
-    pat.register(min_prefill_tokens=2, gamma=args.gamma)
+    pat.register(min_prefill_tokens=2, **({} if args.gamma is None else {"gamma": args.gamma}))
     model = build_model(args)
-    impl = {"sdpa": "sdpa", "none": "pa_none", "dense": "pa_dense", "proxyattn": "pa_measured"}
+    impl = {"sdpa": "sdpa", "sdpa-cudnn": "sdpa", "sdpa-flash": "sdpa", "none": "pa_none", "dense": "pa_dense",
+            "proxyattn": "pa_measured", "estimate": "pa_estimate"}
     rows = []
     for n in args.lengths:
-        ids = torch.randint(0, model.config.vocab_size, (1, n), generator=torch.Generator().manual_seed(n)).to(DEVICE)
+        if args.prompts:
+            tokens, task = prompt_ids(args.prompts, n)
+            ids = torch.tensor([tokens], device=DEVICE)
+            print(f"{n} tokens: the first {task} prompt", flush=True)
+        else:
+            ids = torch.randint(0, model.config.vocab_size, (1, n), generator=torch.Generator().manual_seed(n)).to(DEVICE)
         for mode in args.modes:
             density = None
             if mode.startswith("fixed-"):
@@ -151,31 +193,42 @@ def main():
             else:
                 model.set_attn_implementation(impl[mode])
             _stats["density"].clear()
-            seconds = time_prefill(model, ids, args.repeats)
+            backend = mode.split("-", 1)[1] if mode.startswith("sdpa-") else None
+            try:
+                seconds, peak = time_prefill(model, ids, args.repeats, backend)
+            except RuntimeError as e:  # a backend that does not take this shape: say so, go on
+                print(f"{n:>7} {mode:>10} not run: {str(e).splitlines()[0][:160]}", flush=True)
+                continue
             if mode == "proxyattn":
                 if not _stats["density"]:
                     sys.exit(f"mode proxyattn: no layer ran ProxyAttn at {n} tokens (proxyattn.transformers sent "
                              "every call to sdpa: see its rules for head dims, dtypes and masks)")
                 density = sum(_stats["density"]) / len(_stats["density"])
-            rows.append(dict(tokens=n, mode=mode, seconds=seconds, density=density))
-            print(f"{n:>7} {mode:>10} {seconds * 1e3:9.1f} ms" + (f"  density {density:.3f}" if density else ""),
-                  flush=True)
-    # Attention share and speed-ups per length.
-    print("\n| tokens | mode | density | TTFT | speed-up vs sdpa | attention share |")
-    print("|---|---|---|---|---|---|")
+            rows.append(dict(tokens=n, mode=mode, seconds=seconds, density=density, peak_bytes=peak))
+            print(f"{n:>7} {mode:>10} {seconds * 1e3:9.1f} ms  peak {peak / 2**30:6.2f} GiB"
+                  + (f"  density {density:.3f}" if density else ""), flush=True)
+    # Speed-ups against sdpa (cuDNN where it ran), attention and estimator shares, peak memory.
+    print("\n| tokens | mode | density | TTFT | speed-up vs sdpa | attention share | estimator share | peak memory |")
+    print("|---|---|---|---|---|---|---|---|")
     for n in args.lengths:
         by = {r["mode"]: r for r in rows if r["tokens"] == n}
-        base, rest = by.get("sdpa"), by.get("none")
+        base = by.get("sdpa-cudnn") or by.get("sdpa") or by.get("sdpa-flash")
+        rest, est = by.get("none"), by.get("estimate")
         for r in (r for r in rows if r["tokens"] == n):
-            share = "" if not rest or r["mode"] == "none" else f"{1 - rest['seconds'] / r['seconds']:.0%}"
+            share = "" if not rest or r["mode"] in ("none", "estimate") else f"{1 - rest['seconds'] / r['seconds']:.0%}"
+            est_share = (f"{(est['seconds'] - rest['seconds']) / r['seconds']:.1%}"
+                         if est and rest and (r["mode"] == "proxyattn" or r["mode"].startswith("fixed-")) else "")
             speed = f"{base['seconds'] / r['seconds']:.2f}x" if base else ""
-            dens = f"{r['density']:.1%}" if r["density"] else ("100%" if r["mode"] in ("sdpa", "dense") else "-")
-            print(f"| {n} | {r['mode']} | {dens} | {r['seconds'] * 1e3:.0f} ms | {speed} | {share} |")
+            dens = f"{r['density']:.1%}" if r["density"] else ("100%" if r["mode"].startswith(("sdpa", "dense")) else "-")
+            memory = f"{r['peak_bytes'] / 2**30:.2f} GiB" + (f" ({r['peak_bytes'] / base['peak_bytes']:.3f}x)"
+                                                           if base and base["peak_bytes"] else "")
+            print(f"| {n} | {r['mode']} | {dens} | {r['seconds'] * 1e3:.0f} ms | {speed} | {share} | {est_share} | {memory} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(gpu=torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu", torch=torch.__version__,
                            transformers=transformers.__version__, commit=os.environ.get("PROXYATTN_COMMIT"),
                            model="gguf:" + args.model_dir if args.gguf else "Llama-3.1-8B architecture, random bf16",
+                           yarn=args.yarn, prompts=args.prompts,
                            rows=rows), f, indent=1)
 
 

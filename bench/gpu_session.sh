@@ -10,10 +10,11 @@
 #                  estimator's tests (binaries of scripts/build_device.sh, carried as
 #                  .gpu/device.tar.xz); bench/estimate_cost.py alone on the GPU; then, once a
 #                  model is assembled, the accuracy suite (eval/run_suite.sh, resuming from
-#                  .gpu/results/*.jsonl.gz)
+#                  .gpu/results/*.jsonl.gz); then the long prompts (eval/run_long.sh)
 #   part PART      keep one more model part
 #   wait SECONDS   wait for the chain (at most SECONDS), then report and copy the results
-# STEPS (default "tests pytest memcheck bench suite") leaves steps out.
+# STEPS (default "tests pytest memcheck bench suite long") leaves steps out; SUITE_STEPS picks the
+# suite's own steps (eval/run_suite.sh). Everything comes back as logs and results.tgz.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -21,7 +22,7 @@ export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
 W=/tmp/pa_session
 mkdir -p $W
 
-report() {  # what the background jobs did; at most 8 files back (the device tool's limit)
+report() {  # what the background jobs did; the device tool brings back at most 8 files
   [ -f $W/build.log ] && { echo "-- package build: $(cat $W/build.status 2>/dev/null || echo running)"; tail -2 $W/build.log; }
   [ -f $W/tests.log ] && { echo "-- CUDA tests: $(cat $W/tests.status 2>/dev/null || echo running)"; \
     grep -E "PASSED|FAILED|tests ran" $W/tests.log | tail -4; }
@@ -29,11 +30,13 @@ report() {  # what the background jobs did; at most 8 files back (the device too
   [ -f $W/memcheck.log ] && { echo "-- memcheck: $(cat $W/memcheck.status 2>/dev/null || echo running)"; \
     grep -E "ERROR SUMMARY|PASSED|FAILED" $W/memcheck.log | tail -3; }
   [ -f $W/suite.log ] && { echo "-- suite: $(cat $W/suite.status 2>/dev/null || echo running)"; tail -3 $W/suite.log; }
+  [ -f $W/long.log ] && { echo "-- long prompts: $(cat $W/long.status 2>/dev/null || echo running)"; tail -4 $W/long.log; }
   local f
-  for f in build.log tests.log pytest.log memcheck.log suite.log estimate_cost.log estimate_cost.json results/qwen.jsonl \
-           results/smollm2.jsonl; do
+  for f in build.log tests.log pytest.log memcheck.log suite.log long.log; do
     [ -f $W/$f ] && cp $W/$f "$OUT/"
   done
+  # every result in one archive: the suite's answers, the long-prompt study, the estimator's cost
+  (cd $W && tar -czf "$OUT/results.tgz" --exclude='*.tmp' $(ls -d results long estimate_cost.* 2>/dev/null)) 2>/dev/null
   return 0
 }
 
@@ -46,7 +49,7 @@ keep_part() {
 }
 
 chain() {
-  local steps=${STEPS:-tests pytest memcheck bench suite}
+  local steps=${STEPS:-tests pytest memcheck bench suite long}
   # Build from a copy: the next call's transfer rewrites the working tree while this runs.
   rm -rf $W/src && mkdir -p $W/src && cp -r $(ls -A | grep -v -E '^(\.model|\.git|build.*)$') $W/src/ && cd $W/src
   mkdir -p $W/hwy && dpkg -x .gpu/libhwy-dev.deb $W/hwy  # Highway's headers (scripts/build_device.sh)
@@ -79,6 +82,11 @@ chain() {
     PROMPTS=$W/prompts bash eval/run_suite.sh $W/results > $W/suite.log 2>&1
     echo "exit $?" > $W/suite.status
   fi
+  if [[ $steps == *long* ]]; then
+    for i in $(seq 120); do ls /tmp/proxyattn_model/*.gguf > /dev/null 2>&1 && break; sleep 5; done
+    PROMPTS=$W/prompts bash eval/run_long.sh $W/long > $W/long.log 2>&1
+    echo "exit $?" > $W/long.status
+  fi
   echo done > $W/chain.status
 }
 
@@ -86,7 +94,7 @@ case "${1:-}" in
   start)
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
     keep_part "$2"
-    export -f chain; export W STEPS
+    export -f chain; export W STEPS SUITE_STEPS PROXYATTN_COMMIT
     setsid nohup bash -c chain > $W/chain.log 2>&1 &
     sleep 2; report ;;
   part)

@@ -6,6 +6,11 @@ its chat template) comes from the same file.
 
     from load_model import load
     model, tokenizer = load("/tmp/proxyattn_model", "bfloat16", "cuda")
+    model, tokenizer = load("/tmp/proxyattn_model", "bfloat16", "cuda", yarn=4)  # 128K positions
+
+yarn=F extends the context F times with YaRN, the rope scaling that the Qwen2.5 model cards
+prescribe past 32,768 tokens ({"rope_type": "yarn", "factor": 4.0,
+"original_max_position_embeddings": 32768}): the model's own positions become the original ones.
 """
 import glob
 import json
@@ -31,7 +36,7 @@ def find_gguf(model_dir):
     return found[0]
 
 
-def load(model_dir, dtype="bfloat16", device="cpu", attn_implementation="sdpa", verbose=True):
+def load(model_dir, dtype="bfloat16", device="cpu", attn_implementation="sdpa", verbose=True, yarn=None):
     """Returns (model, tokenizer), the model in eval mode on `device` in `dtype`.
 
     The first load reads the GGUF file (the tokenizer's vocabulary is converted and every tensor
@@ -64,6 +69,8 @@ def load(model_dir, dtype="bfloat16", device="cpu", attn_implementation="sdpa", 
             _keep(model, tokenizer, cache)
         except OSError as e:
             print("could not keep the converted model in %s: %s" % (cache, e), flush=True)
+    if yarn:
+        apply_yarn(model, yarn)
     model.to(device).eval()
     t2 = time.time()
     if verbose:
@@ -75,6 +82,25 @@ def load(model_dir, dtype="bfloat16", device="cpu", attn_implementation="sdpa", 
                  c.max_position_embeddings, getattr(c, "rope_parameters", None), dtype, device),
               flush=True)
     return model, tokenizer
+
+
+def apply_yarn(model, factor):
+    """Static YaRN over the model's own context (the converted copy that _keep saved stays
+    unscaled): the rotary embedding is rebuilt from the new rope parameters."""
+    factor = float(factor)
+    if not factor > 1:
+        raise ValueError("yarn must be a factor above 1, got %r" % (factor,))
+    config = model.config
+    original = int(config.max_position_embeddings)
+    theta = config.rope_parameters["rope_theta"]
+    if config.rope_parameters.get("rope_type", "default") != "default":
+        raise ValueError("the model already scales its rope: %s" % (config.rope_parameters,))
+    config.rope_parameters = {"rope_type": "yarn", "rope_theta": theta, "factor": factor,
+                              "original_max_position_embeddings": original}
+    config.max_position_embeddings = int(original * factor)
+    inner = model.get_decoder()
+    old = inner.rotary_emb
+    inner.rotary_emb = type(old)(config=config).to(old.inv_freq.device)
 
 
 def _keep(model, tokenizer, cache):

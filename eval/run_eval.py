@@ -178,6 +178,9 @@ def main():
     ap.add_argument("--batch", type=int, default=8, help="prompts per generate call")
     ap.add_argument("--detail", type=int, default=0,
                     help="per-layer recall and output error on the first N prompts of each length")
+    ap.add_argument("--yarn", type=float, default=None,
+                    help="extend the context this many times with YaRN (eval/load_model.py); the model's "
+                         "name in the results gets +yarnF")
     ap.add_argument("--out", required=True, help="JSON lines, appended to and resumed from")
     args = ap.parse_args()
 
@@ -195,12 +198,12 @@ def main():
         return
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer = load(args.model_dir, "bfloat16" if device == "cuda" else "float32", device)
+    model, tokenizer = load(args.model_dir, "bfloat16" if device == "cuda" else "float32", device, yarn=args.yarn)
     pat.register(min_prefill_tokens=2)  # every prompt's prefill goes through the method under test
     transformers.AttentionInterface.register("pa_eval", pat.attention_function(_layer))
     transformers.AttentionMaskInterface.register("pa_eval", transformers.masking_utils.sdpa_mask)
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    name = os.path.splitext(find_gguf(args.model_dir))[0]
+    name = os.path.splitext(find_gguf(args.model_dir))[0] + (f"+yarn{args.yarn:g}" if args.yarn else "")
 
     t_start, computed = time.time(), 0
     with open(args.out, "a") as out_file:

@@ -9,7 +9,9 @@
 #   5. SmolLM2 at 8,096 tokens: the options that keep more for the heads the proxy serves worst;
 #   6. Qwen at 32,672 tokens, first 150 prompts: the ablations (each option off in turn, the
 #      previous defaults, and the upper bounds of the options not built: stride 1 for the
-#      stage-1 coverage of every key, a proxy per query head for a per-head agreement test).
+#      stage-1 coverage of every key, a proxy per query head for a per-head agreement test);
+#   7. SmolLM2 at 8,096 tokens: the baselines at the density of gamma 0.95.
+# SUITE_STEPS (default all: "1 2 3 4 5 6 7") picks steps.
 # Models: QWEN and SMOL (folders with the GGUF, eval/MODELS.md); prompts: PROMPTS/qwen and
 # PROMPTS/smollm2 from eval/build_prompts.py.
 #   bash eval/run_suite.sh /tmp/pa_eval
@@ -25,13 +27,17 @@ ABLATIONS="previous=pa:proxy_groups=1,budget_mode=row_ratio,gamma=0.95,exact_las
   proxy-per-head=perhead layer0-dense=pa:dense_layers=0 gamma-0.9=pa:gamma=0.9"
 SMOL_ABLATIONS="gamma-0.95=pa:gamma=0.95 columns-32=pa:head_columns=32 stride-2=pa:stride=2
   layer0-dense=pa:dense_layers=0 proxy-per-head=perhead"
-run() {  # skips a model that is not on this machine
+step() {  # step N ARGS: run_eval.py ARGS if N is in SUITE_STEPS and the model is on this machine
+  [[ " ${SUITE_STEPS:-1 2 3 4 5 6 7} " == *" $1 "* ]] || return 0
+  shift
   ls "$1"/*.gguf > /dev/null 2>&1 || { echo "no model in $1: skipped"; return; }
   python3 eval/run_eval.py "$@" 2>&1 | grep -v -i -E "warn|de-quantizing|Loading weights"
 }
-run "$Q" "$P/qwen" --lengths 32672 --detail 2 --methods dense pa xattention@pa flexprefill@pa --out "$R/qwen.jsonl"
-run "$S" "$P/smollm2" --detail 2 --methods $MAIN --out "$R/smollm2.jsonl"
-run "$Q" "$P/qwen" --lengths 16384 8192 --detail 2 --methods $MAIN --out "$R/qwen.jsonl"
-run "$Q" "$P/qwen" --lengths 32672 --methods "paper=pa:preset=paper" --out "$R/qwen.jsonl"
-run "$S" "$P/smollm2" --lengths 8096 --methods $SMOL_ABLATIONS --out "$R/smollm2.jsonl"
-run "$Q" "$P/qwen" --lengths 32672 --limit 150 --methods $ABLATIONS --out "$R/qwen.jsonl"
+step 1 "$Q" "$P/qwen" --lengths 32672 --detail 2 --methods dense pa xattention@pa flexprefill@pa --out "$R/qwen.jsonl"
+step 2 "$S" "$P/smollm2" --detail 2 --methods $MAIN --out "$R/smollm2.jsonl"
+step 3 "$Q" "$P/qwen" --lengths 16384 8192 --detail 2 --methods $MAIN --out "$R/qwen.jsonl"
+step 4 "$Q" "$P/qwen" --lengths 32672 --methods "paper=pa:preset=paper" --out "$R/qwen.jsonl"
+step 5 "$S" "$P/smollm2" --lengths 8096 --methods $SMOL_ABLATIONS --out "$R/smollm2.jsonl"
+step 6 "$Q" "$P/qwen" --lengths 32672 --limit 150 --methods $ABLATIONS --out "$R/qwen.jsonl"
+step 7 "$S" "$P/smollm2" --lengths 8096 --methods "xattention@pa:gamma=0.95" "flexprefill@pa:gamma=0.95" \
+  --out "$R/smollm2.jsonl"

@@ -180,6 +180,7 @@ class Builder:
         tail = self._tail(question, prefix)
         piece_ids = [self.encode(" " + p) for p in pieces]
         hay_len = length - len(head) - len(tail) - sum(len(p) for p in piece_ids)
+        book = self._book_that_fits(book, hay_len + 1)
         ids = self.corpus.books[book]
         starts = self.corpus.starts[book]
         if hay_len < 16 or len(ids) < hay_len + 1:
@@ -204,6 +205,16 @@ class Builder:
         segments.append(["ids", tail])
         actual = [(c - first) / hay_len for c in cuts]
         return Prompt(task, length, index, book, actual, answers, segments, MAX_NEW_TOKENS[task])
+
+    def _book_that_fits(self, book, tokens):
+        """book, or where it is shorter than `tokens` (the shorter novels at 128K), the next one in
+        the corpus's order that is long enough."""
+        names = self.corpus.names
+        start = names.index(book)
+        for name in names[start:] + names[:start]:
+            if len(self.corpus.books[name]) >= tokens:
+                return name
+        return book  # none is: build() says so
 
     # -- pieces --------------------------------------------------------------------------------
 

@@ -131,6 +131,17 @@ def test_prompts_rotate_over_the_novels():
     assert {BUILDER.build("passkey", 1500, i).book for i in range(4)} == set(CORPUS.names)
 
 
+def test_a_haystack_longer_than_its_novel_comes_from_the_next_that_fits():
+    short = dict(CORPUS.books)
+    short["emma_a"] = short["emma_a"][:5000]  # one novel too short for the prompt, the other not
+    corpus = tasks.Corpus.from_json({**CORPUS.to_json(), "books": short})
+    builder = tasks.Builder(corpus, TOK.encode, TEMPLATE, seed=3)
+    books = {builder.build("passkey", 20000, i).book for i in range(4)}
+    assert books == {"emma_b"}
+    assert len(builder.build("passkey", 20000, 0).ids(corpus)) == 20000
+    assert {builder.build("passkey", 3000, i).book for i in range(4)} == set(CORPUS.names)
+
+
 def test_cwe_and_fwe_lists():
     p, text = build("cwe", 6000, 1)
     body = text[text.index("\n1. "):text.rindex("\n\n")]

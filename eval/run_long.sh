@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Long prompts on the real model (Qwen2.5-Coder-0.5B with YaRN x4, 131,072 positions), each step
+# resuming from what RESULTS already holds:
+#   1. what ProxyAttn keeps on the model's own activations at 32K, 64K and 128K (per layer and per
+#      head: density, recall, output error; one layer's mask at 128K): eval/long_density.py
+#   2. time to first token and peak memory on the real prompts: bench/e2e_prefill.py --gguf
+#   3. the retrieval tasks at 128K and 64K: dense first, then ProxyAttn's defaults
+#   4. time to first token of the Llama-3.1-8B architecture (random weights) at 128K and 256K, at
+#      the density that step 1 measured at 128K
+# Models: QWEN (eval/MODELS.md); prompts: PROMPTS/qwen (32,672 tokens) and PROMPTS/qwen_long
+# (65,440 and 130,976 tokens, eval/build_prompts.py).
+#   bash eval/run_long.sh /tmp/pa_long
+set -u
+R=${1:?results folder}
+Q=${QWEN:-/tmp/proxyattn_model}
+P=${PROMPTS:-.model/eval}
+mkdir -p "$R"
+quiet() { "$@" 2>&1 | grep -v -i -E "warn|de-quantizing|Loading weights"; }
+ls "$Q"/*.gguf > /dev/null 2>&1 || { echo "no model in $Q"; exit 1; }
+LENGTHS="32672 65440 130976"
+[ -f "$R/study/density.json" ] || quiet python3 eval/long_density.py "$Q" "$P/qwen" "$P/qwen_long" --yarn 4 \
+  --lengths $LENGTHS --count 2 --settings defaults gamma=0.9 --out "$R/study"
+[ -f "$R/ttft_qwen.json" ] || quiet python3 bench/e2e_prefill.py --gguf --model-dir "$Q" --yarn 4 \
+  --prompts "$P/qwen" "$P/qwen_long" --lengths $LENGTHS \
+  --modes sdpa-cudnn sdpa-flash none estimate dense proxyattn --json "$R/ttft_qwen.json"
+for n in 130976 65440; do
+  quiet python3 eval/run_eval.py "$Q" "$P/qwen_long" --yarn 4 --lengths $n --methods dense pa --out "$R/qwen_yarn.jsonl"
+done
+D=$(python3 -c "
+import json, sys
+rows = json.load(open(sys.argv[1]))['rows']
+d = [r['total_density'] for r in rows if r['length'] == 130976 and r['setting'] == 'defaults']
+print('%.4f' % (sum(d) / len(d)))" "$R/study/density.json") || exit 1
+echo "the real model's density at 130,976 tokens: $D"
+[ -f "$R/ttft_llama.json" ] || quiet python3 bench/e2e_prefill.py --lengths 131072 262144 --repeats 1 \
+  --modes sdpa-cudnn sdpa-flash none estimate fixed-$D dense --json "$R/ttft_llama.json"
