@@ -153,13 +153,14 @@ def plot(folder):
         axes[0].plot(lengths, mean, "o-", label=s)
     axes[0].set(xscale="log", xlabel="prompt tokens", ylabel="density (kept share of causal blocks)",
                 title="ProxyAttn's own density, mean over layers and prompts")
-    axes[0].set_xticks(lengths, [f"{n // 1024}K" for n in lengths])
+    axes[0].set_xticks(lengths, [f"{round(n / 1024)}K" for n in lengths])
+    axes[0].minorticks_off()
     axes[0].legend()
     s = settings[0]
     for n in lengths:
         per_layer = [np.mean([r["total_density"] for r in rows if r["length"] == n and r["setting"] == s
                               and r["layer"] == l]) for l in range(data["layers"])]
-        axes[1].plot(range(data["layers"]), per_layer, "o-", ms=3, label=f"{n // 1024}K")
+        axes[1].plot(range(data["layers"]), per_layer, "o-", ms=3, label=f"{round(n / 1024)}K")
     axes[1].set(xlabel="layer", ylabel="density", title=f"per layer ({s})")
     axes[1].legend()
     fig.tight_layout()
@@ -179,7 +180,7 @@ def plot(folder):
                title=f"layer {int(m['layer'])} at {int(m['length']):,} tokens ({m['task']}): "
                      f"{np.nansum(count) / (heads * nb * (nb + 1) / 2):.1%} of causal blocks kept")
         fig.tight_layout()
-        fig.savefig(os.path.join(folder, "mask_layer%d_%dk.png" % (int(m["layer"]), int(m["length"]) // 1024)), dpi=110)
+        fig.savefig(os.path.join(folder, "mask_layer%d_%dk.png" % (int(m["layer"]), round(int(m["length"]) / 1024))), dpi=110)
 
 
 def main():
