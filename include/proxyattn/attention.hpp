@@ -1,8 +1,9 @@
 // The entry points. Every call runs on the plan's backend; CUDA calls are asynchronous on
 // `stream` (a cudaStream_t; null is the legacy default stream) and neither allocate nor
-// synchronise. Layouts: Q, O [total, q_heads, head_dim]; K, V [total, kv_heads, head_dim], any
-// token and head strides, the last dimension contiguous; LSE [q_heads, total] float32,
-// contiguous, natural log. Pass an undefined TensorView{} as lse to skip it.
+// synchronise. Layouts: Q, O [total_q, q_heads, head_dim]; K, V [total_kv, kv_heads, head_dim]
+// (total_kv = total_q unless the problem has cu_seqlens_k), any token and head strides, the last
+// dimension contiguous; LSE [q_heads, total_q] float32, contiguous, natural log. Pass an
+// undefined TensorView{} as lse to skip it.
 #pragma once
 
 #include <cstdint>
@@ -29,7 +30,8 @@ struct HostEstimate {
   int q_heads = 0;
   std::vector<std::int32_t> budget_blocks;    // [num_seqs, q_heads]
   std::vector<std::int64_t> kept_blocks;      // [num_seqs, q_heads]
-  std::vector<std::int64_t> causal_blocks;    // [num_seqs, q_heads]: Nb (Nb + 1) / 2
+  std::vector<std::int64_t> causal_blocks;    // [num_seqs, q_heads]: the rows' causal blocks, Nb (Nb + 1) / 2
+                                              // for a whole prompt
   double density(int seq, int head) const;    // kept / causal
   double density() const;                     // over the whole batch
 };

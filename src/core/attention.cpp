@@ -20,7 +20,7 @@ void check_same_device(const char* name, const TensorView& t, const Plan::Impl& 
             device_name(p.problem.device), ":", p.problem.device_index);
 }
 
-void check_heads_tensor(const char* name, const TensorView& t, const Plan::Impl& p, int heads) {
+void check_heads_tensor(const char* name, const TensorView& t, const Plan::Impl& p, int heads, std::int64_t tokens) {
   const Problem& pr = p.problem;
   if (!t.defined()) invalid(name, " is undefined");
   if (t.ndim != 3)
@@ -28,9 +28,8 @@ void check_heads_tensor(const char* name, const TensorView& t, const Plan::Impl&
   if (t.dtype != pr.dtype)
     invalid(name, " must be ", dtype_name(pr.dtype), " as planned, got ", t.describe());
   check_same_device(name, t, p);
-  if (t.shape[0] != pr.total_tokens() || t.shape[1] != heads || t.shape[2] != pr.head_dim)
-    invalid(name, " must have shape [", pr.total_tokens(), ", ", heads, ", ", pr.head_dim,
-            "] as planned, got ", t.describe());
+  if (t.shape[0] != tokens || t.shape[1] != heads || t.shape[2] != pr.head_dim)
+    invalid(name, " must have shape [", tokens, ", ", heads, ", ", pr.head_dim, "] as planned, got ", t.describe());
   if (t.numel() == 0) return;  // no element is read, so the strides of an empty tensor do not matter
   if (t.shape[2] > 1 && t.stride[2] != 1)
     invalid(name, " must be contiguous in its last dimension, got stride ", t.stride[2]);
@@ -53,10 +52,11 @@ void check_lse(const TensorView& lse, const Plan::Impl& p) {
 
 void check_inputs(const Plan::Impl& p, const TensorView& q, const TensorView& k, const TensorView* v,
                   const TensorView* out) {
-  check_heads_tensor("q", q, p, p.problem.q_heads);
-  check_heads_tensor("k", k, p, p.problem.kv_heads);
-  if (v) check_heads_tensor("v", *v, p, p.problem.kv_heads);
-  if (out) check_heads_tensor("out", *out, p, p.problem.q_heads);
+  const std::int64_t nq = p.problem.total_tokens(), nk = p.problem.total_kv_tokens();
+  check_heads_tensor("q", q, p, p.problem.q_heads, nq);
+  check_heads_tensor("k", k, p, p.problem.kv_heads, nk);
+  if (v) check_heads_tensor("v", *v, p, p.problem.kv_heads, nk);
+  if (out) check_heads_tensor("out", *out, p, p.problem.q_heads, nq);
 }
 
 // row_offsets[num_rows] against the entries col_indices holds, before anything reads them.
@@ -97,7 +97,7 @@ void check_mask(const BlockMask& m, const Plan::Impl& p, void* stream) {
       invalid("mask.row_offsets must be non-decreasing, row ", r, ": ", m.row_offsets[r], " > ", m.row_offsets[r + 1]);
   for (int s = 0; s < p.problem.num_seqs(); ++s) {
     for (std::int64_t b = p.block_offset[s]; b < p.block_offset[s + 1]; ++b) {
-      const std::int64_t m_local = b - p.block_offset[s];
+      const std::int64_t m_local = p.first_block(s) + (b - p.block_offset[s]);  // the block's own index
       for (int h = 0; h < m.num_heads; ++h) {
         const std::int64_t r = b * m.num_heads + h;
         const std::int64_t lo = m.row_offsets[r], hi = m.row_offsets[r + 1];
@@ -208,8 +208,8 @@ HostEstimate to_host(const Plan& plan, const Estimate& e, void* stream) {
   h.causal_blocks.resize(h.budget_blocks.size());
   for (int s = 0; s < seqs; ++s)
     for (int hd = 0; hd < heads; ++hd) {
-      const std::int64_t nb = p.seq_blocks(s);
-      h.causal_blocks[static_cast<std::size_t>(s) * heads + hd] = nb * (nb + 1) / 2;
+      const std::int64_t first = p.first_block(s), end = first + p.seq_blocks(s);
+      h.causal_blocks[static_cast<std::size_t>(s) * heads + hd] = end * (end + 1) / 2 - first * (first + 1) / 2;
     }
   return h;
 }

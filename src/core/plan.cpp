@@ -32,6 +32,23 @@ void validate_problem(const Config& c, const Problem& p) {
     if (p.cu_seqlens[i] < p.cu_seqlens[i - 1])
       invalid("problem.cu_seqlens must be non-decreasing, got cu_seqlens[", i - 1,
               "] = ", p.cu_seqlens[i - 1], " > cu_seqlens[", i, "] = ", p.cu_seqlens[i]);
+  if (!p.cu_seqlens_k.empty()) {
+    const auto& k = p.cu_seqlens_k;
+    if (k.size() != p.cu_seqlens.size())
+      invalid("problem.cu_seqlens_k must have as many entries as problem.cu_seqlens (", p.cu_seqlens.size(),
+              "), got ", k.size());
+    if (k[0] != 0) invalid("problem.cu_seqlens_k[0] must be 0, got ", k[0]);
+    for (std::size_t i = 1; i < k.size(); ++i) {
+      if (k[i] < k[i - 1])
+        invalid("problem.cu_seqlens_k must be non-decreasing, got cu_seqlens_k[", i - 1, "] = ", k[i - 1],
+                " > cu_seqlens_k[", i, "] = ", k[i]);
+      const std::int64_t q_len = p.cu_seqlens[i] - p.cu_seqlens[i - 1], kv_len = k[i] - k[i - 1];
+      if (q_len > kv_len)
+        invalid("sequence ", i - 1, " has ", q_len, " queries but ", kv_len,
+                " keys (cu_seqlens and cu_seqlens_k): the queries are the last positions of the keys, so "
+                "there cannot be more of them");
+    }
+  }
   if (p.device_index < 0) invalid("problem.device_index must be >= 0, got ", p.device_index);
 }
 
@@ -59,11 +76,17 @@ std::unique_ptr<Plan::Impl> make_impl(const Config& config, const Problem& probl
                                  : static_cast<float>(1.0 / std::sqrt(static_cast<double>(problem.head_dim)));
   const int n = problem.num_seqs();
   impl->block_offset.assign(n + 1, 0);
+  impl->kv_block_offset.assign(n + 1, 0);
   impl->mask_capacity = 0;
+  const std::int64_t B = config.block_size;
   for (int s = 0; s < n; ++s) {
-    const std::int64_t nb = rules::ceil_div(impl->seq_len(s), config.block_size);
-    impl->block_offset[s + 1] = impl->block_offset[s] + nb;
-    impl->mask_capacity += problem.q_heads * (nb * (nb + 1) / 2);
+    // Rows run over the blocks that hold the sequence's queries, the last positions of its keys;
+    // each keeps at most the key blocks up to its own: (m + 1) for the absolute block m.
+    const std::int64_t kv_len = impl->kv_len(s), q_len = impl->seq_len(s);
+    const std::int64_t first = q_len ? (kv_len - q_len) / B : 0, end = q_len ? rules::ceil_div(kv_len, B) : 0;
+    impl->block_offset[s + 1] = impl->block_offset[s] + (end - first);
+    impl->kv_block_offset[s + 1] = impl->kv_block_offset[s] + rules::ceil_div(kv_len, B);
+    impl->mask_capacity += problem.q_heads * (end * (end + 1) / 2 - first * (first + 1) / 2);
   }
   impl->num_blocks = impl->block_offset[n];
   impl->mask_rows = impl->num_blocks * problem.q_heads;

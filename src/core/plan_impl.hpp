@@ -17,8 +17,10 @@ struct Plan::Impl {
   Backend backend = Backend::cpu;
   float scale = 1.0f;
 
-  // Per sequence: first token, length, and first global query block ([num_seqs + 1] entries).
+  // Per sequence ([num_seqs + 1] entries): the first global query block (mask row per head) and
+  // the first global key block.
   std::vector<std::int64_t> block_offset;
+  std::vector<std::int64_t> kv_block_offset;
   std::int64_t num_blocks = 0;
   std::int64_t mask_rows = 0;
   std::int64_t mask_capacity = 0;
@@ -35,9 +37,19 @@ struct Plan::Impl {
   std::size_t workspace_bytes = 0;
   std::shared_ptr<void> backend_state;
 
+  // Queries of sequence s: the first token in the packed q, and how many.
   std::int64_t seq_begin(int s) const { return problem.cu_seqlens[s]; }
   std::int64_t seq_len(int s) const { return problem.cu_seqlens[s + 1] - problem.cu_seqlens[s]; }
+  // Keys of sequence s: the first token in the packed k and v, and how many.
+  std::int64_t kv_begin(int s) const { return problem.kv_seqlens()[s]; }
+  std::int64_t kv_len(int s) const { return problem.kv_seqlens()[s + 1] - problem.kv_seqlens()[s]; }
+  // The position of the sequence's first query (its queries are the last seq_len positions).
+  std::int64_t q_offset(int s) const { return kv_len(s) - seq_len(s); }
+  // Mask rows (query blocks) of sequence s, and the absolute block index of the first one.
   std::int64_t seq_blocks(int s) const { return block_offset[s + 1] - block_offset[s]; }
+  std::int64_t first_block(int s) const { return seq_len(s) ? q_offset(s) / config.block_size : 0; }
+  // Key blocks of sequence s.
+  std::int64_t kv_blocks(int s) const { return kv_block_offset[s + 1] - kv_block_offset[s]; }
   int group_size_q() const { return problem.q_heads / config.proxy_groups; }
   int group_size_kv() const { return problem.kv_heads / config.proxy_groups; }
   int gqa_ratio() const { return problem.q_heads / problem.kv_heads; }

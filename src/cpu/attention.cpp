@@ -16,7 +16,7 @@ namespace {
 struct Item {
   int seq;
   int head;
-  std::int64_t m;     // query block in its sequence
+  std::int64_t r;     // mask row (query block) of its sequence: block first_block(seq) + r
   std::int64_t work;  // kept key blocks, for ordering
 };
 
@@ -33,12 +33,12 @@ struct Packed {
 Packed pack(const Plan::Impl& p, const TensorView& k, const TensorView& v) {
   const std::int64_t B = p.config.block_size, D = p.problem.head_dim;
   Packed w{D, row_stride(D), row_stride(B), p.problem.kv_heads, round_up(D, kPad), {}, {}};
-  const std::int64_t blocks = p.num_blocks;
+  const std::int64_t blocks = p.kv_block_offset.back();
   w.kt.assign(blocks * w.heads * D * w.bp, 0.f);
   w.v.assign(blocks * w.heads * w.bp * w.dp, 0.f);
   std::vector<int> seq_of(blocks);
   for (int s = 0; s < p.problem.num_seqs(); ++s)
-    for (std::int64_t b = p.block_offset[s]; b < p.block_offset[s + 1]; ++b) seq_of[b] = s;
+    for (std::int64_t b = p.kv_block_offset[s]; b < p.kv_block_offset[s + 1]; ++b) seq_of[b] = s;
 #pragma omp parallel
   {
     std::vector<float> row(D);
@@ -46,13 +46,13 @@ Packed pack(const Plan::Impl& p, const TensorView& k, const TensorView& v) {
     for (std::int64_t t = 0; t < blocks * w.heads; ++t) {
       const std::int64_t b = t / w.heads;
       const int h = static_cast<int>(t % w.heads), s = seq_of[b];
-      const std::int64_t k0 = (b - p.block_offset[s]) * B, keys = std::min(B, p.seq_len(s) - k0);
+      const std::int64_t k0 = (b - p.kv_block_offset[s]) * B, keys = std::min(B, p.kv_len(s) - k0);
       float* kt = &w.kt[t * D * w.bp];
       float* vv = &w.v[t * w.bp * w.dp];
       for (std::int64_t j = 0; j < keys; ++j) {
-        load_row(k, p.seq_begin(s) + k0 + j, h, row.data(), 1.f);
+        load_row(k, p.kv_begin(s) + k0 + j, h, row.data(), 1.f);
         for (std::int64_t d = 0; d < D; ++d) kt[d * w.bp + j] = row[d];
-        load_row(v, p.seq_begin(s) + k0 + j, h, &vv[j * w.dp], 1.f);
+        load_row(v, p.kv_begin(s) + k0 + j, h, &vv[j * w.dp], 1.f);
       }
     }
   }
@@ -75,25 +75,28 @@ bool all_finite(const float* x, std::int64_t n) {
 void run_item(const Plan::Impl& p, const Kernels& K, const Packed& w, const Item& it, const TensorView& q,
               const BlockMask* mask, const TensorView& out, float* lse, Scratch& sc) {
   const std::int64_t B = p.config.block_size, total = p.problem.total_tokens();
-  const std::int64_t begin = p.seq_begin(it.seq), len = p.seq_len(it.seq);
-  const std::int64_t q0 = it.m * B, rows = std::min(B, len - q0);
+  // Positions are the keys'; the block's queries are positions q0 .. q0 + rows - 1, the first
+  // of them token `first` of q (a chunk may start inside the block).
+  const std::int64_t len = p.kv_len(it.seq), m = p.first_block(it.seq) + it.r;
+  const std::int64_t q0 = std::max(m * B, p.q_offset(it.seq)), rows = std::min((m + 1) * B, len) - q0;
+  const std::int64_t first = p.seq_begin(it.seq) + q0 - p.q_offset(it.seq);
   const int kvh = it.head / p.gqa_ratio();
   const float qmul = p.scale * kLog2e;  // scores in base 2: exp2 is the cheap exponential
 
-  for (std::int64_t i = 0; i < rows; ++i) load_row(q, begin + q0 + i, it.head, &sc.q[i * w.dp], qmul);
+  for (std::int64_t i = 0; i < rows; ++i) load_row(q, first + i, it.head, &sc.q[i * w.dp], qmul);
   std::fill(sc.o.begin(), sc.o.begin() + rows * w.dp, 0.f);
   std::fill(sc.row_max.begin(), sc.row_max.begin() + rows, -INFINITY);
   std::fill(sc.row_sum.begin(), sc.row_sum.begin() + rows, 0.f);
 
-  const std::int64_t row = (p.block_offset[it.seq] + it.m) * p.problem.q_heads + it.head;
+  const std::int64_t row = (p.block_offset[it.seq] + it.r) * p.problem.q_heads + it.head;
   const std::int64_t lo = mask ? mask->row_offsets[row] : 0;
-  const std::int64_t hi = mask ? mask->row_offsets[row + 1] : it.m + 1;
+  const std::int64_t hi = mask ? mask->row_offsets[row + 1] : m + 1;
   for (std::int64_t e = lo; e < hi; ++e) {
     const std::int64_t n = mask ? mask->col_indices[e] : e;
     const std::int64_t k0 = n * B, keys = std::min(B, len - k0);
     const std::int64_t cols = round_up(keys, kPad);
-    const float* kt = w.kt_block(p.block_offset[it.seq] + n, kvh);
-    const float* vb = w.v_block(p.block_offset[it.seq] + n, kvh);
+    const float* kt = w.kt_block(p.kv_block_offset[it.seq] + n, kvh);
+    const float* vb = w.v_block(p.kv_block_offset[it.seq] + n, kvh);
     K.gemm(sc.q.data(), w.dp, kt, w.bp, sc.s.data(), w.bp, rows, cols, w.D, false);
 
     std::int64_t fewest = keys;  // the fewest keys a row of this block sees
@@ -126,8 +129,8 @@ void run_item(const Plan::Impl& p, const Kernels& K, const Packed& w, const Item
   for (std::int64_t i = 0; i < rows; ++i) {
     const float l = sc.row_sum[i];
     const bool empty = sc.row_max[i] == -INFINITY;  // no visible key at all
-    store_row(out, begin + q0 + i, it.head, &sc.o[i * w.dp], empty ? 0.f : 1.f / l);
-    if (lse) lse[it.head * total + begin + q0 + i] = empty ? -INFINITY : (sc.row_max[i] + std::log2(l)) * kLn2;
+    store_row(out, first + i, it.head, &sc.o[i * w.dp], empty ? 0.f : 1.f / l);
+    if (lse) lse[it.head * total + first + i] = empty ? -INFINITY : (sc.row_max[i] + std::log2(l)) * kLn2;
   }
 }
 
@@ -138,11 +141,11 @@ void attention(const Plan::Impl& p, const TensorView& q, const TensorView& k, co
   std::vector<Item> items;
   items.reserve(p.mask_rows);
   for (int s = 0; s < p.problem.num_seqs(); ++s)
-    for (std::int64_t m = 0; m < p.seq_blocks(s); ++m)
+    for (std::int64_t r = 0; r < p.seq_blocks(s); ++r)
       for (int h = 0; h < p.problem.q_heads; ++h) {
-        const std::int64_t row = (p.block_offset[s] + m) * p.problem.q_heads + h;
-        const std::int64_t work = mask ? mask->row_offsets[row + 1] - mask->row_offsets[row] : m + 1;
-        items.push_back({s, h, m, work});
+        const std::int64_t row = (p.block_offset[s] + r) * p.problem.q_heads + h;
+        const std::int64_t work = mask ? mask->row_offsets[row + 1] - mask->row_offsets[row] : p.first_block(s) + r + 1;
+        items.push_back({s, h, r, work});
       }
   // Longest first, so that the long rows do not end up alone at the tail of the schedule.
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.work > b.work; });

@@ -15,19 +15,21 @@
 namespace proxyattn::detail::cpu {
 namespace {
 
-// Stage 2 for one head: block masses of the last min(B, len) queries, in two passes over the
-// keys (row max and sum first, then the normalised block sums), O(B * N / B) memory.
+// Stage 2 for one head: block masses of the last min(B, queries) queries, in two passes over the
+// keys (row max and sum first, then the normalised block sums), O(B * N / B) memory. Positions
+// are the keys' (the queries are the last of them); `first` is the first of the L queries.
 std::vector<double> head_mass(const Plan::Impl& p, const TensorView& q, const TensorView& k, int s, int h) {
   const Kernels& K = kernels();
   const std::int64_t B = p.config.block_size, D = p.problem.head_dim;
-  const std::int64_t begin = p.seq_begin(s), len = p.seq_len(s), nb = p.seq_blocks(s);
-  const std::int64_t L = std::min(B, len), first = len - L;
+  const std::int64_t begin = p.kv_begin(s), len = p.kv_len(s), nb = p.kv_blocks(s);
+  const std::int64_t L = std::min(B, p.seq_len(s)), first = len - L;
+  const std::int64_t q_first = p.seq_begin(s) + p.seq_len(s) - L;  // its token in q
   const std::int64_t dp = row_stride(D), bp = row_stride(B);
   const int kvh = h / p.gqa_ratio();
   std::vector<float> qt(L * dp, 0.f), kt(D * bp, 0.f), sc(L * bp), row(D);
   std::vector<float> mx(L, -INFINITY), sum(L, 0.f);
   std::vector<double> mass(nb, 0.0);
-  for (std::int64_t i = 0; i < L; ++i) load_row(q, begin + first + i, h, &qt[i * dp], p.scale * kLog2e);
+  for (std::int64_t i = 0; i < L; ++i) load_row(q, q_first + i, h, &qt[i * dp], p.scale * kLog2e);
 
   auto scores = [&](std::int64_t n, std::int64_t& keys) {
     const std::int64_t k0 = n * B;
@@ -84,19 +86,21 @@ std::int64_t budget(const std::vector<double>& mass, double gamma, std::vector<s
                                           static_cast<std::int64_t>(prefix.size()), gamma);
 }
 
-// The proxy heads of one (sequence, group) at the strided tokens: queries scaled for base 2,
-// keys transposed to [D][na_padded] so that a score row is one matrix product.
+// The proxy heads of one (sequence, group) at the strided positions a * stride of the keys:
+// queries scaled for base 2 (zero before the first query, a0 = the first strided query), keys
+// transposed to [D][na_padded] so that a score row is one matrix product.
 struct Proxy {
-  std::int64_t na = 0, nap = 0, dp = 0;
+  std::int64_t na = 0, nap = 0, dp = 0, a0 = 0;
   std::vector<float> q, kt;
 };
 
 Proxy make_proxy(const Plan::Impl& p, const TensorView& q, const TensorView& k, int s, int j) {
   const std::int64_t D = p.problem.head_dim, stride = p.config.stride;
-  const std::int64_t begin = p.seq_begin(s), len = p.seq_len(s);
+  const std::int64_t begin = p.kv_begin(s), len = p.kv_len(s), offset = p.q_offset(s);
   const int gq = p.group_size_q(), gk = p.group_size_kv();
   Proxy x;
   x.na = (len + stride - 1) / stride;
+  x.a0 = (offset + stride - 1) / stride;
   x.nap = row_stride(x.na);
   x.dp = row_stride(D);
   x.q.assign(x.na * x.dp, 0.f);
@@ -104,12 +108,14 @@ Proxy make_proxy(const Plan::Impl& p, const TensorView& q, const TensorView& k, 
   std::vector<float> row(D), acc(D);
   for (std::int64_t a = 0; a < x.na; ++a) {
     const std::int64_t t = begin + a * stride;
-    std::fill(acc.begin(), acc.end(), 0.f);
-    for (int h = j * gq; h < (j + 1) * gq; ++h) {
-      load_row(q, t, h, row.data(), 1.f);
-      for (std::int64_t d = 0; d < D; ++d) acc[d] += row[d];
+    if (a >= x.a0) {
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int h = j * gq; h < (j + 1) * gq; ++h) {
+        load_row(q, p.seq_begin(s) + a * stride - offset, h, row.data(), 1.f);
+        for (std::int64_t d = 0; d < D; ++d) acc[d] += row[d];
+      }
+      for (std::int64_t d = 0; d < D; ++d) x.q[a * x.dp + d] = acc[d] / gq * p.scale * kLog2e;
     }
-    for (std::int64_t d = 0; d < D; ++d) x.q[a * x.dp + d] = acc[d] / gq * p.scale * kLog2e;
     std::fill(acc.begin(), acc.end(), 0.f);
     for (int h = j * gk; h < (j + 1) * gk; ++h) {
       load_row(k, t, h, row.data(), 1.f);
@@ -121,17 +127,19 @@ Proxy make_proxy(const Plan::Impl& p, const TensorView& q, const TensorView& k, 
 }
 
 // Stage 1 for query block m: A[n] = max over its strided queries a and the strided keys b of
-// block n of softmax_b(score(a, b)), computed as exp2(max(score - lse)) in base 2.
+// block n of softmax_b(score(a, b)), computed as exp2(max(score - lse)) in base 2. A block with
+// no strided query (the start of a chunk) scores 0 everywhere.
 void proxy_row(const Plan::Impl& p, const Proxy& x, std::int64_t m, std::vector<float>& sc,
                std::vector<float>& A) {
   const Kernels& K = kernels();
   const std::int64_t per_block = p.config.block_size / p.config.stride;
-  const std::int64_t a0 = m * per_block, a1 = std::min(x.na, a0 + per_block);
-  const std::int64_t cols = round_up(a1, kPad);
-  const std::int64_t rows = a1 - a0;
-  sc.resize(rows * cols);
-  K.gemm(&x.q[a0 * x.dp], x.dp, x.kt.data(), x.nap, sc.data(), cols, rows, cols, p.problem.head_dim, false);
+  const std::int64_t a0 = std::max(m * per_block, x.a0), a1 = std::min(x.na, (m + 1) * per_block);
   std::fill(A.begin(), A.begin() + m + 1, -INFINITY);
+  const std::int64_t cols = round_up(a1, kPad);
+  const std::int64_t rows = std::max<std::int64_t>(0, a1 - a0);
+  sc.resize(rows * cols);
+  if (rows > 0)
+    K.gemm(&x.q[a0 * x.dp], x.dp, x.kt.data(), x.nap, sc.data(), cols, rows, cols, p.problem.head_dim, false);
   for (std::int64_t r = 0; r < rows; ++r) {
     float* s = &sc[r * cols];
     const std::int64_t a = a0 + r;
@@ -168,11 +176,11 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
   const std::int64_t min_blocks = rules::ceil_div(c.min_budget_tokens, c.block_size);
   out.row_offsets[0] = 0;
   for (int s = 0; s < seqs; ++s) {
-    const std::int64_t nb = p.seq_blocks(s);
+    const std::int64_t nb = p.kv_blocks(s), first = p.first_block(s);
     for (int h = 0; h < heads; ++h) out.kept_blocks[s * heads + h] = 0;
-    for (std::int64_t m = 0; m < nb; ++m)
+    for (std::int64_t m = first; m < first + p.seq_blocks(s); ++m)  // absolute block indices
       for (int h = 0; h < heads; ++h) {
-        const std::int64_t row = (p.block_offset[s] + m) * heads + h;
+        const std::int64_t row = (p.block_offset[s] + m - first) * heads + h;
         const std::int64_t count =
             rules::row_budget(out.budget_blocks[s * heads + h], m, nb, min_blocks, c.keep_sink, c.budget_mode);
         out.row_offsets[row + 1] = out.row_offsets[row] + count;
@@ -183,8 +191,8 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
   // Stages 1 and 3, one task per (sequence, group, query block), the proxies built per
   // (sequence, group) first.
   for (int s = 0; s < seqs; ++s) {
-    const std::int64_t nb = p.seq_blocks(s);
-    if (nb == 0) continue;
+    const std::int64_t nb = p.kv_blocks(s), first = p.first_block(s), rows = p.seq_blocks(s);
+    if (rows == 0) continue;
     std::vector<Proxy> proxies(groups);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int j = 0; j < groups; ++j) proxies[j] = make_proxy(p, q, k, s, j);
@@ -194,9 +202,9 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
       std::vector<std::int32_t> ranked, kept;
       std::vector<char> taken(nb, 0);
 #pragma omp for schedule(dynamic, 1)
-      for (std::int64_t task = groups * nb - 1; task >= 0; --task) {  // long rows first
-        const int j = static_cast<int>(task / nb);
-        const std::int64_t m = task % nb;
+      for (std::int64_t task = groups * rows - 1; task >= 0; --task) {  // long rows first
+        const int j = static_cast<int>(task / rows);
+        const std::int64_t m = first + task % rows;
         const bool exact = c.exact_last_block && m == nb - 1;  // every head ranks by its own masses
         if (!exact) proxy_row(p, proxies[j], m, sc, A);
         // Rank the unforced blocks once for the group (score descending, index ascending), as
@@ -206,7 +214,7 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
           if (!(c.keep_sink && n == 0)) ranked.push_back(static_cast<std::int32_t>(n));
         std::int64_t need = 0;
         for (int h = j * per_group; h < (j + 1) * per_group; ++h) {
-          const std::int64_t row = (p.block_offset[s] + m) * heads + h;
+          const std::int64_t row = (p.block_offset[s] + m - first) * heads + h;
           need = std::max(need, out.row_offsets[row + 1] - out.row_offsets[row]);
         }
         const std::int64_t forced = rules::forced_blocks(m, c.keep_sink);
@@ -218,7 +226,7 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
                             return ka > kb || (ka == kb && a < b);
                           });
         for (int h = j * per_group; h < (j + 1) * per_group; ++h) {
-          const std::int64_t row = (p.block_offset[s] + m) * heads + h;
+          const std::int64_t row = (p.block_offset[s] + m - first) * heads + h;
           const std::int64_t count = out.row_offsets[row + 1] - out.row_offsets[row];
           const std::vector<std::int32_t>& own = order[static_cast<std::size_t>(s) * heads + h];
           kept.clear();

@@ -354,6 +354,9 @@ std::size_t carve(const Plan::Impl& p, const Tables& t, void* base, Regions* r) 
 }
 
 void check_supported(const Plan::Impl& p) {
+  if (p.problem.queries_shorter())
+    fail(ErrorCode::unsupported, "queries shorter than keys (problem.cu_seqlens_k differs from cu_seqlens) run on "
+         "the cpu and cpu_reference backends only in this version; the CUDA kernels take whole prompts");
   const int n = device_count();
   if (p.problem.device_index >= n)
     fail(ErrorCode::unsupported, "problem.device is cuda:", p.problem.device_index, " but ", n,

@@ -13,19 +13,21 @@ void attention(const Plan::Impl& p, const TensorView& q, const TensorView& k, co
   const std::int64_t dim = p.problem.head_dim, total = p.problem.total_tokens();
   float* lse_out = lse.defined() ? lse.as<float>() : nullptr;
   for (int s = 0; s < p.problem.num_seqs(); ++s) {
-    const std::int64_t begin = p.seq_begin(s), len = p.seq_len(s);
-    for (std::int64_t m = 0; m < p.seq_blocks(s); ++m)
+    // Query position i (of the keys' positions) is token begin + i - offset of q.
+    const std::int64_t begin = p.seq_begin(s), kv_begin = p.kv_begin(s), len = p.kv_len(s), offset = p.q_offset(s);
+    for (std::int64_t r = 0; r < p.seq_blocks(s); ++r)
       for (int h = 0; h < heads; ++h) {
+        const std::int64_t m = p.first_block(s) + r;
         std::vector<std::int64_t> blocks;
         if (mask) {
-          const std::int64_t row = (p.block_offset[s] + m) * heads + h;
+          const std::int64_t row = (p.block_offset[s] + r) * heads + h;
           for (std::int64_t i = mask->row_offsets[row]; i < mask->row_offsets[row + 1]; ++i)
             blocks.push_back(mask->col_indices[i]);
         } else {
           for (std::int64_t n = 0; n <= m; ++n) blocks.push_back(n);
         }
         const int kvh = h / p.gqa_ratio();
-        for (std::int64_t i = m * block; i < std::min((m + 1) * block, len); ++i) {
+        for (std::int64_t i = std::max(m * block, offset); i < std::min((m + 1) * block, len); ++i) {
           std::vector<std::int64_t> keys;
           for (std::int64_t n : blocks)
             for (std::int64_t t = n * block; t < std::min((n + 1) * block, i + 1); ++t) keys.push_back(t);
@@ -33,7 +35,8 @@ void attention(const Plan::Impl& p, const TensorView& q, const TensorView& k, co
           double mx = -INFINITY;
           for (std::size_t j = 0; j < keys.size(); ++j) {
             double dot = 0;
-            for (std::int64_t d = 0; d < dim; ++d) dot += load(q, begin + i, h, d) * load(k, begin + keys[j], kvh, d);
+            for (std::int64_t d = 0; d < dim; ++d)
+              dot += load(q, begin + i - offset, h, d) * load(k, kv_begin + keys[j], kvh, d);
             scores[j] = dot * p.scale;
             if (scores[j] > mx) mx = scores[j];
           }
@@ -42,10 +45,11 @@ void attention(const Plan::Impl& p, const TensorView& q, const TensorView& k, co
           for (std::size_t j = 0; j < keys.size(); ++j) {
             const double w = std::exp(scores[j] - mx);
             sum += w;
-            for (std::int64_t d = 0; d < dim; ++d) acc[d] += w * load(v, begin + keys[j], kvh, d);
+            for (std::int64_t d = 0; d < dim; ++d) acc[d] += w * load(v, kv_begin + keys[j], kvh, d);
           }
-          for (std::int64_t d = 0; d < dim; ++d) store(out, begin + i, h, d, keys.empty() ? 0.0 : acc[d] / sum);
-          if (lse_out) lse_out[h * total + begin + i] = keys.empty() ? -INFINITY : static_cast<float>(mx + std::log(sum));
+          const std::int64_t token = begin + i - offset;
+          for (std::int64_t d = 0; d < dim; ++d) store(out, token, h, d, keys.empty() ? 0.0 : acc[d] / sum);
+          if (lse_out) lse_out[h * total + token] = keys.empty() ? -INFINITY : static_cast<float>(mx + std::log(sum));
         }
       }
   }

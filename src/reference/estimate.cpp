@@ -42,15 +42,17 @@ void softmax(std::vector<double>& scores) {
 std::vector<double> proxy_block_scores(const TensorView& q, const TensorView& k, Seq seq, int group,
                                        int groups, int stride, int block, double scale) {
   const int hq = static_cast<int>(q.shape[1]) / groups, hkv = static_cast<int>(k.shape[1]) / groups;
-  const std::int64_t nb = (seq.len + block - 1) / block;
-  const std::int64_t na = (seq.len + stride - 1) / stride;
+  const std::int64_t keys = seq.keys(), offset = seq.offset();
+  const std::int64_t nb = (keys + block - 1) / block;
+  const std::int64_t na = (keys + stride - 1) / stride;  // strided positions a * stride
   std::vector<std::vector<double>> qbar(na), kbar(na);
   for (std::int64_t a = 0; a < na; ++a) {
-    qbar[a] = head_mean(q, seq.begin + a * stride, group * hq, hq);
-    kbar[a] = head_mean(k, seq.begin + a * stride, group * hkv, hkv);
+    if (a * stride >= offset) qbar[a] = head_mean(q, seq.begin + a * stride - offset, group * hq, hq);
+    kbar[a] = head_mean(k, seq.keys_begin() + a * stride, group * hkv, hkv);
   }
   std::vector<double> A(nb * nb, 0.0);
   for (std::int64_t a = 0; a < na; ++a) {
+    if (a * stride < offset) continue;  // a position before the queries: a key only
     std::vector<double> p(a + 1);
     for (std::int64_t b = 0; b <= a; ++b) p[b] = scale * dot(qbar[a], kbar[b]);
     softmax(p);
@@ -65,14 +67,15 @@ std::vector<double> proxy_block_scores(const TensorView& q, const TensorView& k,
 
 std::vector<double> head_block_mass(const TensorView& q, const TensorView& k, Seq seq, int head,
                                     int gqa_ratio, int block, double scale) {
-  const std::int64_t nb = (seq.len + block - 1) / block;
+  const std::int64_t keys = seq.keys(), offset = seq.offset();
+  const std::int64_t nb = (keys + block - 1) / block;
   const std::int64_t rows = std::min<std::int64_t>(block, seq.len);
   std::vector<double> mass(nb, 0.0);
   const int kvh = head / gqa_ratio;
-  for (std::int64_t i = seq.len - rows; i < seq.len; ++i) {
-    const std::vector<double> qi = head_mean(q, seq.begin + i, head, 1);
+  for (std::int64_t i = keys - rows; i < keys; ++i) {  // positions of the last `rows` queries
+    const std::vector<double> qi = head_mean(q, seq.begin + i - offset, head, 1);
     std::vector<double> p(i + 1);
-    for (std::int64_t t = 0; t <= i; ++t) p[t] = scale * dot(qi, head_mean(k, seq.begin + t, kvh, 1));
+    for (std::int64_t t = 0; t <= i; ++t) p[t] = scale * dot(qi, head_mean(k, seq.keys_begin() + t, kvh, 1));
     softmax(p);
     for (std::int64_t t = 0; t <= i; ++t) mass[t / block] += p[t] / rows;
   }
@@ -135,8 +138,8 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
   std::int64_t row = 0;
   out.row_offsets[0] = 0;
   for (int s = 0; s < p.problem.num_seqs(); ++s) {
-    const Seq seq{p.seq_begin(s), p.seq_len(s)};
-    const std::int64_t nb = p.seq_blocks(s);
+    const Seq seq{p.seq_begin(s), p.seq_len(s), p.kv_begin(s), p.kv_len(s)};
+    const std::int64_t nb = p.kv_blocks(s), first = p.first_block(s), end = first + p.seq_blocks(s);
     std::vector<std::vector<double>> A(groups);
     for (int j = 0; j < groups; ++j)
       A[j] = proxy_block_scores(q, k, seq, j, groups, c.stride, c.block_size, p.scale);
@@ -149,7 +152,7 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
       out.budget_blocks[s * heads + h] = static_cast<std::int32_t>(k_h[h]);
       out.kept_blocks[s * heads + h] = 0;
     }
-    for (std::int64_t m = 0; m < nb; ++m)
+    for (std::int64_t m = first; m < end; ++m)  // the blocks that hold the sequence's queries
       for (int h = 0; h < heads; ++h, ++row) {
         const std::int64_t count = rules::row_budget(k_h[h], m, nb, min_blocks, c.keep_sink, c.budget_mode);
         const auto kept =

@@ -9,17 +9,25 @@
 
 namespace proxyattn::detail::reference {
 
+// One sequence of the batch: its queries, and its keys when they are more (the queries are then
+// the last `len` positions of the keys; -1: the keys are the queries' own tokens).
 struct Seq {
-  std::int64_t begin = 0;  // first token of the sequence in the packed batch
+  std::int64_t begin = 0;  // first query token in the packed batch
   std::int64_t len = 0;
+  std::int64_t kv_begin = -1;
+  std::int64_t kv_len = -1;
+  std::int64_t keys_begin() const { return kv_len < 0 ? begin : kv_begin; }
+  std::int64_t keys() const { return kv_len < 0 ? len : kv_len; }
+  std::int64_t offset() const { return keys() - len; }  // the position of the first query
 };
 
-// Stage 1 for one sequence and proxy group j of g: A[m * nb + n] for n <= m, zero above.
+// Stage 1 for one sequence and proxy group j of g: A[m * nb + n] for n <= m, zero above, over
+// the nb key blocks; rows of blocks that hold no strided query stay zero.
 std::vector<double> proxy_block_scores(const TensorView& q, const TensorView& k, Seq seq, int group,
                                        int groups, int stride, int block, double scale);
 
 // Stage 2 for one head: the mean over the last min(block, len) queries of the probability in
-// each key block; sums to 1.
+// each key block; sums to 1 (all zero when the sequence has no query).
 std::vector<double> head_block_mass(const TensorView& q, const TensorView& k, Seq seq, int head,
                                     int gqa_ratio, int block, double scale);
 

@@ -1,0 +1,245 @@
+// Queries shorter than keys (chunked prefill, a later turn against a cached prefix): every stage
+// on the reference and the fast CPU backend, against the whole prompt computed in one call.
+#include <algorithm>
+#include <functional>
+#include <string>
+
+#include "core/plan_impl.hpp"
+#include "test_util.hpp"
+
+using namespace testutil;
+
+namespace {
+
+// A batch whose sequence s has kv[s] keys and q[s] queries (its last q[s] positions).
+Problem chunked_problem(const std::vector<std::int32_t>& q, const std::vector<std::int32_t>& kv, int hq, int hkv,
+                        int dim, DType dt) {
+  Problem p = make_problem(q, hq, hkv, dim, dt);
+  p.cu_seqlens_k = {0};
+  for (auto l : kv) p.cu_seqlens_k.push_back(p.cu_seqlens_k.back() + l);
+  return p;
+}
+
+Config config(Backend b, double gamma) {
+  Config c;
+  c.block_size = 16;
+  c.stride = 4;
+  c.min_budget_tokens = 16;  // one block, so that the masks are sparse
+  c.head_columns = 2;
+  c.gamma = gamma;
+  c.backend = b;
+  return c;
+}
+
+// The tokens of sequence s's last q positions, copied out of the whole prompt's tensor.
+HostTensor last_rows(const HostTensor& whole, const Problem& whole_pr, const Problem& pr) {
+  const std::int64_t heads = whole.shape[1], dim = whole.shape[2];
+  HostTensor t(whole.dtype, {pr.total_tokens(), heads, dim});
+  for (int s = 0; s < pr.num_seqs(); ++s) {
+    const std::int64_t q = pr.cu_seqlens[s + 1] - pr.cu_seqlens[s];
+    const std::int64_t src = whole_pr.cu_seqlens[s + 1] - q, dst = pr.cu_seqlens[s];
+    for (std::int64_t i = 0; i < q * heads * dim; ++i) t.set(dst * heads * dim + i, whole.at(src * heads * dim + i));
+  }
+  return t;
+}
+
+// Rows [first, first + count) of the lse [heads, total] of the whole prompt, per sequence.
+HostTensor last_lse(const HostTensor& whole, const Problem& whole_pr, const Problem& pr) {
+  const std::int64_t heads = whole.shape[0], n = whole.shape[1];
+  HostTensor t(DType::float32, {heads, pr.total_tokens()});
+  for (int s = 0; s < pr.num_seqs(); ++s) {
+    const std::int64_t q = pr.cu_seqlens[s + 1] - pr.cu_seqlens[s];
+    for (std::int64_t h = 0; h < heads; ++h)
+      for (std::int64_t i = 0; i < q; ++i)
+        t.set(h * pr.total_tokens() + pr.cu_seqlens[s] + i, whole.at(h * n + whole_pr.cu_seqlens[s + 1] - q + i));
+  }
+  return t;
+}
+
+struct Case {
+  std::vector<std::int32_t> q, kv;
+  int hq, hkv, dim;
+  DType dtype;
+};
+
+std::string describe(const Case& c) {
+  std::string s = "q/kv";
+  for (std::size_t i = 0; i < c.q.size(); ++i) s += " " + std::to_string(c.q[i]) + "/" + std::to_string(c.kv[i]);
+  return s + " hq " + std::to_string(c.hq) + " hkv " + std::to_string(c.hkv) + " dim " + std::to_string(c.dim) + " " +
+         dtype_name(c.dtype);
+}
+
+// Chunks that start inside a block, on a block edge, one query, no query, the whole prompt, a
+// ragged batch mixing them; GQA 1, 4 and 7; head dims 32 to 128.
+const std::vector<Case> kCases = {
+    {{45}, {300}, 4, 1, 64, DType::float32},
+    {{128}, {256}, 4, 4, 32, DType::float32},
+    {{1}, {77}, 7, 1, 64, DType::bfloat16},
+    {{1}, {1}, 4, 1, 64, DType::float32},
+    {{200}, {200}, 8, 2, 64, DType::float16},
+    {{17, 0, 1, 60, 33}, {40, 50, 16, 60, 250}, 8, 2, 128, DType::float32},
+};
+
+// The whole prompt of a case: every sequence with all its keys as queries.
+Problem whole_of(const Case& c) { return make_problem(c.kv, c.hq, c.hkv, c.dim, c.dtype); }
+
+struct Inputs {
+  Problem whole, part;
+  Qkv x;        // the whole prompt
+  HostTensor q; // the chunk's queries
+};
+
+Inputs make_run(const Case& c, std::mt19937_64& rng) {
+  Inputs r{whole_of(c), chunked_problem(c.q, c.kv, c.hq, c.hkv, c.dim, c.dtype), {}, {}};
+  r.x = random_qkv(r.whole, rng);
+  r.q = last_rows(r.x.q, r.whole, r.part);
+  return r;
+}
+
+double bound(DType dt) { return dt == DType::float32 ? 1e-5 : 1e-2; }
+
+}  // namespace
+
+// Dense attention of a chunk equals the whole prompt's last rows, on both backends; so does
+// ProxyAttn at gamma = 1, which keeps every causal block.
+TEST(Chunked, DenseAndGammaOneEqualTheWholePromptsLastRows) {
+  const std::uint64_t seed = fresh_seed();
+  std::mt19937_64 rng(seed);
+  for (const Case& c : kCases)
+    for (Backend b : {Backend::cpu_reference, Backend::cpu}) {
+      SCOPED_TRACE(describe(c) + (b == Backend::cpu ? " cpu" : " reference") + " seed " + std::to_string(seed));
+      Inputs r = make_run(c, rng);
+      const std::int64_t n = r.whole.total_tokens(), nq = r.part.total_tokens();
+      Plan whole(config(b, 1.0), r.whole), part(config(b, 1.0), r.part);
+      HostTensor ow(c.dtype, {n, c.hq, c.dim}), lw(DType::float32, {c.hq, n});
+      dense_attention(whole, r.x.q.view(), r.x.k.view(), r.x.v.view(), ow.view(), lw.view());
+      const HostTensor want = last_rows(ow, r.whole, r.part), want_lse = last_lse(lw, r.whole, r.part);
+      HostTensor o(c.dtype, {nq, c.hq, c.dim}), l(DType::float32, {c.hq, nq});
+      for (int pass = 0; pass < 2; ++pass) {
+        o.poison(), l.poison();
+        if (pass == 0)
+          dense_attention(part, r.q.view(), r.x.k.view(), r.x.v.view(), o.view(), l.view());
+        else
+          attention(part, r.q.view(), r.x.k.view(), r.x.v.view(), o.view(), l.view());
+        ASSERT_TRUE(o.all_finite() && l.all_finite()) << (pass ? "gamma 1" : "dense") << ": unwritten output";
+        if (nq > 0) EXPECT_LT(rel_error(o, want), bound(c.dtype)) << (pass ? "gamma 1" : "dense");
+        if (nq > 0) EXPECT_LT(rel_error(l, want_lse), 1e-5) << (pass ? "gamma 1" : "dense") << " lse";
+      }
+      const HostEstimate e = to_host(part, estimate(part, r.q.view(), r.x.k.view()));
+      EXPECT_DOUBLE_EQ(e.density(), 1.0);
+    }
+}
+
+// The last chunk of a prompt gets the one-call mask in every row the chunk fills from its first
+// query on (its budgets come from the same last queries, its proxy rows from the same strided
+// queries); only a first row that starts inside a block can differ (fewer strided queries).
+TEST(Chunked, LastChunkKeepsTheOneCallMaskInItsWholeBlocks) {
+  const std::uint64_t seed = fresh_seed();
+  std::mt19937_64 rng(seed);
+  for (const Case& c : kCases)
+    for (Backend b : {Backend::cpu_reference, Backend::cpu}) {
+      SCOPED_TRACE(describe(c) + (b == Backend::cpu ? " cpu" : " reference") + " seed " + std::to_string(seed));
+      Inputs r = make_run(c, rng);
+      Plan whole(config(b, 0.8), r.whole), part(config(b, 0.8), r.part);
+      const HostEstimate ew = to_host(whole, estimate(whole, r.x.q.view(), r.x.k.view()));
+      const HostEstimate ep = to_host(part, estimate(part, r.q.view(), r.x.k.view()));
+      const Plan::Impl &pw = whole.impl(), &pp = part.impl();
+      for (int s = 0; s < r.part.num_seqs(); ++s) {
+        const std::int64_t q_len = pp.seq_len(s);
+        for (int h = 0; h < c.hq; ++h) {
+          const std::size_t i = static_cast<std::size_t>(s) * c.hq + h;
+          if (q_len >= 16) EXPECT_EQ(ep.budget_blocks[i], ew.budget_blocks[i]) << "seq " << s << " head " << h;
+        }
+        if (q_len < 16) continue;  // fewer than a block of queries: a budget of its own
+        for (std::int64_t r_ = 0; r_ < pp.seq_blocks(s); ++r_) {
+          const std::int64_t m = pp.first_block(s) + r_;
+          if (m * 16 < pp.q_offset(s)) continue;  // a row that starts inside the block
+          for (int h = 0; h < c.hq; ++h) {
+            const std::int64_t a = (pp.block_offset[s] + r_) * c.hq + h, w = (pw.block_offset[s] + m) * c.hq + h;
+            const std::vector<std::int32_t> got(ep.mask.col_indices.begin() + ep.mask.row_offsets[a],
+                                                ep.mask.col_indices.begin() + ep.mask.row_offsets[a + 1]);
+            const std::vector<std::int32_t> want(ew.mask.col_indices.begin() + ew.mask.row_offsets[w],
+                                                 ew.mask.col_indices.begin() + ew.mask.row_offsets[w + 1]);
+            EXPECT_EQ(got, want) << "seq " << s << " block " << m << " head " << h;
+          }
+        }
+      }
+    }
+}
+
+// The fast CPU backend against the reference on chunks: the same masks (up to rare near-ties),
+// each row causal and ascending, and the same attention over one mask.
+TEST(Chunked, CpuMatchesReference) {
+  const std::uint64_t seed = fresh_seed();
+  std::mt19937_64 rng(seed);
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(describe(c) + " seed " + std::to_string(seed));
+    Inputs r = make_run(c, rng);
+    Plan fast(config(Backend::cpu, 0.8), r.part), ref(config(Backend::cpu_reference, 0.8), r.part);
+    const HostEstimate ef = to_host(fast, estimate(fast, r.q.view(), r.x.k.view()));
+    const HostEstimate er = to_host(ref, estimate(ref, r.q.view(), r.x.k.view()));
+    ASSERT_EQ(ef.mask.num_rows(), fast.mask_rows());
+    EXPECT_EQ(ef.budget_blocks, er.budget_blocks);
+    EXPECT_EQ(ef.kept_blocks, er.kept_blocks);
+    const Plan::Impl& p = fast.impl();
+    std::int64_t equal = 0;
+    for (int s = 0; s < r.part.num_seqs(); ++s)
+      for (std::int64_t r_ = 0; r_ < p.seq_blocks(s); ++r_)
+        for (int h = 0; h < c.hq; ++h) {
+          const std::int64_t row = (p.block_offset[s] + r_) * c.hq + h, m = p.first_block(s) + r_;
+          const std::vector<std::int32_t> got(ef.mask.col_indices.begin() + ef.mask.row_offsets[row],
+                                              ef.mask.col_indices.begin() + ef.mask.row_offsets[row + 1]);
+          const std::vector<std::int32_t> want(er.mask.col_indices.begin() + er.mask.row_offsets[row],
+                                               er.mask.col_indices.begin() + er.mask.row_offsets[row + 1]);
+          ASSERT_FALSE(got.empty());
+          EXPECT_TRUE(std::is_sorted(got.begin(), got.end()) && got.front() >= 0 && got.back() == m)
+              << "row " << row << ": ascending, causal, with its diagonal";
+          equal += got == want;
+        }
+    EXPECT_GE(equal, fast.mask_rows() * 95 / 100) << equal << " of " << fast.mask_rows() << " rows equal";
+    const std::int64_t nq = r.part.total_tokens();
+    HostTensor of(c.dtype, {nq, c.hq, c.dim}), orf = of, lf(DType::float32, {c.hq, nq}), lr = lf;
+    of.poison(), orf.poison(), lf.poison(), lr.poison();
+    sparse_attention(fast, r.q.view(), r.x.k.view(), r.x.v.view(), er.mask.view(), of.view(), lf.view());
+    sparse_attention(ref, r.q.view(), r.x.k.view(), r.x.v.view(), er.mask.view(), orf.view(), lr.view());
+    ASSERT_TRUE(of.all_finite() && lf.all_finite());
+    if (nq > 0) EXPECT_LT(rel_error(of, orf), bound(c.dtype));
+    if (nq > 0) EXPECT_LT(rel_error(lf, lr), 1e-5);
+  }
+}
+
+// Bad key packings and tensors of the wrong length name what is wrong.
+TEST(Chunked, ErrorsNameTheArgument) {
+  auto expect_error = [](const std::function<void()>& f, std::initializer_list<const char*> parts) {
+    try {
+      f();
+      ADD_FAILURE() << "no error raised; expected one mentioning " << *parts.begin();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument) << e.what();
+      for (const char* p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << " lacks " << p;
+    }
+  };
+  const Config c = config(Backend::cpu, 0.9);
+  Problem p = chunked_problem({10, 5}, {20, 30}, 4, 2, 16, DType::float32);
+  p.cu_seqlens_k = {0, 20};
+  expect_error([&] { Plan plan(c, p); }, {"cu_seqlens_k", "3"});
+  p.cu_seqlens_k = {1, 20, 50};
+  expect_error([&] { Plan plan(c, p); }, {"cu_seqlens_k[0]"});
+  p.cu_seqlens_k = {0, 30, 20};
+  expect_error([&] { Plan plan(c, p); }, {"cu_seqlens_k", "non-decreasing"});
+  p.cu_seqlens_k = {0, 8, 40};
+  expect_error([&] { Plan plan(c, p); }, {"sequence 0", "10 queries", "8 keys"});
+
+  p = chunked_problem({10, 5}, {20, 30}, 4, 2, 16, DType::float32);
+  Plan plan(c, p);
+  std::mt19937_64 rng(fresh_seed());
+  HostTensor q = random_tensor(DType::float32, {15, 4, 16}, rng), k = random_tensor(DType::float32, {50, 2, 16}, rng);
+  HostTensor short_k = random_tensor(DType::float32, {15, 2, 16}, rng), out(DType::float32, {15, 4, 16});
+  expect_error([&] { estimate(plan, q.view(), short_k.view()); }, {"k must have shape [50, 2, 16]"});
+  expect_error([&] { dense_attention(plan, q.view(), k.view(), short_k.view(), out.view(), TensorView{}); },
+               {"v must have shape [50, 2, 16]"});
+  expect_error([&] { estimate(plan, k.view(), k.view()); }, {"q must have shape [15, 4, 16]"});
+  HostTensor bad_lse(DType::float32, {4, 50});
+  expect_error([&] { dense_attention(plan, q.view(), k.view(), k.view(), out.view(), bad_lse.view()); },
+               {"lse must have shape [4, 15]"});
+}
