@@ -2,7 +2,12 @@
 
 - batched: q [batch, seqlen, q_heads, head_dim], k and v [batch, seqlen, kv_heads, head_dim];
 - packed (varlen): q [total, q_heads, head_dim], k and v [total, kv_heads, head_dim] with
-  cu_seqlens [num_seqs + 1] (the same packing for queries and keys: this is prefill self-attention).
+  cu_seqlens [num_seqs + 1] (the same packing for queries and keys: prefill self-attention).
+
+Queries may be fewer than keys (a chunk of a prompt, or a later turn, against the keys already
+cached): k and v [batch, seqlen_k, ...] with q [batch, seqlen_q, ...], or packed k and v with
+cu_seqlens_k beside cu_seqlens; each sequence's queries are its last positions (causal,
+bottom-right aligned as in FlashAttention 2.1+). This runs on the CPU backends in this version.
 
 Attention is causal; q_heads must be a multiple of kv_heads (GQA). Any token and head strides are
 accepted as long as the last dimension is contiguous (a [batch, heads, seqlen, dim] tensor
@@ -52,25 +57,39 @@ class BlockMask:
     block_size: int
     num_heads: int
     cu_seqlens: list
+    cu_seqlens_k: list = None  # the keys' packing when queries are fewer than keys
+
+    def _rows(self, seq):
+        """(first mask row of sequence seq over the batch, its row count, the absolute block of
+        its first row, its key blocks)."""
+        qs, ks = self.cu_seqlens, self.cu_seqlens_k or self.cu_seqlens
+        b = self.block_size
+        spans = []
+        for s in range(len(qs) - 1):
+            q_len, kv_len = qs[s + 1] - qs[s], ks[s + 1] - ks[s]
+            first = (kv_len - q_len) // b if q_len else 0
+            rows = -(-kv_len // b) - first if q_len else 0
+            spans.append((rows, first, -(-kv_len // b)))
+        return (sum(r for r, _, _ in spans[:seq]),) + spans[seq]
 
     def to_dense(self, seq=0):
-        """bool numpy array [num_heads, nb, nb]: which key blocks each query block keeps."""
+        """bool numpy array [num_heads, nb, nb] over sequence seq's nb key blocks: which key blocks
+        each query block keeps (the blocks that hold no query of the call keep none)."""
         ro = _arrays.to_numpy(self.row_offsets).astype(np.int64)
         ci = _arrays.to_numpy(self.col_indices).astype(np.int64)
-        nbs = [-(-(b - a) // self.block_size) for a, b in zip(self.cu_seqlens, self.cu_seqlens[1:])]
-        first, nb = sum(nbs[:seq]), nbs[seq]
+        row0, rows, first, nb = self._rows(seq)
         keep = np.zeros((self.num_heads, nb, nb), bool)
-        for m in range(nb):
+        for i in range(rows):
             for h in range(self.num_heads):
-                r = (first + m) * self.num_heads + h
-                keep[h, m, ci[ro[r]:ro[r + 1]]] = True
+                r = (row0 + i) * self.num_heads + h
+                keep[h, first + i, ci[ro[r]:ro[r + 1]]] = True
         return keep
 
 
 class _Call:
     """One call's inputs, normalised to the packed layout, and its plan."""
 
-    def __init__(self, q, k, v, cu_seqlens, softmax_scale, causal, options):
+    def __init__(self, q, k, v, cu_seqlens, softmax_scale, causal, options, cu_seqlens_k=None):
         if not causal:
             raise ValueError("causal must be True: proxyattn implements causal (prefill) attention")
         self.fw = _arrays.framework(q, "q")
@@ -80,17 +99,29 @@ class _Call:
         self.batched = q.ndim == 4
         self.batch_shape = tuple(q.shape[:2]) if self.batched else None
         if self.batched:
-            if cu_seqlens is not None:
-                raise ValueError("cu_seqlens is only for packed 3-D inputs; q is 4-D [batch, seqlen, heads, dim]")
+            if cu_seqlens is not None or cu_seqlens_k is not None:
+                raise ValueError("cu_seqlens and cu_seqlens_k are only for packed 3-D inputs; q is 4-D "
+                                 "[batch, seqlen, heads, dim]")
             b, n = q.shape[0], q.shape[1]
             cu_seqlens = [i * n for i in range(b + 1)] if b > 0 else [0, 0]  # no batch: one empty sequence
+            if k is not None and k.ndim == 4 and k.shape[1] != n:  # fewer queries than keys
+                if k.shape[1] < n:
+                    raise ValueError(f"k: has {k.shape[1]} tokens per sequence, fewer than q's {n} (the queries "
+                                     f"are the last positions of the keys), shape {tuple(k.shape)}")
+                cu_seqlens_k = [i * k.shape[1] for i in range(b + 1)] if b > 0 else [0, 0]
             q = _flatten(q, "q")
             k = _flatten(k, "k") if k is not None else None
             v = _flatten(v, "v") if v is not None else None
         elif q.ndim == 3:
             cu_seqlens = _arrays.to_int_list(cu_seqlens, "cu_seqlens")
+            cu_seqlens_k = _arrays.to_int_list(cu_seqlens_k, "cu_seqlens_k")
             if cu_seqlens is None:
                 cu_seqlens = [0, q.shape[0]]
+                if cu_seqlens_k is None and k is not None and k.ndim == 3 and k.shape[0] != q.shape[0]:
+                    if k.shape[0] < q.shape[0]:
+                        raise ValueError(f"k: has {k.shape[0]} tokens, fewer than q's {q.shape[0]} (the queries are "
+                                         f"the last positions of the keys), shape {tuple(k.shape)}")
+                    cu_seqlens_k = [0, k.shape[0]]  # one sequence: its last q.shape[0] positions query
         else:
             raise ValueError(f"q: expected [batch, seqlen, heads, dim] or [total, heads, dim], got shape {tuple(q.shape)}")
         for name, x in (("k", k), ("v", v)):
@@ -98,11 +129,13 @@ class _Call:
                 raise ValueError(f"{name}: must have as many dimensions as q, got shape {tuple(x.shape)}")
         self.q, self.k, self.v = q, k, v
         self.cu_seqlens = cu_seqlens
+        self.cu_seqlens_k = None if cu_seqlens_k == cu_seqlens else cu_seqlens_k
         self.device = _arrays.device_of(q, self.fw)
         self.stream = _arrays.current_stream(self.fw, self.device)
         self.options = options
         kv_heads = k.shape[1] if k is not None else q.shape[1]
-        self.plan = _plan(self.fw, q, kv_heads, cu_seqlens, softmax_scale, options, self.device, self.stream)
+        self.plan = _plan(self.fw, q, kv_heads, cu_seqlens, self.cu_seqlens_k, softmax_scale, options, self.device,
+                          self.stream)
 
     def outputs(self, out, return_lse):
         total, heads = self.q.shape[0], self.q.shape[1]
@@ -144,20 +177,22 @@ def _flatten(x, name):
     return x.reshape(b * n, x.shape[2], x.shape[3])
 
 
-def _plan(fw, q, kv_heads, cu_seqlens, softmax_scale, o, device, stream):
+def _plan(fw, q, kv_heads, cu_seqlens, cu_seqlens_k, softmax_scale, o, device, stream):
     """A cached plan (with its workspace from the caller's allocator) for this problem."""
     dtype = _arrays.dtype_name(q, "q")
     scale = 0.0 if softmax_scale is None else float(softmax_scale)
     if not (scale >= 0.0):
         raise ValueError(f"softmax_scale must be positive, got {softmax_scale}")
-    key = (fw, o, scale, q.shape[1], kv_heads, q.shape[2], dtype, device, tuple(cu_seqlens))
+    key = (fw, o, scale, q.shape[1], kv_heads, q.shape[2], dtype, device, tuple(cu_seqlens),
+           tuple(cu_seqlens_k or ()))
     hit = _plans.get(key)
     if hit is not None:
         _plans.move_to_end(key)
         return hit[0]
     options = {f.name: getattr(o, f.name) for f in fields(o)}
     args = dict(options=options, scale=scale, q_heads=q.shape[1], kv_heads=kv_heads, head_dim=q.shape[2],
-                dtype=dtype, device=device[0], device_index=device[1], cu_seqlens=list(cu_seqlens))
+                dtype=dtype, device=device[0], device_index=device[1], cu_seqlens=list(cu_seqlens),
+                cu_seqlens_k=list(cu_seqlens_k or ()))
     workspace = None
     if device[0] == "cuda":
         nbytes = _core.workspace_bytes(**args)
@@ -244,7 +279,7 @@ def _finish(call, out, lse, return_lse, stats=None):
     return (out, *extra) if extra else out
 
 
-def attention(q, k, v, softmax_scale=None, causal=True, *, cu_seqlens=None, out=None,
+def attention(q, k, v, softmax_scale=None, causal=True, *, cu_seqlens=None, cu_seqlens_k=None, out=None,
               return_lse=False, return_stats=False, **options):
     """ProxyAttn (stages 1-4): estimates the block mask and attends over the kept blocks.
 
@@ -254,7 +289,7 @@ def attention(q, k, v, softmax_scale=None, causal=True, *, cu_seqlens=None, out=
     Options: the fields of Options (gamma, block_size, stride, proxy_groups, min_budget_tokens,
     keep_sink, budget_mode, exact_last_block, head_columns, backend), or preset='paper' (presets())
     with overrides."""
-    call = _Call(q, k, v, cu_seqlens, softmax_scale, causal, _options(options, k.shape[-2]))
+    call = _Call(q, k, v, cu_seqlens, softmax_scale, causal, _options(options, k.shape[-2]), cu_seqlens_k)
     out, lse = call.outputs(out, return_lse)
     call.plan.attention(call.q, call.k, call.v, out, lse, call.stream)
     return _finish(call, out, lse, return_lse, _stats(call) if return_stats else None)
@@ -263,56 +298,59 @@ def attention(q, k, v, softmax_scale=None, causal=True, *, cu_seqlens=None, out=
 def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None,
                      softmax_scale=None, causal=True, **kwargs):
     """attention() with flash_attn_varlen_func's argument names: packed q, k, v and the
-    cumulative sequence offsets (queries and keys must share one packing)."""
+    cumulative sequence offsets of the queries and of the keys (each sequence's queries are its
+    last positions; fewer queries than keys run on the CPU backends in this version)."""
     qs, ks = _arrays.to_int_list(cu_seqlens_q, "cu_seqlens_q"), _arrays.to_int_list(cu_seqlens_k, "cu_seqlens_k")
-    if qs != ks:
-        raise ValueError(f"cu_seqlens_q and cu_seqlens_k must be equal (prefill self-attention), got {qs} and {ks}")
-    longest = max((b - a for a, b in zip(qs, qs[1:])), default=0)
-    for name, limit in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
+    for name, limit, cu in (("max_seqlen_q", max_seqlen_q, qs), ("max_seqlen_k", max_seqlen_k, ks)):
+        longest = max((b - a for a, b in zip(cu, cu[1:])), default=0)
         if limit is not None and limit < longest:
             raise ValueError(f"{name} ({limit}) is smaller than the longest sequence ({longest})")
-    return attention(q, k, v, softmax_scale, causal, cu_seqlens=qs, **kwargs)
+    return attention(q, k, v, softmax_scale, causal, cu_seqlens=qs, cu_seqlens_k=ks, **kwargs)
 
 
-def dense_attention(q, k, v, softmax_scale=None, causal=True, *, cu_seqlens=None, out=None,
+def dense_attention(q, k, v, softmax_scale=None, causal=True, *, cu_seqlens=None, cu_seqlens_k=None, out=None,
                     return_lse=False, backend="auto"):
     """Dense causal attention with the same kernel: the baseline (gamma = 1 gives the same)."""
-    call = _Call(q, k, v, cu_seqlens, softmax_scale, causal, Options(backend=backend))
+    call = _Call(q, k, v, cu_seqlens, softmax_scale, causal, Options(backend=backend), cu_seqlens_k)
     out, lse = call.outputs(out, return_lse)
     call.plan.dense_attention(call.q, call.k, call.v, out, lse, call.stream)
     return _finish(call, out, lse, return_lse)
 
 
-def estimate(q, k, softmax_scale=None, *, cu_seqlens=None, copy=True, return_stats=False, **options):
+def estimate(q, k, softmax_scale=None, *, cu_seqlens=None, cu_seqlens_k=None, copy=True, return_stats=False,
+             **options):
     """Stages 1-3 only: returns the BlockMask (and the stats dict with return_stats).
 
     copy=True returns arrays of their own, trimmed to the kept blocks (this reads the count back,
     a synchronisation); copy=False returns views of the plan's workspace, valid until the next
     estimate with the same shapes and options, without synchronising."""
-    call = _Call(q, k, None, cu_seqlens, softmax_scale, True, _options(options, k.shape[-2]))
+    call = _Call(q, k, None, cu_seqlens, softmax_scale, True, _options(options, k.shape[-2]), cu_seqlens_k)
     row_offsets, col_indices, _, _ = call.plan.estimate(call.q, call.k, call.stream, call.fw)
     if copy:
         nnz = int(row_offsets[-1])
         row_offsets, col_indices = _arrays.clone(row_offsets), _arrays.clone(col_indices[:nnz])
-    mask = BlockMask(row_offsets, col_indices, call.options.block_size, call.q.shape[1], call.cu_seqlens)
+    mask = BlockMask(row_offsets, col_indices, call.options.block_size, call.q.shape[1], call.cu_seqlens,
+                     call.cu_seqlens_k)
     return (mask, _stats(call)) if return_stats else mask
 
 
-def sparse_attention(q, k, v, block_mask, softmax_scale=None, causal=True, *, cu_seqlens=None, out=None,
-                     return_lse=False, block_size=128, backend="auto"):
+def sparse_attention(q, k, v, block_mask, softmax_scale=None, causal=True, *, cu_seqlens=None, cu_seqlens_k=None,
+                     out=None, return_lse=False, block_size=128, backend="auto"):
     """Stage 4 on a given mask: a BlockMask, or a (row_offsets int64, col_indices int32) pair in the
     same layout on the device of q. Rows that keep nothing give out = 0 and lse = -inf."""
     if isinstance(block_mask, BlockMask):
         row_offsets, col_indices, block_size = block_mask.row_offsets, block_mask.col_indices, block_mask.block_size
         if cu_seqlens is None and q.ndim == 3:
             cu_seqlens = block_mask.cu_seqlens  # the mask knows its packing
+            cu_seqlens_k = block_mask.cu_seqlens_k if cu_seqlens_k is None else cu_seqlens_k
     else:
         try:
             row_offsets, col_indices = block_mask
         except (TypeError, ValueError):
             raise TypeError("block_mask: expected a BlockMask or a (row_offsets, col_indices) pair") from None
     _check_mask_arrays(row_offsets, col_indices)
-    call = _Call(q, k, v, cu_seqlens, softmax_scale, causal, Options(block_size=block_size, backend=backend))
+    call = _Call(q, k, v, cu_seqlens, softmax_scale, causal, Options(block_size=block_size, backend=backend),
+                 cu_seqlens_k)
     out, lse = call.outputs(out, return_lse)
     call.plan.sparse_attention(call.q, call.k, call.v, row_offsets, col_indices, out, lse, call.stream)
     return _finish(call, out, lse, return_lse)

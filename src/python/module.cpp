@@ -150,7 +150,7 @@ Config config_from_dict(const nb::dict& d, double scale) {
 
 Problem make_problem(int q_heads, int kv_heads, int head_dim, const std::string& dtype,
                      const std::string& device, int device_index,
-                     const std::vector<std::int32_t>& cu_seqlens) {
+                     const std::vector<std::int32_t>& cu_seqlens, const std::vector<std::int32_t>& cu_seqlens_k) {
   Problem p;
   p.q_heads = q_heads;
   p.kv_heads = kv_heads;
@@ -165,6 +165,7 @@ Problem make_problem(int q_heads, int kv_heads, int head_dim, const std::string&
   }
   p.device_index = device_index;
   p.cu_seqlens = cu_seqlens;
+  p.cu_seqlens_k = cu_seqlens_k;
   return p;
 }
 
@@ -258,12 +259,15 @@ NB_MODULE(_core, m) {
 
   m.def("workspace_bytes",
         [](const nb::dict& options, double scale, int q_heads, int kv_heads, int head_dim, const std::string& dtype,
-           const std::string& device, int device_index, const std::vector<std::int32_t>& cu_seqlens) {
-          return Plan::workspace_bytes(config_from_dict(options, scale),
-                                       make_problem(q_heads, kv_heads, head_dim, dtype, device, device_index, cu_seqlens));
+           const std::string& device, int device_index, const std::vector<std::int32_t>& cu_seqlens,
+           const std::vector<std::int32_t>& cu_seqlens_k) {
+          return Plan::workspace_bytes(
+              config_from_dict(options, scale),
+              make_problem(q_heads, kv_heads, head_dim, dtype, device, device_index, cu_seqlens, cu_seqlens_k));
         },
         nb::arg("options"), nb::arg("scale"), nb::arg("q_heads"), nb::arg("kv_heads"), nb::arg("head_dim"),
         nb::arg("dtype"), nb::arg("device"), nb::arg("device_index"), nb::arg("cu_seqlens"),
+        nb::arg("cu_seqlens_k") = std::vector<std::int32_t>{},
         "Workspace bytes a CUDA plan of this problem needs");
 
   nb::class_<PyPlan>(m, "Plan")
@@ -271,11 +275,11 @@ NB_MODULE(_core, m) {
           "__init__",
           [](PyPlan* self, const nb::dict& options, double scale, int q_heads, int kv_heads, int head_dim,
              const std::string& dtype, const std::string& device, int device_index,
-             const std::vector<std::int32_t>& cu_seqlens, std::optional<OutArray> workspace,
-             std::uintptr_t stream) {
+             const std::vector<std::int32_t>& cu_seqlens, const std::vector<std::int32_t>& cu_seqlens_k,
+             std::optional<OutArray> workspace, std::uintptr_t stream) {
             const Config c = config_from_dict(options, scale);
             const Problem p =
-                make_problem(q_heads, kv_heads, head_dim, dtype, device, device_index, cu_seqlens);
+                make_problem(q_heads, kv_heads, head_dim, dtype, device, device_index, cu_seqlens, cu_seqlens_k);
             if (workspace && workspace->size() > 0) {
               const std::size_t bytes = workspace->size() * workspace->itemsize();
               new (self) PyPlan{Plan(c, p, workspace->data(), bytes, stream_of(stream))};
@@ -285,7 +289,7 @@ NB_MODULE(_core, m) {
           },
           nb::arg("options"), nb::arg("scale"), nb::arg("q_heads"), nb::arg("kv_heads"),
           nb::arg("head_dim"), nb::arg("dtype"), nb::arg("device"), nb::arg("device_index"),
-          nb::arg("cu_seqlens"), nb::arg("workspace").none(), nb::arg("stream"))
+          nb::arg("cu_seqlens"), nb::arg("cu_seqlens_k"), nb::arg("workspace").none(), nb::arg("stream"))
       .def_prop_ro("backend", [](const PyPlan& s) { return std::string(backend_name(s.plan.backend())); })
       .def_prop_ro("scale", [](const PyPlan& s) { return s.plan.scale(); })
       .def_prop_ro("num_blocks", [](const PyPlan& s) { return s.plan.num_blocks(); })

@@ -1,0 +1,99 @@
+"""Queries fewer than keys (a chunk of a prompt against the keys already cached), through the
+package's layouts: batched q [b, nq, h, d] with k, v [b, nk, h, d]; packed with cu_seqlens_k;
+flash_attn_varlen_func's names. The oracle is the whole prompt's dense attention in float64
+(python/tests/reference.py): a chunk's rows are the whole prompt's last rows."""
+import numpy as np
+import pytest
+
+import reference
+from reference import rel_err
+
+import proxyattn
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+
+def whole_and_chunks(rng, kv_lens, q_lens, hq=4, hkv=2, d=32):
+    """The whole prompts (packed), their dense attention, and the chunk's packed queries."""
+    cu_k = np.concatenate([[0], np.cumsum(kv_lens)]).tolist()
+    cu_q = np.concatenate([[0], np.cumsum(q_lens)]).tolist()
+    q = rng.standard_normal((cu_k[-1], hq, d)) * 2
+    k, v = rng.standard_normal((cu_k[-1], hkv, d)), rng.standard_normal((cu_k[-1], hkv, d))
+    out, lse = reference.attention(q, k, v, cu_k)
+    rows = np.concatenate([np.arange(cu_k[s + 1] - q_lens[s], cu_k[s + 1]) for s in range(len(q_lens))]).astype(int)
+    return dict(q=q[rows], k=k, v=v, cu_q=cu_q, cu_k=cu_k, out=out[rows], lse=lse[:, rows])
+
+
+@pytest.mark.parametrize("backend", ["cpu", "cpu_reference"])
+def test_packed_chunks_equal_the_whole_prompts_last_rows(backend):
+    rng = np.random.default_rng(1)
+    # a chunk inside a block, on a block edge, one query, no query, the whole prompt
+    x = whole_and_chunks(rng, [300, 256, 77, 40, 90], [45, 128, 1, 0, 90])
+    q, k, v = (x[n].astype(np.float32) for n in "qkv")
+    out, lse = proxyattn.dense_attention(q, k, v, cu_seqlens=x["cu_q"], cu_seqlens_k=x["cu_k"], return_lse=True,
+                                         backend=backend)
+    assert rel_err(out, x["out"]) < 1e-5 and rel_err(lse, x["lse"]) < 1e-5
+    out = proxyattn.attention_varlen(q, k, v, x["cu_q"], x["cu_k"], gamma=1.0, block_size=16, backend=backend)
+    assert rel_err(out, x["out"]) < 1e-5  # gamma 1 keeps every causal block
+    mask, stats = proxyattn.estimate(q, k, cu_seqlens=x["cu_q"], cu_seqlens_k=x["cu_k"], return_stats=True,
+                                     gamma=0.5, block_size=16, min_budget_tokens=16, backend=backend)
+    assert (stats["kept_blocks"] <= stats["causal_blocks"]).all() and 0 < stats["total_density"] < 1
+    out = proxyattn.sparse_attention(q, k, v, mask, backend=backend)  # the mask knows both packings
+    want = reference_chunk_sparse(x, mask)
+    assert rel_err(out, want) < 1e-5
+
+
+def reference_chunk_sparse(x, mask):
+    """The whole prompt's attention restricted to the chunk's mask rows, at the chunk's rows."""
+    k, v, cu_k = x["k"], x["v"], x["cu_k"]
+    hq, d = x["q"].shape[1], x["q"].shape[2]
+    out = np.zeros((len(x["q"]), hq, d))
+    for s in range(len(cu_k) - 1):
+        q_len = x["cu_q"][s + 1] - x["cu_q"][s]
+        keep = mask.to_dense(s)  # [hq, nb, nb] over the keys' blocks
+        n = cu_k[s + 1] - cu_k[s]
+        for i in range(q_len):
+            pos = n - q_len + i
+            for h in range(hq):
+                keys = [t for t in range(pos + 1) if keep[h, pos // mask.block_size, t // mask.block_size]]
+                kvh = h // (hq // k.shape[1])
+                sc = np.array([x["q"][x["cu_q"][s] + i, h] @ k[cu_k[s] + t, kvh] for t in keys]) / np.sqrt(d)
+                p = np.exp(sc - sc.max())
+                out[x["cu_q"][s] + i, h] = (p / p.sum()) @ v[[cu_k[s] + t for t in keys], kvh]
+    return out
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed")
+def test_batched_chunk_of_a_cached_prompt():
+    rng = np.random.default_rng(2)
+    x = whole_and_chunks(rng, [200, 200], [70, 70])
+    q = torch.from_numpy(x["q"]).float().reshape(2, 70, 4, 32)
+    k = torch.from_numpy(x["k"]).float().reshape(2, 200, 2, 32)
+    v = torch.from_numpy(x["v"]).float().reshape(2, 200, 2, 32)
+    out, lse = proxyattn.dense_attention(q, k, v, return_lse=True)
+    assert out.shape == (2, 70, 4, 32) and lse.shape == (2, 4, 70)
+    assert rel_err(out.reshape(140, 4, 32).numpy(), x["out"]) < 1e-5
+    out = proxyattn.attention(q, k, v, gamma=1.0, block_size=32)
+    assert rel_err(out.reshape(140, 4, 32).numpy(), x["out"]) < 1e-5
+    # One packed sequence with fewer queries than keys needs no offsets at all.
+    out = proxyattn.dense_attention(q[0], k[0], v[0])
+    assert rel_err(out.numpy(), x["out"][:70]) < 1e-5
+
+
+def test_chunk_errors_name_the_argument():
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((30, 4, 16)).astype(np.float32)
+    k = rng.standard_normal((20, 2, 16)).astype(np.float32)
+    with pytest.raises(ValueError, match="k: has 20 tokens, fewer than q's 30"):
+        proxyattn.dense_attention(q, k, k)
+    with pytest.raises(ValueError, match="sequence 0 has 30 queries but 20 keys"):
+        proxyattn.dense_attention(q, k, k, cu_seqlens=[0, 30], cu_seqlens_k=[0, 20])
+    with pytest.raises(ValueError, match="cu_seqlens_k"):
+        proxyattn.dense_attention(q[:10], k, k, cu_seqlens=[0, 5, 10], cu_seqlens_k=[0, 20])
+    with pytest.raises(ValueError, match="max_seqlen_k"):
+        proxyattn.attention_varlen(q[:10], k, k, [0, 10], [0, 20], max_seqlen_q=10, max_seqlen_k=12)
+    with pytest.raises(ValueError, match="k must have shape"):
+        proxyattn.estimate(q[:10], k, cu_seqlens=[0, 10], cu_seqlens_k=[0, 25])
