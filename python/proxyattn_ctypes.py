@@ -77,6 +77,8 @@ def _load():
         "pa_config_default": (None, [ctypes.POINTER(_Config)]),
         "pa_plan_create": (ctypes.c_int, [ctypes.POINTER(_Config), I32, I32, I32, I32, I32, I32,
                                           ctypes.POINTER(I32), I32, VP, ctypes.POINTER(P)]),
+        "pa_plan_create_kv": (ctypes.c_int, [ctypes.POINTER(_Config), I32, I32, I32, I32, I32, I32,
+                                             ctypes.POINTER(I32), ctypes.POINTER(I32), I32, VP, ctypes.POINTER(P)]),
         "pa_plan_destroy": (None, [P]),
         "pa_plan_num_blocks": (I64, [P]),
         "pa_plan_mask_rows": (I64, [P]),

@@ -69,6 +69,12 @@ typedef struct pa_plan pa_plan;
 PA_API int pa_plan_create(const pa_config* config, int32_t q_heads, int32_t kv_heads, int32_t head_dim,
                           int32_t dtype, int32_t device, int32_t device_index,
                           const int32_t* cu_seqlens_host, int32_t num_seqs, void* stream, pa_plan** out);
+/* Queries fewer than keys (a chunk of a prompt against the keys already cached):
+ * cu_seqlens_k_host [num_seqs + 1] packs the keys and values, cu_seqlens_host the queries; each
+ * sequence's queries are its last positions. CPU backends in this version. */
+PA_API int pa_plan_create_kv(const pa_config* config, int32_t q_heads, int32_t kv_heads, int32_t head_dim,
+                             int32_t dtype, int32_t device, int32_t device_index, const int32_t* cu_seqlens_host,
+                             const int32_t* cu_seqlens_k_host, int32_t num_seqs, void* stream, pa_plan** out);
 PA_API void pa_plan_destroy(pa_plan* plan); /* NULL is fine */
 /* The getters return -1 (or 0 for the workspace) for a NULL plan. */
 PA_API int64_t pa_plan_num_blocks(const pa_plan* plan);
@@ -88,7 +94,7 @@ typedef struct {
   int32_t device;
 } pa_estimate_result;
 
-/* Q, O [total, q_heads, head_dim]; K, V [total, kv_heads, head_dim]; lse [q_heads, total]
+/* Q, O [total_q, q_heads, head_dim]; K, V [total_kv, kv_heads, head_dim]; lse [q_heads, total_q]
  * float32 or NULL to skip it. */
 PA_API int pa_estimate(pa_plan* plan, const pa_tensor* q, const pa_tensor* k, void* stream,
                        pa_estimate_result* out);

@@ -165,3 +165,36 @@ def test_c_null_arguments(pa):
     assert lib.pa_sparse_attention(plan._handle, pa._tensor(q, "q"), pa._tensor(k, "k"), pa._tensor(v, "v"),
                                    None, None, 0, None, None, None) == 1
     assert "row_offsets is null" in lib.pa_last_error().decode()
+
+
+def test_c_plan_with_fewer_queries_than_keys(pa):
+    # pa_plan_create_kv: a chunk's queries against all its sequence's keys give the whole
+    # prompt's last rows.
+    import ctypes
+    lib = pa._load()
+    rng = np.random.default_rng(4)
+    n, nq = 150, 37
+    q_all = rng.standard_normal((n, HQ, D)).astype(np.float32)
+    k, v = (rng.standard_normal((n, HKV, D)).astype(np.float32) for _ in range(2))
+    want, _ = reference_module.attention(q_all, k, v, [0, n])
+    q = np.ascontiguousarray(q_all[n - nq:])
+    cfg = pa._Config()
+    lib.pa_config_default(ctypes.byref(cfg))
+    cfg.block_size, cfg.backend = B, 2  # PA_BACKEND_CPU
+    cu_q, cu_k = (ctypes.c_int32 * 2)(0, nq), (ctypes.c_int32 * 2)(0, n)
+    handle = ctypes.c_void_p()
+    assert lib.pa_plan_create_kv(ctypes.byref(cfg), HQ, HKV, D, 0, 0, 0, cu_q, None, 1, None,
+                                 ctypes.byref(handle)) == 1
+    assert "cu_seqlens_k_host" in lib.pa_last_error().decode()
+    assert lib.pa_plan_create_kv(ctypes.byref(cfg), HQ, HKV, D, 0, 0, 0, cu_k, cu_q, 1, None,
+                                 ctypes.byref(handle)) == 1
+    assert "150 queries but 37 keys" in lib.pa_last_error().decode()
+    assert lib.pa_plan_create_kv(ctypes.byref(cfg), HQ, HKV, D, 0, 0, 0, cu_q, cu_k, 1, None,
+                                 ctypes.byref(handle)) == 0, lib.pa_last_error()
+    out = np.full((nq, HQ, D), np.nan, np.float32)
+    try:
+        assert lib.pa_dense_attention(handle, pa._tensor(q, "q"), pa._tensor(k, "k"), pa._tensor(v, "v"),
+                                      pa._tensor(out, "out"), None, None) == 0, lib.pa_last_error()
+    finally:
+        lib.pa_plan_destroy(handle)
+    assert rel_err(out, want[n - nq:]) < 1e-5

@@ -157,9 +157,10 @@ void pa_config_default(pa_config* config) {
   config->head_columns = d.head_columns;
 }
 
-int pa_plan_create(const pa_config* config, int32_t q_heads, int32_t kv_heads, int32_t head_dim,
-                   int32_t dtype, int32_t device, int32_t device_index, const int32_t* cu_seqlens_host,
-                   int32_t num_seqs, void* stream, pa_plan** out) {
+namespace {
+int create_plan(const pa_config* config, int32_t q_heads, int32_t kv_heads, int32_t head_dim, int32_t dtype,
+                int32_t device, int32_t device_index, const int32_t* cu_seqlens_host,
+                const int32_t* cu_seqlens_k_host, int32_t num_seqs, void* stream, pa_plan** out) {
   return guarded([&] {
     require(out, "out");
     *out = nullptr;
@@ -175,10 +176,31 @@ int pa_plan_create(const pa_config* config, int32_t q_heads, int32_t kv_heads, i
     p.device = to_device(device, "device");
     p.device_index = device_index;
     p.cu_seqlens.assign(cu_seqlens_host, cu_seqlens_host + num_seqs + 1);
+    if (cu_seqlens_k_host) p.cu_seqlens_k.assign(cu_seqlens_k_host, cu_seqlens_k_host + num_seqs + 1);
     // Sized first (it validates too), so that the getter below cannot fail.
     const std::uint64_t bytes = Plan::workspace_bytes(c, p);
     *out = new pa_plan{Plan(c, p, stream), bytes};
   });
+}
+}  // namespace
+
+int pa_plan_create(const pa_config* config, int32_t q_heads, int32_t kv_heads, int32_t head_dim,
+                   int32_t dtype, int32_t device, int32_t device_index, const int32_t* cu_seqlens_host,
+                   int32_t num_seqs, void* stream, pa_plan** out) {
+  return create_plan(config, q_heads, kv_heads, head_dim, dtype, device, device_index, cu_seqlens_host, nullptr,
+                     num_seqs, stream, out);
+}
+
+int pa_plan_create_kv(const pa_config* config, int32_t q_heads, int32_t kv_heads, int32_t head_dim,
+                      int32_t dtype, int32_t device, int32_t device_index, const int32_t* cu_seqlens_host,
+                      const int32_t* cu_seqlens_k_host, int32_t num_seqs, void* stream, pa_plan** out) {
+  if (!cu_seqlens_k_host)
+    return guarded([&] {
+      if (out) *out = nullptr;
+      require(cu_seqlens_k_host, "cu_seqlens_k_host");
+    });
+  return create_plan(config, q_heads, kv_heads, head_dim, dtype, device, device_index, cu_seqlens_host,
+                     cu_seqlens_k_host, num_seqs, stream, out);
 }
 
 void pa_plan_destroy(pa_plan* plan) { delete plan; }
