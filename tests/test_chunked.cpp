@@ -243,3 +243,137 @@ TEST(Chunked, ErrorsNameTheArgument) {
   expect_error([&] { dense_attention(plan, q.view(), k.view(), k.view(), out.view(), bad_lse.view()); },
                {"lse must have shape [4, 15]"});
 }
+
+namespace {
+
+// K or V of a packed batch scattered into a cache of shuffled pages: the cache
+// [num_pages, page_size, heads, dim] (two spare pages filled with NaN, never to be read) and the
+// block table [num_seqs, max_pages + 1] (a spare column of -1).
+struct Paged {
+  HostTensor k, v, table;
+};
+
+Paged page_out(const HostTensor& k, const HostTensor& v, const Problem& pr, int page, std::mt19937_64& rng) {
+  const std::int64_t heads = k.shape[1], dim = k.shape[2], row = heads * dim;
+  const auto& cu = pr.kv_seqlens();
+  std::int64_t pages = 0, widest = 0;
+  for (int s = 0; s < pr.num_seqs(); ++s) {
+    const std::int64_t need = (cu[s + 1] - cu[s] + page - 1) / page;
+    pages += need;
+    widest = std::max(widest, need);
+  }
+  std::vector<std::int32_t> order(pages + 2);
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = static_cast<std::int32_t>(i);
+  std::shuffle(order.begin(), order.end(), rng);
+  Paged out{HostTensor(k.dtype, {pages + 2, page, heads, dim}), HostTensor(k.dtype, {pages + 2, page, heads, dim}),
+            HostTensor(DType::int32, {pr.num_seqs(), widest + 1})};
+  out.k.poison(), out.v.poison();
+  auto* table = reinterpret_cast<std::int32_t*>(out.table.bytes.data());
+  std::fill(table, table + pr.num_seqs() * (widest + 1), -1);
+  std::int64_t next = 0;
+  for (int s = 0; s < pr.num_seqs(); ++s)
+    for (std::int64_t t = 0; t < cu[s + 1] - cu[s]; ++t) {
+      if (t % page == 0) table[s * (widest + 1) + t / page] = order[next++];
+      const std::int64_t dst = (static_cast<std::int64_t>(table[s * (widest + 1) + t / page]) * page + t % page) * row;
+      for (std::int64_t i = 0; i < row; ++i) {
+        out.k.set(dst + i, k.at((cu[s] + t) * row + i));
+        out.v.set(dst + i, v.at((cu[s] + t) * row + i));
+      }
+    }
+  return out;
+}
+
+}  // namespace
+
+// Paged keys and values give the contiguous call's masks and outputs, whatever the page size
+// (dividing the block, equal to it, larger, or neither) and however the pages are shuffled.
+TEST(Paged, EqualsContiguous) {
+  const std::uint64_t seed = fresh_seed();
+  std::mt19937_64 rng(seed);
+  for (const Case& c : kCases)
+    for (Backend b : {Backend::cpu_reference, Backend::cpu})
+      for (int page : {16, 8, 5, 32}) {
+        SCOPED_TRACE(describe(c) + (b == Backend::cpu ? " cpu" : " reference") + " page " + std::to_string(page) +
+                     " seed " + std::to_string(seed));
+        Inputs r = make_run(c, rng);
+        Problem paged_pr = r.part;
+        paged_pr.page_size = page;
+        const Paged cache = page_out(r.x.k, r.x.v, r.part, page, rng);
+        const KvCache kv{cache.k.view(), cache.v.view(), cache.table.view()};
+        Plan flat(config(b, 0.8), r.part), paged(config(b, 0.8), paged_pr);
+        const HostEstimate ef = to_host(flat, estimate(flat, r.q.view(), r.x.k.view()));
+        const HostEstimate ep = to_host(paged, estimate(paged, r.q.view(), KvCache{cache.k.view(), {}, cache.table.view()}));
+        EXPECT_EQ(ep.mask.row_offsets, ef.mask.row_offsets);
+        EXPECT_EQ(ep.mask.col_indices, ef.mask.col_indices);
+        EXPECT_EQ(ep.budget_blocks, ef.budget_blocks);
+        const std::int64_t nq = r.part.total_tokens();
+        HostTensor of(c.dtype, {nq, c.hq, c.dim}), op = of, lf(DType::float32, {c.hq, nq}), lp = lf;
+        for (int pass = 0; pass < 3; ++pass) {
+          of.poison(), op.poison(), lf.poison(), lp.poison();
+          if (pass == 0) {
+            attention(flat, r.q.view(), r.x.k.view(), r.x.v.view(), of.view(), lf.view());
+            attention(paged, r.q.view(), kv, op.view(), lp.view());
+          } else if (pass == 1) {
+            dense_attention(flat, r.q.view(), r.x.k.view(), r.x.v.view(), of.view(), lf.view());
+            dense_attention(paged, r.q.view(), kv, op.view(), lp.view());
+          } else {
+            sparse_attention(flat, r.q.view(), r.x.k.view(), r.x.v.view(), ef.mask.view(), of.view(), lf.view());
+            sparse_attention(paged, r.q.view(), kv, ef.mask.view(), op.view(), lp.view());
+          }
+          ASSERT_TRUE(op.all_finite() && lp.all_finite()) << "pass " << pass << ": a spare page was read";
+          if (nq > 0) EXPECT_LT(rel_error(op, of), 1e-6) << "pass " << pass;
+          if (nq > 0) EXPECT_LT(rel_error(lp, lf), 1e-6) << "pass " << pass;
+        }
+      }
+}
+
+TEST(Paged, ErrorsNameTheArgument) {
+  auto expect_error = [](const std::function<void()>& f, std::initializer_list<const char*> parts) {
+    try {
+      f();
+      ADD_FAILURE() << "no error raised; expected one mentioning " << *parts.begin();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument) << e.what();
+      for (const char* p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << " lacks " << p;
+    }
+  };
+  const Config c = config(Backend::cpu, 0.9);
+  std::mt19937_64 rng(fresh_seed());
+  Problem p = chunked_problem({10, 5}, {20, 30}, 4, 2, 16, DType::float32);
+  p.page_size = 8;
+  Problem no_k = p;
+  no_k.cu_seqlens_k.clear();
+  expect_error([&] { Plan plan(c, no_k); }, {"cu_seqlens_k is required", "page_size 8"});
+  Problem negative = p;
+  negative.page_size = -1;
+  expect_error([&] { Plan plan(c, negative); }, {"page_size", "-1"});
+
+  Plan plan(c, p);
+  HostTensor q = random_tensor(DType::float32, {15, 4, 16}, rng), out(DType::float32, {15, 4, 16});
+  HostTensor k = random_tensor(DType::float32, {9, 8, 2, 16}, rng);  // 9 pages of 8
+  HostTensor table(DType::int32, {2, 4});
+  auto* t = reinterpret_cast<std::int32_t*>(table.bytes.data());
+  const std::int32_t pages[8] = {0, 1, 2, -1, 3, 4, 5, 6};  // 20 keys: 3 pages; 30 keys: 4 pages
+  std::copy(pages, pages + 8, t);
+  EXPECT_NO_THROW(dense_attention(plan, q.view(), KvCache{k.view(), k.view(), table.view()}, out.view(), TensorView{}));
+  expect_error([&] { dense_attention(plan, q.view(), k.view(), k.view(), out.view(), TensorView{}); },
+               {"paged", "KvCache"});
+  t[5] = 9;
+  expect_error([&] { estimate(plan, q.view(), KvCache{k.view(), {}, table.view()}); },
+               {"kv.block_table[1][1] = 9", "9 pages"});
+  t[5] = 4;
+  HostTensor narrow(DType::int32, {2, 3});
+  expect_error([&] { estimate(plan, q.view(), KvCache{k.view(), {}, narrow.view()}); },
+               {"kv.block_table has 3 pages", "sequence 1 has 30 keys"});
+  HostTensor wide(DType::int64, {2, 4});
+  expect_error([&] { estimate(plan, q.view(), KvCache{k.view(), {}, wide.view()}); }, {"kv.block_table", "int32"});
+  HostTensor bad_page = random_tensor(DType::float32, {9, 4, 2, 16}, rng);
+  expect_error([&] { estimate(plan, q.view(), KvCache{bad_page.view(), {}, table.view()}); },
+               {"kv.k must have shape [num_pages, 8, 2, 16]"});
+  HostTensor fewer = random_tensor(DType::float32, {7, 8, 2, 16}, rng);
+  expect_error([&] { dense_attention(plan, q.view(), KvCache{k.view(), fewer.view(), table.view()}, out.view(), TensorView{}); },
+               {"kv.v must have as many pages as kv.k (9)"});
+  Plan flat(c, chunked_problem({10, 5}, {20, 30}, 4, 2, 16, DType::float32));
+  expect_error([&] { estimate(flat, q.view(), KvCache{k.view(), {}, table.view()}); }, {"not paged"});
+  EXPECT_EQ(plan.impl().block_table, nullptr);  // no call leaves its table behind
+}

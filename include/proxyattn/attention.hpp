@@ -54,6 +54,24 @@ Estimate attention(Plan& plan, const TensorView& q, const TensorView& k, const T
 void dense_attention(Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                      const TensorView& out, const TensorView& lse, void* stream = nullptr);
 
+// Paged keys and values, for a plan whose problem has page_size > 0: the caches and the block
+// table that maps each sequence's keys to pages. Key position t of sequence s sits in page
+// block_table[s][t / page_size], slot t % page_size. The pages of a cache must be whole blocks
+// of memory: k.stride[0] == page_size * k.stride[1] (as torch.empty gives).
+struct KvCache {
+  TensorView k;            // [num_pages, page_size, kv_heads, head_dim]
+  TensorView v;            // the same shape (undefined for estimate)
+  TensorView block_table;  // int32 [num_seqs, max_pages], max_pages >= ceil(kv_len / page_size)
+};
+
+Estimate estimate(Plan& plan, const TensorView& q, const KvCache& kv, void* stream = nullptr);
+void sparse_attention(Plan& plan, const TensorView& q, const KvCache& kv, const BlockMask& mask,
+                      const TensorView& out, const TensorView& lse, void* stream = nullptr);
+Estimate attention(Plan& plan, const TensorView& q, const KvCache& kv, const TensorView& out,
+                   const TensorView& lse, void* stream = nullptr);
+void dense_attention(Plan& plan, const TensorView& q, const KvCache& kv, const TensorView& out,
+                     const TensorView& lse, void* stream = nullptr);
+
 // Copies an estimate to the host; for CUDA plans this synchronises `stream`.
 HostEstimate to_host(const Plan& plan, const Estimate& estimate, void* stream = nullptr);
 

@@ -22,6 +22,10 @@ namespace proxyattn {
 // positions: query block m covers positions [m B, (m + 1) B) of the sequence, so a chunk that
 // starts inside a block has a first row with fewer queries. Left empty, the keys share the
 // queries' packing (self-attention over the whole prompt).
+//
+// Paged keys and values (page_size > 0): K and V are caches [num_pages, page_size, kv_heads,
+// head_dim] read through a block table (attention.hpp, KvCache); cu_seqlens_k is then required
+// and gives each sequence's key count (its differences; the offsets address nothing).
 struct Problem {
   int q_heads = 0;
   int kv_heads = 0;
@@ -31,6 +35,7 @@ struct Problem {
   int device_index = 0;
   std::vector<std::int32_t> cu_seqlens;    // queries: [num_seqs + 1], [0] == 0, non-decreasing
   std::vector<std::int32_t> cu_seqlens_k;  // keys: empty, or as cu_seqlens with every kv_len >= q_len
+  int page_size = 0;                       // 0: K and V packed like Q; > 0: paged caches
 
   // A batch of one sequence.
   static Problem single(std::int64_t tokens, int q_heads, int kv_heads, int head_dim, DType dtype,
@@ -41,6 +46,7 @@ struct Problem {
   std::int64_t total_kv_tokens() const { return kv_seqlens().empty() ? 0 : kv_seqlens().back(); }
   // Some sequence's queries are fewer than its keys.
   bool queries_shorter() const { return !cu_seqlens_k.empty() && cu_seqlens_k != cu_seqlens; }
+  bool paged() const { return page_size > 0; }
 };
 
 class Plan {

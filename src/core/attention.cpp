@@ -52,12 +52,97 @@ void check_lse(const TensorView& lse, const Plan::Impl& p) {
 
 void check_inputs(const Plan::Impl& p, const TensorView& q, const TensorView& k, const TensorView* v,
                   const TensorView* out) {
+  if (p.problem.paged())
+    invalid("this plan's keys and values are paged (problem.page_size ", p.problem.page_size,
+            "): pass them as a KvCache");
   const std::int64_t nq = p.problem.total_tokens(), nk = p.problem.total_kv_tokens();
   check_heads_tensor("q", q, p, p.problem.q_heads, nq);
   check_heads_tensor("k", k, p, p.problem.kv_heads, nk);
   if (v) check_heads_tensor("v", *v, p, p.problem.kv_heads, nk);
   if (out) check_heads_tensor("out", *out, p, p.problem.q_heads, nq);
 }
+
+// A paged cache [num_pages, page_size, kv_heads, head_dim] as the token view
+// [num_pages * page_size, kv_heads, head_dim] that the backends read through Plan::Impl::kv_token.
+TensorView token_view(const char* name, const TensorView& t, const Plan::Impl& p) {
+  const Problem& pr = p.problem;
+  if (!t.defined()) invalid(name, " is undefined");
+  if (t.ndim != 4)
+    invalid(name, " must have 4 dimensions [num_pages, page_size, kv_heads, head_dim], got ", t.describe());
+  if (t.dtype != pr.dtype) invalid(name, " must be ", dtype_name(pr.dtype), " as planned, got ", t.describe());
+  check_same_device(name, t, p);
+  if (t.shape[1] != pr.page_size || t.shape[2] != pr.kv_heads || t.shape[3] != pr.head_dim)
+    invalid(name, " must have shape [num_pages, ", pr.page_size, ", ", pr.kv_heads, ", ", pr.head_dim,
+            "] as planned, got ", t.describe());
+  if (t.numel() > 0) {
+    if (t.shape[3] > 1 && t.stride[3] != 1)
+      invalid(name, " must be contiguous in its last dimension, got stride ", t.stride[3]);
+    if (t.stride[1] < 0 || t.stride[2] < 0)
+      invalid(name, " must have non-negative strides, got ", t.stride[1], " and ", t.stride[2]);
+    if (t.shape[0] > 1 && t.stride[0] != t.shape[1] * t.stride[1])
+      invalid(name, ": each page must be one block of memory (stride[0] == page_size * stride[1] = ",
+              t.shape[1] * t.stride[1], "), got stride[0] = ", t.stride[0]);
+    if (t.data == nullptr) invalid(name, " has a null data pointer");
+  }
+  TensorView v = t;
+  v.ndim = 3;
+  v.shape = {t.shape[0] * t.shape[1], t.shape[2], t.shape[3], 0};
+  v.stride = {t.stride[1], t.stride[2], t.stride[3], 0};
+  return v;
+}
+
+// The block table, whole, before any key is read through it.
+void check_table(const TensorView& t, const Plan::Impl& p, std::int64_t num_pages) {
+  const Problem& pr = p.problem;
+  const int n = pr.num_seqs();
+  if (!t.defined()) invalid("kv.block_table is undefined");
+  if (t.dtype != DType::int32) invalid("kv.block_table must be int32, got ", t.describe());
+  check_same_device("kv.block_table", t, p);
+  if (t.ndim != 2 || t.shape[0] != n) invalid("kv.block_table must have shape [", n, ", max_pages], got ", t.describe());
+  if (t.shape[1] > 1 && t.stride[1] != 1)
+    invalid("kv.block_table must be contiguous in its last dimension, got stride ", t.stride[1]);
+  for (int s = 0; s < n; ++s) {
+    const std::int64_t need = (p.kv_len(s) + pr.page_size - 1) / pr.page_size;
+    if (need > t.shape[1])
+      invalid("kv.block_table has ", t.shape[1], " pages per sequence, but sequence ", s, " has ", p.kv_len(s),
+              " keys: ", need, " pages of ", pr.page_size);
+    if (need > 0 && t.data == nullptr) invalid("kv.block_table has a null data pointer");
+    for (std::int64_t i = 0; i < need; ++i) {
+      const std::int32_t page = t.as<const std::int32_t>()[s * t.stride[0] + i];
+      if (page < 0 || page >= num_pages)
+        invalid("kv.block_table[", s, "][", i, "] = ", page, " is not a page of the cache (", num_pages, " pages)");
+    }
+  }
+}
+
+// A call on a paged plan: the checked token views, and the block table set on the plan for the
+// duration of the call.
+struct PagedCall {
+  Plan::Impl& p;
+  TensorView k, v;
+  PagedCall(Plan::Impl& plan, const TensorView& q, const KvCache& kv, bool with_v, const TensorView* out)
+      : p(plan) {
+    if (!p.problem.paged())
+      invalid("this plan's keys and values are not paged (problem.page_size 0): pass them as tensors");
+    check_heads_tensor("q", q, p, p.problem.q_heads, p.problem.total_tokens());
+    if (out) check_heads_tensor("out", *out, p, p.problem.q_heads, p.problem.total_tokens());
+    k = token_view("kv.k", kv.k, p);
+    if (with_v) {
+      v = token_view("kv.v", kv.v, p);
+      if (kv.v.shape[0] != kv.k.shape[0])
+        invalid("kv.v must have as many pages as kv.k (", kv.k.shape[0], "), got ", kv.v.describe());
+    }
+    check_table(kv.block_table, p, kv.k.shape[0]);
+    p.block_table = kv.block_table.as<const std::int32_t>();
+    p.table_stride = kv.block_table.stride[0];
+  }
+  ~PagedCall() {
+    p.block_table = nullptr;
+    p.table_stride = 0;
+  }
+  PagedCall(const PagedCall&) = delete;
+  PagedCall& operator=(const PagedCall&) = delete;
+};
 
 // row_offsets[num_rows] against the entries col_indices holds, before anything reads them.
 void check_entries(const BlockMask& m, void* stream) {
@@ -138,11 +223,7 @@ void run_attention(Plan::Impl& p, const TensorView& q, const TensorView& k, cons
   }
 }
 
-}  // namespace
-
-Estimate estimate(Plan& plan, const TensorView& q, const TensorView& k, void* stream) {
-  Plan::Impl& p = plan.impl();
-  check_inputs(p, q, k, nullptr, nullptr);
+Estimate run_estimate(Plan::Impl& p, const TensorView& q, const TensorView& k, void* stream) {
   if (p.backend == Backend::cuda) return detail::cuda::estimate(p, q, k, stream);
   detail::EstimateOut out{p.row_offsets.data(), p.col_indices.data(), p.budget_blocks.data(),
                           p.kept_blocks.data()};
@@ -151,6 +232,14 @@ Estimate estimate(Plan& plan, const TensorView& q, const TensorView& k, void* st
   else
     detail::cpu::estimate(p, q, k, out);
   return host_estimate(p);
+}
+
+}  // namespace
+
+Estimate estimate(Plan& plan, const TensorView& q, const TensorView& k, void* stream) {
+  Plan::Impl& p = plan.impl();
+  check_inputs(p, q, k, nullptr, nullptr);
+  return run_estimate(p, q, k, stream);
 }
 
 void sparse_attention(Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
@@ -167,7 +256,7 @@ Estimate attention(Plan& plan, const TensorView& q, const TensorView& k, const T
   Plan::Impl& p = plan.impl();
   check_inputs(p, q, k, &v, &out);
   check_lse(lse, p);
-  Estimate e = estimate(plan, q, k, stream);
+  Estimate e = run_estimate(p, q, k, stream);
   run_attention(p, q, k, v, &e.mask, out, lse, stream);
   return e;
 }
@@ -178,6 +267,35 @@ void dense_attention(Plan& plan, const TensorView& q, const TensorView& k, const
   check_inputs(p, q, k, &v, &out);
   check_lse(lse, p);
   run_attention(p, q, k, v, nullptr, out, lse, stream);
+}
+
+Estimate estimate(Plan& plan, const TensorView& q, const KvCache& kv, void* stream) {
+  PagedCall call(plan.impl(), q, kv, false, nullptr);
+  return run_estimate(call.p, q, call.k, stream);
+}
+
+void sparse_attention(Plan& plan, const TensorView& q, const KvCache& kv, const BlockMask& mask,
+                      const TensorView& out, const TensorView& lse, void* stream) {
+  PagedCall call(plan.impl(), q, kv, true, &out);
+  check_lse(lse, call.p);
+  check_mask(mask, call.p, stream);
+  run_attention(call.p, q, call.k, call.v, &mask, out, lse, stream);
+}
+
+Estimate attention(Plan& plan, const TensorView& q, const KvCache& kv, const TensorView& out,
+                   const TensorView& lse, void* stream) {
+  PagedCall call(plan.impl(), q, kv, true, &out);
+  check_lse(lse, call.p);
+  Estimate e = run_estimate(call.p, q, call.k, stream);
+  run_attention(call.p, q, call.k, call.v, &e.mask, out, lse, stream);
+  return e;
+}
+
+void dense_attention(Plan& plan, const TensorView& q, const KvCache& kv, const TensorView& out,
+                     const TensorView& lse, void* stream) {
+  PagedCall call(plan.impl(), q, kv, true, &out);
+  check_lse(lse, call.p);
+  run_attention(call.p, q, call.k, call.v, nullptr, out, lse, stream);
 }
 
 HostEstimate to_host(const Plan& plan, const Estimate& e, void* stream) {

@@ -49,6 +49,10 @@ void validate_problem(const Config& c, const Problem& p) {
                 "there cannot be more of them");
     }
   }
+  if (p.page_size < 0) invalid("problem.page_size must be >= 0 (0: no paging), got ", p.page_size);
+  if (p.page_size > 0 && p.cu_seqlens_k.empty())
+    invalid("problem.cu_seqlens_k is required with paged keys (problem.page_size ", p.page_size,
+            "): it gives each sequence's key count");
   if (p.device_index < 0) invalid("problem.device_index must be >= 0, got ", p.device_index);
 }
 

@@ -50,6 +50,17 @@ struct Plan::Impl {
   std::int64_t first_block(int s) const { return seq_len(s) ? q_offset(s) / config.block_size : 0; }
   // Key blocks of sequence s.
   std::int64_t kv_blocks(int s) const { return kv_block_offset[s + 1] - kv_block_offset[s]; }
+
+  // Paged keys: the block table of the call under way (set by the API layer for the duration of
+  // a call on a paged plan; the K and V views the backends get then span every page as tokens).
+  const std::int32_t* block_table = nullptr;
+  std::int64_t table_stride = 0;
+  // The row of K and V that holds key position t of sequence s.
+  std::int64_t kv_token(int s, std::int64_t t) const {
+    if (!block_table) return kv_begin(s) + t;
+    const std::int64_t page = problem.page_size;
+    return static_cast<std::int64_t>(block_table[s * table_stride + t / page]) * page + t % page;
+  }
   int group_size_q() const { return problem.q_heads / config.proxy_groups; }
   int group_size_kv() const { return problem.kv_heads / config.proxy_groups; }
   int gqa_ratio() const { return problem.q_heads / problem.kv_heads; }

@@ -50,9 +50,10 @@ Packed pack(const Plan::Impl& p, const TensorView& k, const TensorView& v) {
       float* kt = &w.kt[t * D * w.bp];
       float* vv = &w.v[t * w.bp * w.dp];
       for (std::int64_t j = 0; j < keys; ++j) {
-        load_row(k, p.kv_begin(s) + k0 + j, h, row.data(), 1.f);
+        const std::int64_t token = p.kv_token(s, k0 + j);
+        load_row(k, token, h, row.data(), 1.f);
         for (std::int64_t d = 0; d < D; ++d) kt[d * w.bp + j] = row[d];
-        load_row(v, p.kv_begin(s) + k0 + j, h, &vv[j * w.dp], 1.f);
+        load_row(v, token, h, &vv[j * w.dp], 1.f);
       }
     }
   }

@@ -21,7 +21,7 @@ namespace {
 std::vector<double> head_mass(const Plan::Impl& p, const TensorView& q, const TensorView& k, int s, int h) {
   const Kernels& K = kernels();
   const std::int64_t B = p.config.block_size, D = p.problem.head_dim;
-  const std::int64_t begin = p.kv_begin(s), len = p.kv_len(s), nb = p.kv_blocks(s);
+  const std::int64_t len = p.kv_len(s), nb = p.kv_blocks(s);
   const std::int64_t L = std::min(B, p.seq_len(s)), first = len - L;
   const std::int64_t q_first = p.seq_begin(s) + p.seq_len(s) - L;  // its token in q
   const std::int64_t dp = row_stride(D), bp = row_stride(B);
@@ -36,7 +36,7 @@ std::vector<double> head_mass(const Plan::Impl& p, const TensorView& q, const Te
     keys = std::min(B, len - k0);
     const std::int64_t cols = round_up(keys, kPad);
     for (std::int64_t j = 0; j < cols; ++j) {
-      if (j < keys) load_row(k, begin + k0 + j, kvh, row.data(), 1.f);
+      if (j < keys) load_row(k, p.kv_token(s, k0 + j), kvh, row.data(), 1.f);
       for (std::int64_t d = 0; d < D; ++d) kt[d * bp + j] = j < keys ? row[d] : 0.f;
     }
     K.gemm(qt.data(), dp, kt.data(), bp, sc.data(), bp, L, cols, D, false);
@@ -96,7 +96,7 @@ struct Proxy {
 
 Proxy make_proxy(const Plan::Impl& p, const TensorView& q, const TensorView& k, int s, int j) {
   const std::int64_t D = p.problem.head_dim, stride = p.config.stride;
-  const std::int64_t begin = p.kv_begin(s), len = p.kv_len(s), offset = p.q_offset(s);
+  const std::int64_t len = p.kv_len(s), offset = p.q_offset(s);
   const int gq = p.group_size_q(), gk = p.group_size_kv();
   Proxy x;
   x.na = (len + stride - 1) / stride;
@@ -107,7 +107,7 @@ Proxy make_proxy(const Plan::Impl& p, const TensorView& q, const TensorView& k, 
   x.kt.assign(D * x.nap, 0.f);
   std::vector<float> row(D), acc(D);
   for (std::int64_t a = 0; a < x.na; ++a) {
-    const std::int64_t t = begin + a * stride;
+    const std::int64_t t = p.kv_token(s, a * stride);
     if (a >= x.a0) {
       std::fill(acc.begin(), acc.end(), 0.f);
       for (int h = j * gq; h < (j + 1) * gq; ++h) {

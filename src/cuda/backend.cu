@@ -354,6 +354,9 @@ std::size_t carve(const Plan::Impl& p, const Tables& t, void* base, Regions* r) 
 }
 
 void check_supported(const Plan::Impl& p) {
+  if (p.problem.paged())
+    fail(ErrorCode::unsupported, "paged keys and values (problem.page_size ", p.problem.page_size,
+         ") run on the cpu and cpu_reference backends only in this version");
   if (p.problem.queries_shorter())
     fail(ErrorCode::unsupported, "queries shorter than keys (problem.cu_seqlens_k differs from cu_seqlens) run on "
          "the cpu and cpu_reference backends only in this version; the CUDA kernels take whole prompts");

@@ -14,7 +14,7 @@ void attention(const Plan::Impl& p, const TensorView& q, const TensorView& k, co
   float* lse_out = lse.defined() ? lse.as<float>() : nullptr;
   for (int s = 0; s < p.problem.num_seqs(); ++s) {
     // Query position i (of the keys' positions) is token begin + i - offset of q.
-    const std::int64_t begin = p.seq_begin(s), kv_begin = p.kv_begin(s), len = p.kv_len(s), offset = p.q_offset(s);
+    const std::int64_t begin = p.seq_begin(s), len = p.kv_len(s), offset = p.q_offset(s);
     for (std::int64_t r = 0; r < p.seq_blocks(s); ++r)
       for (int h = 0; h < heads; ++h) {
         const std::int64_t m = p.first_block(s) + r;
@@ -36,7 +36,7 @@ void attention(const Plan::Impl& p, const TensorView& q, const TensorView& k, co
           for (std::size_t j = 0; j < keys.size(); ++j) {
             double dot = 0;
             for (std::int64_t d = 0; d < dim; ++d)
-              dot += load(q, begin + i - offset, h, d) * load(k, kv_begin + keys[j], kvh, d);
+              dot += load(q, begin + i - offset, h, d) * load(k, p.kv_token(s, keys[j]), kvh, d);
             scores[j] = dot * p.scale;
             if (scores[j] > mx) mx = scores[j];
           }
@@ -45,7 +45,7 @@ void attention(const Plan::Impl& p, const TensorView& q, const TensorView& k, co
           for (std::size_t j = 0; j < keys.size(); ++j) {
             const double w = std::exp(scores[j] - mx);
             sum += w;
-            for (std::int64_t d = 0; d < dim; ++d) acc[d] += w * load(v, kv_begin + keys[j], kvh, d);
+            for (std::int64_t d = 0; d < dim; ++d) acc[d] += w * load(v, p.kv_token(s, keys[j]), kvh, d);
           }
           const std::int64_t token = begin + i - offset;
           for (std::int64_t d = 0; d < dim; ++d) store(out, token, h, d, keys.empty() ? 0.0 : acc[d] / sum);

@@ -48,7 +48,7 @@ std::vector<double> proxy_block_scores(const TensorView& q, const TensorView& k,
   std::vector<std::vector<double>> qbar(na), kbar(na);
   for (std::int64_t a = 0; a < na; ++a) {
     if (a * stride >= offset) qbar[a] = head_mean(q, seq.begin + a * stride - offset, group * hq, hq);
-    kbar[a] = head_mean(k, seq.keys_begin() + a * stride, group * hkv, hkv);
+    kbar[a] = head_mean(k, seq.key_token(a * stride), group * hkv, hkv);
   }
   std::vector<double> A(nb * nb, 0.0);
   for (std::int64_t a = 0; a < na; ++a) {
@@ -75,7 +75,7 @@ std::vector<double> head_block_mass(const TensorView& q, const TensorView& k, Se
   for (std::int64_t i = keys - rows; i < keys; ++i) {  // positions of the last `rows` queries
     const std::vector<double> qi = head_mean(q, seq.begin + i - offset, head, 1);
     std::vector<double> p(i + 1);
-    for (std::int64_t t = 0; t <= i; ++t) p[t] = scale * dot(qi, head_mean(k, seq.keys_begin() + t, kvh, 1));
+    for (std::int64_t t = 0; t <= i; ++t) p[t] = scale * dot(qi, head_mean(k, seq.key_token(t), kvh, 1));
     softmax(p);
     for (std::int64_t t = 0; t <= i; ++t) mass[t / block] += p[t] / rows;
   }
@@ -138,7 +138,8 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
   std::int64_t row = 0;
   out.row_offsets[0] = 0;
   for (int s = 0; s < p.problem.num_seqs(); ++s) {
-    const Seq seq{p.seq_begin(s), p.seq_len(s), p.kv_begin(s), p.kv_len(s)};
+    const Seq seq{p.seq_begin(s), p.seq_len(s), p.kv_begin(s), p.kv_len(s),
+                  p.block_table ? p.block_table + s * p.table_stride : nullptr, p.problem.page_size};
     const std::int64_t nb = p.kv_blocks(s), first = p.first_block(s), end = first + p.seq_blocks(s);
     std::vector<std::vector<double>> A(groups);
     for (int j = 0; j < groups; ++j)

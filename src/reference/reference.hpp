@@ -16,9 +16,15 @@ struct Seq {
   std::int64_t len = 0;
   std::int64_t kv_begin = -1;
   std::int64_t kv_len = -1;
-  std::int64_t keys_begin() const { return kv_len < 0 ? begin : kv_begin; }
+  const std::int32_t* pages = nullptr;  // paged keys: the sequence's row of the block table
+  int page_size = 0;
   std::int64_t keys() const { return kv_len < 0 ? len : kv_len; }
   std::int64_t offset() const { return keys() - len; }  // the position of the first query
+  // The row of K that holds key position t.
+  std::int64_t key_token(std::int64_t t) const {
+    if (pages) return static_cast<std::int64_t>(pages[t / page_size]) * page_size + t % page_size;
+    return (kv_len < 0 ? begin : kv_begin) + t;
+  }
 };
 
 // Stage 1 for one sequence and proxy group j of g: A[m * nb + n] for n <= m, zero above, over
