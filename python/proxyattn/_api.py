@@ -89,7 +89,7 @@ class BlockMask:
 class _Call:
     """One call's inputs, normalised to the packed layout, and its plan."""
 
-    def __init__(self, q, k, v, cu_seqlens, softmax_scale, causal, options, cu_seqlens_k=None):
+    def __init__(self, q, k, v, cu_seqlens, softmax_scale, causal, options, cu_seqlens_k=None, page_size=0):
         if not causal:
             raise ValueError("causal must be True: proxyattn implements causal (prefill) attention")
         self.fw = _arrays.framework(q, "q")
@@ -125,17 +125,17 @@ class _Call:
         else:
             raise ValueError(f"q: expected [batch, seqlen, heads, dim] or [total, heads, dim], got shape {tuple(q.shape)}")
         for name, x in (("k", k), ("v", v)):
-            if x is not None and x.ndim != 3:
+            if x is not None and x.ndim != 3 and not page_size:
                 raise ValueError(f"{name}: must have as many dimensions as q, got shape {tuple(x.shape)}")
         self.q, self.k, self.v = q, k, v
         self.cu_seqlens = cu_seqlens
-        self.cu_seqlens_k = None if cu_seqlens_k == cu_seqlens else cu_seqlens_k
+        self.cu_seqlens_k = None if cu_seqlens_k == cu_seqlens and not page_size else cu_seqlens_k
         self.device = _arrays.device_of(q, self.fw)
         self.stream = _arrays.current_stream(self.fw, self.device)
         self.options = options
-        kv_heads = k.shape[1] if k is not None else q.shape[1]
+        kv_heads = k.shape[-2] if k is not None else q.shape[1]
         self.plan = _plan(self.fw, q, kv_heads, cu_seqlens, self.cu_seqlens_k, softmax_scale, options, self.device,
-                          self.stream)
+                          self.stream, page_size)
 
     def outputs(self, out, return_lse):
         total, heads = self.q.shape[0], self.q.shape[1]
@@ -177,14 +177,14 @@ def _flatten(x, name):
     return x.reshape(b * n, x.shape[2], x.shape[3])
 
 
-def _plan(fw, q, kv_heads, cu_seqlens, cu_seqlens_k, softmax_scale, o, device, stream):
+def _plan(fw, q, kv_heads, cu_seqlens, cu_seqlens_k, softmax_scale, o, device, stream, page_size=0):
     """A cached plan (with its workspace from the caller's allocator) for this problem."""
     dtype = _arrays.dtype_name(q, "q")
     scale = 0.0 if softmax_scale is None else float(softmax_scale)
     if not (scale >= 0.0):
         raise ValueError(f"softmax_scale must be positive, got {softmax_scale}")
     key = (fw, o, scale, q.shape[1], kv_heads, q.shape[2], dtype, device, tuple(cu_seqlens),
-           tuple(cu_seqlens_k or ()))
+           tuple(cu_seqlens_k or ()), page_size)
     hit = _plans.get(key)
     if hit is not None:
         _plans.move_to_end(key)
@@ -197,7 +197,7 @@ def _plan(fw, q, kv_heads, cu_seqlens, cu_seqlens_k, softmax_scale, o, device, s
     if device[0] == "cuda":
         nbytes = _core.workspace_bytes(**args)
         workspace = _arrays.empty(fw, q, (max(nbytes, 1),), "uint8")
-    plan = _core.Plan(**args, workspace=workspace, stream=stream)
+    plan = _core.Plan(**args, page_size=page_size, workspace=workspace, stream=stream)
     _plans[key] = (plan, workspace)  # the workspace must live as long as the plan
     if len(_plans) > _PLAN_CACHE_SIZE:
         _plans.popitem(last=False)
@@ -306,6 +306,35 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max
         if limit is not None and limit < longest:
             raise ValueError(f"{name} ({limit}) is smaller than the longest sequence ({longest})")
     return attention(q, k, v, softmax_scale, causal, cu_seqlens=qs, cu_seqlens_k=ks, **kwargs)
+
+
+def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, block_table, softmax_scale=None, causal=True, *,
+                           out=None, return_lse=False, return_stats=False, dense=False, **options):
+    """ProxyAttn over paged keys and values, with flash_attn_with_kvcache's names and layouts:
+    q [batch, seqlen_q, q_heads, head_dim]; k_cache, v_cache [num_pages, page_size, kv_heads,
+    head_dim]; cache_seqlens [batch] (int): the keys each sequence holds, its queries being the
+    last seqlen_q of them (the new tokens' keys and values are already in the cache); block_table
+    int32 [batch, max_pages]: the pages of each sequence in order. dense=True runs dense attention
+    instead. CPU backends in this version; returns what attention() returns."""
+    if q.ndim != 4:
+        raise ValueError(f"q: expected [batch, seqlen_q, heads, dim], got shape {tuple(q.shape)}")
+    if k_cache.ndim != 4 or v_cache.ndim != 4:
+        raise ValueError(f"k_cache and v_cache: expected [num_pages, page_size, kv_heads, head_dim], got shapes "
+                         f"{tuple(k_cache.shape)} and {tuple(v_cache.shape)}")
+    lens = _arrays.to_int_list(cache_seqlens, "cache_seqlens")
+    if lens is None or len(lens) != q.shape[0]:
+        raise ValueError(f"cache_seqlens: expected {q.shape[0]} lengths (one per sequence of q), got {lens}")
+    cu_k = [0]
+    for n in lens:
+        cu_k.append(cu_k[-1] + n)
+    b, n = q.shape[0], q.shape[1]
+    opts = Options(backend=options.get("backend", "auto")) if dense else _options(options, k_cache.shape[2])
+    call = _Call(_flatten(q, "q"), k_cache, v_cache, [i * n for i in range(b + 1)], softmax_scale, causal, opts,
+                 cu_k, page_size=k_cache.shape[1])
+    call.batched, call.batch_shape = True, (b, n)
+    out, lse = call.outputs(out, return_lse)
+    call.plan.paged(call.q, k_cache, v_cache, block_table, out, lse, dense, call.stream)
+    return _finish(call, out, lse, return_lse, _stats(call) if return_stats and not dense else None)
 
 
 def dense_attention(q, k, v, softmax_scale=None, causal=True, *, cu_seqlens=None, cu_seqlens_k=None, out=None,

@@ -97,3 +97,45 @@ def test_chunk_errors_name_the_argument():
         proxyattn.attention_varlen(q[:10], k, k, [0, 10], [0, 20], max_seqlen_q=10, max_seqlen_k=12)
     with pytest.raises(ValueError, match="k must have shape"):
         proxyattn.estimate(q[:10], k, cu_seqlens=[0, 10], cu_seqlens_k=[0, 25])
+
+
+def paged(rng, k, v, cu_k, page):
+    """k, v packed [total, h, d] scattered into shuffled pages of `page` tokens (a spare page of
+    NaN); the block table [num_seqs, max_pages] (unused entries -1)."""
+    need = [-(-(b - a) // page) for a, b in zip(cu_k, cu_k[1:])]
+    order = rng.permutation(sum(need) + 1).astype(np.int32)
+    kc = np.full((sum(need) + 1, page) + k.shape[1:], np.nan, np.float32)
+    vc = kc.copy()
+    table = np.full((len(need), max(need) + 1), -1, np.int32)
+    nxt = 0
+    for s, n in enumerate(need):
+        for i in range(n):
+            table[s, i] = order[nxt]
+            nxt += 1
+        for t in range(cu_k[s + 1] - cu_k[s]):
+            kc[table[s, t // page], t % page] = k[cu_k[s] + t]
+            vc[table[s, t // page], t % page] = v[cu_k[s] + t]
+    return kc, vc, table
+
+
+@pytest.mark.parametrize("page", [16, 5, 128])
+def test_kvcache_pages_give_the_contiguous_answer(page):
+    rng = np.random.default_rng(5)
+    x = whole_and_chunks(rng, [200, 150], [40, 40])
+    q, k, v = (x[n].astype(np.float32) for n in "qkv")
+    kc, vc, table = paged(rng, k, v, x["cu_k"], page)
+    q4 = q.reshape(2, 40, 4, 32)
+    lens = [200, 150]
+    out = proxyattn.attention_with_kvcache(q4, kc, vc, lens, table, dense=True)
+    assert out.shape == (2, 40, 4, 32) and rel_err(out.reshape(80, 4, 32), x["out"]) < 1e-5
+    out, stats = proxyattn.attention_with_kvcache(q4, kc, vc, np.array(lens, np.int32), table, gamma=0.7,
+                                                  block_size=16, min_budget_tokens=16, return_stats=True)
+    want = proxyattn.attention_varlen(q, k, v, x["cu_q"], x["cu_k"], gamma=0.7, block_size=16, min_budget_tokens=16)
+    assert np.isfinite(out).all() and rel_err(out.reshape(80, 4, 32), want) < 1e-6
+    assert stats["total_density"] < 1
+    bad = table.copy()
+    bad[1, 0] = 99
+    with pytest.raises(ValueError, match=r"block_table\[1\]\[0\] = 99"):
+        proxyattn.attention_with_kvcache(q4, kc, vc, lens, bad)
+    with pytest.raises(ValueError, match="cache_seqlens"):
+        proxyattn.attention_with_kvcache(q4, kc, vc, [200], table)

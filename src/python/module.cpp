@@ -276,10 +276,10 @@ NB_MODULE(_core, m) {
           [](PyPlan* self, const nb::dict& options, double scale, int q_heads, int kv_heads, int head_dim,
              const std::string& dtype, const std::string& device, int device_index,
              const std::vector<std::int32_t>& cu_seqlens, const std::vector<std::int32_t>& cu_seqlens_k,
-             std::optional<OutArray> workspace, std::uintptr_t stream) {
+             int page_size, std::optional<OutArray> workspace, std::uintptr_t stream) {
             const Config c = config_from_dict(options, scale);
-            const Problem p =
-                make_problem(q_heads, kv_heads, head_dim, dtype, device, device_index, cu_seqlens, cu_seqlens_k);
+            Problem p = make_problem(q_heads, kv_heads, head_dim, dtype, device, device_index, cu_seqlens, cu_seqlens_k);
+            p.page_size = page_size;
             if (workspace && workspace->size() > 0) {
               const std::size_t bytes = workspace->size() * workspace->itemsize();
               new (self) PyPlan{Plan(c, p, workspace->data(), bytes, stream_of(stream))};
@@ -289,7 +289,8 @@ NB_MODULE(_core, m) {
           },
           nb::arg("options"), nb::arg("scale"), nb::arg("q_heads"), nb::arg("kv_heads"),
           nb::arg("head_dim"), nb::arg("dtype"), nb::arg("device"), nb::arg("device_index"),
-          nb::arg("cu_seqlens"), nb::arg("cu_seqlens_k"), nb::arg("workspace").none(), nb::arg("stream"))
+          nb::arg("cu_seqlens"), nb::arg("cu_seqlens_k"), nb::arg("page_size"), nb::arg("workspace").none(),
+          nb::arg("stream"))
       .def_prop_ro("backend", [](const PyPlan& s) { return std::string(backend_name(s.plan.backend())); })
       .def_prop_ro("scale", [](const PyPlan& s) { return s.plan.scale(); })
       .def_prop_ro("num_blocks", [](const PyPlan& s) { return s.plan.num_blocks(); })
@@ -349,6 +350,24 @@ NB_MODULE(_core, m) {
           },
           nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse").none(),
           nb::arg("stream"))
+      .def(
+          "paged",  // attention (dense=False) or dense attention over paged keys and values
+          [](PyPlan& self, const Array& q, const Array& k_cache, const Array& v_cache, const Array& block_table,
+             const OutArray& out, const std::optional<OutArray>& lse, bool dense, std::uintptr_t stream) {
+            const KvCache kv{view_of(k_cache, "k_cache"), view_of(v_cache, "v_cache"),
+                             view_of(block_table, "block_table")};
+            const TensorView tq = view_of(q, "q"), to = view_of(out, "out"), tl = optional_view(lse, "lse");
+            {
+              nb::gil_scoped_release release;
+              if (dense)
+                dense_attention(self.plan, tq, kv, to, tl, stream_of(stream));
+              else
+                self.last = attention(self.plan, tq, kv, to, tl, stream_of(stream));
+            }
+            self.has_estimate = self.has_estimate || !dense;
+          },
+          nb::arg("q"), nb::arg("k_cache"), nb::arg("v_cache"), nb::arg("block_table"), nb::arg("out"),
+          nb::arg("lse").none(), nb::arg("dense"), nb::arg("stream"))
       .def(
           "stats",
           [](PyPlan& self, std::uintptr_t stream) {
