@@ -9,7 +9,8 @@ outputs through torch, and run on the current stream without synchronising.
 torch.ops.proxyattn.*; the attention op takes its options as one string "name=value,...", so
 that every option of proxyattn.Options passes through and the schema never lists them again).
 q, k, v are [batch, seqlen, heads, dim] or packed [total, heads, dim] with cu_seqlens (a list of
-ints, known when the graph is built, as flash_attn_varlen_func's max_seqlen is).
+ints, known when the graph is built, as flash_attn_varlen_func's max_seqlen is); queries fewer
+than keys come as k, v [batch, seqlen_k, ...] or with cu_seqlens_k (CPU backends in this version).
 
 CUDA-graph capture: the first call of a shape builds its plan (a workspace allocation and an
 upload of small tables), so warm up each shape once before capturing, as one does for any
@@ -25,7 +26,7 @@ from . import _api
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def _check(q, k, v, cu_seqlens):
+def _check(q, k, v, cu_seqlens, cu_seqlens_k=None):
     """The checks the fake implementations can do, so that torch.compile fails early and clearly."""
     for name, x in (("q", q), ("k", k), ("v", v)):
         if x.dtype not in _FLOATS:
@@ -39,8 +40,8 @@ def _check(q, k, v, cu_seqlens):
                              f"got shape {tuple(x.shape)}")
         if x.stride(-1) != 1:
             raise ValueError(f"{name}: the last dimension must be contiguous, got strides {tuple(x.stride())}")
-    if cu_seqlens is not None and q.ndim != 3:
-        raise ValueError("cu_seqlens is only for packed [total, heads, dim] inputs")
+    if (cu_seqlens is not None or cu_seqlens_k is not None) and q.ndim != 3:
+        raise ValueError("cu_seqlens and cu_seqlens_k are only for packed [total, heads, dim] inputs")
 
 
 def _lse_like(q):
@@ -51,54 +52,57 @@ def _lse_like(q):
 
 @torch.library.custom_op("proxyattn::attention", mutates_args=())
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: Optional[List[int]],
-               softmax_scale: float, options: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    _check(q, k, v, cu_seqlens)
-    out, lse = _api.attention(q, k, v, softmax_scale or None, cu_seqlens=cu_seqlens, return_lse=True,
-                              **decode_options(options))
+               cu_seqlens_k: Optional[List[int]], softmax_scale: float, options: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    _check(q, k, v, cu_seqlens, cu_seqlens_k)
+    out, lse = _api.attention(q, k, v, softmax_scale or None, cu_seqlens=cu_seqlens, cu_seqlens_k=cu_seqlens_k,
+                              return_lse=True, **decode_options(options))
     return out, lse.contiguous()
 
 
 @_attention.register_fake
-def _(q, k, v, cu_seqlens, softmax_scale, options):
-    _check(q, k, v, cu_seqlens)
+def _(q, k, v, cu_seqlens, cu_seqlens_k, softmax_scale, options):
+    _check(q, k, v, cu_seqlens, cu_seqlens_k)
     return torch.empty_like(q), _lse_like(q)
 
 
 @torch.library.custom_op("proxyattn::dense_attention", mutates_args=())
 def _dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: Optional[List[int]],
-           softmax_scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    _check(q, k, v, cu_seqlens)
-    out, lse = _api.dense_attention(q, k, v, softmax_scale or None, cu_seqlens=cu_seqlens, return_lse=True)
+           cu_seqlens_k: Optional[List[int]], softmax_scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    _check(q, k, v, cu_seqlens, cu_seqlens_k)
+    out, lse = _api.dense_attention(q, k, v, softmax_scale or None, cu_seqlens=cu_seqlens, cu_seqlens_k=cu_seqlens_k,
+                                    return_lse=True)
     return out, lse.contiguous()
 
 
 @_dense.register_fake
-def _(q, k, v, cu_seqlens, softmax_scale):
-    _check(q, k, v, cu_seqlens)
+def _(q, k, v, cu_seqlens, cu_seqlens_k, softmax_scale):
+    _check(q, k, v, cu_seqlens, cu_seqlens_k)
     return torch.empty_like(q), _lse_like(q)
 
 
 @torch.library.custom_op("proxyattn::sparse_attention", mutates_args=())
 def _sparse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, row_offsets: torch.Tensor,
-            col_indices: torch.Tensor, cu_seqlens: Optional[List[int]], softmax_scale: float,
-            block_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    _check(q, k, v, cu_seqlens)
+            col_indices: torch.Tensor, cu_seqlens: Optional[List[int]], cu_seqlens_k: Optional[List[int]],
+            softmax_scale: float, block_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    _check(q, k, v, cu_seqlens, cu_seqlens_k)
     out, lse = _api.sparse_attention(q, k, v, (row_offsets, col_indices), softmax_scale or None,
-                                     cu_seqlens=cu_seqlens, return_lse=True, block_size=block_size)
+                                     cu_seqlens=cu_seqlens, cu_seqlens_k=cu_seqlens_k, return_lse=True,
+                                     block_size=block_size)
     return out, lse.contiguous()
 
 
 @_sparse.register_fake
-def _(q, k, v, row_offsets, col_indices, cu_seqlens, softmax_scale, block_size):
-    _check(q, k, v, cu_seqlens)
+def _(q, k, v, row_offsets, col_indices, cu_seqlens, cu_seqlens_k, softmax_scale, block_size):
+    _check(q, k, v, cu_seqlens, cu_seqlens_k)
     return torch.empty_like(q), _lse_like(q)
 
 
-def attention(q, k, v, softmax_scale=None, *, cu_seqlens=None, **options):
+def attention(q, k, v, softmax_scale=None, *, cu_seqlens=None, cu_seqlens_k=None, **options):
     """proxyattn.attention as a torch op: returns (out, lse). Options as proxyattn.attention's
     (preset included), checked here, before the op is traced."""
     o = _api._options(options, k.shape[-2])
-    return torch.ops.proxyattn.attention(q, k, v, cu_seqlens, float(softmax_scale or 0.0), encode_options(o))
+    return torch.ops.proxyattn.attention(q, k, v, cu_seqlens, cu_seqlens_k, float(softmax_scale or 0.0),
+                                         encode_options(o))
 
 
 def encode_options(o):
@@ -119,12 +123,13 @@ def decode_options(text):
     return out
 
 
-def dense_attention(q, k, v, softmax_scale=None, *, cu_seqlens=None):
+def dense_attention(q, k, v, softmax_scale=None, *, cu_seqlens=None, cu_seqlens_k=None):
     """proxyattn.dense_attention as a torch op: returns (out, lse)."""
-    return torch.ops.proxyattn.dense_attention(q, k, v, cu_seqlens, float(softmax_scale or 0.0))
+    return torch.ops.proxyattn.dense_attention(q, k, v, cu_seqlens, cu_seqlens_k, float(softmax_scale or 0.0))
 
 
-def sparse_attention(q, k, v, row_offsets, col_indices, softmax_scale=None, *, cu_seqlens=None, block_size=128):
+def sparse_attention(q, k, v, row_offsets, col_indices, softmax_scale=None, *, cu_seqlens=None, cu_seqlens_k=None,
+                     block_size=128):
     """proxyattn.sparse_attention as a torch op on a CSR mask: returns (out, lse)."""
-    return torch.ops.proxyattn.sparse_attention(q, k, v, row_offsets, col_indices, cu_seqlens,
+    return torch.ops.proxyattn.sparse_attention(q, k, v, row_offsets, col_indices, cu_seqlens, cu_seqlens_k,
                                                 float(softmax_scale or 0.0), block_size)

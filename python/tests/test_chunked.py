@@ -139,3 +139,18 @@ def test_kvcache_pages_give_the_contiguous_answer(page):
         proxyattn.attention_with_kvcache(q4, kc, vc, lens, bad)
     with pytest.raises(ValueError, match="cache_seqlens"):
         proxyattn.attention_with_kvcache(q4, kc, vc, [200], table)
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed")
+def test_torch_ops_take_the_keys_packing():
+    import proxyattn.torch_ops as ops
+    rng = np.random.default_rng(6)
+    x = whole_and_chunks(rng, [120, 90], [30, 90])
+    q, k, v = (torch.from_numpy(x[n]).float() for n in "qkv")
+    out, lse = ops.dense_attention(q, k, v, cu_seqlens=x["cu_q"], cu_seqlens_k=x["cu_k"])
+    assert out.shape == q.shape and lse.shape == (4, 120)
+    assert rel_err(out.numpy(), x["out"]) < 1e-5 and rel_err(lse.numpy(), x["lse"]) < 1e-5
+    out, _ = ops.attention(q, k, v, cu_seqlens=x["cu_q"], cu_seqlens_k=x["cu_k"], gamma=1.0, block_size=32)
+    assert rel_err(out.numpy(), x["out"]) < 1e-5
+    with pytest.raises(ValueError, match="cu_seqlens_k are only for packed"):
+        ops.dense_attention(q[None], k[None], v[None], cu_seqlens_k=x["cu_k"])

@@ -26,15 +26,17 @@ def inputs(device, dtype, shape=(1, 300, 4, 2, 64), seed=0):
 def test_opcheck(case):
     q, k, v = inputs(*case)
     options = "gamma=0.3,min_budget_tokens=0,exact_last_block=True,head_columns=2"
-    torch.library.opcheck(torch.ops.proxyattn.attention.default, (q, k, v, None, 0.0, options))
-    torch.library.opcheck(torch.ops.proxyattn.dense_attention.default, (q, k, v, None, 0.0))
+    torch.library.opcheck(torch.ops.proxyattn.attention.default, (q, k, v, None, None, 0.0, options))
+    torch.library.opcheck(torch.ops.proxyattn.dense_attention.default, (q, k, v, None, None, 0.0))
     packed = [x[0] for x in (q, k, v)]
     options = ops.encode_options(proxyattn.Options(proxy_groups=2, keep_sink=False, budget_mode="last_row_count"))
     assert ops.decode_options(options)["keep_sink"] is False
-    torch.library.opcheck(torch.ops.proxyattn.attention.default, (*packed, [0, 100, 300], 0.1, options))
+    torch.library.opcheck(torch.ops.proxyattn.attention.default, (*packed, [0, 100, 300], None, 0.1, options))
+    # A chunk of 50 queries, the last positions of one 300-key sequence.
+    torch.library.opcheck(torch.ops.proxyattn.dense_attention.default, (packed[0][:50], *packed[1:], [0, 50], [0, 300], 0.0))
     mask = proxyattn.estimate(*packed[:2], cu_seqlens=[0, 100, 300], gamma=0.3, min_budget_tokens=0)
     torch.library.opcheck(torch.ops.proxyattn.sparse_attention.default,
-                          (*packed, mask.row_offsets, mask.col_indices, [0, 100, 300], 0.0, 128))
+                          (*packed, mask.row_offsets, mask.col_indices, [0, 100, 300], None, 0.0, 128))
 
 
 @pytest.mark.parametrize("case", DEVICES)
