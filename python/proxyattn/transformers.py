@@ -5,12 +5,14 @@ other decoder models whose attention modules call the attention interface with R
     proxyattn.transformers.register(gamma=0.95, min_prefill_tokens=8192)
     model = AutoModelForCausalLM.from_pretrained(..., attn_implementation="proxyattn")
 
-ProxyAttn runs on the prefill of a long prompt: a forward whose queries are the whole causal
-context (no cache before them), at least `min_prefill_tokens` long, with no padding or other
-mask, no sliding window shorter than the prompt, no dropout and no attention weights requested.
-Everything else (decoding steps, short prompts, padded batches, chunked prefill after a cache)
-goes to transformers' own sdpa attention, unchanged, so generation after the prefill is dense.
-Below 8K tokens the estimation and the kept set are close to dense anyway.
+ProxyAttn runs on the prefill of a long prompt: a forward of at least `min_prefill_tokens`
+queries that are the whole causal context, with no padding or other mask, no sliding window
+shorter than the keys, no dropout and no attention weights requested. On the CPU that includes
+a prefill after a cache (a later turn of a chat, a chunk of a long prompt, with transformers'
+DynamicCache): the new queries attend to every cached key, causal at their own positions. Everything
+else (decoding steps, short prompts, padded batches, and on CUDA a prefill after a cache) goes
+to transformers' own sdpa attention, unchanged, so generation after the prefill is dense. Below
+8K tokens the estimation and the kept set are close to dense anyway.
 
 Per-layer settings: register(layers={0: "dense", 5: {"gamma": 0.99}}) runs layer 0 dense and
 layer 5 with its own options over the shared ones; a callable layer_index -> "dense" | dict |
@@ -24,6 +26,10 @@ NAME = "proxyattn"
 DEFAULT_MIN_PREFILL_TOKENS = 8192
 
 _settings = {"min_prefill_tokens": DEFAULT_MIN_PREFILL_TOKENS, "options": {}, "layers": None}
+# The last mask request of a forward: (q_length, kv_length) when it was a plain causal prefill
+# after a cache, whose keys are the cached ones then the new ones (the mask function then builds
+# no mask; see _mask).
+_chunk = {"shape": None}
 _counts = {"proxyattn": 0, "dense": 0}
 
 
@@ -32,12 +38,39 @@ def _sdpa():
     return sdpa_attention_forward
 
 
+def _mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None, attention_mask=None,
+          local_size=None, device="cpu", **kwargs):
+    """transformers' sdpa mask, except for a long plain causal prefill after a cache on the CPU
+    (keys: the q_offset cached ones, then the new ones): no mask, and the attention function
+    runs it bottom-right aligned, as ProxyAttn's queries-fewer-than-keys mode does."""
+    from transformers.masking_utils import causal_mask_function, sdpa_mask
+    _chunk["shape"] = None
+    if (q_offset > 0 and kv_offset == 0 and kv_length == q_offset + q_length
+            and q_length >= max(2, _settings["min_prefill_tokens"]) and torch.device(device).type == "cpu"
+            and (mask_function is None or mask_function is causal_mask_function) and local_size is None
+            and kwargs.get("allow_is_causal_skip", True) and not torch.compiler.is_compiling()
+            and (attention_mask is None or bool(attention_mask[:, :kv_length].all()))):
+        _chunk["shape"] = (q_length, kv_length)
+        return None
+    args = dict(q_offset=q_offset, kv_offset=kv_offset, attention_mask=attention_mask, local_size=local_size,
+                device=device, **kwargs)
+    if mask_function is not None:
+        args["mask_function"] = mask_function
+    return sdpa_mask(batch_size, q_length, kv_length, **args)
+
+
+def _is_chunk(q_len, kv_len):
+    return kv_len > q_len and _chunk["shape"] == (q_len, kv_len)
+
+
 def _use_proxyattn(module, query, key, attention_mask, dropout, kwargs):
     q_len, kv_len = query.shape[2], key.shape[2]
     if q_len < max(2, _settings["min_prefill_tokens"]) or attention_mask is not None:
         return False  # a decoding step (q_len 1), a short prompt, or a padding/window mask
     if kv_len < q_len or dropout > 0.0 or kwargs.get("output_attentions") or kwargs.get("position_bias") is not None:
         return False
+    if _is_chunk(q_len, kv_len) and query.is_cuda:
+        return False  # not reached (_mask builds the mask on CUDA): the CUDA kernels take whole prompts
     if kwargs.get("is_causal", getattr(module, "is_causal", True)) is False:
         return False
     window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
@@ -47,8 +80,9 @@ def _use_proxyattn(module, query, key, attention_mask, dropout, kwargs):
         return False
     if query.is_cuda and (query.dtype == torch.float32 or query.shape[-1] not in (64, 128, 256)):
         return False  # what the CUDA kernels do not take runs dense rather than failing
-    # With no mask and several queries, kv_len > q_len only happens for the prefill of an empty
-    # static cache (transformers' sdpa relies on the same fact and crops the keys).
+    # With no mask and several queries, kv_len > q_len happens for a prefill after a cache that
+    # _mask let through, and otherwise only for the prefill of an empty static cache
+    # (transformers' sdpa relies on the same fact and crops the keys).
     return True
 
 
@@ -67,9 +101,10 @@ def attention_function(sequence_attention):
             return _sdpa()(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
         _counts["proxyattn"] += 1
         n = query.shape[2]
+        keys = key.shape[2] if _is_chunk(n, key.shape[2]) else n  # after a cache: all; else crop
         q = query.transpose(1, 2)  # views: [b, n, h, d] with token stride d and head stride n * d
-        k = key[:, :, :n].transpose(1, 2)
-        v = value[:, :, :n].transpose(1, 2)
+        k = key[:, :, :keys].transpose(1, 2)
+        v = value[:, :, :keys].transpose(1, 2)
         layer = getattr(module, "layer_idx", None)
         # One sequence per call: [b, n, h, d] views of this layout do not flatten into a batch.
         return torch.stack([sequence_attention(q[b], k[b], v[b], scaling, layer) for b in range(q.shape[0])]), None
@@ -106,7 +141,6 @@ def register(min_prefill_tokens=DEFAULT_MIN_PREFILL_TOKENS, layers=None, **optio
     maps a layer index to "dense" or to that layer's own options (see the module's docstring).
     Calling register again changes them for every model."""
     from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.masking_utils import sdpa_mask
 
     from . import _api
 
@@ -126,8 +160,8 @@ def register(min_prefill_tokens=DEFAULT_MIN_PREFILL_TOKENS, layers=None, **optio
     _settings["layers"] = layers
     AttentionInterface.register(NAME, proxyattn_attention_forward)
     # sdpa's mask function returns None for a plain causal prompt, which is what lets the
-    # attention function recognise the prefill it can take.
-    AttentionMaskInterface.register(NAME, sdpa_mask)
+    # attention function recognise the prefill it can take; _mask adds a prefill after a cache.
+    AttentionMaskInterface.register(NAME, _mask)
 
 
 def call_counts():

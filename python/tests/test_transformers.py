@@ -82,3 +82,28 @@ def test_register_rejects_unknown_options():
         pt.register(gama=0.9)
     with pytest.raises(ValueError, match="min_prefill_tokens"):
         pt.register(min_prefill_tokens=0)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_a_later_turn_after_a_cache_runs_proxyattn_and_matches_sdpa(kind):
+    # Turn 1 fills a DynamicCache; turn 2 appends 300 new tokens to it: on the CPU that prefill
+    # goes to ProxyAttn with the new queries against every cached key (gamma 1: every block kept)
+    # and generates sdpa's tokens.
+    pt.register(min_prefill_tokens=256, gamma=1.0)
+    dense, sparse = models(kind, torch.float32, "cpu")
+    first = torch.randint(0, 500, (1, 280), generator=torch.Generator().manual_seed(3))
+    second = torch.randint(0, 500, (1, 300), generator=torch.Generator().manual_seed(4))
+    outputs = []
+    for model in (dense, sparse):
+        cache = transformers.DynamicCache(config=model.config)
+        with torch.no_grad():
+            turn1 = model.generate(first, max_new_tokens=5, do_sample=False, past_key_values=cache,
+                                   return_dict_in_generate=True)
+            ids = torch.cat([turn1.sequences, second], dim=1)
+            pt.reset_call_counts()
+            turn2 = model.generate(ids, max_new_tokens=8, do_sample=False, past_key_values=turn1.past_key_values)
+        outputs.append(turn2)
+    assert torch.equal(outputs[0], outputs[1])
+    counts = pt.call_counts()
+    assert counts["proxyattn"] == 2, counts  # the second turn's prefill, in each of the 2 layers
+    assert counts["dense"] == 2 * 7, counts  # its decoding steps
