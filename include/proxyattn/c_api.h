@@ -71,10 +71,13 @@ PA_API int pa_plan_create(const pa_config* config, int32_t q_heads, int32_t kv_h
                           const int32_t* cu_seqlens_host, int32_t num_seqs, void* stream, pa_plan** out);
 /* Queries fewer than keys (a chunk of a prompt against the keys already cached):
  * cu_seqlens_k_host [num_seqs + 1] packs the keys and values, cu_seqlens_host the queries; each
- * sequence's queries are its last positions. CPU backends in this version. */
+ * sequence's queries are its last positions. page_size 0: K and V packed by cu_seqlens_k; > 0:
+ * paged caches for pa_attention_paged and pa_dense_attention_paged, cu_seqlens_k giving each
+ * sequence's key count. CPU backends in this version. */
 PA_API int pa_plan_create_kv(const pa_config* config, int32_t q_heads, int32_t kv_heads, int32_t head_dim,
                              int32_t dtype, int32_t device, int32_t device_index, const int32_t* cu_seqlens_host,
-                             const int32_t* cu_seqlens_k_host, int32_t num_seqs, void* stream, pa_plan** out);
+                             const int32_t* cu_seqlens_k_host, int32_t num_seqs, int32_t page_size, void* stream,
+                             pa_plan** out);
 PA_API void pa_plan_destroy(pa_plan* plan); /* NULL is fine */
 /* The getters return -1 (or 0 for the workspace) for a NULL plan. */
 PA_API int64_t pa_plan_num_blocks(const pa_plan* plan);
@@ -109,6 +112,15 @@ PA_API int pa_attention(pa_plan* plan, const pa_tensor* q, const pa_tensor* k, c
                         const pa_tensor* out, const pa_tensor* lse, void* stream, pa_estimate_result* est);
 PA_API int pa_dense_attention(pa_plan* plan, const pa_tensor* q, const pa_tensor* k, const pa_tensor* v,
                               const pa_tensor* out, const pa_tensor* lse, void* stream);
+
+/* Paged keys and values (a plan with page_size > 0): k_cache, v_cache [num_pages, page_size,
+ * kv_heads, head_dim], block_table int32 [num_seqs, max_pages] (see proxyattn::KvCache). */
+PA_API int pa_attention_paged(pa_plan* plan, const pa_tensor* q, const pa_tensor* k_cache, const pa_tensor* v_cache,
+                              const pa_tensor* block_table, const pa_tensor* out, const pa_tensor* lse, void* stream,
+                              pa_estimate_result* est);
+PA_API int pa_dense_attention_paged(pa_plan* plan, const pa_tensor* q, const pa_tensor* k_cache,
+                                    const pa_tensor* v_cache, const pa_tensor* block_table, const pa_tensor* out,
+                                    const pa_tensor* lse, void* stream);
 
 /* The message of the last failure on this thread, "" if none. Valid until the next call on this
  * thread. */

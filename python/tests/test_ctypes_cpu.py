@@ -183,13 +183,13 @@ def test_c_plan_with_fewer_queries_than_keys(pa):
     cfg.block_size, cfg.backend = B, 2  # PA_BACKEND_CPU
     cu_q, cu_k = (ctypes.c_int32 * 2)(0, nq), (ctypes.c_int32 * 2)(0, n)
     handle = ctypes.c_void_p()
-    assert lib.pa_plan_create_kv(ctypes.byref(cfg), HQ, HKV, D, 0, 0, 0, cu_q, None, 1, None,
+    assert lib.pa_plan_create_kv(ctypes.byref(cfg), HQ, HKV, D, 0, 0, 0, cu_q, None, 1, 0, None,
                                  ctypes.byref(handle)) == 1
     assert "cu_seqlens_k_host" in lib.pa_last_error().decode()
-    assert lib.pa_plan_create_kv(ctypes.byref(cfg), HQ, HKV, D, 0, 0, 0, cu_k, cu_q, 1, None,
+    assert lib.pa_plan_create_kv(ctypes.byref(cfg), HQ, HKV, D, 0, 0, 0, cu_k, cu_q, 1, 0, None,
                                  ctypes.byref(handle)) == 1
     assert "150 queries but 37 keys" in lib.pa_last_error().decode()
-    assert lib.pa_plan_create_kv(ctypes.byref(cfg), HQ, HKV, D, 0, 0, 0, cu_q, cu_k, 1, None,
+    assert lib.pa_plan_create_kv(ctypes.byref(cfg), HQ, HKV, D, 0, 0, 0, cu_q, cu_k, 1, 0, None,
                                  ctypes.byref(handle)) == 0, lib.pa_last_error()
     out = np.full((nq, HQ, D), np.nan, np.float32)
     try:
@@ -198,3 +198,27 @@ def test_c_plan_with_fewer_queries_than_keys(pa):
     finally:
         lib.pa_plan_destroy(handle)
     assert rel_err(out, want[n - nq:]) < 1e-5
+    # The same keys in pages of 16 (reversed order, one spare page) through a block table.
+    pages = -(-n // 16)
+    kc, vc = (np.full((pages + 1, 16, HKV, D), np.nan, np.float32) for _ in range(2))
+    table = np.arange(pages, 0, -1, dtype=np.int32)[None]  # page i of the sequence sits at pages - i
+    for t in range(n):
+        kc[table[0, t // 16], t % 16], vc[table[0, t // 16], t % 16] = k[t], v[t]
+    assert lib.pa_plan_create_kv(ctypes.byref(cfg), HQ, HKV, D, 0, 0, 0, cu_q, cu_k, 1, 16, None,
+                                 ctypes.byref(handle)) == 0, lib.pa_last_error()
+    out[:] = np.nan
+    try:
+        assert lib.pa_dense_attention(handle, pa._tensor(q, "q"), pa._tensor(k, "k"), pa._tensor(v, "v"),
+                                      pa._tensor(out, "out"), None, None) == 1
+        assert "KvCache" in lib.pa_last_error().decode()
+        assert lib.pa_dense_attention_paged(handle, pa._tensor(q, "q"), pa._tensor(kc, "k_cache"),
+                                            pa._tensor(vc, "v_cache"), pa._tensor(table, "block_table"),
+                                            pa._tensor(out, "out"), None, None) == 0, lib.pa_last_error()
+        assert rel_err(out, want[n - nq:]) < 1e-5
+        est = pa._Estimate()
+        assert lib.pa_attention_paged(handle, pa._tensor(q, "q"), pa._tensor(kc, "k_cache"), pa._tensor(vc, "v_cache"),
+                                      pa._tensor(table, "block_table"), pa._tensor(out, "out"), None, None,
+                                      ctypes.byref(est)) == 0, lib.pa_last_error()
+        assert np.isfinite(out).all() and est.num_rows == lib.pa_plan_mask_rows(handle)
+    finally:
+        lib.pa_plan_destroy(handle)

@@ -160,7 +160,7 @@ void pa_config_default(pa_config* config) {
 namespace {
 int create_plan(const pa_config* config, int32_t q_heads, int32_t kv_heads, int32_t head_dim, int32_t dtype,
                 int32_t device, int32_t device_index, const int32_t* cu_seqlens_host,
-                const int32_t* cu_seqlens_k_host, int32_t num_seqs, void* stream, pa_plan** out) {
+                const int32_t* cu_seqlens_k_host, int32_t num_seqs, int32_t page_size, void* stream, pa_plan** out) {
   return guarded([&] {
     require(out, "out");
     *out = nullptr;
@@ -177,6 +177,7 @@ int create_plan(const pa_config* config, int32_t q_heads, int32_t kv_heads, int3
     p.device_index = device_index;
     p.cu_seqlens.assign(cu_seqlens_host, cu_seqlens_host + num_seqs + 1);
     if (cu_seqlens_k_host) p.cu_seqlens_k.assign(cu_seqlens_k_host, cu_seqlens_k_host + num_seqs + 1);
+    p.page_size = page_size;
     // Sized first (it validates too), so that the getter below cannot fail.
     const std::uint64_t bytes = Plan::workspace_bytes(c, p);
     *out = new pa_plan{Plan(c, p, stream), bytes};
@@ -188,19 +189,20 @@ int pa_plan_create(const pa_config* config, int32_t q_heads, int32_t kv_heads, i
                    int32_t dtype, int32_t device, int32_t device_index, const int32_t* cu_seqlens_host,
                    int32_t num_seqs, void* stream, pa_plan** out) {
   return create_plan(config, q_heads, kv_heads, head_dim, dtype, device, device_index, cu_seqlens_host, nullptr,
-                     num_seqs, stream, out);
+                     num_seqs, 0, stream, out);
 }
 
 int pa_plan_create_kv(const pa_config* config, int32_t q_heads, int32_t kv_heads, int32_t head_dim,
                       int32_t dtype, int32_t device, int32_t device_index, const int32_t* cu_seqlens_host,
-                      const int32_t* cu_seqlens_k_host, int32_t num_seqs, void* stream, pa_plan** out) {
+                      const int32_t* cu_seqlens_k_host, int32_t num_seqs, int32_t page_size, void* stream,
+                      pa_plan** out) {
   if (!cu_seqlens_k_host)
     return guarded([&] {
       if (out) *out = nullptr;
       require(cu_seqlens_k_host, "cu_seqlens_k_host");
     });
   return create_plan(config, q_heads, kv_heads, head_dim, dtype, device, device_index, cu_seqlens_host,
-                     cu_seqlens_k_host, num_seqs, stream, out);
+                     cu_seqlens_k_host, num_seqs, page_size, stream, out);
 }
 
 void pa_plan_destroy(pa_plan* plan) { delete plan; }
@@ -261,6 +263,29 @@ int pa_dense_attention(pa_plan* plan, const pa_tensor* q, const pa_tensor* k, co
     require(plan, "plan");
     const Views t(q, k, v, out, lse);
     dense_attention(plan->plan, t.q, t.k, t.v, t.out, t.lse, stream);
+  });
+}
+
+int pa_attention_paged(pa_plan* plan, const pa_tensor* q, const pa_tensor* k_cache, const pa_tensor* v_cache,
+                       const pa_tensor* block_table, const pa_tensor* out, const pa_tensor* lse, void* stream,
+                       pa_estimate_result* est) {
+  return guarded([&] {
+    require(plan, "plan");
+    const TensorView tq = required(q, "q");
+    const KvCache kv{required(k_cache, "k_cache"), required(v_cache, "v_cache"), required(block_table, "block_table")};
+    const TensorView to = required(out, "out"), tl = optional(lse, "lse");
+    const Estimate e = attention(plan->plan, tq, kv, to, tl, stream);
+    if (est != nullptr) fill_result(e, est);
+  });
+}
+
+int pa_dense_attention_paged(pa_plan* plan, const pa_tensor* q, const pa_tensor* k_cache, const pa_tensor* v_cache,
+                             const pa_tensor* block_table, const pa_tensor* out, const pa_tensor* lse, void* stream) {
+  return guarded([&] {
+    require(plan, "plan");
+    const TensorView tq = required(q, "q");
+    const KvCache kv{required(k_cache, "k_cache"), required(v_cache, "v_cache"), required(block_table, "block_table")};
+    dense_attention(plan->plan, tq, kv, required(out, "out"), optional(lse, "lse"), stream);
   });
 }
 
