@@ -127,6 +127,9 @@ TEST(Chunked, DenseAndGammaOneEqualTheWholePromptsLastRows) {
       }
       const HostEstimate e = to_host(part, estimate(part, r.q.view(), r.x.k.view()));
       EXPECT_DOUBLE_EQ(e.density(), 1.0);
+      for (int s = 0; s < r.part.num_seqs(); ++s)  // a sequence with no query has no budget
+        if (r.part.cu_seqlens[s + 1] == r.part.cu_seqlens[s])
+          for (int h = 0; h < c.hq; ++h) EXPECT_EQ(e.budget_blocks[s * c.hq + h], 0) << "seq " << s;
     }
 }
 

@@ -9,9 +9,11 @@
 namespace proxyattn {
 
 // Rows are ordered query block major, head minor: row = global_block * num_heads + head, where
-// global_block = (blocks of the earlier sequences of the batch) + block index in its sequence.
+// global_block = (rows of the earlier sequences of the batch) + (m - first), m the row's block
+// index in its sequence and first the block of the sequence's first query (0 for a whole
+// prompt; (kv_len - q_len) / block_size when the queries are the last of more keys).
 // Row r keeps the key blocks col_indices[row_offsets[r] .. row_offsets[r+1]), indices local to
-// the row's sequence, strictly ascending, each at most the row's own block index (causal).
+// the row's sequence, strictly ascending, each at most the row's own block index m (causal).
 // A non-owning view; the pointers live on `device`.
 struct BlockMask {
   int block_size = 0;

@@ -234,8 +234,8 @@ int stage2_device(const Plan::Impl& p) {
 // default): all K/V evict_last. PROXYATTN_L2_PIN_PERCENT=N: the K/V of each sequence's first
 // keys evict_last and the rest evict_normal, with the bound set so that the pinned part of the
 // kv heads read at one time (one in kv order) fills N% of L2. At 75% Llama-3.1-8B's dense case
-// ran 1-2% faster, but Qwen2.5-7B's 10% case 3-4% and Gemma-2-9B's dense case 3.5% slower
-// (NOTES.md, v10), so it is not the default.
+// ran 1-2% faster, but Qwen2.5-7B's 10% case 3-4% and Gemma-2-9B's dense case 3.5% slower, so
+// it is not the default.
 int l2_pin_percent() {
   static const int percent = env_int("PROXYATTN_L2_PIN_PERCENT", 0, 100, -1);
   return percent;

@@ -148,7 +148,7 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
     std::vector<std::vector<std::int32_t>> order(heads);
     for (int h = 0; h < heads; ++h) {
       const std::vector<double> mass = head_block_mass(q, k, seq, h, p.gqa_ratio(), c.block_size, p.scale);
-      k_h[h] = budget_blocks(mass, c.gamma);
+      k_h[h] = seq.len ? budget_blocks(mass, c.gamma) : 0;  // no query, no row: no budget
       order[h] = mass_order(mass);
       out.budget_blocks[s * heads + h] = static_cast<std::int32_t>(k_h[h]);
       out.kept_blocks[s * heads + h] = 0;

@@ -1,6 +1,6 @@
 // Block-sparse flash-attention forward for Hopper (sm_90a): TMA loads into a two-stage mbarrier
-// pipeline, wgmma from two consumer warpgroups, one producer warp. NOTES.md ("Hopper kernel")
-// has the design and its numbers; the semantics are those of the portable kernel
+// pipeline, wgmma from two consumer warpgroups, one producer warp. docs/kernels.md ("Sparse
+// attention on Hopper") has the design; the semantics are those of the portable kernel
 // (cuda/attention.cuh): same AttentionParams, same schedule, same masking and outputs.
 //
 // CTA = 3 warpgroups. Warpgroup 0 gives its registers away (setmaxnreg) and one of its warps
@@ -332,7 +332,7 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
         pin(P);
         warp_release(bar.v_empty(pv_stage), lane);
         // At D = 256 the vote comes here, after the wait, and the mask inside softmax_exact's
-        // diagonal instantiation, as in v7: with both as at D <= 128, its dense case ran 8% slower.
+        // diagonal instantiation: with both placed as at D <= 128, its dense case ran 8% slower.
         if (moved && (kTry || __any_sync(0xffffffffu, rescale[0] != 1.f || rescale[1] != 1.f)))
           rescale_rows(O, rescale);
         pack_probabilities<T>(P, S);

@@ -1,7 +1,7 @@
 // The online softmax of the Hopper attention kernel (attention_sm90.cuh) on one score tile in
 // registers: wgmma's accumulator layout, where a thread holds two rows of the warp's 16 (row0 and
 // row0 + 8) and S[4j + 2h + e] is key 8j + 2c + e of the tile for row h (c = lane % 4).
-// NOTES.md ("Hopper kernel", v6 to v8) has why each step is where it is.
+// docs/kernels.md ("Softmax") has why each step is where it is.
 #pragma once
 
 #include <cstdint>

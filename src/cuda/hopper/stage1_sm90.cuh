@@ -1,6 +1,7 @@
 // Stage 1 + 3 of the estimator on Hopper (sm_90a): the proxy score products on wgmma, which runs
 // the product of one key tile while the warps mask, exponentiate and reduce another. Semantics
-// are those of the portable stage1_kernel (estimate.cu); NOTES.md has the numbers.
+// are those of the portable stage1_kernel (estimate.cu); docs/kernels.md ("Stage 1 + 3") has
+// when each runs.
 //
 // The portable kernel (one query block of 32 strided rows per CTA, warps splitting the keys,
 // mma.sync) is latency-bound: ncu at 128K shows its tensor pipe 18% busy and a quarter of the
@@ -307,8 +308,9 @@ bool stage1_sm90_available(int device) {
 // One cluster of `split` CTAs per query block of the batch (those that do not end a group exit at
 // once); groups of up to `stride` blocks (128 rows), fewer where their maxima would not fit in
 // shared memory. split (1 to 8; 0: chosen here) is the largest power of two that gives at most
-// two CTAs per multiprocessor, so that the longest row's keys are spread over several SMs
-// (H200, Llama shapes: 8 at 8K and 16K, 4 at 32K, 2 at 64K, 1 at 128K; NOTES.md, estimator v6).
+// two CTAs per multiprocessor (1 where the row tiles alone are more), so that the longest row's
+// keys are spread over several SMs (on 132 SMs: 8 up to 33 row tiles, 4 up to 66, 2 up to 132,
+// 1 above; in a sweep of 8K-128K tokens on the H200 this rule picked the fastest split).
 // False, launching nothing, where the portable kernel is the better choice: fewer working CTAs
 // than half the multiprocessors unless `always`, or even one block does not fit (D = 256 beyond
 // about 512K tokens).

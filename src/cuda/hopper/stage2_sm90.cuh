@@ -7,7 +7,7 @@
 // those by the row's log-sum-exp, so the scores are computed once.
 //
 // The portable kernel (mma.sync, one 64-key tile loaded at a time, the loads waited for before
-// the math) took a third of the estimate at 128K (NOTES.md). Here a CTA is stage 1's two
+// the math) exposes the latency of every load. Here a CTA is stage 1's two
 // warpgroups with stage 1's tiles (hopper/stage1_sm90.cuh): the 128 query rows, 64 per
 // warpgroup, and 64-key tiles in 128-byte-swizzled panels loaded with cp.async four buffers
 // deep; products go in pairs, the first tile reduced while the second one's product runs. At
