@@ -11,11 +11,13 @@ mutations=(
   "src/cpu/estimate.cpp@@cell = v > cell ? v : cell;@@cell = v < cell ? v : cell;@@stage 1 min pooling instead of max"
   "src/cpu/estimate.cpp@@std::min(keys, first + i - k0 + 1)@@keys@@stage 2 without the causal mask"
   "src/cpu/estimate.cpp@@(ka == kb && a < b)@@(ka == kb && a > b)@@ties ranked higher index first"
-  "src/cpu/estimate.cpp@@const std::int64_t t = begin + a * stride;@@const std::int64_t t = begin + a * stride + (stride > 1);@@proxy reads the wrong strided token"
+  "src/cpu/estimate.cpp@@const std::int64_t t = p.kv_token(s, a * stride);@@const std::int64_t t = p.kv_token(s, a * stride + (stride > 1));@@proxy reads the wrong strided token"
   "src/core/rules.hpp@@? ceil_div(k_h * eligible, nb) : k_h;@@? (k_h * eligible) / nb : k_h;@@row budget rounds down"
   "src/core/rules.hpp@@return keep_sink && m > 0 ? 2 : 1;@@return 1;@@sink not forced"
   "src/cpu/attention.cpp@@std::min(keys, q0 + i - k0 + 1)@@keys@@attention without the causal mask in the diagonal block"
-  "src/reference/estimate.cpp@@for (std::int64_t i = seq.len - rows; i < seq.len; ++i) {@@for (std::int64_t i = seq.len - rows; i + 1 < seq.len; ++i) {@@reference stage 2 drops the last query"
+  "src/reference/estimate.cpp@@for (std::int64_t i = keys - rows; i < keys; ++i) {@@for (std::int64_t i = keys - rows; i + 1 < keys; ++i) {@@reference stage 2 drops the last query"
+  "src/cpu/estimate.cpp@@load_row(q, p.seq_begin(s) + a * stride - offset@@load_row(q, p.seq_begin(s) + a * stride@@a chunk's proxy queries read from the wrong token"
+  "src/core/plan_impl.hpp@@* page + t % page;@@* page + (t + 1) % page;@@paged keys read from the wrong slot"
 )
 survived=0
 for m in "${mutations[@]}"; do

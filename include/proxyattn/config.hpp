@@ -1,4 +1,4 @@
-// The ProxyAttn parameters (DESIGN.md section 1) and the choice of backend.
+// The ProxyAttn parameters (docs/method.md) and the choice of backend.
 #pragma once
 
 #include <cstdint>

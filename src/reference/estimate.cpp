@@ -1,4 +1,4 @@
-// Reference estimator, stages 1-3, written as DESIGN.md section 1 states them.
+// Reference estimator, stages 1-3, written as docs/method.md states them.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
