@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: correctness (CUDA tests, compute-sanitizer) and a first timing table.
-# Expects prebuilt binaries in .device/ (see NOTES.md: built here with nvcc for sm_90a) and
+# Expects prebuilt binaries in .device/ (scripts/build_device.sh: built here with nvcc for sm_90a) and
 # writes logs under $OUT (default /tmp/out).
 set -u
 OUT=${OUT:-/tmp/out}
