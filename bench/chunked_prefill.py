@@ -1,0 +1,124 @@
+"""Prefill against a KV cache: a prompt prefilled in chunks (each chunk's queries against every key
+before them) against one call on the whole prompt, and paged keys and values against contiguous.
+
+    python3 bench/chunked_prefill.py --tokens 16384 --chunks 4096 8192 --page-sizes 16 128 256 --json out.json
+
+For each chunk size: the total time of the chunks' calls (estimate and attention), the kept density
+over all their rows, and the output against the one-call output and against dense attention (the
+last chunk keeps the one-call mask in its whole blocks; earlier chunks budget from their own last
+queries). For each page size: one call on the whole prompt with the keys and values in shuffled
+pages, against contiguous. The input has structure (each query leans towards a few earlier keys),
+so that the masks are sparse. Runs on the device of --device (chunks and pages run on the CPU
+backends in this version).
+"""
+import argparse
+import json
+import time
+
+import torch
+
+import proxyattn
+
+
+def structured(n, hq, hkv, d, seed, dtype, device):
+    """q, k, v [n, h, d]: random keys and values; each query adds a few earlier keys of its kv head."""
+    g = torch.Generator().manual_seed(seed)
+    k = torch.randn(n, hkv, d, generator=g)
+    v = torch.randn(n, hkv, d, generator=g)
+    q = torch.randn(n, hq, d, generator=g) * 0.5
+    picks = (torch.rand(n, hq, 4, generator=g) * torch.arange(1, n + 1).view(n, 1, 1)).long()
+    kv_of = torch.arange(hq) // (hq // hkv)
+    for j in range(picks.shape[2]):
+        q += 0.6 * k[picks[:, :, j], kv_of.view(1, hq)]
+    return (x.to(device=device, dtype=dtype) for x in (q, k, v))
+
+
+def timed(fn, repeats):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def rel(a, b):
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm())
+
+
+def paged(k, v, page, seed):
+    """k, v [n, h, d] as caches of shuffled pages [pages + 1, page, h, d] and the table [1, pages]."""
+    n = k.shape[0]
+    pages = -(-n // page)
+    order = torch.randperm(pages + 1, generator=torch.Generator().manual_seed(seed))[:pages].to(torch.int32)
+    kc = torch.zeros((pages + 1, page) + tuple(k.shape[1:]), dtype=k.dtype, device=k.device)
+    vc = torch.zeros_like(kc)
+    pad = pages * page - n
+    kc[order.long()] = torch.nn.functional.pad(k, (0, 0, 0, 0, 0, pad)).view(pages, page, *k.shape[1:])
+    vc[order.long()] = torch.nn.functional.pad(v, (0, 0, 0, 0, 0, pad)).view(pages, page, *k.shape[1:])
+    return kc, vc, order.view(1, pages).to(k.device)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, default=16384)
+    ap.add_argument("--chunks", type=int, nargs="*", default=[4096, 8192])
+    ap.add_argument("--page-sizes", type=int, nargs="*", default=[16, 128, 256])
+    ap.add_argument("--heads", type=int, nargs=2, default=[8, 2], metavar=("Q", "KV"))
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+
+    n, (hq, hkv), d = args.tokens, args.heads, args.dim
+    q, k, v = structured(n, hq, hkv, d, 0, getattr(torch, args.dtype), args.device)
+    rows = []
+    t_dense, dense = timed(lambda: proxyattn.dense_attention(q, k, v), args.repeats)
+    t_one, (one, stats) = timed(lambda: proxyattn.attention(q, k, v, return_stats=True), args.repeats)
+    one_density = float(stats["total_density"])
+    rows.append(dict(mode="dense", seconds=t_dense, density=1.0, error_vs_dense=0.0))
+    rows.append(dict(mode="one call", seconds=t_one, density=one_density, error_vs_dense=rel(one, dense)))
+    for c in args.chunks:
+        if c >= n:
+            continue
+
+        def chunked():
+            outs, kept, causal = [], 0, 0
+            for start in range(0, n, c):
+                end = min(n, start + c)
+                o, st = proxyattn.attention(q[start:end], k[:end], v[:end], return_stats=True)
+                outs.append(o)
+                kept, causal = kept + int(st["kept_blocks"].sum()), causal + int(st["causal_blocks"].sum())
+            return torch.cat(outs), kept / causal
+
+        t, (out, density) = timed(chunked, args.repeats)
+        rows.append(dict(mode=f"chunks of {c}", seconds=t, density=density, error_vs_dense=rel(out, dense),
+                         error_vs_one_call=rel(out, one), time_vs_one_call=t / t_one))
+    for page in args.page_sizes:
+        kc, vc, table = paged(k, v, page, page)
+        t, out = timed(lambda: proxyattn.attention_with_kvcache(q[None], kc, vc, [n], table), args.repeats)
+        rows.append(dict(mode=f"paged, pages of {page}", seconds=t, density=one_density,
+                         error_vs_dense=rel(out[0], dense), error_vs_one_call=rel(out[0], one),
+                         time_vs_one_call=t / t_one))
+
+    print(f"{n} tokens, {hq} q / {hkv} kv heads, D {d}, {args.dtype} on {args.device}")
+    print("| mode | time | vs one call | density | error vs dense | error vs one call |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['mode']} | {r['seconds'] * 1e3:.0f} ms | {r['seconds'] / t_one:.2f}x | {r['density']:.1%} | "
+              f"{r['error_vs_dense']:.4f} | {r.get('error_vs_one_call', 0.0):.2e} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(tokens=n, heads=[hq, hkv], dim=d, dtype=args.dtype, device=args.device,
+                           torch=torch.__version__, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
