@@ -21,15 +21,20 @@ import proxyattn
 
 
 def structured(n, hq, hkv, d, seed, dtype, device):
-    """q, k, v [n, h, d]: random keys and values; each query adds a few earlier keys of its kv head."""
+    """q, k, v [n, h, d]: random keys and values; each query leans towards its kv head's keys at a
+    few fixed "hot" positions (as sinks and retrieved facts draw attention) and towards one of the
+    64 keys just before it (locality), so that the attention of most blocks is small."""
     g = torch.Generator().manual_seed(seed)
     k = torch.randn(n, hkv, d, generator=g)
     v = torch.randn(n, hkv, d, generator=g)
-    q = torch.randn(n, hq, d, generator=g) * 0.5
-    picks = (torch.rand(n, hq, 4, generator=g) * torch.arange(1, n + 1).view(n, 1, 1)).long()
+    q = torch.randn(n, hq, d, generator=g) * 0.1
     kv_of = torch.arange(hq) // (hq // hkv)
-    for j in range(picks.shape[2]):
-        q += 0.6 * k[picks[:, :, j], kv_of.view(1, hq)]
+    hot = (torch.rand(8, generator=g) * n).long()
+    pos = torch.arange(n).view(n, 1)
+    for j in hot.tolist():  # a hot key pulls only the queries after it
+        q += 0.375 * (pos >= j).unsqueeze(-1) * k[j, kv_of].unsqueeze(0)
+    near = (pos - (torch.rand(n, hq, generator=g) * 64).long()).clamp(min=0)
+    q += 2.0 * k[near, kv_of.view(1, hq)]
     return (x.to(device=device, dtype=dtype) for x in (q, k, v))
 
 
