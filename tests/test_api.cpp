@@ -9,17 +9,6 @@ using namespace testutil;
 
 namespace {
 
-// Runs f, expects an Error of `code` whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& f, ErrorCode code, std::initializer_list<const char*> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error raised; expected one mentioning " << *parts.begin();
-  } catch (const Error& e) {
-    EXPECT_EQ(static_cast<int>(e.code()), static_cast<int>(code)) << e.what();
-    for (const char* p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << " lacks " << p;
-  }
-}
-
 struct Inputs {
   Problem pr = make_problem({40, 24}, 4, 2, 16, DType::float32);
   Config c;

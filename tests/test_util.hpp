@@ -8,7 +8,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/convert.hpp"
@@ -120,6 +122,17 @@ inline Problem make_problem(std::vector<std::int32_t> lengths, int hq, int hkv, 
   p.cu_seqlens = {0};
   for (auto l : lengths) p.cu_seqlens.push_back(p.cu_seqlens.back() + l);
   return p;
+}
+
+// Runs f, expects an Error of `code` whose message contains every one of `parts`.
+inline void expect_error(const std::function<void()>& f, ErrorCode code, std::initializer_list<const char*> parts) {
+  try {
+    f();
+    ADD_FAILURE() << "no error raised; expected one mentioning " << *parts.begin();
+  } catch (const Error& e) {
+    EXPECT_EQ(static_cast<int>(e.code()), static_cast<int>(code)) << e.what();
+    for (const char* p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << " lacks " << p;
+  }
 }
 
 }  // namespace testutil

@@ -325,10 +325,7 @@ HostEstimate to_host(const Plan& plan, const Estimate& e, void* stream) {
   if (e.device == Device::cuda) detail::cuda::synchronize(stream);
   h.causal_blocks.resize(h.budget_blocks.size());
   for (int s = 0; s < seqs; ++s)
-    for (int hd = 0; hd < heads; ++hd) {
-      const std::int64_t first = p.first_block(s), end = first + p.seq_blocks(s);
-      h.causal_blocks[static_cast<std::size_t>(s) * heads + hd] = end * (end + 1) / 2 - first * (first + 1) / 2;
-    }
+    for (int hd = 0; hd < heads; ++hd) h.causal_blocks[static_cast<std::size_t>(s) * heads + hd] = p.causal_blocks(s);
   return h;
 }
 

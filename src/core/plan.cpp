@@ -12,6 +12,15 @@ namespace {
 
 using detail::invalid;
 
+// Cumulative offsets: [0] == 0, non-decreasing.
+void check_offsets(const char* name, const std::vector<std::int32_t>& cu) {
+  if (cu[0] != 0) invalid("problem.", name, "[0] must be 0, got ", cu[0]);
+  for (std::size_t i = 1; i < cu.size(); ++i)
+    if (cu[i] < cu[i - 1])
+      invalid("problem.", name, " must be non-decreasing, got ", name, "[", i - 1, "] = ", cu[i - 1], " > ", name,
+              "[", i, "] = ", cu[i]);
+}
+
 void validate_problem(const Config& c, const Problem& p) {
   if (p.q_heads < 1) invalid("problem.q_heads must be >= 1, got ", p.q_heads);
   if (p.kv_heads < 1) invalid("problem.kv_heads must be >= 1, got ", p.kv_heads);
@@ -27,21 +36,14 @@ void validate_problem(const Config& c, const Problem& p) {
     invalid("problem.dtype must be float32, float16 or bfloat16, got ", dtype_name(p.dtype));
   if (p.cu_seqlens.size() < 2)
     invalid("problem.cu_seqlens needs at least 2 entries (one sequence), got ", p.cu_seqlens.size());
-  if (p.cu_seqlens[0] != 0) invalid("problem.cu_seqlens[0] must be 0, got ", p.cu_seqlens[0]);
-  for (std::size_t i = 1; i < p.cu_seqlens.size(); ++i)
-    if (p.cu_seqlens[i] < p.cu_seqlens[i - 1])
-      invalid("problem.cu_seqlens must be non-decreasing, got cu_seqlens[", i - 1,
-              "] = ", p.cu_seqlens[i - 1], " > cu_seqlens[", i, "] = ", p.cu_seqlens[i]);
+  check_offsets("cu_seqlens", p.cu_seqlens);
   if (!p.cu_seqlens_k.empty()) {
     const auto& k = p.cu_seqlens_k;
     if (k.size() != p.cu_seqlens.size())
       invalid("problem.cu_seqlens_k must have as many entries as problem.cu_seqlens (", p.cu_seqlens.size(),
               "), got ", k.size());
-    if (k[0] != 0) invalid("problem.cu_seqlens_k[0] must be 0, got ", k[0]);
+    check_offsets("cu_seqlens_k", k);
     for (std::size_t i = 1; i < k.size(); ++i) {
-      if (k[i] < k[i - 1])
-        invalid("problem.cu_seqlens_k must be non-decreasing, got cu_seqlens_k[", i - 1, "] = ", k[i - 1],
-                " > cu_seqlens_k[", i, "] = ", k[i]);
       const std::int64_t q_len = p.cu_seqlens[i] - p.cu_seqlens[i - 1], kv_len = k[i] - k[i - 1];
       if (q_len > kv_len)
         invalid("sequence ", i - 1, " has ", q_len, " queries but ", kv_len,
@@ -82,15 +84,14 @@ std::unique_ptr<Plan::Impl> make_impl(const Config& config, const Problem& probl
   impl->block_offset.assign(n + 1, 0);
   impl->kv_block_offset.assign(n + 1, 0);
   impl->mask_capacity = 0;
-  const std::int64_t B = config.block_size;
   for (int s = 0; s < n; ++s) {
-    // Rows run over the blocks that hold the sequence's queries, the last positions of its keys;
-    // each keeps at most the key blocks up to its own: (m + 1) for the absolute block m.
-    const std::int64_t kv_len = impl->kv_len(s), q_len = impl->seq_len(s);
-    const std::int64_t first = q_len ? (kv_len - q_len) / B : 0, end = q_len ? rules::ceil_div(kv_len, B) : 0;
-    impl->block_offset[s + 1] = impl->block_offset[s] + (end - first);
-    impl->kv_block_offset[s + 1] = impl->kv_block_offset[s] + rules::ceil_div(kv_len, B);
-    impl->mask_capacity += problem.q_heads * (end * (end + 1) / 2 - first * (first + 1) / 2);
+    // Rows run over the blocks that hold the sequence's queries (the last positions of its keys),
+    // from first_block(s) to its last key block; a sequence without queries has none.
+    const std::int64_t kv_blocks = rules::ceil_div(impl->kv_len(s), config.block_size);
+    const std::int64_t rows = impl->seq_len(s) ? kv_blocks - impl->first_block(s) : 0;
+    impl->block_offset[s + 1] = impl->block_offset[s] + rows;
+    impl->kv_block_offset[s + 1] = impl->kv_block_offset[s] + kv_blocks;
+    impl->mask_capacity += problem.q_heads * impl->causal_blocks(s);
   }
   impl->num_blocks = impl->block_offset[n];
   impl->mask_rows = impl->num_blocks * problem.q_heads;

@@ -50,6 +50,11 @@ struct Plan::Impl {
   std::int64_t first_block(int s) const { return seq_len(s) ? q_offset(s) / config.block_size : 0; }
   // Key blocks of sequence s.
   std::int64_t kv_blocks(int s) const { return kv_block_offset[s + 1] - kv_block_offset[s]; }
+  // Causal blocks of one head's rows of sequence s: row m sees m + 1 key blocks.
+  std::int64_t causal_blocks(int s) const {
+    const std::int64_t first = first_block(s), end = first + seq_blocks(s);
+    return end * (end + 1) / 2 - first * (first + 1) / 2;
+  }
 
   // Paged keys: the block table of the call under way (set by the API layer for the duration of
   // a call on a paged plan; the K and V views the backends get then span every page as tokens).
