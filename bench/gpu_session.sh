@@ -8,12 +8,13 @@
 #                  small enough to leave room, such as Qwen's last):
 #                  build the Python package; the CUDA tests and compute-sanitizer memcheck of the
 #                  estimator's tests (binaries of scripts/build_device.sh, carried as
-#                  .gpu/device.tar.xz); bench/estimate_cost.py alone on the GPU; then, once a
+#                  .gpu/device.tar.xz); bench/estimate_cost.py alone on the GPU; prefill against
+#                  a KV cache (bench/chunked_prefill.py: chunks and pages at 32K and 128K); then, once a
 #                  model is assembled, the accuracy suite (eval/run_suite.sh, resuming from
 #                  .gpu/results/*.jsonl.gz); then the long prompts (eval/run_long.sh)
 #   part PART      keep one more model part
 #   wait SECONDS   wait for the chain (at most SECONDS), then report and copy the results
-# STEPS (default "tests pytest memcheck bench suite long") leaves steps out; SUITE_STEPS picks the
+# STEPS (default "tests pytest memcheck bench kvcache suite long") leaves steps out; SUITE_STEPS picks the
 # suite's own steps (eval/run_suite.sh). Everything comes back as logs and results.tgz.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -29,19 +30,22 @@ report() {  # what the background jobs did; the device tool brings back at most 
   [ -f $W/pytest.log ] && { echo "-- Python tests: $(cat $W/pytest.status 2>/dev/null || echo running)"; tail -3 $W/pytest.log; }
   [ -f $W/memcheck.log ] && { echo "-- memcheck: $(cat $W/memcheck.status 2>/dev/null || echo running)"; \
     grep -E "ERROR SUMMARY|PASSED|FAILED" $W/memcheck.log | tail -3; }
+  [ -f $W/kvcache.log ] && { echo "-- KV cache: $(cat $W/kvcache.status 2>/dev/null || echo running)"; \
+    grep -E "^\|" $W/kvcache.log | tail -16; }
   [ -f $W/suite.log ] && { echo "-- suite: $(cat $W/suite.status 2>/dev/null || echo running)"; tail -3 $W/suite.log; }
   [ -f $W/long.log ] && { echo "-- long prompts: $(cat $W/long.status 2>/dev/null || echo running)"; tail -4 $W/long.log; }
   local f
-  for f in build.log tests.log pytest.log memcheck.log suite.log long.log; do
+  for f in build.log tests.log pytest.log memcheck.log kvcache.log suite.log long.log; do
     [ -f $W/$f ] && cp $W/$f "$OUT/"
   done
   # every result in one archive: the suite's answers, the long-prompt study, the estimator's cost
-  (cd $W && tar -czf "$OUT/results.tgz" --exclude='*.tmp' $(ls -d results long estimate_cost.* 2>/dev/null)) 2>/dev/null
+  (cd $W && tar -czf "$OUT/results.tgz" --exclude='*.tmp' $(ls -d results long kvcache estimate_cost.* 2>/dev/null)) 2>/dev/null
   return 0
 }
 
 keep_part() {
   local part=$1 dest=/tmp/proxyattn_model
+  [ -n "$part" ] || return 0  # a session without a model (kernel steps only)
   [[ $part == *smollm2* ]] && dest=/tmp/proxyattn_smollm2
   DEST=$dest bash eval/assemble_model.sh "$part" | tail -2
   [ -d .model/eval ] && mkdir -p $W/prompts && cp -r .model/eval/* $W/prompts/  # prompts carried with a part
@@ -49,7 +53,7 @@ keep_part() {
 }
 
 chain() {
-  local steps=${STEPS:-tests pytest memcheck bench suite long}
+  local steps=${STEPS:-tests pytest memcheck bench kvcache suite long}
   # Build from a copy: the next call's transfer rewrites the working tree while this runs.
   rm -rf $W/src && mkdir -p $W/src && cp -r $(ls -A | grep -v -E '^(\.model|\.git|build.*)$') $W/src/ && cd $W/src
   mkdir -p $W/hwy && dpkg -x .gpu/libhwy-dev.deb $W/hwy  # Highway's headers (scripts/build_device.sh)
@@ -63,16 +67,25 @@ chain() {
   fi
   if [[ $steps == *pytest* ]]; then  # the package's tests with CUDA (the CPU ones run in CI)
     timeout 400 python3 -m pytest -q -p no:cacheprovider python/tests/test_package.py python/tests/test_torch_ops.py \
+      python/tests/test_chunked.py python/tests/test_transformers.py \
       > $W/pytest.log 2>&1; echo "exit $?" > $W/pytest.status
   fi
   if [[ $steps == *memcheck* ]]; then
-    timeout 400 compute-sanitizer --tool memcheck --error-exitcode 9 $W/device/proxyattn_cuda_tests \
-      --gtest_filter='Cuda.EstimateMatchesReferenceUpToNearTies' > $W/memcheck.log 2>&1
+    timeout 550 compute-sanitizer --tool memcheck --error-exitcode 9 $W/device/proxyattn_cuda_tests \
+      --gtest_filter='Cuda.EstimateMatchesReferenceUpToNearTies:CudaChunked.*:CudaPaged.*' > $W/memcheck.log 2>&1
     echo "exit $?" > $W/memcheck.status
   fi
   if [[ $steps == *bench* ]]; then
     timeout 400 python3 bench/estimate_cost.py --lengths 32768 131072 --json $W/estimate_cost.json \
       > $W/estimate_cost.log 2>&1
+  fi
+  if [[ $steps == *kvcache* ]]; then  # Llama-3.1-8B's attention shape, one layer
+    mkdir -p $W/kvcache
+    for n in 32768 131072; do
+      timeout 500 python3 bench/chunked_prefill.py --device cuda --dtype bfloat16 --heads 32 8 --tokens $n \
+        --chunks 8192 16384 32768 --page-sizes 16 128 256 --repeats 3 --json $W/kvcache/chunked_$n.json
+    done > $W/kvcache.log 2>&1
+    echo "exit $?" > $W/kvcache.status
   fi
   if [[ $steps == *suite* ]]; then
     # Qwen comes last (its parts are the most): wait for it, at most 10 minutes.

@@ -98,8 +98,9 @@ inline MaskCheck check_estimate(const Plan& plan, const TensorView& q, const Ten
   const std::int64_t min_blocks = proxyattn::rules::ceil_div(c.min_budget_tokens, c.block_size);
   MaskCheck out;
   for (int s = 0; s < p.problem.num_seqs(); ++s) {
-    const ref_ns::Seq seq{p.seq_begin(s), p.seq_len(s)};
-    const std::int64_t nb = p.seq_blocks(s);
+    // Keys packed by cu_seqlens_k (not paged); the rows are the query blocks first .. nb - 1.
+    const ref_ns::Seq seq{p.seq_begin(s), p.seq_len(s), p.kv_begin(s), p.kv_len(s)};
+    const std::int64_t nb = p.kv_blocks(s), first = p.first_block(s);
     std::vector<std::vector<double>> A(groups);
     for (int j = 0; j < groups; ++j)
       A[j] = ref_ns::proxy_block_scores(q, k, seq, j, groups, c.stride, c.block_size, p.scale);
@@ -107,7 +108,7 @@ inline MaskCheck check_estimate(const Plan& plan, const TensorView& q, const Ten
       ++out.heads_checked;
       const std::int64_t kg = got.budget_blocks[s * heads + h];
       const std::vector<double> mass = ref_ns::head_block_mass(q, k, seq, h, p.gqa_ratio(), c.block_size, p.scale);
-      const std::int64_t kr = ref_ns::budget_blocks(mass, c.gamma);
+      const std::int64_t kr = seq.len ? ref_ns::budget_blocks(mass, c.gamma) : 0;
       if (kg == kr) {
         ++out.budgets_equal;
       } else {
@@ -124,9 +125,9 @@ inline MaskCheck check_estimate(const Plan& plan, const TensorView& q, const Ten
       }
       const std::vector<std::int32_t> order = ref_ns::mass_order(mass);
       std::int64_t kept_sum = 0;
-      for (std::int64_t m = 0; m < nb; ++m) {
+      for (std::int64_t m = first; m < first + p.seq_blocks(s); ++m) {
         ++out.rows_checked;
-        const std::int64_t row = (p.block_offset[s] + m) * heads + h;
+        const std::int64_t row = (p.block_offset[s] + m - first) * heads + h;
         const std::vector<std::int32_t> blocks(got.mask.col_indices.begin() + got.mask.row_offsets[row],
                                                got.mask.col_indices.begin() + got.mask.row_offsets[row + 1]);
         kept_sum += static_cast<std::int64_t>(blocks.size());

@@ -4,20 +4,12 @@
 #include <string>
 
 #include "core/plan_impl.hpp"
+#include "chunk_util.hpp"
 #include "test_util.hpp"
 
 using namespace testutil;
 
 namespace {
-
-// A batch whose sequence s has kv[s] keys and q[s] queries (its last q[s] positions).
-Problem chunked_problem(const std::vector<std::int32_t>& q, const std::vector<std::int32_t>& kv, int hq, int hkv,
-                        int dim, DType dt) {
-  Problem p = make_problem(q, hq, hkv, dim, dt);
-  p.cu_seqlens_k = {0};
-  for (auto l : kv) p.cu_seqlens_k.push_back(p.cu_seqlens_k.back() + l);
-  return p;
-}
 
 Config config(Backend b, double gamma) {
   Config c;
@@ -28,31 +20,6 @@ Config config(Backend b, double gamma) {
   c.gamma = gamma;
   c.backend = b;
   return c;
-}
-
-// The tokens of sequence s's last q positions, copied out of the whole prompt's tensor.
-HostTensor last_rows(const HostTensor& whole, const Problem& whole_pr, const Problem& pr) {
-  const std::int64_t heads = whole.shape[1], dim = whole.shape[2];
-  HostTensor t(whole.dtype, {pr.total_tokens(), heads, dim});
-  for (int s = 0; s < pr.num_seqs(); ++s) {
-    const std::int64_t q = pr.cu_seqlens[s + 1] - pr.cu_seqlens[s];
-    const std::int64_t src = whole_pr.cu_seqlens[s + 1] - q, dst = pr.cu_seqlens[s];
-    for (std::int64_t i = 0; i < q * heads * dim; ++i) t.set(dst * heads * dim + i, whole.at(src * heads * dim + i));
-  }
-  return t;
-}
-
-// Rows [first, first + count) of the lse [heads, total] of the whole prompt, per sequence.
-HostTensor last_lse(const HostTensor& whole, const Problem& whole_pr, const Problem& pr) {
-  const std::int64_t heads = whole.shape[0], n = whole.shape[1];
-  HostTensor t(DType::float32, {heads, pr.total_tokens()});
-  for (int s = 0; s < pr.num_seqs(); ++s) {
-    const std::int64_t q = pr.cu_seqlens[s + 1] - pr.cu_seqlens[s];
-    for (std::int64_t h = 0; h < heads; ++h)
-      for (std::int64_t i = 0; i < q; ++i)
-        t.set(h * pr.total_tokens() + pr.cu_seqlens[s] + i, whole.at(h * n + whole_pr.cu_seqlens[s + 1] - q + i));
-  }
-  return t;
 }
 
 struct Case {
@@ -237,47 +204,6 @@ TEST(Chunked, ErrorsNameTheArgument) {
   expect_error([&] { dense_attention(plan, q.view(), k.view(), k.view(), out.view(), bad_lse.view()); }, bad,
                {"lse must have shape [4, 15]"});
 }
-
-namespace {
-
-// K or V of a packed batch scattered into a cache of shuffled pages: the cache
-// [num_pages, page_size, heads, dim] (two spare pages filled with NaN, never to be read) and the
-// block table [num_seqs, max_pages + 1] (a spare column of -1).
-struct Paged {
-  HostTensor k, v, table;
-};
-
-Paged page_out(const HostTensor& k, const HostTensor& v, const Problem& pr, int page, std::mt19937_64& rng) {
-  const std::int64_t heads = k.shape[1], dim = k.shape[2], row = heads * dim;
-  const auto& cu = pr.kv_seqlens();
-  std::int64_t pages = 0, widest = 0;
-  for (int s = 0; s < pr.num_seqs(); ++s) {
-    const std::int64_t need = (cu[s + 1] - cu[s] + page - 1) / page;
-    pages += need;
-    widest = std::max(widest, need);
-  }
-  std::vector<std::int32_t> order(pages + 2);
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = static_cast<std::int32_t>(i);
-  std::shuffle(order.begin(), order.end(), rng);
-  Paged out{HostTensor(k.dtype, {pages + 2, page, heads, dim}), HostTensor(k.dtype, {pages + 2, page, heads, dim}),
-            HostTensor(DType::int32, {pr.num_seqs(), widest + 1})};
-  out.k.poison(), out.v.poison();
-  auto* table = reinterpret_cast<std::int32_t*>(out.table.bytes.data());
-  std::fill(table, table + pr.num_seqs() * (widest + 1), -1);
-  std::int64_t next = 0;
-  for (int s = 0; s < pr.num_seqs(); ++s)
-    for (std::int64_t t = 0; t < cu[s + 1] - cu[s]; ++t) {
-      if (t % page == 0) table[s * (widest + 1) + t / page] = order[next++];
-      const std::int64_t dst = (static_cast<std::int64_t>(table[s * (widest + 1) + t / page]) * page + t % page) * row;
-      for (std::int64_t i = 0; i < row; ++i) {
-        out.k.set(dst + i, k.at((cu[s] + t) * row + i));
-        out.v.set(dst + i, v.at((cu[s] + t) * row + i));
-      }
-    }
-  return out;
-}
-
-}  // namespace
 
 // Paged keys and values give the contiguous call's masks and outputs, whatever the page size
 // (dividing the block, equal to it, larger, or neither) and however the pages are shuffled.

@@ -57,7 +57,10 @@ void dense_attention(Plan& plan, const TensorView& q, const TensorView& k, const
 // Paged keys and values, for a plan whose problem has page_size > 0: the caches and the block
 // table that maps each sequence's keys to pages. Key position t of sequence s sits in page
 // block_table[s][t / page_size], slot t % page_size. The pages of a cache must be whole blocks
-// of memory: k.stride[0] == page_size * k.stride[1] (as torch.empty gives).
+// of memory: k.stride[0] == page_size * k.stride[1] (as torch.empty gives). A host table's
+// entries are checked against the cache; a device table's are not (that would synchronise each
+// call): there a page outside the cache reads as zeros. On CUDA, page_size must divide 128 or be
+// a multiple of it.
 struct KvCache {
   TensorView k;            // [num_pages, page_size, kv_heads, head_dim]
   TensorView v;            // the same shape (undefined for estimate)

@@ -7,12 +7,12 @@ other decoder models whose attention modules call the attention interface with R
 
 ProxyAttn runs on the prefill of a long prompt: a forward of at least `min_prefill_tokens`
 queries that are the whole causal context, with no padding or other mask, no sliding window
-shorter than the keys, no dropout and no attention weights requested. On the CPU that includes
-a prefill after a cache (a later turn of a chat, a chunk of a long prompt, with transformers'
-DynamicCache): the new queries attend to every cached key, causal at their own positions. Everything
-else (decoding steps, short prompts, padded batches, and on CUDA a prefill after a cache) goes
-to transformers' own sdpa attention, unchanged, so generation after the prefill is dense. Below
-8K tokens the estimation and the kept set are close to dense anyway.
+shorter than the keys, no dropout and no attention weights requested. That includes a prefill
+after a cache (a later turn of a chat, a chunk of a long prompt, with transformers' DynamicCache):
+the new queries attend to every cached key, causal at their own positions. Everything else
+(decoding steps, short prompts, padded batches) goes to transformers' own sdpa attention,
+unchanged, so generation after the prefill is dense. Below 8K tokens the estimation and the kept
+set are close to dense anyway.
 
 Per-layer settings: register(layers={0: "dense", 5: {"gamma": 0.99}}) runs layer 0 dense and
 layer 5 with its own options over the shared ones; a callable layer_index -> "dense" | dict |
@@ -40,13 +40,14 @@ def _sdpa():
 
 def _mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None, attention_mask=None,
           local_size=None, device="cpu", **kwargs):
-    """transformers' sdpa mask, except for a long plain causal prefill after a cache on the CPU
-    (keys: the q_offset cached ones, then the new ones): no mask, and the attention function
-    runs it bottom-right aligned, as ProxyAttn's queries-fewer-than-keys mode does."""
+    """transformers' sdpa mask, except for a long plain causal prefill after a cache (keys: the
+    q_offset cached ones, then the new ones): no mask, and the attention function runs it
+    bottom-right aligned, as ProxyAttn's queries-fewer-than-keys mode does (or, where it hands the
+    call to sdpa, with the bottom-right causal mask it then builds)."""
     from transformers.masking_utils import causal_mask_function, sdpa_mask
     _chunk["shape"] = None
     if (q_offset > 0 and kv_offset == 0 and kv_length == q_offset + q_length
-            and q_length >= max(2, _settings["min_prefill_tokens"]) and torch.device(device).type == "cpu"
+            and q_length >= max(2, _settings["min_prefill_tokens"])
             and (mask_function is None or mask_function is causal_mask_function) and local_size is None
             and kwargs.get("allow_is_causal_skip", True) and not torch.compiler.is_compiling()
             and (attention_mask is None or bool(attention_mask[:, :kv_length].all()))):
@@ -69,8 +70,6 @@ def _use_proxyattn(module, query, key, attention_mask, dropout, kwargs):
         return False  # a decoding step (q_len 1), a short prompt, or a padding/window mask
     if kv_len < q_len or dropout > 0.0 or kwargs.get("output_attentions") or kwargs.get("position_bias") is not None:
         return False
-    if _is_chunk(q_len, kv_len) and query.is_cuda:
-        return False  # not reached (_mask builds the mask on CUDA): the CUDA kernels take whole prompts
     if kwargs.get("is_causal", getattr(module, "is_causal", True)) is False:
         return False
     window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
@@ -98,6 +97,11 @@ def attention_function(sequence_attention):
         [b, n, hq, d], None) as transformers' sdpa does."""
         if not _use_proxyattn(module, query, key, attention_mask, dropout, kwargs):
             _counts["dense"] += 1
+            n, n_kv = query.shape[2], key.shape[2]
+            if attention_mask is None and _is_chunk(n, n_kv):
+                # _mask built no mask for this prefill after a cache (e.g. float32 on CUDA, which the
+                # kernels do not take): sdpa needs the bottom-right causal one.
+                attention_mask = torch.ones(n, n_kv, dtype=torch.bool, device=query.device).tril(n_kv - n)[None, None]
             return _sdpa()(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
         _counts["proxyattn"] += 1
         n = query.shape[2]

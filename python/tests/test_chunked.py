@@ -154,3 +154,23 @@ def test_torch_ops_take_the_keys_packing():
     assert rel_err(out.numpy(), x["out"]) < 1e-5
     with pytest.raises(ValueError, match="cu_seqlens_k are only for packed"):
         ops.dense_attention(q[None], k[None], v[None], cu_seqlens_k=x["cu_k"])
+
+
+@pytest.mark.skipif(torch is None or not torch.cuda.is_available(), reason="no CUDA GPU: the CUDA chunk test skips")
+@pytest.mark.parametrize("page", [16, 128])
+def test_chunks_and_pages_on_cuda(page):
+    # flash_attn_varlen_func's and flash_attn_with_kvcache's layouts on the GPU kernels, against
+    # the whole prompt's dense attention in float64; gamma 1 keeps every causal block.
+    rng = np.random.default_rng(7)
+    x = whole_and_chunks(rng, [1000, 600], [64, 64], hq=8, hkv=2, d=128)
+    q, k, v = (torch.from_numpy(x[n]).to("cuda", torch.bfloat16) for n in "qkv")
+    out = proxyattn.attention_varlen(q, k, v, x["cu_q"], x["cu_k"], gamma=1.0)
+    assert rel_err(out.float().cpu().numpy(), x["out"]) < 2e-2
+    out = proxyattn.attention_varlen(q, k, v, x["cu_q"], x["cu_k"], gamma=0.9)
+    assert torch.isfinite(out).all() and rel_err(out.float().cpu().numpy(), x["out"]) < 0.2
+    kc, vc, table = paged(rng, x["k"], x["v"], x["cu_k"], page)
+    kc, vc = (torch.from_numpy(c).to("cuda", torch.bfloat16) for c in (kc, vc))
+    q4 = q.reshape(2, 64, 8, 128)
+    lens = torch.tensor([1000, 600], dtype=torch.int32, device="cuda")
+    paged_out = proxyattn.attention_with_kvcache(q4, kc, vc, lens, torch.from_numpy(table).cuda(), gamma=0.9)
+    assert torch.equal(paged_out.reshape(128, 8, 128), out)

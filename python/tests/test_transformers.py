@@ -84,26 +84,44 @@ def test_register_rejects_unknown_options():
         pt.register(min_prefill_tokens=0)
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2"])
-def test_a_later_turn_after_a_cache_runs_proxyattn_and_matches_sdpa(kind):
-    # Turn 1 fills a DynamicCache; turn 2 appends 300 new tokens to it: on the CPU that prefill
-    # goes to ProxyAttn with the new queries against every cached key (gamma 1: every block kept)
-    # and generates sdpa's tokens.
+LATER_TURN_CASES = [("llama", "cpu", torch.float32), ("qwen2", "cpu", torch.float32),
+                    pytest.param("llama", "cuda", torch.bfloat16, marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU")),
+                    pytest.param("qwen2", "cuda", torch.bfloat16, marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU"))]
+
+
+def two_turns(model, dtype_device):
+    """Turn 1 fills a DynamicCache; turn 2 appends 300 new tokens to it and generates 8."""
+    device = dtype_device
+    first = torch.randint(0, 500, (1, 280), generator=torch.Generator().manual_seed(3)).to(device)
+    second = torch.randint(0, 500, (1, 300), generator=torch.Generator().manual_seed(4)).to(device)
+    cache = transformers.DynamicCache(config=model.config)
+    with torch.no_grad():
+        turn1 = model.generate(first, max_new_tokens=5, do_sample=False, past_key_values=cache,
+                               return_dict_in_generate=True)
+        ids = torch.cat([turn1.sequences, second], dim=1)
+        pt.reset_call_counts()
+        return model.generate(ids, max_new_tokens=8, do_sample=False, past_key_values=turn1.past_key_values)
+
+
+@pytest.mark.parametrize("kind,device,dtype", LATER_TURN_CASES)
+def test_a_later_turn_after_a_cache_runs_proxyattn_and_matches_sdpa(kind, device, dtype):
+    # The second turn's prefill goes to ProxyAttn with the new queries against every cached key
+    # (gamma 1: every block kept) and generates sdpa's tokens.
     pt.register(min_prefill_tokens=256, gamma=1.0)
-    dense, sparse = models(kind, torch.float32, "cpu")
-    first = torch.randint(0, 500, (1, 280), generator=torch.Generator().manual_seed(3))
-    second = torch.randint(0, 500, (1, 300), generator=torch.Generator().manual_seed(4))
-    outputs = []
-    for model in (dense, sparse):
-        cache = transformers.DynamicCache(config=model.config)
-        with torch.no_grad():
-            turn1 = model.generate(first, max_new_tokens=5, do_sample=False, past_key_values=cache,
-                                   return_dict_in_generate=True)
-            ids = torch.cat([turn1.sequences, second], dim=1)
-            pt.reset_call_counts()
-            turn2 = model.generate(ids, max_new_tokens=8, do_sample=False, past_key_values=turn1.past_key_values)
-        outputs.append(turn2)
-    assert torch.equal(outputs[0], outputs[1])
+    dense, sparse = models(kind, dtype, device, head_dim=64 if device == "cuda" else 16)
+    want = two_turns(dense, device)
+    got = two_turns(sparse, device)
+    assert torch.equal(want, got)
     counts = pt.call_counts()
     assert counts["proxyattn"] == 2, counts  # the second turn's prefill, in each of the 2 layers
     assert counts["dense"] == 2 * 7, counts  # its decoding steps
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU: the CUDA transformers test skips")
+def test_a_later_turn_the_gpu_kernels_do_not_take_goes_to_sdpa_bottom_right():
+    # float32 on CUDA: the kernels do not take it, so the second turn's prefill goes to sdpa, with
+    # the bottom-right causal mask that the skipped mask function did not build.
+    pt.register(min_prefill_tokens=256, gamma=1.0)
+    dense, sparse = models("llama", torch.float32, "cuda", head_dim=64)
+    assert torch.equal(two_turns(dense, "cuda"), two_turns(sparse, "cuda"))
+    assert pt.call_counts()["proxyattn"] == 0

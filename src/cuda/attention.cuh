@@ -7,10 +7,15 @@
 #include <cstdint>
 
 #include "cuda/common.cuh"
+#include "cuda/layout.hpp"
 #include "cuda/mma.cuh"
 
 namespace proxyattn::detail::cuda {
 
+// A mask row is a query block m of a sequence, in absolute positions: its rows are positions
+// 128 m .., of which those from q_off (= kv_len - q_len, the first query) to kv_len - 1 are
+// queries, at tokens q_begin + position - q_off of q and out. Keys are positions 0 .. kv_len - 1,
+// wherever KvRows puts them.
 struct AttentionParams {
   const void* q;
   const void* k;
@@ -23,8 +28,11 @@ struct AttentionParams {
   const std::int32_t* schedule;     // rows in the order to run them (backend.cu, kv_order)
   const std::int32_t* block_seq;    // sequence of each global query block
   const std::int32_t* block_offset; // first global block of each sequence
-  const std::int32_t* cu_seqlens;
-  std::int64_t total_tokens;
+  const std::int32_t* first_block;  // absolute query block of each sequence's first row
+  const std::int32_t* cu_seqlens;   // queries
+  KvRows kv;                        // keys and values (kv.cu_seqlens_k: their counts)
+  std::int64_t total_tokens;        // queries of the batch
+  std::int64_t total_kv_tokens;     // rows of the K and V views
   int q_heads, gqa_ratio;
   int num_rows;                     // mask rows (query blocks x heads)
   int tiles_per_block;              // set by the launcher: query tiles per 128-row block
@@ -70,32 +78,48 @@ __global__ void __launch_bounds__(128) sparse_attention_kernel(AttentionParams p
   const int tile = blockIdx.x % p.tiles_per_block;
   const int b = row / p.q_heads, h = row % p.q_heads;
   const int s = p.block_seq[b];
-  const int m = b - p.block_offset[s];
-  const std::int64_t begin = p.cu_seqlens[s];
-  const int len = p.cu_seqlens[s + 1] - p.cu_seqlens[s];
-  const int q0 = m * 128 + tile * BR;
-  if (q0 >= len) return;
+  const int m = b - p.block_offset[s] + p.first_block[s];  // absolute query block
+  const std::int64_t q_begin = p.cu_seqlens[s];
+  const int len = p.kv.cu_seqlens_k[s + 1] - p.kv.cu_seqlens_k[s];  // key positions
+  const int q_off = len - (p.cu_seqlens[s + 1] - p.cu_seqlens[s]);   // the first query's position
+  const int q0 = m * 128 + tile * BR;                                 // the tile's first position
+  if (q0 >= len || q0 + BR <= q_off) return;
   const int q_rows = min(BR, len - q0);
+  const int q_skip = max(0, q_off - q0);  // rows before the first query: not loaded, not written
   const int kvh = h / p.gqa_ratio;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
 
-  const T* qg = static_cast<const T*>(p.q) + begin * p.q_tok + h * p.q_head;
-  const T* kg = static_cast<const T*>(p.k) + begin * p.k_tok + kvh * p.k_head;
-  const T* vg = static_cast<const T*>(p.v) + begin * p.v_tok + kvh * p.v_head;
+  // Row r of the tile is query token q_begin + q0 + r - q_off.
+  const std::int64_t q_tok0 = q_begin + q0 - q_off;
+  const T* qg = static_cast<const T*>(p.q) + h * p.q_head;
+  const T* kg = static_cast<const T*>(p.k) + kvh * p.k_head;
+  const T* vg = static_cast<const T*>(p.v) + kvh * p.v_head;
+  const std::int64_t kv_begin = p.kv.table ? 0 : p.kv.cu_seqlens_k[s];
 
   KeyTiles tiles{p.col_indices, p.row_offsets ? p.row_offsets[row] : 0, p.row_offsets ? p.row_offsets[row + 1] : m + 1,
                  0, m, len, q0 + q_rows - 1};
   if (!p.row_offsets) tiles.cols = nullptr;
 
-  const std::uint32_t q_smem = mma::smem_addr(sQ), k_smem = mma::smem_addr(sK), v_smem = mma::smem_addr(sV);
+  const std::uint32_t k_smem = mma::smem_addr(sK), v_smem = mma::smem_addr(sV);
   constexpr std::uint32_t kTileBytes = kKeyTile * D * 2;
   auto load_kv = [&](const T* base, std::int64_t tok_stride, std::uint32_t dst, int start) {
-    mma::load_rows_async<D, kKeyTile>(dst, reinterpret_cast<const std::uint16_t*>(base + start * tok_stride),
-                                      static_cast<int>(tok_stride), len - start);
+    if (!p.kv.table) {
+      mma::load_rows_async<D, kKeyTile>(dst, reinterpret_cast<const std::uint16_t*>(base + (kv_begin + start) * tok_stride),
+                                        static_cast<int>(tok_stride), len - start);
+    } else {
+      mma::load_rows_async_each<D, kKeyTile>(dst, reinterpret_cast<const std::uint16_t*>(base), [&](int r) {
+        const std::int64_t at = start + r < len ? p.kv.row(s, start + r) : -1;
+        return at < 0 ? nullptr : reinterpret_cast<const std::uint16_t*>(base + at * tok_stride);
+      });
+    }
   };
 
-  mma::load_rows_async<D, BR>(q_smem, reinterpret_cast<const std::uint16_t*>(qg + q0 * p.q_tok),
-                              static_cast<int>(p.q_tok), q_rows);
+  mma::load_tile_async<D, 128>(
+      sQ, BR,
+      [&](int r) {  // rows outside the queries read nothing; their address is any readable one
+        return reinterpret_cast<const std::uint16_t*>(r >= q_skip && r < q_rows ? qg + (q_tok0 + r) * p.q_tok : qg);
+      },
+      [&](int r) { return r >= q_skip && r < q_rows; });
   mma::cp_async_commit();
   int cur = tiles.next();
   if (cur >= 0) load_kv(kg, p.k_tok, k_smem, cur);
@@ -197,23 +221,23 @@ __global__ void __launch_bounds__(128) sparse_attention_kernel(AttentionParams p
   mma::cp_async_wait<0>();
 
   // Epilogue: normalise, write O in the input dtype and LSE in natural log.
-  T* og = static_cast<T*>(p.o) + begin * p.o_tok + h * p.o_head;
+  T* og = static_cast<T*>(p.o) + h * p.o_head;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
       const int r = warp_row0 + mt * 16 + g + hr * 8;
       const float l = mma::quad_sum(row_sum[mt][hr]);
-      if (r >= q_rows) continue;
+      if (r >= q_rows || r < q_skip) continue;
       const bool empty = row_max[mt][hr] == -INFINITY;
       const float inv = empty ? 0.f : 1.f / l;
-      T* orow = og + (q0 + r) * p.o_tok;
+      T* orow = og + (q_tok0 + r) * p.o_tok;
 #pragma unroll
       for (int j = 0; j < D / 8; ++j)
         *reinterpret_cast<std::uint32_t*>(orow + j * 8 + c * 2) =
             Elem<T>::pack(O[mt][j][hr * 2] * inv, O[mt][j][hr * 2 + 1] * inv);
       if (p.lse && c == 0)
-        p.lse[h * p.total_tokens + begin + q0 + r] = empty ? -INFINITY : (row_max[mt][hr] + log2f(l)) * kLn2;
+        p.lse[h * p.total_tokens + q_tok0 + r] = empty ? -INFINITY : (row_max[mt][hr] + log2f(l)) * kLn2;
     }
 }
 

@@ -151,16 +151,17 @@ std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
 // when dense), below (kv_heads - 1 - kv head) when kv_major; in the kv heads that go shortest
 // first (kv_order), the complement of the work.
 __global__ void schedule_keys_kernel(const std::int64_t* row_offsets, const std::int32_t* block_seq,
-                                     const std::int32_t* block_offset, int q_heads, int gqa_ratio, int kv_heads,
-                                     bool kv_major, int rows, std::int32_t* keys, std::int32_t* ids) {
+                                     const std::int32_t* block_offset, const std::int32_t* first_block, int q_heads,
+                                     int gqa_ratio, int kv_heads, bool kv_major, int rows, std::int32_t* keys,
+                                     std::int32_t* ids) {
   const int r = blockIdx.x * blockDim.x + threadIdx.x;
   if (r >= rows) return;
   std::int64_t work;
   if (row_offsets) {
     work = row_offsets[r + 1] - row_offsets[r];
   } else {
-    const int b = r / q_heads;
-    work = b - block_offset[block_seq[b]] + 1;
+    const int b = r / q_heads, s = block_seq[b];
+    work = b - block_offset[s] + first_block[s] + 1;
   }
   const int clamped = static_cast<int>(work < 0 ? 0 : work >= (1 << kWorkBits) ? (1 << kWorkBits) - 1 : work);
   const int kvh = (r % q_heads) / gqa_ratio;
@@ -282,6 +283,18 @@ void launch_attention(const Plan::Impl& p, const AttentionParams& ap, int grid, 
   });
 }
 
+// Where the keys of a call live: packed by cu_seqlens_k, or in the pages of the call's block table
+// (the API layer sets it on the plan for the call; k is then the view of every page as tokens).
+KvRows kv_rows(const Plan::Impl& p, const Regions& r, const TensorView& k) {
+  KvRows kv{};
+  kv.cu_seqlens_k = r.cu_seqlens_k;
+  kv.table = p.block_table;
+  kv.table_stride = p.table_stride;
+  kv.page_size = p.problem.page_size;
+  kv.rows = k.shape[0];
+  return kv;
+}
+
 }  // namespace
 
 const char* last_attention_kernel() { return last_kernel; }
@@ -290,20 +303,26 @@ Tables make_tables(const Plan::Impl& p) {
   Tables t;
   const int S = p.problem.num_seqs();
   t.cu_seqlens = p.problem.cu_seqlens;
+  t.cu_seqlens_k = p.problem.kv_seqlens();
   t.block_offset.assign(S + 1, 0);
+  t.first_block.assign(S, 0);
+  t.kv_block_offset.assign(S + 1, 0);
   t.strided_offset.assign(S + 1, 0);
   t.chunk_offset.assign(S + 1, 0);
   for (int s = 0; s < S; ++s) {
-    const std::int64_t nb = p.seq_blocks(s);
+    const std::int64_t rows = p.seq_blocks(s), nb = p.kv_blocks(s), chunks = rules::ceil_div(nb, kStage2Chunk);
     t.block_offset[s + 1] = static_cast<std::int32_t>(p.block_offset[s + 1]);
-    t.strided_offset[s + 1] = t.strided_offset[s] + static_cast<std::int32_t>(rules::ceil_div(p.seq_len(s), p.config.stride));
-    t.chunk_offset[s + 1] = t.chunk_offset[s] + static_cast<std::int32_t>(rules::ceil_div(nb, kStage2Chunk));
-    t.block_seq.insert(t.block_seq.end(), nb, s);
-    t.chunk_seq.insert(t.chunk_seq.end(), rules::ceil_div(nb, kStage2Chunk), s);
+    t.first_block[s] = static_cast<std::int32_t>(p.first_block(s));
+    t.kv_block_offset[s + 1] = static_cast<std::int32_t>(p.kv_block_offset[s + 1]);
+    t.strided_offset[s + 1] = t.strided_offset[s] + static_cast<std::int32_t>(rules::ceil_div(p.kv_len(s), p.config.stride));
+    t.chunk_offset[s + 1] = t.chunk_offset[s] + static_cast<std::int32_t>(chunks);
+    t.block_seq.insert(t.block_seq.end(), rows, s);
+    t.chunk_seq.insert(t.chunk_seq.end(), chunks, s);
     t.max_blocks = std::max<int>(t.max_blocks, static_cast<int>(nb));
   }
   t.total_strided = t.strided_offset[S];
   t.total_chunks = t.chunk_offset[S];
+  t.total_kv_blocks = t.kv_block_offset[S];
   t.sort_size = next_pow2(std::max(t.max_blocks, 1));
   return t;
 }
@@ -319,7 +338,10 @@ std::size_t carve(const Plan::Impl& p, const Tables& t, void* base, Regions* r) 
   const std::size_t S = p.problem.num_seqs(), H = p.problem.q_heads, rows = p.mask_rows;
   const std::size_t elem = dtype_size(p.problem.dtype);
   r->cu_seqlens = static_cast<std::int32_t*>(take(4 * (S + 1)));
+  r->cu_seqlens_k = static_cast<std::int32_t*>(take(4 * (S + 1)));
   r->block_offset = static_cast<std::int32_t*>(take(4 * (S + 1)));
+  r->first_block = static_cast<std::int32_t*>(take(4 * S));
+  r->kv_block_offset = static_cast<std::int32_t*>(take(4 * (S + 1)));
   r->strided_offset = static_cast<std::int32_t*>(take(4 * (S + 1)));
   r->chunk_offset = static_cast<std::int32_t*>(take(4 * (S + 1)));
   r->block_seq = static_cast<std::int32_t*>(take(4 * t.block_seq.size()));
@@ -329,8 +351,8 @@ std::size_t carve(const Plan::Impl& p, const Tables& t, void* base, Regions* r) 
   r->counts = static_cast<std::int64_t*>(take(8 * (rows + 1)));
   r->row_offsets = static_cast<std::int64_t*>(take(8 * (rows + 1)));
   r->col_indices = static_cast<std::int32_t*>(take(4 * static_cast<std::size_t>(p.mask_capacity)));
-  r->mass = static_cast<float*>(take(4 * H * p.num_blocks));
-  r->head_order = static_cast<std::int32_t*>(take(4 * H * p.num_blocks));
+  r->mass = static_cast<float*>(take(4 * H * t.total_kv_blocks));
+  r->head_order = static_cast<std::int32_t*>(take(4 * H * t.total_kv_blocks));
   r->partial = static_cast<float*>(take(4 * 2 * kBlock * H * t.total_chunks));
   const std::size_t block_sums = stage2_device(p) >= 0 ? kStage2Chunk * kBlock * H * t.total_chunks : 0;
   r->block_part = static_cast<float2*>(take(sizeof(float2) * block_sums));
@@ -354,12 +376,10 @@ std::size_t carve(const Plan::Impl& p, const Tables& t, void* base, Regions* r) 
 }
 
 void check_supported(const Plan::Impl& p) {
-  if (p.problem.paged())
-    fail(ErrorCode::unsupported, "paged keys and values (problem.page_size ", p.problem.page_size,
-         ") run on the cpu and cpu_reference backends only in this version");
-  if (p.problem.queries_shorter())
-    fail(ErrorCode::unsupported, "queries shorter than keys (problem.cu_seqlens_k differs from cu_seqlens) run on "
-         "the cpu and cpu_reference backends only in this version; the CUDA kernels take whole prompts");
+  const int page = p.problem.page_size;
+  if (page > 0 && kBlock % page != 0 && page % kBlock != 0)
+    fail(ErrorCode::unsupported, "the CUDA backend takes a problem.page_size that divides 128 or is a multiple of it, "
+         "got ", page);
   const int n = device_count();
   if (p.problem.device_index >= n)
     fail(ErrorCode::unsupported, "problem.device is cuda:", p.problem.device_index, " but ", n,
@@ -380,8 +400,8 @@ void check_supported(const Plan::Impl& p) {
   if (p.config.stride > 16)
     fail(ErrorCode::unsupported, "the CUDA backend takes config.stride up to 16, got ", p.config.stride);
   for (int s = 0; s < p.problem.num_seqs(); ++s)
-    if (p.seq_blocks(s) > kMaxBlocks)
-      fail(ErrorCode::unsupported, "sequence ", s, " has ", p.seq_len(s), " tokens; the CUDA backend takes up to ",
+    if (p.kv_blocks(s) > kMaxBlocks)
+      fail(ErrorCode::unsupported, "sequence ", s, " has ", p.kv_len(s), " tokens; the CUDA backend takes up to ",
            static_cast<long long>(kMaxBlocks) * kBlock);
   if (p.mask_rows * 2 >= (INT64_C(1) << 31))
     fail(ErrorCode::unsupported, "the batch has ", p.mask_rows, " (query block, head) rows, too many for one launch");
@@ -407,7 +427,10 @@ void prepare(Plan::Impl& p, void* stream_ptr) {
   };
   // The host vectors live in the plan's state, so the asynchronous copies may read them late.
   upload(r.cu_seqlens, t.cu_seqlens);
+  upload(r.cu_seqlens_k, t.cu_seqlens_k);
   upload(r.block_offset, t.block_offset);
+  upload(r.first_block, t.first_block);
+  upload(r.kv_block_offset, t.kv_block_offset);
   upload(r.strided_offset, t.strided_offset);
   upload(r.chunk_offset, t.chunk_offset);
   upload(r.block_seq, t.block_seq);
@@ -427,12 +450,14 @@ Estimate estimate(Plan::Impl& p, const TensorView& q, const TensorView& k, void*
   ep.k = k.data;
   ep.q_tok = q.stride[0], ep.q_head = q.stride[1], ep.k_tok = k.stride[0], ep.k_head = k.stride[1];
   ep.r = r;
+  ep.kv = kv_rows(p, r, k);
   ep.num_seqs = p.problem.num_seqs();
   ep.q_heads = p.problem.q_heads;
   ep.kv_heads = p.problem.kv_heads;
   ep.groups = p.config.proxy_groups;
   ep.stride = p.config.stride;
   ep.num_blocks = static_cast<int>(p.num_blocks);
+  ep.num_kv_blocks = static_cast<int>(st.tables.total_kv_blocks);
   ep.total_chunks = static_cast<int>(st.tables.total_chunks);
   ep.sort_size = st.tables.sort_size;
   ep.total_strided = st.tables.total_strided;
@@ -496,7 +521,7 @@ void attention(Plan::Impl& p, const TensorView& q, const TensorView& k, const Te
   const int grid = persistent_grid(p);
   const bool by_kv = kv_major(p.problem.kv_heads) && rows / p.problem.kv_heads >= grid;
   schedule_keys_kernel<<<(rows + 255) / 256, 256, 0, stream>>>(
-      mask ? mask->row_offsets : nullptr, r.block_seq, r.block_offset, p.problem.q_heads, p.gqa_ratio(),
+      mask ? mask->row_offsets : nullptr, r.block_seq, r.block_offset, r.first_block, p.problem.q_heads, p.gqa_ratio(),
       p.problem.kv_heads, by_kv, rows, r.sched_keys, r.sched_rows);
   PROXYATTN_LAUNCH_CHECK("schedule_keys_kernel");
   std::size_t sort_bytes = r.sort_temp_bytes;
@@ -518,8 +543,11 @@ void attention(Plan::Impl& p, const TensorView& q, const TensorView& k, const Te
   ap.schedule = r.sched_rows_sorted;
   ap.block_seq = r.block_seq;
   ap.block_offset = r.block_offset;
+  ap.first_block = r.first_block;
   ap.cu_seqlens = r.cu_seqlens;
+  ap.kv = kv_rows(p, r, k);
   ap.total_tokens = p.problem.total_tokens();
+  ap.total_kv_tokens = k.shape[0];
   ap.q_heads = p.problem.q_heads;
   ap.gqa_ratio = p.gqa_ratio();
   ap.num_rows = rows;

@@ -31,22 +31,42 @@ __device__ __forceinline__ int find_seq(const std::int32_t* offsets, int num_seq
   return lo;
 }
 
+// Sequence s's queries and keys: q_len queries from token q_begin of q, the last of kv_len key
+// positions (q_off = kv_len - q_len is the first query's position).
+struct SeqSpan {
+  std::int64_t q_begin;
+  int q_len, kv_len, q_off;
+  __device__ __forceinline__ SeqSpan(const EstimateParams& p, int s) {
+    q_begin = p.r.cu_seqlens[s];
+    q_len = p.r.cu_seqlens[s + 1] - p.r.cu_seqlens[s];
+    kv_len = p.r.cu_seqlens_k[s + 1] - p.r.cu_seqlens_k[s];
+    q_off = kv_len - q_len;
+  }
+};
+
 // ---- proxy heads ---------------------------------------------------------------------------
+// One CTA per strided key position a * stride of a sequence and group: the mean key there, and
+// the mean query where that position is a query (zeros before the first one, rows stage 1 masks).
 template <class T, int D>
 __global__ void __launch_bounds__(kThreads) proxy_kernel(EstimateParams p) {
   const std::int64_t a = blockIdx.x;
   const int j = blockIdx.y;
   const int s = find_seq(p.r.strided_offset, p.num_seqs, a);
-  const std::int64_t tok = p.r.cu_seqlens[s] + (a - p.r.strided_offset[s]) * p.stride;
+  const SeqSpan seq(p, s);
+  const int pos = static_cast<int>(a - p.r.strided_offset[s]) * p.stride;
+  const std::int64_t key_row = p.kv.row(s, pos);
+  const bool has_q = pos >= seq.q_off;
   const int gq = p.q_heads / p.groups, gk = p.kv_heads / p.groups;
-  const T* q = static_cast<const T*>(p.q) + tok * p.q_tok;
-  const T* k = static_cast<const T*>(p.k) + tok * p.k_tok;
+  const T* q = static_cast<const T*>(p.q) + (has_q ? seq.q_begin + pos - seq.q_off : 0) * p.q_tok;
+  const T* k = static_cast<const T*>(p.k) + (key_row >= 0 ? key_row : 0) * p.k_tok;
   T* qbar = static_cast<T*>(p.r.qbar) + (j * p.total_strided + a) * D;
   T* kbar = static_cast<T*>(p.r.kbar) + (j * p.total_strided + a) * D;
   for (int d = threadIdx.x; d < D; d += kThreads) {
     float sq = 0.f, sk = 0.f;
-    for (int h = j * gq; h < (j + 1) * gq; ++h) sq += Elem<T>::to_float(q[h * p.q_head + d]);
-    for (int h = j * gk; h < (j + 1) * gk; ++h) sk += Elem<T>::to_float(k[h * p.k_head + d]);
+    if (has_q)
+      for (int h = j * gq; h < (j + 1) * gq; ++h) sq += Elem<T>::to_float(q[h * p.q_head + d]);
+    if (key_row >= 0)
+      for (int h = j * gk; h < (j + 1) * gk; ++h) sk += Elem<T>::to_float(k[h * p.k_head + d]);
     qbar[d] = Elem<T>::from_float(sq / gq);
     kbar[d] = Elem<T>::from_float(sk / gk);
   }
@@ -69,18 +89,18 @@ __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
   const int chunk = blockIdx.x, h = blockIdx.y;
   const int s = p.r.chunk_seq[chunk];
   const int c_local = chunk - p.r.chunk_offset[s];
-  const std::int64_t begin = p.r.cu_seqlens[s];
-  const int len = p.r.cu_seqlens[s + 1] - p.r.cu_seqlens[s];
-  const int L = min(kBlock, len), first = len - L;
+  const SeqSpan seq(p, s);
+  const int len = seq.kv_len;
+  const int L = min(kBlock, seq.q_len), first = len - L;  // rows: the last L positions
   const int kvh = h / (p.q_heads / p.kv_heads);
   const int key_begin = c_local * kStage2Chunk * kBlock;
   const int key_end = min(len, key_begin + kStage2Chunk * kBlock);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-  const T* qg = static_cast<const T*>(p.q) + begin * p.q_tok + h * p.q_head;
-  const T* kg = static_cast<const T*>(p.k) + begin * p.k_tok + kvh * p.k_head;
+  const T* qg = static_cast<const T*>(p.q) + (seq.q_begin + seq.q_len - L) * p.q_tok + h * p.q_head;
+  const T* kg = static_cast<const T*>(p.k) + kvh * p.k_head;
 
   mma::load_tile_async<D, kThreads>(
-      sQ, kBlock, [&](int r) { return reinterpret_cast<const std::uint16_t*>(qg + (first + r) * p.q_tok); },
+      sQ, kBlock, [&](int r) { return reinterpret_cast<const std::uint16_t*>(qg + r * p.q_tok); },
       [&](int r) { return r < L; });
   mma::cp_async_commit();
   if constexpr (kMass) {
@@ -94,8 +114,12 @@ __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
   for (int start = key_begin; start < key_end; start += kKeyTile) {
     __syncthreads();  // the previous tile is consumed
     mma::load_tile_async<D, kThreads>(
-        sK, kKeyTile, [&](int r) { return reinterpret_cast<const std::uint16_t*>(kg + (start + r) * p.k_tok); },
-        [&](int r) { return start + r < len; });
+        sK, kKeyTile,
+        [&](int r) {
+          const std::int64_t row = start + r < len ? p.kv.row(s, start + r) : -1;
+          return reinterpret_cast<const std::uint16_t*>(kg + (row >= 0 ? row : 0) * p.k_tok);
+        },
+        [&](int r) { return start + r < len && p.kv.row(s, start + r) >= 0; });
     mma::cp_async_commit();
     mma::cp_async_wait<0>();
     __syncthreads();
@@ -141,11 +165,11 @@ __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
 
   if constexpr (kMass) {
     __syncthreads();
-    const int nb = p.r.block_offset[s + 1] - p.r.block_offset[s];
+    const int nb = p.r.kv_block_offset[s + 1] - p.r.kv_block_offset[s];
     const int blocks_here = min(kStage2Chunk, nb - c_local * kStage2Chunk);
     if (threadIdx.x < blocks_here)
-      p.r.mass[static_cast<std::int64_t>(h) * p.num_blocks + p.r.block_offset[s] + c_local * kStage2Chunk + threadIdx.x] =
-          block_sum[threadIdx.x] / L;
+      p.r.mass[static_cast<std::int64_t>(h) * p.num_kv_blocks + p.r.kv_block_offset[s] + c_local * kStage2Chunk +
+               threadIdx.x] = block_sum[threadIdx.x] / L;
   } else {
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
@@ -194,7 +218,7 @@ __global__ void __launch_bounds__(kBlock) block_mass_kernel(EstimateParams p) {
   const int s = p.r.chunk_seq[chunk];
   const int c_local = chunk - p.r.chunk_offset[s];
   const int rows = min(kBlock, p.r.cu_seqlens[s + 1] - p.r.cu_seqlens[s]);
-  const int nb = p.r.block_offset[s + 1] - p.r.block_offset[s];
+  const int nb = p.r.kv_block_offset[s + 1] - p.r.kv_block_offset[s];
   const int blocks_here = min(kStage2Chunk, nb - c_local * kStage2Chunk);
   const float lse = p.r.row_lse[(static_cast<std::int64_t>(s) * p.q_heads + h) * kBlock + r];
   const float2* part = p.r.block_part + (static_cast<std::int64_t>(chunk) * p.q_heads + h) * kStage2Chunk * kBlock;
@@ -213,7 +237,8 @@ __global__ void __launch_bounds__(kBlock) block_mass_kernel(EstimateParams p) {
     float total = 0.f;
 #pragma unroll
     for (int w = 0; w < kBlock / 32; ++w) total += warp_sums[w][r];
-    p.r.mass[static_cast<std::int64_t>(h) * p.num_blocks + p.r.block_offset[s] + c_local * kStage2Chunk + r] = total / rows;
+    p.r.mass[static_cast<std::int64_t>(h) * p.num_kv_blocks + p.r.kv_block_offset[s] + c_local * kStage2Chunk + r] =
+        total / rows;
   }
 }
 
@@ -221,17 +246,19 @@ __global__ void __launch_bounds__(kBlock) block_mass_kernel(EstimateParams p) {
 // One CTA per (sequence, head): the head's blocks sorted by stage-2 mass, largest first, ties to
 // the lower index (est::mass_key), kept as the head's order for stage 3; k_h from the prefix sums
 // of that order; then the stage-3 count of every row of the head (integers, rules.hpp) and their
-// sum.
+// sum. A sequence without queries has no rows and budget 0.
 __global__ void __launch_bounds__(kThreads) budget_kernel(EstimateParams p) {
   extern __shared__ unsigned long long keys[];  // [n], then the prefix sums [n]
   __shared__ int below;
   __shared__ unsigned long long kept_sum;
   const int s = blockIdx.x, h = blockIdx.y;
-  const int bo = p.r.block_offset[s];
-  const int nb = p.r.block_offset[s + 1] - bo;
+  const int bo = p.r.kv_block_offset[s];
+  const int nb = p.r.kv_block_offset[s + 1] - bo;
+  const int row0 = p.r.block_offset[s], rows = p.r.block_offset[s + 1] - row0, first = p.r.first_block[s];
+  const bool has_queries = p.r.cu_seqlens[s + 1] > p.r.cu_seqlens[s];
   const int n = next_pow2(max(nb, 1));
   float* prefix = reinterpret_cast<float*>(keys + n);
-  const float* mass = p.r.mass + static_cast<std::int64_t>(h) * p.num_blocks + bo;
+  const float* mass = p.r.mass + static_cast<std::int64_t>(h) * p.num_kv_blocks + bo;
   bool bad = false;
   for (int i = threadIdx.x; i < n; i += kThreads) {
     unsigned long long key = 0;  // padding sorts last
@@ -244,10 +271,10 @@ __global__ void __launch_bounds__(kThreads) budget_kernel(EstimateParams p) {
   if (threadIdx.x == 0) below = 0, kept_sum = 0;
   bad = __syncthreads_or(bad);
   bitonic_sort_desc(keys, n);
-  std::int32_t* order = p.r.head_order + static_cast<std::int64_t>(h) * p.num_blocks + bo;
+  std::int32_t* order = p.r.head_order + static_cast<std::int64_t>(h) * p.num_kv_blocks + bo;
   for (int i = threadIdx.x; i < nb; i += kThreads) order[i] = est::key_block(keys[i]);
-  std::int64_t k_h = nb;  // gamma >= 1 or a NaN/Inf mass: keep everything
-  if (!bad && p.gamma < 1.f && nb > 0) {
+  std::int64_t k_h = has_queries ? nb : 0;  // gamma >= 1 or a NaN/Inf mass: keep everything
+  if (has_queries && !bad && p.gamma < 1.f && nb > 0) {
     // Inclusive prefix sums: each thread scans a contiguous segment, CUB scans the segments.
     using Scan = cub::BlockScan<float, kThreads>;
     __shared__ typename Scan::TempStorage scan_tmp;
@@ -267,9 +294,9 @@ __global__ void __launch_bounds__(kThreads) budget_kernel(EstimateParams p) {
   }
   if (threadIdx.x == 0) p.r.budget[s * p.q_heads + h] = static_cast<std::int32_t>(k_h);
   unsigned long long local = 0;
-  for (int m = threadIdx.x; m < nb; m += kThreads) {
-    const std::int64_t cnt = rules::row_budget(k_h, m, nb, p.min_blocks, p.keep_sink, p.budget_mode);
-    p.r.counts[static_cast<std::int64_t>(bo + m) * p.q_heads + h] = cnt;
+  for (int i = threadIdx.x; i < rows; i += kThreads) {  // rows: absolute blocks first + i
+    const std::int64_t cnt = rules::row_budget(k_h, first + i, nb, p.min_blocks, p.keep_sink, p.budget_mode);
+    p.r.counts[static_cast<std::int64_t>(row0 + i) * p.q_heads + h] = cnt;
     local += cnt;
   }
   atomicAdd(&kept_sum, local);
@@ -296,9 +323,10 @@ __global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int 
   const int b = p.num_blocks - 1 - blockIdx.x;  // long rows first
   const int j = blockIdx.y;
   const int s = p.r.block_seq[b];
-  const int m = b - p.r.block_offset[s];
-  const int len = p.r.cu_seqlens[s + 1] - p.r.cu_seqlens[s];
-  const int na = (len + p.stride - 1) / p.stride;
+  const int m = b - p.r.block_offset[s] + p.r.first_block[s];  // the absolute query block
+  const SeqSpan seq(p, s);
+  const int na = (seq.kv_len + p.stride - 1) / p.stride;
+  const int a_first = (seq.q_off + p.stride - 1) / p.stride;  // the first strided query
   const int per_block = kBlock / p.stride;
   const int a0 = m * per_block, a1 = min(na, a0 + per_block);
   const T* qbar = static_cast<const T*>(p.r.qbar) + (j * p.total_strided + p.r.strided_offset[s]) * D;
@@ -351,7 +379,7 @@ __global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int 
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               const int key = start + jj * 8 + c * 2 + e;
-              const bool masked = key > a || r >= rows;
+              const bool masked = key > a || r >= rows || a < a_first;
               float x = S[0][jj][hr * 2 + e] * p.scale_log2;
               if (pass == 1 && !masked) x -= lse2[r];
               if (masked) x = -INFINITY;

@@ -22,8 +22,11 @@ struct EstimateParams {
   const void* k;
   std::int64_t q_tok, q_head, k_tok, k_head;
   Regions r;
+  KvRows kv;  // where each key lives (contiguous or paged)
   int num_seqs, q_heads, kv_heads, groups, stride;
-  int num_blocks, total_chunks, sort_size;
+  int num_blocks;     // mask blocks (query blocks) of the batch
+  int num_kv_blocks;  // key blocks of the batch: the stride of mass and head_order
+  int total_chunks, sort_size;
   std::int64_t total_strided, min_blocks;
   bool keep_sink;
   BudgetMode budget_mode;

@@ -64,7 +64,8 @@ __device__ __forceinline__ int next_pow2(int x) {
   return p;
 }
 
-// Writes every head's row of query block m (row b of the mask) for group j. Each head keeps the
+// Writes every head's row of query block m (absolute, in the sequence; row b of the mask) for
+// group j. Each head keeps the
 // forced blocks, then what it prefers itself, then the group's proxy ranking: in the last block
 // of a sequence with exact_last_block, its whole stage-2 order (p.r.head_order) instead of the
 // ranking; elsewhere, its first min(head_columns, k_h) blocks where they are causal, then the
@@ -75,7 +76,7 @@ template <int kThreadsT>
 __device__ void rank_and_write(const EstimateParams& p, float* amax, unsigned long long* keys, int b, int m, int j) {
   int* pos = reinterpret_cast<int*>(amax);
   const int s = p.r.block_seq[b];
-  const int bo = p.r.block_offset[s], nb = p.r.block_offset[s + 1] - bo;
+  const int bo = p.r.kv_block_offset[s], nb = p.r.kv_block_offset[s + 1] - bo;
   const bool exact = p.exact_last_block && m == nb - 1;
   auto forced_block = [&](int n) { return n == m || (p.keep_sink && n == 0); };
   if (!exact) {
@@ -115,7 +116,7 @@ __device__ void rank_and_write(const EstimateParams& p, float* amax, unsigned lo
     const std::int64_t row = static_cast<std::int64_t>(b) * p.q_heads + h;
     const std::int64_t out0 = p.r.row_offsets[row];
     const int take = static_cast<int>(p.r.row_offsets[row + 1] - out0) - forced;
-    const std::int32_t* order = p.r.head_order + static_cast<std::int64_t>(h) * p.num_blocks + bo;
+    const std::int32_t* order = p.r.head_order + static_cast<std::int64_t>(h) * p.num_kv_blocks + bo;
     if (exact) {  // pos = the head's own ranks; the first `take` unforced ones
       for (int i = threadIdx.x; i <= m; i += kThreadsT) pos[order[i]] = i;
       __syncthreads();

@@ -54,6 +54,20 @@ __device__ __forceinline__ void load_rows_async(std::uint32_t dst, const std::ui
   }
 }
 
+// The same with each row's address from row_ptr(r) (null: a zero row; the copy then gets `any`,
+// a readable address it does not read): keys in the pages of a cache.
+template <int D, int kRows, class RowPtr>
+__device__ __forceinline__ void load_rows_async_each(std::uint32_t dst, const std::uint16_t* any, RowPtr row_ptr) {
+  constexpr int kChunks = D / 8, kRowStep = 128 / kChunks;
+  const int ch = threadIdx.x % kChunks, r0 = threadIdx.x / kChunks;
+#pragma unroll
+  for (int i = 0; i < kRows / kRowStep; ++i) {
+    const int r = r0 + i * kRowStep;
+    const std::uint16_t* src = row_ptr(r);
+    cp_async16(dst + r * 2 * D + ((ch ^ (r & 7)) << 4), src ? src + ch * 8 : any, src != nullptr);
+  }
+}
+
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }

@@ -96,6 +96,30 @@ __device__ __forceinline__ void load_tile(std::uint32_t dst, std::uint32_t panel
   for (int pn = 0; pn < kPanels; ++pn) tma_load_3d(dst + pn * panel_bytes, map, bar, pn * 64, head, token, policy);
 }
 
+// One K or V tile of an item, keys start .. start + kKeys - 1, announced on `bar`: one copy per
+// panel where those keys are consecutive rows (packed keys, or pages of at least a tile), else one
+// per page and panel (pages of 8 to kKeys / 2 keys, the maps' boxes then one page tall; a page is
+// a whole number of 1024-byte swizzle atoms). A page past the sequence's keys, or outside the cache
+// (a bad table entry), is copied from beyond the end of the view: zeros.
+template <int D>
+__device__ __forceinline__ void load_kv_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar,
+                                             const AttentionParams& p, const Item& it, int start,
+                                             std::uint64_t policy) {
+  using L = SmemLayout<D>;
+  auto token = [&](int key) {  // the row of key position `key`, or the first row past the view
+    const std::int64_t row = !p.kv.table ? it.kv_begin + key : key < it.len ? p.kv.row(it.s, key) : -1;
+    return static_cast<int>(row < 0 ? p.total_kv_tokens : row);
+  };
+  mbar_arrive_expect_tx(bar, L::kPanels * L::kKvPanelBytes);
+  const int page = p.kv.table ? p.kv.page_size : L::kKeys;
+  for (int i = 0; i < L::kKeys; i += page) {
+    const int tok = token(start + i);
+#pragma unroll
+    for (int pn = 0; pn < L::kPanels; ++pn)
+      tma_load_3d(dst + pn * L::kKvPanelBytes + i * 128, map, bar, pn * 64, it.kvh, tok, policy);
+  }
+}
+
 // The producer warp: Q of each item, then K and V of each kept block. Lane 0 issues; the whole
 // warp waits (so that it stays converged) and zeroes rows in the one case below.
 template <int D>
@@ -114,15 +138,14 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
     KeyTiles<L::kSubTiles> keys(it);
     int start = keys.next();
     if (start < 0) continue;  // empty row: the consumers write zeros without waiting
-    const int tok0 = static_cast<int>(it.begin);
     // A Q stage is free once both consumer warpgroups finished the products of the item that
     // last used it (kQStages items ago).
     const int qs = items % L::kQStages;
     mbar_wait(bar.q_empty(qs), ((items / L::kQStages) & 1) ^ 1);
     ++items;
     if (lane == 0)
-      load_tile<L::kPanels>(smem + L::kQ + qs * L::kQBytes, kPanelBytes, tq, bar.q_full(qs), it.h, tok0 + it.m * kTile,
-                            q_policy);
+      load_tile<L::kPanels>(smem + L::kQ + qs * L::kQBytes, kPanelBytes, tq, bar.q_full(qs), it.h,
+                            static_cast<int>(it.q_tok0), q_policy);
     do {
       const int stage = tiles & 1;
       const std::uint32_t parity = ((tiles >> 1) & 1) ^ 1;  // first pass over a stage: no wait
@@ -131,20 +154,18 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
       const std::uint32_t k_dst = smem + L::kK + stage * L::kKvBytes;
       const std::uint32_t v_dst = smem + L::kV + stage * L::kKvBytes;
       mbar_wait(bar.k_empty(stage), parity);
-      if (lane == 0)
-        load_tile<L::kPanels>(k_dst, L::kKvPanelBytes, tk, bar.k_full(stage), it.kvh, tok0 + start, kv_policy);
+      if (lane == 0) load_kv_tile<D>(k_dst, tk, bar.k_full(stage), p, it, start, kv_policy);
       mbar_wait(bar.v_empty(stage), parity);
       const int valid = it.len - start;  // rows of this tile inside the sequence (> 0)
-      if (valid >= L::kKeys || it.begin + it.len >= p.total_tokens) {
+      if (valid >= L::kKeys || (!p.kv.table && it.kv_begin + it.len >= p.total_kv_tokens)) {
         // Whole tile in the sequence, or its tail past the end of the tensor (zero-filled).
-        if (lane == 0)
-          load_tile<L::kPanels>(v_dst, L::kKvPanelBytes, tv, bar.v_full(stage), it.kvh, tok0 + start, kv_policy);
+        if (lane == 0) load_kv_tile<D>(v_dst, tv, bar.v_full(stage), p, it, start, kv_policy);
       } else {
-        // The tile runs into the next sequence. Its probabilities there are 0, but 0 * NaN or
-        // 0 * Inf in that sequence's V would still leak across the boundary: load, zero those
-        // rows, then publish (ordinary stores read by wgmma: proxy fence before the arrival).
-        if (lane == 0)
-          load_tile<L::kPanels>(v_dst, L::kKvPanelBytes, tv, bar.v_fix(), it.kvh, tok0 + start, kv_policy);
+        // The tile runs into the next sequence (or the rest of its last page). Its probabilities
+        // there are 0, but 0 * NaN or 0 * Inf in those rows of V would still leak across the
+        // boundary: load, zero those rows, then publish (ordinary stores read by wgmma: proxy
+        // fence before the arrival).
+        if (lane == 0) load_kv_tile<D>(v_dst, tv, bar.v_fix(), p, it, start, kv_policy);
         mbar_wait(bar.v_fix(), fixes & 1);
         ++fixes;
         // A row is 128 contiguous bytes of each panel whatever the swizzle: 8 chunks of 16.
@@ -350,18 +371,18 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
       warp_release(bar.q_empty(qs), lane);
     }
 
-    // Epilogue: normalise, write O in the input dtype and LSE in natural log. Rows past the end
-    // of the sequence (the next sequence's, or out of bounds) are not written.
-    T* og = static_cast<T*>(p.o) + it.begin * p.o_tok + it.h * p.o_head;
+    // Epilogue: normalise, write O in the input dtype and LSE in natural log. Rows that are not
+    // the sequence's queries (past its end, or before its first query) are not written.
+    T* og = static_cast<T*>(p.o) + it.h * p.o_head;
     const int q0 = it.m * kTile;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = row0 + 8 * h;
       const float l = mma::quad_sum(row_sum[h]);
-      if (q0 + r >= it.len) continue;
+      if (q0 + r >= it.len || q0 + r < it.q_off) continue;
       const bool empty = row_max[h] == -INFINITY;
       const float inv = empty ? 0.f : 1.f / l;
-      T* orow = og + static_cast<std::int64_t>(q0 + r) * p.o_tok;
+      T* orow = og + (it.q_tok0 + r) * p.o_tok;
       // Streaming stores under l2_hints: the output is not read again here, so it should not
       // push the K/V tiles that other CTAs still read out of L2.
 #pragma unroll
@@ -374,7 +395,7 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
           *dst = packed;
       }
       if (p.lse && c == 0)
-        p.lse[it.h * p.total_tokens + it.begin + q0 + r] = empty ? -INFINITY : (row_max[h] + log2f(l)) * kLn2;
+        p.lse[it.h * p.total_tokens + it.q_tok0 + r] = empty ? -INFINITY : (row_max[h] + log2f(l)) * kLn2;
     }
   }
 }

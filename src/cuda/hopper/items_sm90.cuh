@@ -17,12 +17,17 @@ constexpr int kTile = 128;  // query rows per tile, keys per mask block
 __device__ __forceinline__ int uniform(int x) { return __shfl_sync(0xffffffffu, x, 0); }
 __device__ __forceinline__ std::int64_t uniform(std::int64_t x) { return __shfl_sync(0xffffffffu, x, 0); }
 
-// One work item: a (query block, head) row of the mask.
+// One work item: a (query block, head) row of the mask, in absolute positions of its sequence
+// (attention.cuh, AttentionParams): rows 128 m .. of the query tile, of which those from q_off on
+// are queries; keys 0 .. len - 1.
 struct Item {
   const std::int32_t* cols;  // the row's first kept key block (null: dense, blocks 0..m)
-  std::int64_t begin;        // first token of the sequence in the packed batch
+  std::int64_t q_tok0;       // the token of q (and out) of the tile's row 0: may lie before the
+                             // sequence (rows before q_off), even before the tensor
+  std::int64_t kv_begin;     // first key token in the packed K and V (contiguous keys)
   int count;                 // entries in the row (dense: m + 1)
-  int h, kvh, m, len;        // head, kv head, query block within the sequence, sequence length
+  int s, h, kvh, m, len;     // sequence, head, kv head, absolute query block, key positions
+  int q_off;                 // the first query's position
 };
 
 __device__ __forceinline__ Item decode_item(const AttentionParams& p, int index) {
@@ -32,10 +37,14 @@ __device__ __forceinline__ Item decode_item(const AttentionParams& p, int index)
   Item it;
   it.h = row - b * p.q_heads;
   it.kvh = it.h / p.gqa_ratio;
-  it.m = b - uniform(__ldg(p.block_offset + s));
-  const int begin = uniform(__ldg(p.cu_seqlens + s));
-  it.begin = begin;
-  it.len = uniform(__ldg(p.cu_seqlens + s + 1)) - begin;
+  it.s = s;
+  it.m = b - uniform(__ldg(p.block_offset + s)) + uniform(__ldg(p.first_block + s));
+  const int q_begin = uniform(__ldg(p.cu_seqlens + s)), q_len = uniform(__ldg(p.cu_seqlens + s + 1)) - q_begin;
+  const int kv_begin = uniform(__ldg(p.kv.cu_seqlens_k + s));
+  it.len = uniform(__ldg(p.kv.cu_seqlens_k + s + 1)) - kv_begin;
+  it.kv_begin = kv_begin;
+  it.q_off = it.len - q_len;
+  it.q_tok0 = static_cast<std::int64_t>(q_begin) - it.q_off + static_cast<std::int64_t>(it.m) * kTile;
   if (p.row_offsets) {
     const std::int64_t lo = uniform(__ldg(p.row_offsets + row)), hi = uniform(__ldg(p.row_offsets + row + 1));
     it.cols = p.col_indices + lo;

@@ -69,6 +69,23 @@ __device__ __forceinline__ void load_panels(std::uint32_t dst, const std::uint16
   }
 }
 
+// The same with each row's address from row_ptr(r) (null: a row that reads as zeros; the copy is
+// then given `any`, a readable address it does not read), for keys that are not evenly spaced
+// (paged caches).
+template <int D, int kRows, class RowPtr>
+__device__ __forceinline__ void load_panels_rows(std::uint32_t dst, const std::uint16_t* any, RowPtr row_ptr) {
+  constexpr int kChunks = D / 8;
+  constexpr int kSteps = kRows * kChunks / kStage1Threads;
+  constexpr int kRowStep = kStage1Threads / kChunks;
+  const int ch = static_cast<int>(threadIdx.x) % kChunks, r0 = static_cast<int>(threadIdx.x) / kChunks;
+  const std::uint32_t a0 = dst + (ch / 8) * (kRows * 128) + r0 * 128 + (((ch % 8) ^ (r0 % 8)) << 4);
+#pragma unroll
+  for (int k = 0; k < kSteps; ++k) {
+    const std::uint16_t* src = row_ptr(r0 + k * kRowStep);
+    mma::cp_async16(a0 + k * kRowStep * 128, src ? src + ch * 8 : any, src != nullptr);
+  }
+}
+
 // acc = one warpgroup's 64 query rows (Q panels at q_desc, kStage1Rows rows each) times a tile of
 // kStage1Keys keys (panels at k_desc): D / 16 k-steps, then one commit group.
 template <int D, bool kBf16>
@@ -131,17 +148,21 @@ __global__ void __launch_bounds__(kStage1Threads)
   const int rank = static_cast<int>(blockIdx.x) % split;  // the cluster is `split` CTAs along x
 
   // The group of query blocks: the cluster of its last (longest) block does the work.
+  // Groups are aligned in absolute blocks (the sequence's first mask row may start one late);
+  // rows before the first query (a chunk that starts inside a block) are masked like padding.
   const int b_last = p.num_blocks - 1 - static_cast<int>(blockIdx.x) / split;  // long rows first
   const int j = blockIdx.y;
   const int s = p.r.block_seq[b_last];
-  const int bo = p.r.block_offset[s];
-  const int nb = p.r.block_offset[s + 1] - bo;
-  const int m_last = b_last - bo;
-  const int m_lo = m_last / blocks * blocks;
-  if (m_last != min(nb - 1, m_lo + blocks - 1)) return;
+  const int bo = p.r.block_offset[s], first = p.r.first_block[s];
+  const int nb = p.r.kv_block_offset[s + 1] - p.r.kv_block_offset[s];
+  const int m_last = b_last - bo + first;
+  const int m_lo = max(first, m_last / blocks * blocks);
+  if (m_last != min(nb - 1, m_last / blocks * blocks + blocks - 1)) return;
   const int nblk = m_last - m_lo + 1;
-  const int len = p.r.cu_seqlens[s + 1] - p.r.cu_seqlens[s];
-  const int na = (len + p.stride - 1) / p.stride;
+  const int kv_len = p.r.cu_seqlens_k[s + 1] - p.r.cu_seqlens_k[s];
+  const int q_off = kv_len - (p.r.cu_seqlens[s + 1] - p.r.cu_seqlens[s]);
+  const int na = (kv_len + p.stride - 1) / p.stride;
+  const int a_first = (q_off + p.stride - 1) / p.stride;  // the first strided query
   const int R = kBlock / p.stride;  // strided rows (and keys) per block: 8 to 128
   const int a0 = m_lo * R, a1 = min(na, (m_last + 1) * R), rows = a1 - a0;
   const int last = a1 - 1;  // the last strided query; keys past it are never causal here
@@ -197,7 +218,7 @@ __global__ void __launch_bounds__(kStage1Threads)
         for (int e = 0; e < 2; ++e) {
           float x = fmaf(acc[4 * jj + 2 * h + e], p.scale_log2, shift);
           if constexpr (kMask)
-            if (start + jj * 8 + c * 2 + e > a || r >= rows) x = -INFINITY;
+            if (start + jj * 8 + c * 2 + e > a || r >= rows || a < a_first) x = -INFINITY;
           xs[2 * jj + e] = x;
           mx = fmaxf(mx, x);
         }
@@ -269,7 +290,7 @@ __global__ void __launch_bounds__(kStage1Threads)
     if (t == own) row_lse();
     const int start = tile_start(t);
     if (start > warp_last) return;
-    if (start + kStage1Keys - 1 > a0 + row_base || row_base + 15 >= rows)
+    if (start + kStage1Keys - 1 > a0 + row_base || row_base + 15 >= rows || a0 + row_base < a_first)
       body.template operator()<true>(acc, start, pass);
     else
       body.template operator()<false>(acc, start, pass);
@@ -293,7 +314,7 @@ __global__ void __launch_bounds__(kStage1Threads)
     cluster.sync();  // no CTA leaves, or reuses its maxima, while another reads them
   }
   for (int i = rank; i < nblk; i += split)
-    est::rank_and_write<kStage1Threads>(p, amax + i * p.sort_size, keys, bo + m_lo + i, m_lo + i, j);
+    est::rank_and_write<kStage1Threads>(p, amax + i * p.sort_size, keys, bo + m_lo + i - first, m_lo + i, j);
 #else
   __trap();  // built for another target: the launcher checks the binary version first
 #endif

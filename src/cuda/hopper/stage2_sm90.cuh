@@ -30,15 +30,15 @@ __global__ void __launch_bounds__(kStage1Threads, D <= 128 ? 2 : 1) stage2_sm90_
   const int chunk = static_cast<int>(blockIdx.x), head = static_cast<int>(blockIdx.y);
   const int s = p.r.chunk_seq[chunk];
   const int c_local = chunk - p.r.chunk_offset[s];
-  const std::int64_t begin = p.r.cu_seqlens[s];
-  const int len = p.r.cu_seqlens[s + 1] - p.r.cu_seqlens[s];
-  const int rows = min(kBlock, len), first = len - rows;  // the last `rows` queries
+  const int q_len = p.r.cu_seqlens[s + 1] - p.r.cu_seqlens[s];
+  const int len = p.r.cu_seqlens_k[s + 1] - p.r.cu_seqlens_k[s];  // key positions
+  const int rows = min(kBlock, q_len), first = len - rows;      // the last `rows` queries
   const int kvh = head / (p.q_heads / p.kv_heads);
   const int key_begin = c_local * kStage2Chunk * kBlock;
   const int keys = min(len, key_begin + kStage2Chunk * kBlock) - key_begin;
   const int tiles = (keys + 2 * kStage1Keys - 1) / (2 * kStage1Keys) * 2;  // even: they go in pairs
-  const T* qg = static_cast<const T*>(p.q) + (begin + first) * p.q_tok + head * p.q_head;
-  const T* kg = static_cast<const T*>(p.k) + (begin + key_begin) * p.k_tok + kvh * p.k_head;
+  const T* qg = static_cast<const T*>(p.q) + (p.r.cu_seqlens[s] + q_len - rows) * p.q_tok + head * p.q_head;
+  const T* kg = static_cast<const T*>(p.k) + kvh * p.k_head;
 
   const int wg = static_cast<int>(threadIdx.x) / 128, warp = (static_cast<int>(threadIdx.x) / 32) % 4;
   const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, c = lane % 4;
@@ -50,8 +50,17 @@ __global__ void __launch_bounds__(kStage1Threads, D <= 128 ? 2 : 1) stage2_sm90_
   auto load_keys = [&](int t) {  // tile t: keys key_begin + 64 t ...; past the chunk: zeros
     if (t >= tiles) return;
     const int key0 = t * kStage1Keys;
-    load_panels<D, kStage1Keys>(sk + (t % kStage1Stages) * L::kKBytes,
-                                reinterpret_cast<const std::uint16_t*>(kg + key0 * p.k_tok), keys - key0, p.k_tok);
+    const std::uint32_t dst = sk + (t % kStage1Stages) * L::kKBytes;
+    if (!p.kv.table) {
+      load_panels<D, kStage1Keys>(
+          dst, reinterpret_cast<const std::uint16_t*>(kg + (p.kv.cu_seqlens_k[s] + key_begin + key0) * p.k_tok),
+          keys - key0, p.k_tok);
+    } else {
+      load_panels_rows<D, kStage1Keys>(dst, reinterpret_cast<const std::uint16_t*>(kg), [&](int r) -> const std::uint16_t* {
+        const std::int64_t row = key0 + r < keys ? p.kv.row(s, key_begin + key0 + r) : -1;
+        return row < 0 ? nullptr : reinterpret_cast<const std::uint16_t*>(kg + row * p.k_tok);
+      });
+    }
   };
   load_panels<D, kStage1Rows>(sq, reinterpret_cast<const std::uint16_t*>(qg), rows, p.q_tok);
   load_keys(0);

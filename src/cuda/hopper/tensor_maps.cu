@@ -47,12 +47,21 @@ bool encode(CUtensorMap* map, const void* base, bool bf16, int head_dim, int hea
 }  // namespace
 
 bool make_tile_maps(const AttentionParams& p, bool bf16, int head_dim, int kv_heads, TileMaps* maps) {
-  // Token coordinates are 32-bit in the copy instruction.
-  if (p.total_tokens <= 0 || p.total_tokens >= (std::int64_t{1} << 31)) return false;
-  const int keys = key_tile(head_dim);
+  // Token coordinates are 32-bit in the copy instruction (one past the K/V view included: the
+  // coordinate of pages that read as zeros).
+  constexpr std::int64_t kLimit = std::int64_t{1} << 31;
+  if (p.total_tokens <= 0 || p.total_tokens >= kLimit || p.total_kv_tokens <= 0 || p.total_kv_tokens >= kLimit - 1)
+    return false;
+  // Paged keys with pages shorter than a tile: one copy per page, boxes one page tall, which must
+  // be whole swizzle atoms (8 rows of 128 bytes) for the copies to land where wgmma reads them.
+  int keys = key_tile(head_dim);
+  if (p.kv.table && p.kv.page_size < keys) {
+    if (p.kv.page_size % 8 != 0 || keys % p.kv.page_size != 0) return false;
+    keys = p.kv.page_size;
+  }
   return encode(&maps->q, p.q, bf16, head_dim, p.q_heads, p.total_tokens, p.q_tok, p.q_head, kTile) &&
-         encode(&maps->k, p.k, bf16, head_dim, kv_heads, p.total_tokens, p.k_tok, p.k_head, keys) &&
-         encode(&maps->v, p.v, bf16, head_dim, kv_heads, p.total_tokens, p.v_tok, p.v_head, keys);
+         encode(&maps->k, p.k, bf16, head_dim, kv_heads, p.total_kv_tokens, p.k_tok, p.k_head, keys) &&
+         encode(&maps->v, p.v, bf16, head_dim, kv_heads, p.total_kv_tokens, p.v_tok, p.v_head, keys);
 }
 
 }  // namespace proxyattn::detail::cuda::sm90
