@@ -20,10 +20,11 @@ import torch
 import proxyattn
 
 
-def structured(n, hq, hkv, d, seed, dtype, device):
+def structured(n, hq, hkv, d, seed, dtype, device, focus=1.0):
     """q, k, v [n, h, d]: random keys and values; each query leans towards its kv head's keys at a
     few fixed "hot" positions (as sinks and retrieved facts draw attention) and towards one of the
-    64 keys just before it (locality), so that the attention of most blocks is small."""
+    64 keys just before it (locality), so that the attention of most blocks is small. `focus`
+    scales both pulls: lower spreads the attention (denser masks)."""
     g = torch.Generator().manual_seed(seed)
     k = torch.randn(n, hkv, d, generator=g)
     v = torch.randn(n, hkv, d, generator=g)
@@ -32,9 +33,9 @@ def structured(n, hq, hkv, d, seed, dtype, device):
     hot = (torch.rand(8, generator=g) * n).long()
     pos = torch.arange(n).view(n, 1)
     for j in hot.tolist():  # a hot key pulls only the queries after it
-        q += 0.375 * (pos >= j).unsqueeze(-1) * k[j, kv_of].unsqueeze(0)
+        q += 0.375 * focus * (pos >= j).unsqueeze(-1) * k[j, kv_of].unsqueeze(0)
     near = (pos - (torch.rand(n, hq, generator=g) * 64).long()).clamp(min=0)
-    q += 2.0 * k[near, kv_of.view(1, hq)]
+    q += 2.0 * focus * k[near, kv_of.view(1, hq)]
     return (x.to(device=device, dtype=dtype) for x in (q, k, v))
 
 
@@ -79,16 +80,19 @@ def main():
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--focus", type=float, default=1.0, help="how peaked the input's attention is (lower: denser masks)")
+    ap.add_argument("--min-budget-tokens", type=int, help="the heads' budget floor (default: the library's)")
     ap.add_argument("--json")
     args = ap.parse_args()
 
     n, (hq, hkv), d = args.tokens, args.heads, args.dim
-    q, k, v = structured(n, hq, hkv, d, 0, getattr(torch, args.dtype), args.device)
+    q, k, v = structured(n, hq, hkv, d, 0, getattr(torch, args.dtype), args.device, args.focus)
+    opts = {} if args.min_budget_tokens is None else dict(min_budget_tokens=args.min_budget_tokens)
     rows = []
     t_dense, dense = timed(lambda: proxyattn.dense_attention(q, k, v), args.repeats)
-    one, stats = proxyattn.attention(q, k, v, return_stats=True)
+    one, stats = proxyattn.attention(q, k, v, return_stats=True, **opts)
     one_density = float(stats["total_density"])
-    t_one, one = timed(lambda: proxyattn.attention(q, k, v), args.repeats)
+    t_one, one = timed(lambda: proxyattn.attention(q, k, v, **opts), args.repeats)
     rows.append(dict(mode="dense", seconds=t_dense, density=1.0, error_vs_dense=0.0))
     rows.append(dict(mode="one call", seconds=t_one, density=one_density, error_vs_dense=rel(one, dense)))
     for c in args.chunks:
@@ -100,9 +104,9 @@ def main():
             for start in range(0, n, c):
                 end = min(n, start + c)
                 if not stats:
-                    outs.append(proxyattn.attention(q[start:end], k[:end], v[:end]))
+                    outs.append(proxyattn.attention(q[start:end], k[:end], v[:end], **opts))
                     continue
-                o, st = proxyattn.attention(q[start:end], k[:end], v[:end], return_stats=True)
+                o, st = proxyattn.attention(q[start:end], k[:end], v[:end], return_stats=True, **opts)
                 outs.append(o)
                 kept, causal = kept + int(st["kept_blocks"].sum()), causal + int(st["causal_blocks"].sum())
             return torch.cat(outs), kept / max(causal, 1)
@@ -113,12 +117,13 @@ def main():
                          error_vs_one_call=rel(out, one), time_vs_one_call=t / t_one))
     for page in args.page_sizes:
         kc, vc, table = paged(k, v, page, page)
-        t, out = timed(lambda: proxyattn.attention_with_kvcache(q[None], kc, vc, [n], table), args.repeats)
+        t, out = timed(lambda: proxyattn.attention_with_kvcache(q[None], kc, vc, [n], table, **opts), args.repeats)
         rows.append(dict(mode=f"paged, pages of {page}", seconds=t, density=one_density,
                          error_vs_dense=rel(out[0], dense), error_vs_one_call=rel(out[0], one),
                          time_vs_one_call=t / t_one))
 
-    print(f"{n} tokens, {hq} q / {hkv} kv heads, D {d}, {args.dtype} on {args.device}")
+    print(f"{n} tokens, {hq} q / {hkv} kv heads, D {d}, {args.dtype} on {args.device}, focus {args.focus}, "
+          f"min_budget_tokens {args.min_budget_tokens or 'default'}")
     print("| mode | time | vs one call | density | error vs dense | error vs one call |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -126,7 +131,8 @@ def main():
               f"{r['error_vs_dense']:.4f} | {r.get('error_vs_one_call', 0.0):.2e} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(tokens=n, heads=[hq, hkv], dim=d, dtype=args.dtype, device=args.device,
+            json.dump(dict(tokens=n, heads=[hq, hkv], dim=d, dtype=args.dtype, device=args.device, focus=args.focus,
+                           min_budget_tokens=args.min_budget_tokens,
                            torch=torch.__version__, rows=rows), f, indent=1)
 
 

@@ -220,9 +220,7 @@ bool hopper_device(const Plan::Impl& p) {
   return major == 9 && minor == 0;
 }
 
-// The device where the estimator's stage 2 runs on wgmma, or -1 (the portable kernel). One
-// predicate for the workspace and the launch: only the wgmma stage 2 writes the block sums, so
-// carve() sizes them by this too.
+// The device where the estimator's stage 2 runs on wgmma, or -1 (the portable kernel).
 int stage2_device(const Plan::Impl& p) {
   if (!stage2_on_hopper() || !hopper_device(p)) return -1;
   bool runs = false;
@@ -354,8 +352,7 @@ std::size_t carve(const Plan::Impl& p, const Tables& t, void* base, Regions* r) 
   r->mass = static_cast<float*>(take(4 * H * t.total_kv_blocks));
   r->head_order = static_cast<std::int32_t*>(take(4 * H * t.total_kv_blocks));
   r->partial = static_cast<float*>(take(4 * 2 * kBlock * H * t.total_chunks));
-  const std::size_t block_sums = stage2_device(p) >= 0 ? kStage2Chunk * kBlock * H * t.total_chunks : 0;
-  r->block_part = static_cast<float2*>(take(sizeof(float2) * block_sums));
+  r->block_part = static_cast<float2*>(take(sizeof(float2) * kStage2Chunk * kBlock * H * t.total_chunks));
   r->row_lse = static_cast<float*>(take(4 * kBlock * H * S));
   r->qbar = take(elem * p.config.proxy_groups * t.total_strided * p.problem.head_dim);
   r->kbar = take(elem * p.config.proxy_groups * t.total_strided * p.problem.head_dim);

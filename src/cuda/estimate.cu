@@ -73,18 +73,17 @@ __global__ void __launch_bounds__(kThreads) proxy_kernel(EstimateParams p) {
 }
 
 // ---- stage 2 -------------------------------------------------------------------------------
-// One CTA per (chunk of kStage2Chunk key blocks, head): the last min(128, len) queries of the
-// head against the chunk's keys. Pass 1 leaves each row's (max, sum) for the chunk;
-// row_lse_kernel merges them into the row's log-sum-exp; pass 2 sums the probabilities per key
-// block.
-template <class T, int D, bool kMass>
+// One CTA per (chunk of kStage2Chunk key blocks, head): the last min(128, q_len) queries of the
+// head against the chunk's keys, in one pass that leaves each row's (max, sum) over the chunk
+// (partial) and over each key block (block_part, against the chunk's running max at the block's
+// end), as the Hopper kernel does (hopper/stage2_sm90.cuh); row_lse_kernel and block_mass_kernel
+// then turn them into the block masses.
+template <class T, int D>
 __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
   constexpr bool kBf16 = Elem<T>::is_bf16;
   extern __shared__ __align__(128) std::uint16_t smem[];
   std::uint16_t* sQ = mma::align_tiles<D>(smem);  // 128 x D
   std::uint16_t* sK = sQ + kBlock * D;        // 64 x D
-  __shared__ float lse2[kBlock];
-  __shared__ float block_sum[kStage2Chunk];
 
   const int chunk = blockIdx.x, h = blockIdx.y;
   const int s = p.r.chunk_seq[chunk];
@@ -98,17 +97,14 @@ __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const T* qg = static_cast<const T*>(p.q) + (seq.q_begin + seq.q_len - L) * p.q_tok + h * p.q_head;
   const T* kg = static_cast<const T*>(p.k) + kvh * p.k_head;
+  float2* block_part = p.r.block_part + (static_cast<std::int64_t>(chunk) * p.q_heads + h) * kStage2Chunk * kBlock;
 
   mma::load_tile_async<D, kThreads>(
       sQ, kBlock, [&](int r) { return reinterpret_cast<const std::uint16_t*>(qg + r * p.q_tok); },
       [&](int r) { return r < L; });
   mma::cp_async_commit();
-  if constexpr (kMass) {
-    if (threadIdx.x < kBlock)
-      lse2[threadIdx.x] = p.r.row_lse[(static_cast<std::int64_t>(s) * p.q_heads + h) * kBlock + threadIdx.x];
-    if (threadIdx.x < kStage2Chunk) block_sum[threadIdx.x] = 0.f;
-  }
-  mma::RowStat stat[2][2];
+  mma::RowStat stat[2][2];               // each of this thread's rows over the chunk
+  float in_block[2][2] = {{0.f, 0.f}, {0.f, 0.f}};  // ... and over the current key block
   const std::uint32_t q_lane = mma::lane_addr_a<D>(sQ, warp * 32), k_lane = mma::lane_addr_b<D>(sK, 0);
 
   for (int start = key_begin; start < key_end; start += kKeyTile) {
@@ -125,7 +121,6 @@ __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
     __syncthreads();
     float S[2][8][4];
     mma::warp_scores<D, 2, kBf16>(q_lane, k_lane, S);
-    float part = 0.f;
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -143,47 +138,43 @@ __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
             S[mt][j][hr * 2 + e] = x;
             mx = fmaxf(mx, x);
           }
-        if constexpr (kMass) {
-          const float l2 = lse2[r];
+        const float before = stat[mt][hr].max;
+        const float base = stat[mt][hr].raise(mma::quad_max(mx));
+        float sum = 0.f;
 #pragma unroll
-          for (int j = 0; j < 8; ++j)
+        for (int j = 0; j < 8; ++j)
 #pragma unroll
-            for (int e = 0; e < 2; ++e) part += exp2f(S[mt][j][hr * 2 + e] - l2);
-        } else {
-          const float base = stat[mt][hr].raise(mma::quad_max(mx));
-#pragma unroll
-          for (int j = 0; j < 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) stat[mt][hr].sum += exp2f(S[mt][j][hr * 2 + e] - base);
-        }
+          for (int e = 0; e < 2; ++e) sum += exp2f(S[mt][j][hr * 2 + e] - base);
+        stat[mt][hr].sum += sum;
+        // The block's sum so far moves to the new max (exp2(-inf) = 0 where it had none).
+        in_block[mt][hr] = in_block[mt][hr] * exp2f(before - base) + sum;
       }
-    if constexpr (kMass) {
-      part = warp_sum(part);
-      if (lane == 0) atomicAdd(&block_sum[(start - key_begin) / kBlock], part);
+    // A key block ends after its second tile or at the chunk's end: its (max, sum) per row.
+    if ((start - key_begin) % kBlock != 0 || start + kKeyTile >= key_end) {
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const float l = mma::quad_sum(in_block[mt][hr]);
+          const int r = warp * 32 + mt * 16 + g + hr * 8;
+          if (c == 0) block_part[((start - key_begin) / kBlock) * kBlock + r] = make_float2(stat[mt][hr].max, l);
+          in_block[mt][hr] = 0.f;
+        }
     }
   }
 
-  if constexpr (kMass) {
-    __syncthreads();
-    const int nb = p.r.kv_block_offset[s + 1] - p.r.kv_block_offset[s];
-    const int blocks_here = min(kStage2Chunk, nb - c_local * kStage2Chunk);
-    if (threadIdx.x < blocks_here)
-      p.r.mass[static_cast<std::int64_t>(h) * p.num_kv_blocks + p.r.kv_block_offset[s] + c_local * kStage2Chunk +
-               threadIdx.x] = block_sum[threadIdx.x] / L;
-  } else {
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
+  for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
-        const float l = mma::quad_sum(stat[mt][hr].sum);
-        const int r = warp * 32 + mt * 16 + g + hr * 8;
-        if (c == 0) {
-          float* e = p.r.partial + ((static_cast<std::int64_t>(chunk) * p.q_heads + h) * kBlock + r) * 2;
-          e[0] = stat[mt][hr].max;
-          e[1] = l;
-        }
+    for (int hr = 0; hr < 2; ++hr) {
+      const float l = mma::quad_sum(stat[mt][hr].sum);
+      const int r = warp * 32 + mt * 16 + g + hr * 8;
+      if (c == 0) {
+        float* e = p.r.partial + ((static_cast<std::int64_t>(chunk) * p.q_heads + h) * kBlock + r) * 2;
+        e[0] = stat[mt][hr].max;
+        e[1] = l;
       }
-  }
+    }
   mma::cp_async_wait<0>();
 }
 
@@ -207,11 +198,10 @@ __global__ void __launch_bounds__(kBlock) row_lse_kernel(EstimateParams p) {
   p.r.row_lse[(static_cast<std::int64_t>(s) * p.q_heads + h) * kBlock + r] = mx == -INFINITY ? INFINITY : mx + log2f(sum);
 }
 
-// ---- stage 2 on Hopper, after row_lse_kernel ---------------------------------------------------
-// One CTA per (chunk, head), one thread per query row: the block masses from the Hopper stage 2's
-// (max, sum) of each key block and row (hopper/stage2_sm90.cuh), each scaled by
-// exp2(max - the row's log-sum-exp): what the portable pass 2 sums, without the scores again.
-// A padding row has sum 0 and log-sum-exp +inf, and adds 0.
+// ---- stage 2, after row_lse_kernel ---------------------------------------------------------------
+// One CTA per (chunk, head), one thread per query row: the block masses from stage 2's (max, sum)
+// of each key block and row, each scaled by exp2(max - the row's log-sum-exp), so that the scores
+// are computed once. A padding row has sum 0 and log-sum-exp +inf, and adds 0.
 __global__ void __launch_bounds__(kBlock) block_mass_kernel(EstimateParams p) {
   __shared__ float warp_sums[kBlock / 32][kStage2Chunk];
   const int chunk = blockIdx.x, h = blockIdx.y, r = threadIdx.x;
@@ -372,14 +362,15 @@ __global__ void __launch_bounds__(kThreads) stage1_kernel(EstimateParams p, int 
 #pragma unroll
         for (int hr = 0; hr < 2; ++hr) {
           const int r = my_mt * 16 + g + hr * 8;
-          const int a = c0 + r;
+          // The row's last causal key; -1 masks a padding row or one before the first query.
+          const int a = r >= rows || c0 + r < a_first ? -1 : c0 + r;
           float mx = -INFINITY;
 #pragma unroll
           for (int jj = 0; jj < 8; ++jj)
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               const int key = start + jj * 8 + c * 2 + e;
-              const bool masked = key > a || r >= rows || a < a_first;
+              const bool masked = key > a;
               float x = S[0][jj][hr * 2 + e] * p.scale_log2;
               if (pass == 1 && !masked) x -= lse2[r];
               if (masked) x = -INFINITY;
@@ -449,27 +440,20 @@ void launch_estimate_before_scan(const EstimateParams& p, int stage2_device, cud
     PROXYATTN_LAUNCH_CHECK("proxy_kernel");
   }
   if (p.total_chunks > 0) {
-    const bool hopper = stage2_device >= 0;
-    last_stage2 = hopper ? "hopper" : "portable";
-    auto pass = [&]<bool kMass>() {  // kMass: the second pass
-      if (hopper) {
-        if (kMass) {
-          block_mass_kernel<<<dim3(p.total_chunks, p.q_heads), kBlock, 0, stream>>>(p);
-          PROXYATTN_LAUNCH_CHECK("block_mass_kernel");
-        } else {
-          sm90::launch_stage2_sm90<T, D>(p, stream);
-        }
-        return;
-      }
+    if (stage2_device >= 0) {
+      last_stage2 = "hopper";
+      sm90::launch_stage2_sm90<T, D>(p, stream);
+    } else {
+      last_stage2 = "portable";
       const std::size_t smem = (kBlock + kKeyTile) * D * 2 + 2 * D;  // + alignment slack
-      allow_smem(stage2_kernel<T, D, kMass>, smem);
-      stage2_kernel<T, D, kMass><<<dim3(p.total_chunks, p.q_heads), kThreads, smem, stream>>>(p);
-      PROXYATTN_LAUNCH_CHECK(kMass ? "stage2_kernel (block masses)" : "stage2_kernel (row statistics)");
-    };
-    pass.template operator()<false>();
+      allow_smem(stage2_kernel<T, D>, smem);
+      stage2_kernel<T, D><<<dim3(p.total_chunks, p.q_heads), kThreads, smem, stream>>>(p);
+      PROXYATTN_LAUNCH_CHECK("stage2_kernel");
+    }
     row_lse_kernel<<<dim3(p.num_seqs, p.q_heads), kBlock, 0, stream>>>(p);
     PROXYATTN_LAUNCH_CHECK("row_lse_kernel");
-    pass.template operator()<true>();
+    block_mass_kernel<<<dim3(p.total_chunks, p.q_heads), kBlock, 0, stream>>>(p);
+    PROXYATTN_LAUNCH_CHECK("block_mass_kernel");
   }
   if (p.num_seqs > 0) {
     const std::size_t smem = static_cast<std::size_t>(p.sort_size) * (sizeof(unsigned long long) + sizeof(float));

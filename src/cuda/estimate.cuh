@@ -1,9 +1,8 @@
 // The estimator on the GPU, stages 1-3, launched with no host synchronisation:
 //   proxy     mean heads of each group at the strided tokens (qbar, kbar)
-//   stage 2   per (head, chunk of key blocks): row max/sum of the last queries; per (sequence,
-//             head) the rows' log-sum-exp; per (head, chunk) again: block masses (on Hopper
-//             one wgmma pass, hopper/stage2_sm90.cuh, leaves per-block sums that
-//             block_mass_kernel scales; the portable pass 2 computes the scores again)
+//   stage 2   per (head, chunk of key blocks): the last queries' (max, sum) over the chunk and
+//             over each key block (on Hopper on wgmma, hopper/stage2_sm90.cuh); per (sequence,
+//             head) the rows' log-sum-exp; per (head, chunk) the block masses from the sums
 //   budget    per (sequence, head): sort the masses, cut at gamma, row counts of stage 3
 //   (scan)    CSR row offsets from the counts (CUB, in the caller)
 //   stage 1+3 per (query block, group): proxy block maxima, one ranking, every head's prefix
@@ -41,8 +40,8 @@ template <class T, int D>
 bool stage2_sm90_runs(int device);
 
 // Launches everything but the scan; defined per (dtype, head dim) in estimate.cu. Stage 2 runs
-// on wgmma (hopper/stage2_sm90.cuh) when stage2_device is not -1: the caller passes a device
-// only where stage2_sm90_runs said yes, since the block sums it writes were sized by that.
+// on wgmma (hopper/stage2_sm90.cuh) when stage2_device is not -1 (a device where
+// stage2_sm90_runs said yes).
 // Stage 1 + 3 run on wgmma (hopper/stage1_sm90.cuh) on an sm_90 hopper_device that this build
 // has sm_90a code for, where the input also has enough query blocks to fill half the device
 // (always, with hopper_always), each group of query blocks on a cluster of hopper_split CTAs

@@ -42,9 +42,8 @@ struct Regions {  // device pointers into the workspace
   std::int32_t* head_order;  // [q_heads][total_kv_blocks]: per head and sequence, its blocks by stage-2
                              // mass, largest first (the order exact_last_block and head_columns use)
   float* partial;   // [total_chunks][q_heads][kBlock][2]: stage-2 (max, sum) per row and chunk
-  float2* block_part;  // [total_chunks][q_heads][kStage2Chunk][kBlock]: Hopper stage 2's (max, sum)
-                       // per key block and row; sized only where that kernel runs (backend.cu,
-                       // stage2_device)
+  float2* block_part;  // [total_chunks][q_heads][kStage2Chunk][kBlock]: stage 2's (max, sum) per key
+                       // block and row
   float* row_lse;   // [num_seqs][q_heads][kBlock]: stage 2's log-sum-exp (base 2) per row
   void *qbar, *kbar;  // [groups][total_strided][head_dim], input dtype
   std::int32_t *sched_keys, *sched_rows, *sched_keys_sorted, *sched_rows_sorted;

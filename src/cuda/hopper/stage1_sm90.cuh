@@ -209,7 +209,8 @@ __global__ void __launch_bounds__(kStage1Threads)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = row_base + g + 8 * h;
-      const int a = a0 + r;
+      // The row's last causal key; -1 masks a padding row or one before the first query.
+      const int a = r >= rows || a0 + r < a_first ? -1 : a0 + r;
       const float shift = pass == 1 ? -lse2[h] : 0.f;
       float mx = -INFINITY, xs[16];  // the row's scores in base 2 (acc stays as wgmma left it)
 #pragma unroll
@@ -218,7 +219,7 @@ __global__ void __launch_bounds__(kStage1Threads)
         for (int e = 0; e < 2; ++e) {
           float x = fmaf(acc[4 * jj + 2 * h + e], p.scale_log2, shift);
           if constexpr (kMask)
-            if (start + jj * 8 + c * 2 + e > a || r >= rows || a < a_first) x = -INFINITY;
+            if (start + jj * 8 + c * 2 + e > a) x = -INFINITY;
           xs[2 * jj + e] = x;
           mx = fmaxf(mx, x);
         }

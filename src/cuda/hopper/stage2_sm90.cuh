@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(kStage1Threads, D <= 128 ? 2 : 1) stage2_sm90_
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = row_base + g + 8 * h;
-      const int qi = first + r;
+      const int qi = r >= rows ? -1 : first + r;  // the row's last causal key; -1: a padding row
       float mx = -INFINITY;
 #pragma unroll
       for (int jj = 0; jj < 8; ++jj)
@@ -88,7 +88,7 @@ __global__ void __launch_bounds__(kStage1Threads, D <= 128 ? 2 : 1) stage2_sm90_
           float& x = acc[4 * jj + 2 * h + e];
           x *= p.scale_log2;
           if constexpr (kMask)
-            if (start + jj * 8 + c * 2 + e > qi || r >= rows) x = -INFINITY;
+            if (start + jj * 8 + c * 2 + e > qi) x = -INFINITY;
           mx = fmaxf(mx, x);
         }
       const float before = stat[h].max;
