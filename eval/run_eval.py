@@ -15,6 +15,10 @@ Methods ([label=]spec):
 - xattention@SPEC, flexprefill@SPEC, static@SPEC: the baselines of eval/baselines, tuned per
   layer and per prompt to the density that the ProxyAttn method SPEC has on that same layer
   input, run through the same sparse kernel.
+- prefill_chunk=N (an option of dense and pa): the prompt is prefilled in chunks of N tokens
+  through a DynamicCache, as serving engines do; each chunk's queries attend to every key
+  before them (for pa: ProxyAttn's queries-fewer-than-keys mode, through the transformers
+  integration's mask function), and generation continues from the cache.
 
 PROMPTS_DIR comes from eval/build_prompts.py. Prompts of one length and task go in batches (all
 prompts have exactly their length, so a batch needs no padding); the longest length first.
@@ -56,9 +60,14 @@ class Method:
         if "=" in text and ":" not in head and "@" not in head:
             label, spec = text.split("=", 1)
         self.label, self.spec = label, spec
-        self.options, self.dense_layers, self.match = {}, set(), None
-        if spec == "dense":
+        self.options, self.dense_layers, self.match, self.prefill_chunk = {}, set(), None, 0
+        if spec.split(":", 1)[0] == "dense":
             self.kind = "dense"
+            for item in filter(None, spec[len("dense") + 1:].split(",")):
+                name, _, value = item.partition("=")
+                if name != "prefill_chunk":
+                    raise ValueError(f"method {text!r}: dense takes only prefill_chunk")
+                self.prefill_chunk = int(value)
         elif "@" in spec:
             self.kind, target = spec.split("@", 1)
             if self.kind not in BASELINES:
@@ -72,6 +81,8 @@ class Method:
                 name, _, value = item.partition("=")
                 if name == "dense_layers":
                     self.dense_layers = {int(x) for x in value.split("+")}
+                elif name == "prefill_chunk":
+                    self.prefill_chunk = int(value)
                 elif name == "preset":
                     self.options[name] = value
                 else:
@@ -82,6 +93,20 @@ class Method:
 
 
 _state = {"method": None, "record": None, "detail": False}
+
+
+def generate(model, ids, method, **kwargs):
+    """Greedy generation after the prefill of ids [batch, n]: in one forward, or in chunks of
+    method.prefill_chunk tokens (all but the last through a DynamicCache, the last one by
+    generate, which continues from the cache)."""
+    c = method.prefill_chunk
+    if not c or ids.shape[1] <= c:
+        return model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **kwargs)
+    cache = transformers.DynamicCache(config=model.config)
+    for start in range(0, (ids.shape[1] - 1) // c * c, c):
+        model(ids[:, start:start + c], past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return model.generate(ids, attention_mask=torch.ones_like(ids), past_key_values=cache, do_sample=False,
+                          **kwargs)
 
 
 def _perhead_mask(method, q, k, scale):
@@ -201,7 +226,9 @@ def main():
     model, tokenizer = load(args.model_dir, "bfloat16" if device == "cuda" else "float32", device, yarn=args.yarn)
     pat.register(min_prefill_tokens=2)  # every prompt's prefill goes through the method under test
     transformers.AttentionInterface.register("pa_eval", pat.attention_function(_layer))
-    transformers.AttentionMaskInterface.register("pa_eval", transformers.masking_utils.sdpa_mask)
+    # The integration's mask function: sdpa's, but none for a long prefill after a cache (a chunk),
+    # which the attention function then runs bottom-right aligned.
+    transformers.AttentionMaskInterface.register("pa_eval", pat._mask)
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     name = os.path.splitext(find_gguf(args.model_dir))[0] + (f"+yarn{args.yarn:g}" if args.yarn else "")
 
@@ -218,9 +245,8 @@ def main():
                     model.set_attn_implementation("sdpa" if m.kind == "dense" else "pa_eval")
                     t0 = time.time()
                     with torch.no_grad():
-                        gen = model.generate(ids, attention_mask=torch.ones_like(ids),
-                                             max_new_tokens=batch[0].max_new_tokens, do_sample=False,
-                                             pad_token_id=spec["pad_token_id"])
+                        gen = generate(model, ids, m, max_new_tokens=batch[0].max_new_tokens,
+                                       pad_token_id=spec["pad_token_id"])
                     seconds = time.time() - t0
                     layers = _state["record"]  # per sequence per layer, in call order
                     per_seq = [layers[i::len(batch)] for i in range(len(batch))] if layers else [[]] * len(batch)

@@ -73,7 +73,7 @@ PA_API int pa_plan_create(const pa_config* config, int32_t q_heads, int32_t kv_h
  * cu_seqlens_k_host [num_seqs + 1] packs the keys and values, cu_seqlens_host the queries; each
  * sequence's queries are its last positions. page_size 0: K and V packed by cu_seqlens_k; > 0:
  * paged caches for pa_attention_paged and pa_dense_attention_paged, cu_seqlens_k giving each
- * sequence's key count. CPU backends in this version. */
+ * sequence's key count (CUDA: a page_size that divides 128 or is a multiple of it). */
 PA_API int pa_plan_create_kv(const pa_config* config, int32_t q_heads, int32_t kv_heads, int32_t head_dim,
                              int32_t dtype, int32_t device, int32_t device_index, const int32_t* cu_seqlens_host,
                              const int32_t* cu_seqlens_k_host, int32_t num_seqs, int32_t page_size, void* stream,

@@ -7,7 +7,7 @@
 Queries may be fewer than keys (a chunk of a prompt, or a later turn, against the keys already
 cached): k and v [batch, seqlen_k, ...] with q [batch, seqlen_q, ...], or packed k and v with
 cu_seqlens_k beside cu_seqlens; each sequence's queries are its last positions (causal,
-bottom-right aligned as in FlashAttention 2.1+). This runs on the CPU backends in this version.
+bottom-right aligned as in FlashAttention 2.1+), on every backend.
 
 Attention is causal; q_heads must be a multiple of kv_heads (GQA). Any token and head strides are
 accepted as long as the last dimension is contiguous (a [batch, heads, seqlen, dim] tensor
@@ -299,7 +299,7 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max
                      softmax_scale=None, causal=True, **kwargs):
     """attention() with flash_attn_varlen_func's argument names: packed q, k, v and the
     cumulative sequence offsets of the queries and of the keys (each sequence's queries are its
-    last positions; fewer queries than keys run on the CPU backends in this version)."""
+    last positions)."""
     qs, ks = _arrays.to_int_list(cu_seqlens_q, "cu_seqlens_q"), _arrays.to_int_list(cu_seqlens_k, "cu_seqlens_k")
     for name, limit, cu in (("max_seqlen_q", max_seqlen_q, qs), ("max_seqlen_k", max_seqlen_k, ks)):
         longest = max((b - a for a, b in zip(cu, cu[1:])), default=0)
@@ -315,7 +315,7 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, block_table, soft
     head_dim]; cache_seqlens [batch] (int): the keys each sequence holds, its queries being the
     last seqlen_q of them (the new tokens' keys and values are already in the cache); block_table
     int32 [batch, max_pages]: the pages of each sequence in order. dense=True runs dense attention
-    instead. CPU backends in this version; returns what attention() returns."""
+    instead. Returns what attention() returns."""
     if q.ndim != 4:
         raise ValueError(f"q: expected [batch, seqlen_q, heads, dim], got shape {tuple(q.shape)}")
     if k_cache.ndim != 4 or v_cache.ndim != 4:

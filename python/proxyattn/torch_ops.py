@@ -10,7 +10,7 @@ torch.ops.proxyattn.*; the attention op takes its options as one string "name=va
 that every option of proxyattn.Options passes through and the schema never lists them again).
 q, k, v are [batch, seqlen, heads, dim] or packed [total, heads, dim] with cu_seqlens (a list of
 ints, known when the graph is built, as flash_attn_varlen_func's max_seqlen is); queries fewer
-than keys come as k, v [batch, seqlen_k, ...] or with cu_seqlens_k (CPU backends in this version).
+than keys come as k, v [batch, seqlen_k, ...] or with cu_seqlens_k.
 
 CUDA-graph capture: the first call of a shape builds its plan (a workspace allocation and an
 upload of small tables), so warm up each shape once before capturing, as one does for any
