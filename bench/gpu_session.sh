@@ -88,7 +88,7 @@ chain() {
     mkdir -p $W/kvcache
     # the structured input at the density the method picks on it (3% at 128K), and with the budget
     # floor raised to about the density the evaluation model keeps at 128K (20%)
-    for run in 32768:2048 131072:2048 131072:12288; do
+    for run in 131072:12288 131072:2048 32768:2048; do
       n=${run%:*} floor=${run#*:}
       timeout 500 python3 bench/chunked_prefill.py --device cuda --dtype bfloat16 --heads 32 8 --tokens $n \
         --min-budget-tokens $floor --chunks 8192 16384 32768 --page-sizes 16 128 256 --repeats 3 \
