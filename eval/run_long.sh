@@ -7,6 +7,8 @@
 #   3. the retrieval tasks at 128K and 64K: dense first, then ProxyAttn's defaults
 #   4. time to first token of the Llama-3.1-8B architecture (random weights) at 128K and 256K, at
 #      the density that step 1 measured at 128K
+#   5. the 128K prompts prefilled in chunks of 16K (ProxyAttn against the cache, as serving engines
+#      prefill), against step 3's one-call answers
 # Models: QWEN (eval/MODELS.md); prompts: PROMPTS/qwen (32,672 tokens) and PROMPTS/qwen_long
 # (65,440 and 130,976 tokens, eval/build_prompts.py).
 #   bash eval/run_long.sh /tmp/pa_long
@@ -34,3 +36,5 @@ print('%.4f' % (sum(d) / len(d)))" "$R/study/density.json") || exit 1
 echo "the real model's density at 130,976 tokens: $D"
 [ -f "$R/ttft_llama.json" ] || quiet python3 bench/e2e_prefill.py --lengths 131072 262144 --repeats 1 \
   --modes sdpa-cudnn sdpa-flash none estimate fixed-$D dense --json "$R/ttft_llama.json"
+quiet python3 eval/run_eval.py "$Q" "$P/qwen_long" --yarn 4 --lengths 130976 --methods "pa-chunks16k=pa:prefill_chunk=16384" \
+  --out "$R/qwen_yarn.jsonl"
