@@ -1,11 +1,14 @@
-// Test helpers for queries shorter than keys and paged caches: chunked problems, the rows of a
-// whole prompt that a chunk holds, and keys and values scattered into shuffled pages.
+// Test helpers for queries shorter than keys and paged caches: chunked problems and their inputs,
+// the rows of a whole prompt that a chunk holds, the comparison of a last chunk's mask with the
+// whole prompt's, and keys and values scattered into shuffled pages.
 #pragma once
 
 #include <algorithm>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "core/plan_impl.hpp"
 #include "test_util.hpp"
 
 namespace testutil {
@@ -42,6 +45,60 @@ inline HostTensor last_lse(const HostTensor& whole, const Problem& whole_pr, con
         t.set(h * pr.total_tokens() + pr.cu_seqlens[s] + i, whole.at(h * n + whole_pr.cu_seqlens[s + 1] - q + i));
   }
   return t;
+}
+
+// A batch of chunks: sequence s has kv[s] keys, its queries the last q[s] positions.
+struct ChunkCase {
+  std::vector<std::int32_t> q, kv;
+  int hq, hkv, dim;
+  DType dtype;
+};
+
+inline std::string describe(const ChunkCase& c) {
+  std::string s = "q/kv";
+  for (std::size_t i = 0; i < c.q.size(); ++i) s += " " + std::to_string(c.q[i]) + "/" + std::to_string(c.kv[i]);
+  return s + " hq " + std::to_string(c.hq) + " hkv " + std::to_string(c.hkv) + " dim " + std::to_string(c.dim) + " " +
+         dtype_name(c.dtype);
+}
+
+// The whole prompt (every key position a query) and the chunk, with fresh random inputs.
+struct ChunkRun {
+  Problem whole, part;
+  Qkv x;         // the whole prompt
+  HostTensor q;  // the chunk's queries
+};
+
+inline ChunkRun make_run(const ChunkCase& c, std::mt19937_64& rng) {
+  ChunkRun r{make_problem(c.kv, c.hq, c.hkv, c.dim, c.dtype), chunked_problem(c.q, c.kv, c.hq, c.hkv, c.dim, c.dtype),
+             {}, {}};
+  r.x = random_qkv(r.whole, rng);
+  r.q = last_rows(r.x.q, r.whole, r.part);
+  return r;
+}
+
+// Row `row` of a host mask: its kept key blocks.
+inline std::vector<std::int32_t> mask_row(const HostBlockMask& m, std::int64_t row) {
+  return {m.col_indices.begin() + m.row_offsets[row], m.col_indices.begin() + m.row_offsets[row + 1]};
+}
+
+// A chunk's mask (plan pp) against the whole prompt's (plan pw) in every row that holds only the
+// chunk's queries, for the sequences with at least a block of queries (budgets from the same last
+// queries): blocks keep absolute positions.
+inline void expect_whole_rows_as_one_call(const Plan::Impl& pp, const HostEstimate& ep, const Plan::Impl& pw,
+                                          const HostEstimate& ew) {
+  const int heads = pp.problem.q_heads;
+  const std::int64_t block = pp.config.block_size;
+  for (int s = 0; s < pp.problem.num_seqs(); ++s) {
+    if (pp.seq_len(s) < block) continue;  // fewer than a block of queries: a budget of its own
+    for (std::int64_t i = 0; i < pp.seq_blocks(s); ++i) {
+      const std::int64_t m = pp.first_block(s) + i;
+      if (m * block < pp.q_offset(s)) continue;  // a row that starts inside the block
+      for (int h = 0; h < heads; ++h)
+        EXPECT_EQ(mask_row(ep.mask, (pp.block_offset[s] + i) * heads + h),
+                  mask_row(ew.mask, (pw.block_offset[s] + m) * heads + h))
+            << "seq " << s << " block " << m << " head " << h;
+    }
+  }
 }
 
 // K or V of a packed batch scattered into a cache of shuffled pages: the cache

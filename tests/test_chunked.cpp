@@ -22,22 +22,9 @@ Config config(Backend b, double gamma) {
   return c;
 }
 
-struct Case {
-  std::vector<std::int32_t> q, kv;
-  int hq, hkv, dim;
-  DType dtype;
-};
-
-std::string describe(const Case& c) {
-  std::string s = "q/kv";
-  for (std::size_t i = 0; i < c.q.size(); ++i) s += " " + std::to_string(c.q[i]) + "/" + std::to_string(c.kv[i]);
-  return s + " hq " + std::to_string(c.hq) + " hkv " + std::to_string(c.hkv) + " dim " + std::to_string(c.dim) + " " +
-         dtype_name(c.dtype);
-}
-
 // Chunks that start inside a block, on a block edge, one query, no query, the whole prompt, a
 // ragged batch mixing them; GQA 1, 4 and 7; head dims 32 to 128.
-const std::vector<Case> kCases = {
+const std::vector<ChunkCase> kCases = {
     {{45}, {300}, 4, 1, 64, DType::float32},
     {{128}, {256}, 4, 4, 32, DType::float32},
     {{1}, {77}, 7, 1, 64, DType::bfloat16},
@@ -45,22 +32,6 @@ const std::vector<Case> kCases = {
     {{200}, {200}, 8, 2, 64, DType::float16},
     {{17, 0, 1, 60, 33}, {40, 50, 16, 60, 250}, 8, 2, 128, DType::float32},
 };
-
-// The whole prompt of a case: every sequence with all its keys as queries.
-Problem whole_of(const Case& c) { return make_problem(c.kv, c.hq, c.hkv, c.dim, c.dtype); }
-
-struct Inputs {
-  Problem whole, part;
-  Qkv x;        // the whole prompt
-  HostTensor q; // the chunk's queries
-};
-
-Inputs make_run(const Case& c, std::mt19937_64& rng) {
-  Inputs r{whole_of(c), chunked_problem(c.q, c.kv, c.hq, c.hkv, c.dim, c.dtype), {}, {}};
-  r.x = random_qkv(r.whole, rng);
-  r.q = last_rows(r.x.q, r.whole, r.part);
-  return r;
-}
 
 double bound(DType dt) { return dt == DType::float32 ? 1e-5 : 1e-2; }
 
@@ -71,10 +42,10 @@ double bound(DType dt) { return dt == DType::float32 ? 1e-5 : 1e-2; }
 TEST(Chunked, DenseAndGammaOneEqualTheWholePromptsLastRows) {
   const std::uint64_t seed = fresh_seed();
   std::mt19937_64 rng(seed);
-  for (const Case& c : kCases)
+  for (const ChunkCase& c : kCases)
     for (Backend b : {Backend::cpu_reference, Backend::cpu}) {
       SCOPED_TRACE(describe(c) + (b == Backend::cpu ? " cpu" : " reference") + " seed " + std::to_string(seed));
-      Inputs r = make_run(c, rng);
+      const ChunkRun r = make_run(c, rng);
       const std::int64_t n = r.whole.total_tokens(), nq = r.part.total_tokens();
       Plan whole(config(b, 1.0), r.whole), part(config(b, 1.0), r.part);
       HostTensor ow(c.dtype, {n, c.hq, c.dim}), lw(DType::float32, {c.hq, n});
@@ -105,10 +76,10 @@ TEST(Chunked, DenseAndGammaOneEqualTheWholePromptsLastRows) {
 TEST(Chunked, LastChunkKeepsTheOneCallMaskInItsWholeBlocks) {
   const std::uint64_t seed = fresh_seed();
   std::mt19937_64 rng(seed);
-  for (const Case& c : kCases)
+  for (const ChunkCase& c : kCases)
     for (Backend b : {Backend::cpu_reference, Backend::cpu}) {
       SCOPED_TRACE(describe(c) + (b == Backend::cpu ? " cpu" : " reference") + " seed " + std::to_string(seed));
-      Inputs r = make_run(c, rng);
+      const ChunkRun r = make_run(c, rng);
       Plan whole(config(b, 0.8), r.whole), part(config(b, 0.8), r.part);
       const HostEstimate ew = to_host(whole, estimate(whole, r.x.q.view(), r.x.k.view()));
       const HostEstimate ep = to_host(part, estimate(part, r.q.view(), r.x.k.view()));
@@ -119,20 +90,8 @@ TEST(Chunked, LastChunkKeepsTheOneCallMaskInItsWholeBlocks) {
           const std::size_t i = static_cast<std::size_t>(s) * c.hq + h;
           if (q_len >= 16) EXPECT_EQ(ep.budget_blocks[i], ew.budget_blocks[i]) << "seq " << s << " head " << h;
         }
-        if (q_len < 16) continue;  // fewer than a block of queries: a budget of its own
-        for (std::int64_t r_ = 0; r_ < pp.seq_blocks(s); ++r_) {
-          const std::int64_t m = pp.first_block(s) + r_;
-          if (m * 16 < pp.q_offset(s)) continue;  // a row that starts inside the block
-          for (int h = 0; h < c.hq; ++h) {
-            const std::int64_t a = (pp.block_offset[s] + r_) * c.hq + h, w = (pw.block_offset[s] + m) * c.hq + h;
-            const std::vector<std::int32_t> got(ep.mask.col_indices.begin() + ep.mask.row_offsets[a],
-                                                ep.mask.col_indices.begin() + ep.mask.row_offsets[a + 1]);
-            const std::vector<std::int32_t> want(ew.mask.col_indices.begin() + ew.mask.row_offsets[w],
-                                                 ew.mask.col_indices.begin() + ew.mask.row_offsets[w + 1]);
-            EXPECT_EQ(got, want) << "seq " << s << " block " << m << " head " << h;
-          }
-        }
       }
+      expect_whole_rows_as_one_call(pp, ep, pw, ew);
     }
 }
 
@@ -141,9 +100,9 @@ TEST(Chunked, LastChunkKeepsTheOneCallMaskInItsWholeBlocks) {
 TEST(Chunked, CpuMatchesReference) {
   const std::uint64_t seed = fresh_seed();
   std::mt19937_64 rng(seed);
-  for (const Case& c : kCases) {
+  for (const ChunkCase& c : kCases) {
     SCOPED_TRACE(describe(c) + " seed " + std::to_string(seed));
-    Inputs r = make_run(c, rng);
+    const ChunkRun r = make_run(c, rng);
     Plan fast(config(Backend::cpu, 0.8), r.part), ref(config(Backend::cpu_reference, 0.8), r.part);
     const HostEstimate ef = to_host(fast, estimate(fast, r.q.view(), r.x.k.view()));
     const HostEstimate er = to_host(ref, estimate(ref, r.q.view(), r.x.k.view()));
@@ -156,10 +115,7 @@ TEST(Chunked, CpuMatchesReference) {
       for (std::int64_t r_ = 0; r_ < p.seq_blocks(s); ++r_)
         for (int h = 0; h < c.hq; ++h) {
           const std::int64_t row = (p.block_offset[s] + r_) * c.hq + h, m = p.first_block(s) + r_;
-          const std::vector<std::int32_t> got(ef.mask.col_indices.begin() + ef.mask.row_offsets[row],
-                                              ef.mask.col_indices.begin() + ef.mask.row_offsets[row + 1]);
-          const std::vector<std::int32_t> want(er.mask.col_indices.begin() + er.mask.row_offsets[row],
-                                               er.mask.col_indices.begin() + er.mask.row_offsets[row + 1]);
+          const std::vector<std::int32_t> got = mask_row(ef.mask, row), want = mask_row(er.mask, row);
           ASSERT_FALSE(got.empty());
           EXPECT_TRUE(std::is_sorted(got.begin(), got.end()) && got.front() >= 0 && got.back() == m)
               << "row " << row << ": ascending, causal, with its diagonal";
@@ -210,12 +166,12 @@ TEST(Chunked, ErrorsNameTheArgument) {
 TEST(Paged, EqualsContiguous) {
   const std::uint64_t seed = fresh_seed();
   std::mt19937_64 rng(seed);
-  for (const Case& c : kCases)
+  for (const ChunkCase& c : kCases)
     for (Backend b : {Backend::cpu_reference, Backend::cpu})
       for (int page : {16, 8, 5, 32}) {
         SCOPED_TRACE(describe(c) + (b == Backend::cpu ? " cpu" : " reference") + " page " + std::to_string(page) +
                      " seed " + std::to_string(seed));
-        Inputs r = make_run(c, rng);
+        const ChunkRun r = make_run(c, rng);
         Problem paged_pr = r.part;
         paged_pr.page_size = page;
         const Paged cache = page_out(r.x.k, r.x.v, r.part, page, rng);

@@ -16,23 +16,10 @@ using namespace testutil;
 
 namespace {
 
-struct Case {
-  std::vector<std::int32_t> q, kv;
-  int hq, hkv, dim;
-  DType dtype;
-};
-
-std::string describe(const Case& c) {
-  std::string s = "q/kv";
-  for (std::size_t i = 0; i < c.q.size(); ++i) s += " " + std::to_string(c.q[i]) + "/" + std::to_string(c.kv[i]);
-  return s + " hq " + std::to_string(c.hq) + " hkv " + std::to_string(c.hkv) + " dim " + std::to_string(c.dim) + " " +
-         dtype_name(c.dtype);
-}
-
 // Chunks that start inside a block, on a block edge, one query, no query, the whole prompt;
 // ragged batches mixing them; GQA 1, 4, 7 and 8; head dims 64, 128 and 256 (whose key tiles are
 // half a block).
-const std::vector<Case> kCases = {
+const std::vector<ChunkCase> kCases = {
     {{300}, {1000}, 8, 2, 128, DType::bfloat16},
     {{256}, {640}, 4, 4, 64, DType::float16},
     {{1}, {777}, 7, 1, 128, DType::bfloat16},
@@ -42,19 +29,6 @@ const std::vector<Case> kCases = {
     {{70, 1, 190}, {1300, 64, 450}, 8, 2, 256, DType::float16},
     {{400, 33}, {1500, 700}, 6, 3, 64, DType::bfloat16},
 };
-
-struct ChunkRun {
-  Problem whole, part;
-  Qkv x;         // the whole prompt
-  HostTensor q;  // the chunk's queries
-};
-
-ChunkRun make_run(const Case& c, std::mt19937_64& rng) {
-  ChunkRun r{make_problem(c.kv, c.hq, c.hkv, c.dim, c.dtype), chunked_problem(c.q, c.kv, c.hq, c.hkv, c.dim, c.dtype), {}, {}};
-  r.x = random_qkv(r.whole, rng);
-  r.q = last_rows(r.x.q, r.whole, r.part);
-  return r;
-}
 
 Config config(double gamma) {
   Config c;
@@ -147,7 +121,7 @@ TEST(CudaChunked, DenseAndGammaOneMatchTheReference) {
   REQUIRE_GPU();
   const std::uint64_t seed = fresh_seed();
   std::mt19937_64 rng(seed);
-  for (const Case& c : kCases) {
+  for (const ChunkCase& c : kCases) {
     SCOPED_TRACE(describe(c) + " seed " + std::to_string(seed));
     const ChunkRun r = make_run(c, rng);
     const Outputs want = reference(r.part, config(1.0), r, nullptr);
@@ -166,7 +140,7 @@ TEST(CudaChunked, EstimateAndSparseMatchTheReference) {
   REQUIRE_GPU();
   const std::uint64_t seed = fresh_seed();
   std::mt19937_64 rng(seed);
-  for (const Case& c : kCases)
+  for (const ChunkCase& c : kCases)
     for (int variant = 0; variant < 2; ++variant) {
       Config cfg = config(0.85);
       cfg.stride = variant ? 8 : 4;
@@ -198,7 +172,7 @@ TEST(CudaChunked, LastChunkKeepsTheOneCallMask) {
   REQUIRE_GPU();
   const std::uint64_t seed = fresh_seed();
   std::mt19937_64 rng(seed);
-  for (const Case& c : kCases) {
+  for (const ChunkCase& c : kCases) {
     SCOPED_TRACE(describe(c) + " seed " + std::to_string(seed));
     const ChunkRun r = make_run(c, rng);
     GpuChunk part(config(0.8), r, 0, rng);
@@ -206,22 +180,7 @@ TEST(CudaChunked, LastChunkKeepsTheOneCallMask) {
     Plan whole(config(0.8), on_cuda(r.whole));
     DeviceCopy q(r.x.q), k(r.x.k);
     const HostEstimate ew = to_host(whole, estimate(whole, q.view, k.view));
-    const Plan::Impl &pp = part.plan.impl(), &pw = whole.impl();
-    for (int s = 0; s < r.part.num_seqs(); ++s) {
-      if (pp.seq_len(s) < 128) continue;  // fewer than a block of queries: a budget of its own
-      for (std::int64_t i = 0; i < pp.seq_blocks(s); ++i) {
-        const std::int64_t m = pp.first_block(s) + i;
-        if (m * 128 < pp.q_offset(s)) continue;  // a row that starts inside the block
-        for (int h = 0; h < c.hq; ++h) {
-          const std::int64_t a = (pp.block_offset[s] + i) * c.hq + h, w = (pw.block_offset[s] + m) * c.hq + h;
-          const std::vector<std::int32_t> got(ep.mask.col_indices.begin() + ep.mask.row_offsets[a],
-                                              ep.mask.col_indices.begin() + ep.mask.row_offsets[a + 1]);
-          const std::vector<std::int32_t> want(ew.mask.col_indices.begin() + ew.mask.row_offsets[w],
-                                               ew.mask.col_indices.begin() + ew.mask.row_offsets[w + 1]);
-          EXPECT_EQ(got, want) << "seq " << s << " block " << m << " head " << h;
-        }
-      }
-    }
+    expect_whole_rows_as_one_call(part.plan.impl(), ep, whole.impl(), ew);
   }
 }
 
@@ -232,7 +191,7 @@ TEST(CudaPaged, EqualsContiguous) {
   REQUIRE_GPU();
   const std::uint64_t seed = fresh_seed();
   std::mt19937_64 rng(seed);
-  for (const Case& c : kCases)
+  for (const ChunkCase& c : kCases)
     for (int page : {16, 128, 8, 256, 64, 1, 4, 32}) {
       const std::string label = describe(c) + " page " + std::to_string(page);
       SCOPED_TRACE(label + " seed " + std::to_string(seed));
@@ -263,7 +222,7 @@ TEST(CudaPaged, EqualsContiguous) {
 TEST(CudaPaged, EntriesOutsideTheCacheReadNothingOutside) {
   REQUIRE_GPU();
   std::mt19937_64 rng(fresh_seed());
-  const Case c{{200}, {700}, 8, 2, 128, DType::bfloat16};
+  const ChunkCase c{{200}, {700}, 8, 2, 128, DType::bfloat16};
   for (int page : {16, 128, 2}) {
     const ChunkRun r = make_run(c, rng);
     Problem pr = r.part;
