@@ -96,30 +96,36 @@ __device__ __forceinline__ void load_tile(std::uint32_t dst, std::uint32_t panel
   for (int pn = 0; pn < kPanels; ++pn) tma_load_3d(dst + pn * panel_bytes, map, bar, pn * 64, head, token, policy);
 }
 
-// One K or V tile of an item, keys start .. start + kKeys - 1, announced on `bar`; the producer
-// warp calls it. One copy per panel where those keys are consecutive rows (packed keys, or pages
-// of at least a tile), else one per page and panel (pages of 8 to kKeys / 2 keys, the maps' boxes
-// then one page tall: whole 1024-byte swizzle atoms), lane i taking page i, so that the tile's
-// table reads go out together rather than one after another. A page past the sequence's keys, or
-// outside the cache (a bad table entry), is copied from beyond the end of the view: zeros.
+// Where this lane's copy of the K or V tile at keys start .. start + kKeys - 1 begins: the token
+// row in the view, for lanes that copy (one copy per panel where those keys are consecutive rows:
+// packed keys, or pages of at least a tile; else one per page, pages of 8 to kKeys / 2 keys, the
+// maps' boxes then one page tall: whole 1024-byte swizzle atoms), lane i taking page i, so that
+// the tile's table reads go out together rather than one after another. A page past the
+// sequence's keys, or outside the cache (a bad table entry), is copied from beyond the end of the
+// view: zeros. The producer reads it before it waits for the stage, once for both K and V.
 template <int D>
-__device__ __forceinline__ void load_kv_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar,
-                                             const AttentionParams& p, const Item& it, int start,
-                                             std::uint64_t policy, int lane) {
+__device__ __forceinline__ int kv_tile_row(const AttentionParams& p, const Item& it, int start, int lane) {
   using L = SmemLayout<D>;
   const int page = p.kv.table && p.kv.page_size < L::kKeys ? p.kv.page_size : L::kKeys;
   const int key = start + lane * page;
-  int tok = 0;
-  if (lane * page < L::kKeys) {
-    const std::int64_t row = !p.kv.table ? it.kv_begin + key : key < it.len ? p.kv.row(it.s, key) : -1;
-    tok = static_cast<int>(row < 0 ? p.total_kv_tokens : row);
-  }
+  if (lane * page >= L::kKeys) return -1;  // no copy for this lane
+  const std::int64_t row = !p.kv.table ? it.kv_begin + key : key < it.len ? p.kv.row(it.s, key) : -1;
+  return static_cast<int>(row < 0 ? p.total_kv_tokens : row);
+}
+
+// Copies one K or V tile (rows from kv_tile_row), announced on `bar`; the producer warp calls it.
+template <int D>
+__device__ __forceinline__ void load_kv_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar,
+                                             const AttentionParams& p, int kvh, int row, std::uint64_t policy,
+                                             int lane) {
+  using L = SmemLayout<D>;
+  const int page = p.kv.table && p.kv.page_size < L::kKeys ? p.kv.page_size : L::kKeys;
   if (lane == 0) mbar_arrive_expect_tx(bar, L::kPanels * L::kKvPanelBytes);
   __syncwarp();
-  if (lane * page < L::kKeys)
+  if (row >= 0)
 #pragma unroll
     for (int pn = 0; pn < L::kPanels; ++pn)
-      tma_load_3d(dst + pn * L::kKvPanelBytes + lane * page * 128, map, bar, pn * 64, it.kvh, tok, policy);
+      tma_load_3d(dst + pn * L::kKvPanelBytes + lane * page * 128, map, bar, pn * 64, kvh, row, policy);
 }
 
 // The producer warp: Q of each item, then K and V of each kept block. Lane 0 issues; the whole
@@ -155,19 +161,20 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
       const std::uint64_t kv_policy = start < p.l2_pin_keys ? kv_pinned : kv_unpinned;
       const std::uint32_t k_dst = smem + L::kK + stage * L::kKvBytes;
       const std::uint32_t v_dst = smem + L::kV + stage * L::kKvBytes;
+      const int row = kv_tile_row<D>(p, it, start, lane);
       mbar_wait(bar.k_empty(stage), parity);
-      load_kv_tile<D>(k_dst, tk, bar.k_full(stage), p, it, start, kv_policy, lane);
+      load_kv_tile<D>(k_dst, tk, bar.k_full(stage), p, it.kvh, row, kv_policy, lane);
       mbar_wait(bar.v_empty(stage), parity);
       const int valid = it.len - start;  // rows of this tile inside the sequence (> 0)
       if (valid >= L::kKeys || (!p.kv.table && it.kv_begin + it.len >= p.total_kv_tokens)) {
         // Whole tile in the sequence, or its tail past the end of the tensor (zero-filled).
-        load_kv_tile<D>(v_dst, tv, bar.v_full(stage), p, it, start, kv_policy, lane);
+        load_kv_tile<D>(v_dst, tv, bar.v_full(stage), p, it.kvh, row, kv_policy, lane);
       } else {
         // The tile runs into the next sequence (or the rest of its last page). Its probabilities
         // there are 0, but 0 * NaN or 0 * Inf in those rows of V would still leak across the
         // boundary: load, zero those rows, then publish (ordinary stores read by wgmma: proxy
         // fence before the arrival).
-        load_kv_tile<D>(v_dst, tv, bar.v_fix(), p, it, start, kv_policy, lane);
+        load_kv_tile<D>(v_dst, tv, bar.v_fix(), p, it.kvh, row, kv_policy, lane);
         mbar_wait(bar.v_fix(), fixes & 1);
         ++fixes;
         // A row is 128 contiguous bytes of each panel whatever the swizzle: 8 chunks of 16.
