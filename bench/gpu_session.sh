@@ -6,17 +6,19 @@
 #                  /tmp/proxyattn_smollm2) and start the session's chain in the background (the
 #                  call must carry .gpu from scripts/build_device.sh; with a model, give it a part
 #                  small enough to leave room, such as Qwen's last):
-#                  build the Python package; the CUDA tests and compute-sanitizer memcheck of the
-#                  estimator's tests (binaries of scripts/build_device.sh, carried as
-#                  .gpu/device.tar.xz); bench/estimate_cost.py alone on the GPU; prefill against
-#                  a KV cache (bench/chunked_prefill.py: chunks and pages at 32K and 128K); then, once a
-#                  model is assembled, the accuracy suite (eval/run_suite.sh, resuming from
-#                  .gpu/results/*.jsonl.gz); then the long prompts (eval/run_long.sh)
+#                  build the Python package while the CUDA tests (every kernel choice) and
+#                  compute-sanitizer memcheck run (binaries of scripts/build_device.sh, carried as
+#                  .gpu/device.tar.xz); then bench/estimate_cost.py alone on the GPU; prefill
+#                  against a KV cache (bench/chunked_prefill.py, KV_RUNS); two builds of the C ABI
+#                  against each other (.gpu/ab.tar.xz, AB_DIGEST); then, once a model is assembled,
+#                  the accuracy suite (eval/run_suite.sh, resuming from .gpu/results/*.jsonl.gz, its
+#                  steps SUITE_STEPS) and the long prompts (eval/run_long.sh, resuming from
+#                  .gpu/long/*.gz, its steps LONG_STEPS)
 #   part PART      keep one more model part
 #   run            run STEPS in the foreground, on what "start" built (the machine still warm)
 #   wait SECONDS   wait for the chain (at most SECONDS), then report and copy the results
-# STEPS (default "tests pytest memcheck bench kvcache suite long") leaves steps out; SUITE_STEPS picks the
-# suite's own steps (eval/run_suite.sh). Everything comes back as logs and results.tgz.
+# STEPS (default "tests pytest memcheck bench kvcache ab suite long") leaves steps out. Everything
+# comes back as logs and results.tgz.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -33,6 +35,8 @@ report() {  # what the background jobs did; the device tool brings back at most 
     grep -E "ERROR SUMMARY|PASSED|FAILED" $W/memcheck.log | tail -3; }
   [ -f $W/kvcache.log ] && { echo "-- KV cache: $(cat $W/kvcache.status 2>/dev/null || echo running)"; \
     grep -E "^\|" $W/kvcache.log | tail -16; }
+  [ -f $W/ab.status ] && { echo "-- A/B:"; cat $W/ab/digest_diff.txt; \
+    for f in $W/ab/bench_before_2.log $W/ab/bench_after_2.log; do echo "$f"; grep -E "^(llama|gemma)" $f | grep -E "ours|cudnn"; done; }
   [ -f $W/suite.log ] && { echo "-- suite: $(cat $W/suite.status 2>/dev/null || echo running)"; tail -3 $W/suite.log; }
   [ -f $W/long.log ] && { echo "-- long prompts: $(cat $W/long.status 2>/dev/null || echo running)"; tail -4 $W/long.log; }
   local f
@@ -40,7 +44,7 @@ report() {  # what the background jobs did; the device tool brings back at most 
     [ -f $W/$f ] && cp $W/$f "$OUT/"
   done
   # every result in one archive: the suite's answers, the long-prompt study, the estimator's cost
-  (cd $W && tar -czf "$OUT/results.tgz" --exclude='*.tmp' $(ls -d results long kvcache estimate_cost.* 2>/dev/null)) 2>/dev/null
+  (cd $W && tar -czf "$OUT/results.tgz" --exclude='*.tmp' $(ls -d results long kvcache ab estimate_cost.* 2>/dev/null)) 2>/dev/null
   return 0
 }
 
@@ -54,31 +58,34 @@ keep_part() {
 }
 
 chain() {
-  local steps=${STEPS:-tests pytest memcheck bench kvcache suite long}
+  local steps=${STEPS:-tests pytest memcheck bench kvcache ab suite long}
   if [[ $steps == *nobuild* ]]; then  # "run": the package and binaries of an earlier call
     cd $W/src
   else
     # Build from a copy: the next call's transfer rewrites the working tree while this runs.
     rm -rf $W/src && mkdir -p $W/src && cp -r $(ls -A | grep -v -E '^(\.model|\.git|build.*)$') $W/src/ && cd $W/src
     mkdir -p $W/hwy && dpkg -x .gpu/libhwy-dev.deb $W/hwy  # Highway's headers (scripts/build_device.sh)
-    PROXYATTN_OFFLINE=1 PROXYATTN_CUDA=ON scripts/install_python.sh -Ccmake.define.HWY_INCLUDE_DIR=$W/hwy/usr/include \
-      '-Ccmake.define.PROXYATTN_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a' > $W/build.log 2>&1
-    echo "exit $?" > $W/build.status
     mkdir -p $W/device && tar -xJf .gpu/device.tar.xz -C $W/device
+    # The package builds on the CPUs while the CUDA tests run on the GPU.
+    (PROXYATTN_OFFLINE=1 PROXYATTN_CUDA=ON scripts/install_python.sh -Ccmake.define.HWY_INCLUDE_DIR=$W/hwy/usr/include \
+      '-Ccmake.define.PROXYATTN_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a' > $W/build.log 2>&1
+     echo "exit $?" > $W/build.status) &
   fi
   export LD_LIBRARY_PATH=$W/device
-  if [[ $steps == *tests* ]]; then
-    timeout 300 $W/device/proxyattn_cuda_tests > $W/tests.log 2>&1; echo "exit $?" > $W/tests.status
+  if [[ $steps == *tests* ]]; then  # every test under each kernel choice (tests/cuda_util.hpp)
+    timeout 540 $W/device/proxyattn_cuda_tests > $W/tests.log 2>&1; echo "exit $?" > $W/tests.status
   fi
+  if [[ $steps == *memcheck* ]]; then
+    timeout 400 compute-sanitizer --tool memcheck --error-exitcode 9 $W/device/proxyattn_cuda_tests \
+      --gtest_filter='Cuda.EstimateMatchesReferenceUpToNearTies:CudaChunked.LastChunkKeepsTheOneCallMask:CudaPaged.*:Cuda.NanStaysInItsSequenceAndGroup' \
+      > $W/memcheck.log 2>&1
+    echo "exit $?" > $W/memcheck.status
+  fi
+  wait  # the package
   if [[ $steps == *pytest* ]]; then  # the package's tests with CUDA (the CPU ones run in CI)
     timeout 400 python3 -m pytest -q -p no:cacheprovider python/tests/test_package.py python/tests/test_torch_ops.py \
       python/tests/test_chunked.py python/tests/test_transformers.py \
       > $W/pytest.log 2>&1; echo "exit $?" > $W/pytest.status
-  fi
-  if [[ $steps == *memcheck* ]]; then
-    timeout 550 compute-sanitizer --tool memcheck --error-exitcode 9 $W/device/proxyattn_cuda_tests \
-      --gtest_filter='Cuda.EstimateMatchesReferenceUpToNearTies:CudaChunked.*:CudaPaged.*' > $W/memcheck.log 2>&1
-    echo "exit $?" > $W/memcheck.status
   fi
   if [[ $steps == *bench* ]]; then
     timeout 400 python3 bench/estimate_cost.py --lengths 32768 131072 --json $W/estimate_cost.json \
@@ -86,15 +93,33 @@ chain() {
   fi
   if [[ $steps == *kvcache* ]]; then  # Llama-3.1-8B's attention shape, one layer
     mkdir -p $W/kvcache
-    # the structured input at the density the method picks on it (3% at 128K), and with the budget
-    # floor raised to about the density the evaluation model keeps at 128K (20%)
-    for run in 131072:12288 131072:2048 32768:2048; do
+    # KV_RUNS: tokens:budget floor; 12288 keeps about the density the evaluation model keeps at
+    # 128K (20%), 2048 (the default) 3% of this input
+    for run in ${KV_RUNS:-131072:12288 131072:2048 32768:2048}; do
       n=${run%:*} floor=${run#*:}
       timeout 500 python3 bench/chunked_prefill.py --device cuda --dtype bfloat16 --heads 32 8 --tokens $n \
-        --min-budget-tokens $floor --chunks 8192 16384 32768 --page-sizes 16 128 256 --repeats 3 \
+        --min-budget-tokens $floor --chunks 8192 16384 32768 --page-sizes 16 128 256 --repeats 5 \
         --json $W/kvcache/chunked_${n}_floor$floor.json
     done > $W/kvcache.log 2>&1
     echo "exit $?" > $W/kvcache.status
+  fi
+  if [[ $steps == *ab* ]] && [ -f .gpu/ab.tar.xz ]; then
+    # Two builds of the C ABI (.gpu/ab.tar.xz: before/ and after/, each libproxyattn_c.so) in one
+    # run: bench/cuda_bench.py in turns (ratios to cuDNN in each), and the masks' and outputs'
+    # digests (AB_DIGEST, a script of the results folder).
+    mkdir -p $W/ab && tar -xJf .gpu/ab.tar.xz -C $W/ab
+    for round in 1 2; do
+      for b in before after; do
+        PROXYATTN_LIB=$W/ab/$b/libproxyattn_c.so timeout 300 python3 bench/cuda_bench.py --shapes llama3.1-8b gemma2-9b \
+          --lengths 32768 131072 --densities 1.0 0.1 --skip flash flex --reps 5 --out $W/ab/bench_${b}_$round.json \
+          > $W/ab/bench_${b}_$round.log 2>&1
+      done
+    done
+    for b in before after; do
+      PROXYATTN_LIB=$W/ab/$b/libproxyattn_c.so timeout 200 python3 $AB_DIGEST > $W/ab/digest_$b.txt 2>&1
+    done
+    (cd $W/ab && diff digest_before.txt digest_after.txt > digest_diff.txt; echo "digest diff exit $?" >> digest_diff.txt)
+    echo "exit 0" > $W/ab.status
   fi
   if [[ $steps == *suite* ]]; then
     # Qwen comes last (its parts are the most): wait for it, at most 10 minutes.
@@ -106,6 +131,8 @@ chain() {
   fi
   if [[ $steps == *long* ]]; then
     for i in $(seq 120); do ls /tmp/proxyattn_model/*.gguf > /dev/null 2>&1 && break; sleep 5; done
+    mkdir -p $W/long  # earlier results, carried compressed
+    for f in .gpu/long/*.gz; do [ -f "$f" ] && zcat "$f" > $W/long/$(basename "$f" .gz); done
     PROMPTS=$W/prompts bash eval/run_long.sh $W/long > $W/long.log 2>&1
     echo "exit $?" > $W/long.status
   fi
@@ -116,7 +143,7 @@ case "${1:-}" in
   start)
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
     keep_part "$2"
-    export -f chain; export W STEPS SUITE_STEPS PROXYATTN_COMMIT
+    export -f chain; export W STEPS SUITE_STEPS LONG_STEPS KV_RUNS AB_DIGEST PROXYATTN_COMMIT
     setsid nohup bash -c chain > $W/chain.log 2>&1 &
     sleep 2; report ;;
   part)

@@ -200,6 +200,9 @@ def main():
     ap.add_argument("--methods", nargs="+", default=["dense", "pa", "xattention@pa", "flexprefill@pa"])
     ap.add_argument("--lengths", type=int, nargs="*", help="only these prompt lengths")
     ap.add_argument("--limit", type=int, default=0, help="at most this many prompts per length (0: all)")
+    ap.add_argument("--every", type=int, default=1,
+                    help="every this many-th prompt of each length (the prompts go task by task: 3 spreads a "
+                         "third of them over every task), before --limit")
     ap.add_argument("--batch", type=int, default=8, help="prompts per generate call")
     ap.add_argument("--detail", type=int, default=0,
                     help="per-layer recall and output error on the first N prompts of each length")
@@ -214,7 +217,9 @@ def main():
     prompts = [tasks.Prompt(**p) for p in spec["prompts"]]
     lengths = sorted({p.length for p in prompts if not args.lengths or p.length in args.lengths}, reverse=True)
     done = load_done(args.out)
-    todo = {n: [p for p in prompts if p.length == n][:args.limit or None] for n in lengths}
+    if args.every < 1:
+        raise SystemExit(f"--every must be at least 1, got {args.every}")
+    todo = {n: [p for p in prompts if p.length == n][::args.every][:args.limit or None] for n in lengths}
     left = sum(1 for n in lengths for p in todo[n] for m in methods
                if (n, p.task, p.index, m.label) not in done)
     print(f"{sum(len(v) for v in todo.values())} prompts x {len(methods)} methods, {left} results to compute",

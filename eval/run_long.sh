@@ -11,30 +11,36 @@
 #      prefill), against step 3's one-call answers
 # Models: QWEN (eval/MODELS.md); prompts: PROMPTS/qwen (32,672 tokens) and PROMPTS/qwen_long
 # (65,440 and 130,976 tokens, eval/build_prompts.py).
-#   bash eval/run_long.sh /tmp/pa_long
+#   LONG_STEPS="1 2 3 4 5" bash eval/run_long.sh /tmp/pa_long
 set -u
 R=${1:?results folder}
 Q=${QWEN:-/tmp/proxyattn_model}
 P=${PROMPTS:-.model/eval}
 mkdir -p "$R"
 quiet() { "$@" 2>&1 | grep -v -i -E "warn|de-quantizing|Loading weights"; }
+want() { [[ " ${LONG_STEPS:-1 2 3 4 5} " == *" $1 "* ]]; }  # LONG_STEPS picks steps
 ls "$Q"/*.gguf > /dev/null 2>&1 || { echo "no model in $Q"; exit 1; }
 LENGTHS="32672 65440 130976"
-[ -f "$R/study/density.json" ] || quiet python3 eval/long_density.py "$Q" "$P/qwen" "$P/qwen_long" --yarn 4 \
-  --lengths $LENGTHS --count 2 --settings defaults gamma=0.9 --out "$R/study"
-[ -f "$R/ttft_qwen.json" ] || quiet python3 bench/e2e_prefill.py --gguf --model-dir "$Q" --yarn 4 \
+want 1 && { [ -f "$R/study/density.json" ] || quiet python3 eval/long_density.py "$Q" "$P/qwen" "$P/qwen_long" --yarn 4 \
+  --lengths $LENGTHS --count 2 --settings defaults gamma=0.9 --out "$R/study"; }
+want 2 && { [ -f "$R/ttft_qwen.json" ] || quiet python3 bench/e2e_prefill.py --gguf --model-dir "$Q" --yarn 4 \
   --prompts "$P/qwen" "$P/qwen_long" --lengths $LENGTHS \
-  --modes sdpa-cudnn sdpa-flash none estimate dense proxyattn --json "$R/ttft_qwen.json"
-for n in 130976 65440; do
-  quiet python3 eval/run_eval.py "$Q" "$P/qwen_long" --yarn 4 --lengths $n --methods dense pa --out "$R/qwen_yarn.jsonl"
-done
-D=$(python3 -c "
+  --modes sdpa-cudnn sdpa-flash none estimate dense proxyattn --json "$R/ttft_qwen.json"; }
+if want 3; then
+  for n in 130976 65440; do
+    quiet python3 eval/run_eval.py "$Q" "$P/qwen_long" --yarn 4 --lengths $n --methods dense pa --out "$R/qwen_yarn.jsonl"
+  done
+fi
+if want 4; then
+  D=$(python3 -c "
 import json, sys
 rows = json.load(open(sys.argv[1]))['rows']
 d = [r['total_density'] for r in rows if r['length'] == 130976 and r['setting'] == 'defaults']
 print('%.4f' % (sum(d) / len(d)))" "$R/study/density.json") || exit 1
-echo "the real model's density at 130,976 tokens: $D"
-[ -f "$R/ttft_llama.json" ] || quiet python3 bench/e2e_prefill.py --lengths 131072 262144 --repeats 1 \
-  --modes sdpa-cudnn sdpa-flash none estimate fixed-$D dense --json "$R/ttft_llama.json"
-quiet python3 eval/run_eval.py "$Q" "$P/qwen_long" --yarn 4 --lengths 130976 --methods "pa-chunks16k=pa:prefill_chunk=16384" \
-  --out "$R/qwen_yarn.jsonl"
+  echo "the real model's density at 130,976 tokens: $D"
+  [ -f "$R/ttft_llama.json" ] || quiet python3 bench/e2e_prefill.py --lengths 131072 262144 --repeats 1 \
+    --modes sdpa-cudnn sdpa-flash none estimate fixed-$D dense --json "$R/ttft_llama.json"
+fi
+# LONG_EVERY: every so many-th prompt only (each takes about 3 s at 128K), spread over the tasks
+want 5 && quiet python3 eval/run_eval.py "$Q" "$P/qwen_long" --yarn 4 --lengths 130976 \
+  --methods "pa-chunks16k=pa:prefill_chunk=16384" --every ${LONG_EVERY:-1} --out "$R/qwen_yarn.jsonl"

@@ -11,8 +11,8 @@
 #      previous defaults, and the upper bounds of the options not built: stride 1 for the
 #      stage-1 coverage of every key, a proxy per query head for a per-head agreement test);
 #   7. SmolLM2 at 8,096 tokens: the baselines at the density of gamma 0.95;
-#   8. Qwen at 32,672 tokens: the prompts prefilled in chunks of 8,192 tokens, dense and ProxyAttn
-#      (against the cache, as serving engines prefill).
+#   8. Qwen at 32,672 tokens, every third prompt: the prompts prefilled in chunks of 8,192 tokens,
+#      dense and ProxyAttn (against the cache, as serving engines prefill).
 # SUITE_STEPS (default all: "1 2 3 4 5 6 7 8") picks steps.
 # Models: QWEN and SMOL (folders with the GGUF, eval/MODELS.md); prompts: PROMPTS/qwen and
 # PROMPTS/smollm2 from eval/build_prompts.py.
@@ -43,5 +43,5 @@ step 5 "$S" "$P/smollm2" --lengths 8096 --methods $SMOL_ABLATIONS --out "$R/smol
 step 6 "$Q" "$P/qwen" --lengths 32672 --limit 150 --methods $ABLATIONS --out "$R/qwen.jsonl"
 step 7 "$S" "$P/smollm2" --lengths 8096 --methods "xattention@pa:gamma=0.95" "flexprefill@pa:gamma=0.95" \
   --out "$R/smollm2.jsonl"
-step 8 "$Q" "$P/qwen" --lengths 32672 --methods "dense-chunks8k=dense:prefill_chunk=8192" \
+step 8 "$Q" "$P/qwen" --lengths 32672 --every 3 --methods "dense-chunks8k=dense:prefill_chunk=8192" \
   "pa-chunks8k=pa:prefill_chunk=8192" --out "$R/qwen.jsonl"

@@ -1,10 +1,16 @@
-// Helpers of the CUDA backend tests: the skip without a device, host tensors mirrored on the
-// device, and the LSE error.
+// Helpers of the CUDA backend tests: the skip without a device, the kernel choices each test
+// runs in turn, host tensors mirrored on the device, and the LSE error.
 #pragma once
+
+#include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
+#include <string>
+#include <vector>
 
+#include "cuda/kernels.hpp"
 #include "test_util.hpp"
 
 namespace testutil {
@@ -48,6 +54,65 @@ struct MaskOnGpu {
 inline Problem on_cuda(Problem p) {
   p.device = Device::cuda;
   return p;
+}
+
+namespace kernels = proxyattn::detail::cuda;
+
+// A kernel choice that the tests run in turn, in one process (kernels.hpp, KernelRequest).
+struct KernelChoice {
+  std::string label;
+  kernels::KernelRequest request;
+};
+
+// Makes the plans built in its scope use the choice.
+class UseKernels {
+ public:
+  explicit UseKernels(const KernelChoice& c) { kernels::set_kernel_request(c.request); }
+  ~UseKernels() { kernels::set_kernel_request(std::nullopt); }
+  UseKernels(const UseKernels&) = delete;
+  UseKernels& operator=(const UseKernels&) = delete;
+};
+
+// Whether device 0 runs the sm90 kernels (an sm_90 GPU and a build with their sm_90a code).
+inline bool sm90_runs() {
+  static const bool runs = [] {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess || prop.major != 9 || prop.minor != 0) return false;
+    UseKernels use({"sm90", kernels::parse_kernel_request("sm90")});
+    try {
+      Plan probe(Config{}, on_cuda(Problem::single(1, 1, 1, 64, DType::bfloat16)));
+      return true;
+    } catch (const Error&) {
+      return false;
+    }
+  }();
+  return runs;
+}
+
+// sm80 on every device; where sm90 runs also sm90 (stage 1 on wgmma even for small inputs), and
+// sm90 with a persistent grid of 3 CTAs and stage-1 clusters of 3 CTAs (each CTA walks many work
+// items, the path that long inputs take).
+inline std::vector<KernelChoice> kernel_choices() {
+  std::vector<KernelChoice> c;
+  for (const char* text : {"sm80", "sm90", "sm90,ctas=3,split=3"})
+    if (text[2] == '8' || sm90_runs()) c.push_back({text, kernels::parse_kernel_request(text)});
+  return c;
+}
+
+// The plan's kernels, checked against the choice: sm80 runs sm80 everywhere; sm90 runs the sm90
+// estimator, and the sm90 attention wherever its copies take the keys (unpaged, or pages of 8
+// keys or more). "attention sm90, stage 1 sm90, stage 2 sm90".
+inline std::string checked_kernels(const Plan& plan, const KernelChoice& c) {
+  const kernels::Kernels& k = kernels::plan_kernels(plan);
+  const kernels::Arch want = c.request.arch.value_or(kernels::Arch::sm80);
+  const int page = plan.problem().page_size;
+  if (c.request.arch) {
+    EXPECT_EQ(k.stage1, want) << c.label;
+    EXPECT_EQ(k.stage2, want) << c.label;
+    if (want == kernels::Arch::sm80 || page == 0 || page >= 8) EXPECT_EQ(k.attention, want) << c.label;
+  }
+  return std::string("attention ") + kernels::arch_name(k.attention) + ", stage 1 " + kernels::arch_name(k.stage1) +
+         ", stage 2 " + kernels::arch_name(k.stage2);
 }
 
 // Relative error of the LSE over the finite entries, and whether the -inf entries agree.

@@ -10,7 +10,6 @@
 #include <utility>
 
 #include "core/plan_impl.hpp"
-#include "cuda/attention_kernel.hpp"
 #include "cuda_util.hpp"
 #include "mask_check.hpp"
 #include "test_util.hpp"
@@ -70,52 +69,6 @@ HostBlockMask random_mask(const Plan& plan, double density, bool drop_diagonal, 
   return m;
 }
 
-// Whether the environment variable is set to exactly this value.
-bool env_is(const char* var, const char* value) {
-  const char* s = std::getenv(var);
-  return s && std::strcmp(s, value) == 0;
-}
-
-// Whether device 0, the one the tests run on, is an sm_90 GPU (where the Hopper kernels run).
-bool on_sm90() {
-  cudaDeviceProp prop{};
-  return cudaGetDeviceProperties(&prop, 0) == cudaSuccess && prop.major == 9 && prop.minor == 0;
-}
-
-// The attention kernel of the last call, checked against PROXYATTN_KERNEL: an A/B run that asks
-// for the Hopper kernel must get it wherever it supports the shape (head dim 64, 128 or 256 on an
-// sm_90 device), and one that asks for the portable kernel must get that one.
-std::string checked_kernel(int dim) {
-  const std::string got = proxyattn::detail::cuda::last_attention_kernel();
-  if (env_is("PROXYATTN_KERNEL", "portable")) EXPECT_EQ(got, "portable");
-  for (const char* want : {"hopper", "hopper-grid"})
-    if (env_is("PROXYATTN_KERNEL", want) && on_sm90() && (dim == 64 || dim == 128 || dim == 256))
-      EXPECT_EQ(got, want) << "the Hopper kernel did not run";
-  return got;
-}
-
-// The estimator's stage-1 kernel of the last call, checked the same way: PROXYATTN_STAGE1=hopper
-// must get the wgmma kernel on an sm_90 device, PROXYATTN_STAGE1 or PROXYATTN_KERNEL=portable
-// the portable one.
-std::string checked_stage1() {
-  const std::string got = proxyattn::detail::cuda::last_stage1_kernel();
-  if (env_is("PROXYATTN_STAGE1", "portable") || env_is("PROXYATTN_KERNEL", "portable"))
-    EXPECT_EQ(got, "portable");
-  else if (env_is("PROXYATTN_STAGE1", "hopper") && on_sm90())
-    EXPECT_EQ(got, "hopper") << "the Hopper stage 1 did not run";
-  return got;
-}
-
-// The same for stage 2, whose Hopper kernel is the default on an sm_90 device.
-std::string checked_stage2() {
-  const std::string got = proxyattn::detail::cuda::last_stage2_kernel();
-  if (env_is("PROXYATTN_STAGE2", "portable") || env_is("PROXYATTN_KERNEL", "portable"))
-    EXPECT_EQ(got, "portable");
-  else if (on_sm90())
-    EXPECT_EQ(got, "hopper") << "the Hopper stage 2 did not run";
-  return got;
-}
-
 struct Shape {
   std::vector<std::int32_t> lengths;
   int hq, hkv, dim;
@@ -167,13 +120,15 @@ TEST(Cuda, DenseMatchesReference) {
     std::mt19937_64 rng(seed);
     const Problem pr = make_problem(sh.lengths, sh.hq, sh.hkv, sh.dim, sh.dtype);
     Config c;
-    Plan plan(c, on_cuda(pr));
     const Qkv x = random_qkv(pr, rng);
-    const GpuRun g = run_gpu(plan, x, nullptr);
-    const std::string kernel = checked_kernel(sh.dim);
     const GpuRun r = run_ref(pr, c, x, nullptr);
-    expect_close(g, r, name(sh), kernel);
-    if (HasFatalFailure()) return;
+    for (const KernelChoice& kc : kernel_choices()) {
+      UseKernels use(kc);
+      Plan plan(c, on_cuda(pr));
+      const GpuRun g = run_gpu(plan, x, nullptr);
+      expect_close(g, r, name(sh) + ", " + kc.label, checked_kernels(plan, kc));
+      if (HasFatalFailure()) return;
+    }
   }
 }
 
@@ -186,17 +141,20 @@ TEST(Cuda, SparseMatchesReferenceOnRandomMasks) {
       std::mt19937_64 rng(seed);
       const Problem pr = make_problem(sh.lengths, sh.hq, sh.hkv, sh.dim, sh.dtype);
       Config c;
-      Plan plan(c, on_cuda(pr));
       const Qkv x = random_qkv(pr, rng);
-      const HostBlockMask m = random_mask(plan, 0.4, drop_diagonal, rng);
+      const HostBlockMask m = random_mask(Plan(c, pr), 0.4, drop_diagonal, rng);
       MaskOnGpu gm(m);
-      const GpuRun g = run_gpu(plan, x, &gm.view);
-      const std::string kernel = checked_kernel(sh.dim);
       const BlockMask hm = m.view();
       const GpuRun r = run_ref(pr, c, x, &hm);
-      // Rows that keep nothing give exactly 0, so the whole output must be finite too.
-      expect_close(g, r, name(sh) + (drop_diagonal ? " without diagonals" : ""), kernel);
-      if (HasFatalFailure()) return;
+      for (const KernelChoice& kc : kernel_choices()) {
+        UseKernels use(kc);
+        Plan plan(c, on_cuda(pr));
+        const GpuRun g = run_gpu(plan, x, &gm.view);
+        // Rows that keep nothing give exactly 0, so the whole output must be finite too.
+        expect_close(g, r, name(sh) + (drop_diagonal ? " without diagonals, " : ", ") + kc.label,
+                     checked_kernels(plan, kc));
+        if (HasFatalFailure()) return;
+      }
     }
 }
 
@@ -211,8 +169,8 @@ TEST(Cuda, StridedViewsMatchReference) {
     std::mt19937_64 rng(seed);
     const Problem pr = make_problem(sh.lengths, sh.hq, sh.hkv, sh.dim, sh.dtype);
     Config c;
-    Plan plan(c, on_cuda(pr));
     const Qkv x = random_qkv(pr, rng);
+    const GpuRun r = run_ref(pr, c, x, nullptr);
     const std::int64_t n = pr.total_tokens(), D = sh.dim, H = sh.hq + 2 * sh.hkv;
     HostTensor packed(sh.dtype, {n, H, D});
     for (std::int64_t t = 0; t < n; ++t)
@@ -232,31 +190,34 @@ TEST(Cuda, StridedViewsMatchReference) {
       v.stride = {H * D, D, 1, 0};
       return v;
     };
-    HostTensor out_padded(sh.dtype, {n, sh.hq + 1, D});
-    DeviceCopy o(out_padded);
-    o.poison();
-    TensorView ov = o.view;
-    ov.shape = {n, sh.hq, D, 0};
-    ov.stride = {(sh.hq + 1) * D, D, 1, 0};
-    dense_attention(plan, slice(0, sh.hq), slice(sh.hq, sh.hkv), slice(sh.hq + sh.hkv, sh.hkv), ov, TensorView{});
-    synchronize(Device::cuda);
-    const std::string kernel = checked_kernel(sh.dim);
-    const HostTensor got_padded = o.fetch(out_padded);
-    HostTensor got(sh.dtype, {n, sh.hq, D});
-    for (std::int64_t t = 0; t < n; ++t)
-      for (std::int64_t i = 0; i < (sh.hq + 1) * D; ++i) {
-        const double v = got_padded.at(t * (sh.hq + 1) * D + i);
-        if (i < sh.hq * D)
-          got.set(t * sh.hq * D + i, v);
-        else
-          ASSERT_TRUE(std::isnan(v)) << "the spare slot of token " << t << " was written";
-      }
-    const GpuRun r = run_ref(pr, c, x, nullptr);
-    ASSERT_TRUE(got.all_finite());
-    const double err = rel_error(got, r.out);
-    EXPECT_LT(err, 1e-2);
-    std::printf("  %s: kernel %s, output error %.1e\n", name(sh).c_str(), kernel.c_str(), err);
-    std::fflush(stdout);  // a hang killed by a timeout still shows the cases done
+    for (const KernelChoice& kc : kernel_choices()) {
+      UseKernels use(kc);
+      Plan plan(c, on_cuda(pr));
+      HostTensor out_padded(sh.dtype, {n, sh.hq + 1, D});
+      DeviceCopy o(out_padded);
+      o.poison();
+      TensorView ov = o.view;
+      ov.shape = {n, sh.hq, D, 0};
+      ov.stride = {(sh.hq + 1) * D, D, 1, 0};
+      dense_attention(plan, slice(0, sh.hq), slice(sh.hq, sh.hkv), slice(sh.hq + sh.hkv, sh.hkv), ov, TensorView{});
+      synchronize(Device::cuda);
+      const HostTensor got_padded = o.fetch(out_padded);
+      HostTensor got(sh.dtype, {n, sh.hq, D});
+      for (std::int64_t t = 0; t < n; ++t)
+        for (std::int64_t i = 0; i < (sh.hq + 1) * D; ++i) {
+          const double v = got_padded.at(t * (sh.hq + 1) * D + i);
+          if (i < sh.hq * D)
+            got.set(t * sh.hq * D + i, v);
+          else
+            ASSERT_TRUE(std::isnan(v)) << "the spare slot of token " << t << " was written, " << kc.label;
+        }
+      ASSERT_TRUE(got.all_finite()) << kc.label;
+      const double err = rel_error(got, r.out);
+      EXPECT_LT(err, 1e-2) << kc.label;
+      std::printf("  %s, %s: %s, output error %.1e\n", name(sh).c_str(), kc.label.c_str(),
+                  checked_kernels(plan, kc).c_str(), err);
+      std::fflush(stdout);  // a hang killed by a timeout still shows the cases done
+    }
   }
 }
 
@@ -275,22 +236,24 @@ TEST(Cuda, GrowingScoresMatchReference) {
       const std::vector<std::int32_t> lengths = {1000, 300};
       const Problem pr = make_problem(lengths, 4, 2, dim, dtype);
       Config c;
-      Plan plan(c, on_cuda(pr));
       Qkv x = random_qkv(pr, rng);
       const std::int64_t token_elems = static_cast<std::int64_t>(pr.kv_heads) * dim;  // K of one token
       std::int64_t t = 0;
       for (const std::int32_t len : lengths)
         for (std::int32_t i = 0; i < len; ++i, ++t)
           for (std::int64_t e = t * token_elems; e < (t + 1) * token_elems; ++e) x.k.set(e, x.k.at(e) * (1 + i / 128));
-      const HostBlockMask m = random_mask(plan, 0.5, false, rng);
+      const HostBlockMask m = random_mask(Plan(c, pr), 0.5, false, rng);
       MaskOnGpu gm(m);
       const BlockMask hm = m.view();
       for (const bool sparse : {false, true}) {
-        const GpuRun g = run_gpu(plan, x, sparse ? &gm.view : nullptr);
-        const std::string kernel = checked_kernel(dim);
         const GpuRun r = run_ref(pr, c, x, sparse ? &hm : nullptr);
-        expect_close(g, r, label + (sparse ? " sparse" : " dense"), kernel);
-        if (HasFatalFailure()) return;
+        for (const KernelChoice& kc : kernel_choices()) {
+          UseKernels use(kc);
+          Plan plan(c, on_cuda(pr));
+          const GpuRun g = run_gpu(plan, x, sparse ? &gm.view : nullptr);
+          expect_close(g, r, label + (sparse ? " sparse, " : " dense, ") + kc.label, checked_kernels(plan, kc));
+          if (HasFatalFailure()) return;
+        }
       }
     }
 }
@@ -307,9 +270,8 @@ TEST(Cuda, LongRowsWithBadEntriesMatchReference) {
     std::mt19937_64 rng(seed);
     const Problem pr = make_problem({12900, 300}, hq, 1, dim, DType::bfloat16);
     Config c;
-    Plan plan(c, on_cuda(pr));
     const Qkv x = random_qkv(pr, rng);
-    const HostBlockMask clean = random_mask(plan, 0.5, false, rng);
+    const HostBlockMask clean = random_mask(Plan(c, pr), 0.5, false, rng);
     // The same rows with an entry outside [0, m] before about half of the kept blocks, below 0
     // or above the diagonal block m (each clean row ends with its m).
     HostBlockMask raw;
@@ -331,12 +293,16 @@ TEST(Cuda, LongRowsWithBadEntriesMatchReference) {
     }
     ASSERT_GT(longest, 64) << "the rows must span three windows of 32 indices";
     MaskOnGpu gm(raw);
-    const GpuRun g = run_gpu(plan, x, &gm.view);
-    const std::string kernel = checked_kernel(dim);
     const BlockMask hm = clean.view();
     const GpuRun r = run_ref(pr, c, x, &hm);
-    expect_close(g, r, label + ", rows of up to " + std::to_string(longest) + " entries", kernel);
-    if (HasFatalFailure()) return;
+    for (const KernelChoice& kc : kernel_choices()) {
+      UseKernels use(kc);
+      Plan plan(c, on_cuda(pr));
+      const GpuRun g = run_gpu(plan, x, &gm.view);
+      expect_close(g, r, label + ", rows of up to " + std::to_string(longest) + " entries, " + kc.label,
+                   checked_kernels(plan, kc));
+      if (HasFatalFailure()) return;
+    }
   }
 }
 
@@ -350,7 +316,6 @@ TEST(Cuda, NanInKeysAndValuesStaysInItsSequence) {
     std::mt19937_64 rng(seed);
     const Problem pr = make_problem({700, 300, 500}, 8, 2, dim, DType::bfloat16);
     Config c;
-    Plan plan(c, on_cuda(pr));
     const Qkv clean = random_qkv(pr, rng);
     Qkv dirty = clean;
     for (int t : {700, 760, 999})  // sequence 1: its first token, one inside, its last
@@ -358,16 +323,21 @@ TEST(Cuda, NanInKeysAndValuesStaysInItsSequence) {
         dirty.k.set((t * 2 + 0) * dim + d, NAN);  // kv head 0: query heads 0-3
         dirty.v.set((t * 2 + 0) * dim + d, NAN);
       }
-    auto run = [&](const Qkv& x) { return run_gpu(plan, x, nullptr).out; };
-    const HostTensor a = run(clean), b = run(dirty);
-    checked_kernel(dim);
-    ASSERT_TRUE(a.all_finite());
-    for (std::int64_t t = 0; t < pr.total_tokens(); ++t)
-      for (int h = 0; h < 8; ++h)
-        for (int d = 0; d < dim; ++d) {
-          const std::int64_t i = (t * 8 + h) * dim + d;
-          if (t < 700 || t >= 1000 || h >= 4) ASSERT_EQ(a.at(i), b.at(i)) << "token " << t << " head " << h;
-        }
+    for (const KernelChoice& kc : kernel_choices()) {
+      UseKernels use(kc);
+      Plan plan(c, on_cuda(pr));
+      checked_kernels(plan, kc);
+      auto run = [&](const Qkv& x) { return run_gpu(plan, x, nullptr).out; };
+      const HostTensor a = run(clean), b = run(dirty);
+      ASSERT_TRUE(a.all_finite()) << kc.label;
+      for (std::int64_t t = 0; t < pr.total_tokens(); ++t)
+        for (int h = 0; h < 8; ++h)
+          for (int d = 0; d < dim; ++d) {
+            const std::int64_t i = (t * 8 + h) * dim + d;
+            if (t < 700 || t >= 1000 || h >= 4)
+              ASSERT_EQ(a.at(i), b.at(i)) << "token " << t << " head " << h << ", " << kc.label;
+          }
+    }
   }
 }
 
@@ -411,21 +381,23 @@ TEST(Cuda, EstimateMatchesReferenceUpToNearTies) {
     c.exact_last_block = cs.exact;
     c.head_columns = cs.columns;
     c.min_budget_tokens = 128;
-    Plan plan(c, on_cuda(pr));
     const Qkv x = random_qkv(pr, rng);
     DeviceCopy q(x.q), k(x.k);
-    const HostEstimate ge = to_host(plan, estimate(plan, q.view, k.view));
-    const std::string stage1 = checked_stage1(), stage2 = checked_stage2();
     Config rc = c;
     rc.backend = Backend::cpu_reference;
     Plan ref(rc, pr);
     const HostEstimate re = to_host(ref, estimate(ref, x.q.view(), x.k.view()));
-    // The GPU ranks with proxies rounded to the input dtype: near-ties within 5% of the row max.
-    const MaskCheck check = check_estimate(ref, x.q.view(), x.k.view(), ge, &re, 5e-2);
-    EXPECT_TRUE(check.failures.empty()) << check.report();
-    EXPECT_GE(check.rows_equal, check.rows_checked * 9 / 10) << check.report();
-    std::printf("  %s stride %d: stage 1 %s, stage 2 %s, %s\n", name(cs.shape).c_str(), cs.stride, stage1.c_str(),
-                stage2.c_str(), check.report().c_str());
+    for (const KernelChoice& kc : kernel_choices()) {
+      UseKernels use(kc);
+      Plan plan(c, on_cuda(pr));
+      const HostEstimate ge = to_host(plan, estimate(plan, q.view, k.view));
+      // The GPU ranks with proxies rounded to the input dtype: near-ties within 5% of the row max.
+      const MaskCheck check = check_estimate(ref, x.q.view(), x.k.view(), ge, &re, 5e-2);
+      EXPECT_TRUE(check.failures.empty()) << kc.label << ": " << check.report();
+      EXPECT_GE(check.rows_equal, check.rows_checked * 9 / 10) << kc.label << ": " << check.report();
+      std::printf("  %s stride %d, %s: %s, %s\n", name(cs.shape).c_str(), cs.stride, kc.label.c_str(),
+                  checked_kernels(plan, kc).c_str(), check.report().c_str());
+    }
   }
 }
 
@@ -437,17 +409,22 @@ TEST(Cuda, GammaOneIsDenseAttention) {
   const Problem pr = make_problem({1000, 77}, 8, 2, 128, DType::bfloat16);
   Config c;
   c.gamma = 1.0;
-  Plan plan(c, on_cuda(pr));
   const Qkv x = random_qkv(pr, rng);
   DeviceCopy q(x.q), k(x.k), v(x.v);
   HostTensor out(pr.dtype, {pr.total_tokens(), 8, 128});
-  DeviceCopy o1(out), o2(out);
-  o1.poison();
-  o2.poison();
-  const Estimate e = attention(plan, q.view, k.view, v.view, o1.view, TensorView{});
-  EXPECT_DOUBLE_EQ(to_host(plan, e).density(), 1.0);
-  dense_attention(plan, q.view, k.view, v.view, o2.view, TensorView{});
-  EXPECT_EQ(o1.fetch(out).bytes, o2.fetch(out).bytes) << "the full mask must give dense attention exactly";
+  for (const KernelChoice& kc : kernel_choices()) {
+    UseKernels use(kc);
+    Plan plan(c, on_cuda(pr));
+    checked_kernels(plan, kc);
+    DeviceCopy o1(out), o2(out);
+    o1.poison();
+    o2.poison();
+    const Estimate e = attention(plan, q.view, k.view, v.view, o1.view, TensorView{});
+    EXPECT_DOUBLE_EQ(to_host(plan, e).density(), 1.0) << kc.label;
+    dense_attention(plan, q.view, k.view, v.view, o2.view, TensorView{});
+    EXPECT_EQ(o1.fetch(out).bytes, o2.fetch(out).bytes) << "the full mask must give dense attention exactly, "
+                                                         << kc.label;
+  }
 }
 
 TEST(Cuda, ZeroTokensGiveEmptyResults) {
@@ -472,26 +449,30 @@ TEST(Cuda, GraphCaptureReplaysTheWholeLayer) {
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
   Config c;
   c.min_budget_tokens = 256;
-  Plan plan(c, on_cuda(pr), stream);
   const Qkv x = random_qkv(pr, rng);
   DeviceCopy q(x.q), k(x.k), v(x.v);
   HostTensor out(pr.dtype, {pr.total_tokens(), 8, 128});
-  DeviceCopy eager(out), graphed(out);
-  eager.poison();
-  graphed.poison();
-  attention(plan, q.view, k.view, v.view, eager.view, TensorView{}, stream);
-  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-  cudaGraph_t graph;
-  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-  attention(plan, q.view, k.view, v.view, graphed.view, TensorView{}, stream);
-  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess) << "estimate + attend must be capturable";
-  cudaGraphExec_t exec;
-  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-  for (int i = 0; i < 3; ++i) ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
-  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-  EXPECT_EQ(eager.fetch(out).bytes, graphed.fetch(out).bytes);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
+  for (const KernelChoice& kc : kernel_choices()) {
+    UseKernels use(kc);
+    Plan plan(c, on_cuda(pr), stream);
+    checked_kernels(plan, kc);
+    DeviceCopy eager(out), graphed(out);
+    eager.poison();
+    graphed.poison();
+    attention(plan, q.view, k.view, v.view, eager.view, TensorView{}, stream);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    cudaGraph_t graph;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+    attention(plan, q.view, k.view, v.view, graphed.view, TensorView{}, stream);
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess) << "estimate + attend must be capturable, " << kc.label;
+    cudaGraphExec_t exec;
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (int i = 0; i < 3; ++i) ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    EXPECT_EQ(eager.fetch(out).bytes, graphed.fetch(out).bytes) << kc.label;
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }
   cudaStreamDestroy(stream);
 }
 
@@ -504,10 +485,14 @@ TEST(Cuda, NanStaysInItsSequenceAndGroup) {
   Config c;
   c.proxy_groups = 2;
   c.min_budget_tokens = 128;
-  Plan plan(c, on_cuda(pr));
   const Qkv clean = random_qkv(pr, rng);
   Qkv dirty = clean;
   dirty.q.set((780 * 8 + 1) * 64 + 3, NAN);  // sequence 1, head 1 (group 0), a strided token
+  for (const KernelChoice& kc : kernel_choices()) {
+  SCOPED_TRACE(kc.label);
+  UseKernels use(kc);
+  Plan plan(c, on_cuda(pr));
+  checked_kernels(plan, kc);
   auto run = [&](const Qkv& x) {
     DeviceCopy q(x.q), k(x.k), v(x.v);
     HostTensor out(pr.dtype, {pr.total_tokens(), 8, 64});
@@ -528,6 +513,7 @@ TEST(Cuda, NanStaysInItsSequenceAndGroup) {
         else if (h != 1)
           ASSERT_TRUE(std::isfinite(b.at(i))) << "token " << t << " head " << h;
       }
+  }
 }
 
 TEST(Cuda, UnsupportedInputsAreClearErrors) {
@@ -598,8 +584,43 @@ TEST(Cuda, TiesGoToTheLowerBlockIndex) {
   // GPU's chunked sums (rescaled as each chunk's running max moves) do not keep.
   c.head_columns = 0;
   c.exact_last_block = false;
-  Plan plan(c, on_cuda(pr));
   DeviceCopy q(x.q), k(x.k);
-  const HostEstimate e = to_host(plan, estimate(plan, q.view, k.view));
-  expect_ties_to_lower_index(e, plan.num_blocks(), 8);
+  for (const KernelChoice& kc : kernel_choices()) {
+    SCOPED_TRACE(kc.label);
+    UseKernels use(kc);
+    Plan plan(c, on_cuda(pr));
+    checked_kernels(plan, kc);
+    const HostEstimate e = to_host(plan, estimate(plan, q.view, k.view));
+    expect_ties_to_lower_index(e, plan.num_blocks(), 8);
+  }
+}
+
+// The kernel request of the environment (PROXYATTN_KERNEL): bad text is an error that names the
+// variable and the value; a request the device cannot serve is an error when the plan is built.
+TEST(Cuda, KernelRequestsAreCheckedWhenParsed) {
+  EXPECT_FALSE(kernels::parse_kernel_request("").arch.has_value());
+  EXPECT_FALSE(kernels::parse_kernel_request("auto").arch.has_value());
+  const kernels::KernelRequest r = kernels::parse_kernel_request("sm90,ctas=3,split=2");
+  EXPECT_EQ(r.arch, kernels::Arch::sm90);
+  EXPECT_EQ(r.ctas, 3);
+  EXPECT_EQ(r.split, 2);
+  EXPECT_EQ(kernels::parse_kernel_request("sm80").arch, kernels::Arch::sm80);
+  for (const char* bad : {"hopper", "sm90,ctas=0", "sm90,split=9", "sm90,ctas=x", "sm80,foo=1", "sm90,"}) {
+    try {
+      kernels::parse_kernel_request(bad);
+      ADD_FAILURE() << "no error for '" << bad << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("PROXYATTN_KERNEL"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
+    }
+  }
+  REQUIRE_GPU();
+  if (sm90_runs()) GTEST_SKIP() << "sm90 runs here: the refusal of an sm90 request needs another GPU";
+  UseKernels use({"sm90", kernels::parse_kernel_request("sm90")});
+  try {
+    Plan plan(Config{}, on_cuda(make_problem({100}, 4, 2, 128, DType::bfloat16)));
+    ADD_FAILURE() << "no error for sm90 on a device without it";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sm90"), std::string::npos) << e.what();
+  }
 }

@@ -7,7 +7,6 @@
 
 #include "chunk_util.hpp"
 #include "core/plan_impl.hpp"
-#include "cuda/attention_kernel.hpp"
 #include "cuda_util.hpp"
 #include "mask_check.hpp"
 #include "test_util.hpp"
@@ -56,14 +55,13 @@ Outputs reference(const Problem& pr, const Config& c, const ChunkRun& r, const B
   return o;
 }
 
-void expect_close(const Outputs& g, const Outputs& want, const std::string& label) {
+void expect_close(const Outputs& g, const Outputs& want, const std::string& label, const std::string& kernels) {
   ASSERT_TRUE(g.out.all_finite()) << label << ": unwritten or non-finite output";
   if (want.out.numel() == 0) return;
   const double err = rel_error(g.out, want.out), lse_err = lse_error(g.lse, want.lse);
   EXPECT_LT(err, 1e-2) << label;
   EXPECT_LT(lse_err, 1e-3) << label;
-  std::printf("  %s: kernel %s, output error %.1e, lse error %.1e\n", label.c_str(),
-              proxyattn::detail::cuda::last_attention_kernel(), err, lse_err);
+  std::printf("  %s: %s, output error %.1e, lse error %.1e\n", label.c_str(), kernels.c_str(), err, lse_err);
   std::fflush(stdout);
 }
 
@@ -125,12 +123,15 @@ TEST(CudaChunked, DenseAndGammaOneMatchTheReference) {
     SCOPED_TRACE(describe(c) + " seed " + std::to_string(seed));
     const ChunkRun r = make_run(c, rng);
     const Outputs want = reference(r.part, config(1.0), r, nullptr);
-    GpuChunk g(config(1.0), r, 0, rng);
-    const Outputs dense = g.run(0, nullptr);
-    expect_close(dense, want, describe(c) + " dense");
-    const Outputs full = g.run(2, nullptr);
-    EXPECT_EQ(full.out.bytes, dense.out.bytes) << "gamma 1 must give dense attention exactly";
-    EXPECT_DOUBLE_EQ(g.estimate().density(), 1.0);
+    for (const KernelChoice& kc : kernel_choices()) {
+      UseKernels use(kc);
+      GpuChunk g(config(1.0), r, 0, rng);
+      const Outputs dense = g.run(0, nullptr);
+      expect_close(dense, want, describe(c) + " dense, " + kc.label, checked_kernels(g.plan, kc));
+      const Outputs full = g.run(2, nullptr);
+      EXPECT_EQ(full.out.bytes, dense.out.bytes) << "gamma 1 must give dense attention exactly, " << kc.label;
+      EXPECT_DOUBLE_EQ(g.estimate().density(), 1.0) << kc.label;
+    }
   }
 }
 
@@ -148,21 +149,24 @@ TEST(CudaChunked, EstimateAndSparseMatchTheReference) {
       cfg.budget_mode = variant ? BudgetMode::last_row_count : BudgetMode::row_ratio;
       SCOPED_TRACE(describe(c) + " variant " + std::to_string(variant) + " seed " + std::to_string(seed));
       const ChunkRun r = make_run(c, rng);
-      GpuChunk g(cfg, r, 0, rng);
-      const HostEstimate ge = g.estimate();
       Config rc = cfg;
       rc.backend = Backend::cpu_reference;
       Plan ref(rc, r.part);
       const HostEstimate re = to_host(ref, estimate(ref, r.q.view(), r.x.k.view()));
-      const MaskCheck check = check_estimate(ref, r.q.view(), r.x.k.view(), ge, &re, 5e-2);
-      EXPECT_TRUE(check.failures.empty()) << check.report();
-      EXPECT_GE(check.rows_equal, check.rows_checked * 9 / 10) << check.report();
-      std::printf("  %s variant %d: stage 1 %s, stage 2 %s, %s\n", describe(c).c_str(), variant,
-                  proxyattn::detail::cuda::last_stage1_kernel(), proxyattn::detail::cuda::last_stage2_kernel(),
-                  check.report().c_str());
       const BlockMask mask = re.mask.view();
       const MaskOnGpu gm(re.mask);
-      expect_close(g.run(1, &gm.view), reference(r.part, cfg, r, &mask), describe(c) + " sparse");
+      const Outputs want = reference(r.part, cfg, r, &mask);
+      for (const KernelChoice& kc : kernel_choices()) {
+        UseKernels use(kc);
+        GpuChunk g(cfg, r, 0, rng);
+        const std::string kernels = checked_kernels(g.plan, kc);
+        const MaskCheck check = check_estimate(ref, r.q.view(), r.x.k.view(), g.estimate(), &re, 5e-2);
+        EXPECT_TRUE(check.failures.empty()) << kc.label << ": " << check.report();
+        EXPECT_GE(check.rows_equal, check.rows_checked * 9 / 10) << kc.label << ": " << check.report();
+        std::printf("  %s variant %d, %s: %s, %s\n", describe(c).c_str(), variant, kc.label.c_str(), kernels.c_str(),
+                    check.report().c_str());
+        expect_close(g.run(1, &gm.view), want, describe(c) + " sparse, " + kc.label, kernels);
+      }
     }
 }
 
@@ -175,18 +179,22 @@ TEST(CudaChunked, LastChunkKeepsTheOneCallMask) {
   for (const ChunkCase& c : kCases) {
     SCOPED_TRACE(describe(c) + " seed " + std::to_string(seed));
     const ChunkRun r = make_run(c, rng);
-    GpuChunk part(config(0.8), r, 0, rng);
-    const HostEstimate ep = part.estimate();
-    Plan whole(config(0.8), on_cuda(r.whole));
     DeviceCopy q(r.x.q), k(r.x.k);
-    const HostEstimate ew = to_host(whole, estimate(whole, q.view, k.view));
-    expect_whole_rows_as_one_call(part.plan.impl(), ep, whole.impl(), ew);
+    for (const KernelChoice& kc : kernel_choices()) {
+      SCOPED_TRACE(kc.label);
+      UseKernels use(kc);
+      GpuChunk part(config(0.8), r, 0, rng);
+      const HostEstimate ep = part.estimate();
+      Plan whole(config(0.8), on_cuda(r.whole));
+      const HostEstimate ew = to_host(whole, estimate(whole, q.view, k.view));
+      expect_whole_rows_as_one_call(part.plan.impl(), ep, whole.impl(), ew);
+    }
   }
 }
 
 // Paged keys and values give the contiguous call's masks and outputs for pages that divide the
-// block (the Hopper kernel's page-sized copies from 8 tokens, the portable kernel below), equal
-// it, or span two blocks; the pages shuffled, spare pages NaN.
+// block (the sm90 kernel's page-sized copies from 8 tokens, the sm80 kernel below), equal it, or
+// span two blocks; the pages shuffled, spare pages NaN.
 TEST(CudaPaged, EqualsContiguous) {
   REQUIRE_GPU();
   const std::uint64_t seed = fresh_seed();
@@ -196,23 +204,25 @@ TEST(CudaPaged, EqualsContiguous) {
       const std::string label = describe(c) + " page " + std::to_string(page);
       SCOPED_TRACE(label + " seed " + std::to_string(seed));
       const ChunkRun r = make_run(c, rng);
-      GpuChunk flat(config(0.85), r, 0, rng), paged(config(0.85), r, page, rng);
-      const HostEstimate ef = flat.estimate(), ep = paged.estimate();
-      EXPECT_EQ(ep.mask.row_offsets, ef.mask.row_offsets);
-      EXPECT_EQ(ep.mask.col_indices, ef.mask.col_indices);
-      EXPECT_EQ(ep.budget_blocks, ef.budget_blocks);
-      for (int kind : {0, 2}) {
-        const Outputs want = flat.run(kind, nullptr);
-        const std::string kernel_flat = proxyattn::detail::cuda::last_attention_kernel();
-        const Outputs got = paged.run(kind, nullptr);
-        const std::string kernel = proxyattn::detail::cuda::last_attention_kernel();
-        ASSERT_TRUE(got.out.all_finite()) << "kind " << kind << ": a spare page was read or a row left unwritten";
-        if (kernel == kernel_flat)
-          EXPECT_EQ(got.out.bytes, want.out.bytes) << "kind " << kind << " kernel " << kernel;
-        else if (want.out.numel() > 0)
-          EXPECT_LT(rel_error(got.out, want.out), 1e-2) << "kind " << kind << " kernel " << kernel;
-        std::printf("  %s kind %d: kernel %s (contiguous %s)\n", label.c_str(), kind, kernel.c_str(),
-                    kernel_flat.c_str());
+      for (const KernelChoice& kc : kernel_choices()) {
+        SCOPED_TRACE(kc.label);
+        UseKernels use(kc);
+        GpuChunk flat(config(0.85), r, 0, rng), paged(config(0.85), r, page, rng);
+        const std::string kernel_flat = checked_kernels(flat.plan, kc), kernel = checked_kernels(paged.plan, kc);
+        const HostEstimate ef = flat.estimate(), ep = paged.estimate();
+        EXPECT_EQ(ep.mask.row_offsets, ef.mask.row_offsets);
+        EXPECT_EQ(ep.mask.col_indices, ef.mask.col_indices);
+        EXPECT_EQ(ep.budget_blocks, ef.budget_blocks);
+        const bool same = kernels::plan_kernels(flat.plan).attention == kernels::plan_kernels(paged.plan).attention;
+        for (int kind : {0, 2}) {
+          const Outputs want = flat.run(kind, nullptr), got = paged.run(kind, nullptr);
+          ASSERT_TRUE(got.out.all_finite()) << "kind " << kind << ": a spare page was read or a row left unwritten";
+          if (same)
+            EXPECT_EQ(got.out.bytes, want.out.bytes) << "kind " << kind << ", " << kernel;
+          else if (want.out.numel() > 0)
+            EXPECT_LT(rel_error(got.out, want.out), 1e-2) << "kind " << kind << ", " << kernel;
+          std::printf("  %s kind %d: %s (contiguous: %s)\n", label.c_str(), kind, kernel.c_str(), kernel_flat.c_str());
+        }
       }
     }
 }
@@ -230,13 +240,17 @@ TEST(CudaPaged, EntriesOutsideTheCacheReadNothingOutside) {
     Paged p = page_out(r.x.k, r.x.v, r.part, page, rng);
     reinterpret_cast<std::int32_t*>(p.table.bytes.data())[1] = 1 << 30;
     DeviceCopy q(r.q), k(p.k), v(p.v), t(p.table);
-    Plan plan(config(0.9), on_cuda(pr));
-    HostTensor out(pr.dtype, {pr.total_tokens(), 8, 128});
-    DeviceCopy o(out);
-    attention(plan, q.view, KvCache{k.view, v.view, t.view}, o.view, TensorView{});
-    dense_attention(plan, q.view, KvCache{k.view, v.view, t.view}, o.view, TensorView{});
-    synchronize(Device::cuda);
-    EXPECT_TRUE(o.fetch(out).all_finite()) << "page " << page;
+    for (const KernelChoice& kc : kernel_choices()) {
+      UseKernels use(kc);
+      Plan plan(config(0.9), on_cuda(pr));
+      checked_kernels(plan, kc);
+      HostTensor out(pr.dtype, {pr.total_tokens(), 8, 128});
+      DeviceCopy o(out);
+      attention(plan, q.view, KvCache{k.view, v.view, t.view}, o.view, TensorView{});
+      dense_attention(plan, q.view, KvCache{k.view, v.view, t.view}, o.view, TensorView{});
+      synchronize(Device::cuda);
+      EXPECT_TRUE(o.fetch(out).all_finite()) << "page " << page << ", " << kc.label;
+    }
   }
 }
 

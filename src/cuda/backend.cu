@@ -4,20 +4,16 @@
 #include <cub/device/device_scan.cuh>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstdlib>
-#include <cstring>
-#include <initializer_list>
-#include <string>
 
 #include "core/backends.hpp"
 #include "core/rules.hpp"
-#include "cuda/attention.cuh"
-#include "cuda/attention_kernel.hpp"
+#include "cuda/dispatch.cuh"
 #include "cuda/estimate.cuh"
-#include "cuda/hopper/attention_sm90.cuh"
+#include "cuda/kernels.hpp"
 #include "cuda/layout.hpp"
 #include "cuda/runtime.hpp"
+#include "cuda/sm80/attention.cuh"
+#include "cuda/sm90/attention.cuh"
 
 namespace proxyattn::detail::cuda {
 namespace {
@@ -26,57 +22,18 @@ constexpr int kWorkBits = 14;  // row lengths are at most kMaxBlocks = 8192 < 2^
 
 constexpr int kMaxKvMajorHeads = 1024;  // kv head numbers above the work bits: 24-bit keys at most
 
-// Index of the environment variable's value in `names`; unset or empty gives 0 (the default).
-// Any other value is an error that lists the names. The A/B switches below read it once each.
-int env_choice(const char* var, std::initializer_list<const char*> names) {
-  const char* s = std::getenv(var);
-  if (!s || !*s) return 0;
-  int i = 0;
-  for (const char* n : names) {
-    if (std::strcmp(s, n) == 0) return i;
-    ++i;
-  }
-  std::string list;
-  i = 0;
-  for (const char* n : names) {
-    list += i == 0 ? "" : i + 1 == static_cast<int>(names.size()) ? " or " : ", ";
-    list += n;
-    ++i;
-  }
-  fail(ErrorCode::invalid_argument, var, " must be ", list, ", got '", s, "'");
-}
-
-// The environment variable's integer value in [lo, hi]; unset or empty gives `fallback`, and
-// anything else is an error that names the variable, the range and the value.
-int env_int(const char* var, int lo, int hi, int fallback) {
-  const char* s = std::getenv(var);
-  if (!s || !*s) return fallback;
-  char* end = nullptr;
-  errno = 0;
-  const long v = std::strtol(s, &end, 10);
-  if (*end != '\0' || errno != 0 || v < lo || v > hi)
-    fail(ErrorCode::invalid_argument, var, " must be an integer in [", lo, ", ", hi, "], got '", s, "'");
-  return static_cast<int>(v);
-}
-
-// The order of the attention schedule. kv (the default): kv heads one after the other, so that
-// the CTAs running at one time read the K/V of one kv head and L2 serves most of their tiles
-// (with every head at once, a sparse mask's tiles are spread over all of K and V, far more than
-// L2 holds). Within a kv head the rows go longest first, or shortest first in every other kv head
-// (the last one longest first, so that the schedule ends on short rows): the persistent kernel
-// deals the list out in rounds, one item per CTA, and its snake order balances the CTAs' totals
-// only over a list that is sorted; with every kv head longest first, a round that straddles two
-// kv heads pairs the shortest rows of one with the longest of the next, and the same CTAs take
-// the long ones twice (at 16K, Llama shapes, the busiest CTA had 24% more work than the mean;
-// zigzag: 0.1%). length: longest rows first over all heads.
-// PROXYATTN_SCHEDULE=kv|length picks for A/B runs.
-bool kv_order() {
-  static const bool kv = env_choice("PROXYATTN_SCHEDULE", {"kv", "length"}) == 0;
-  return kv;
-}
-
-// Whether the schedule's sort keys carry the kv head (kv order, and few enough kv heads).
-bool kv_major(int kv_heads) { return kv_order() && kv_heads <= kMaxKvMajorHeads; }
+// The order of the attention schedule: kv heads one after the other, so that the CTAs running at
+// one time read the K/V of one kv head and L2 serves most of their tiles (with every head at
+// once, a sparse mask's tiles are spread over all of K and V, far more than L2 holds). Within a
+// kv head the rows go longest first, or shortest first in every other kv head (the last one
+// longest first, so that the schedule ends on short rows): the persistent kernel deals the list
+// out in rounds, one item per CTA, and its snake order balances the CTAs' totals only over a
+// list that is sorted; with every kv head longest first, a round that straddles two kv heads
+// pairs the shortest rows of one with the longest of the next, and the same CTAs take the long
+// ones twice (at 16K, Llama shapes, the busiest CTA had 24% more work than the mean; zigzag:
+// 0.1%). Where the sort keys cannot hold the kv head (more than 1024), or a kv head's rows fill
+// less than a round of the grid (attention()), longest rows first over all heads.
+bool kv_major(int kv_heads) { return kv_heads <= kMaxKvMajorHeads; }
 
 // Bits of a schedule sort key: the work of a row, and above it the kv head when kv_major.
 int schedule_key_bits(int kv_heads) {
@@ -85,47 +42,13 @@ int schedule_key_bits(int kv_heads) {
   return bits;
 }
 
-// L2 eviction priorities on the Hopper kernel's copies (Q first, K and V last); on by default,
-// PROXYATTN_L2_HINTS=0 turns them off for A/B runs.
-bool l2_hints() {
-  static const bool on = env_choice("PROXYATTN_L2_HINTS", {"1", "0"}) == 0;
-  return on;
-}
-
-// At most this many CTAs in the persistent Hopper grid (default: one per multiprocessor).
-// PROXYATTN_PERSISTENT_CTAS=3 makes each CTA walk many work items even in small tests, the
-// path that long inputs take (item hand-over, Q stages, the tile stream across items).
-int persistent_cta_limit() {
-  static const int limit = env_int("PROXYATTN_PERSISTENT_CTAS", 1, 1 << 20, 0);
-  return limit;
-}
-
 struct State {
   Tables tables;
   Regions regions;
+  Kernels kernels;
 };
 
 State& state(const Plan::Impl& p) { return *static_cast<State*>(p.backend_state.get()); }
-
-// Calls f.template operator()<T, D>() for the plan's dtype and head dim: the one place that
-// maps runtime values to kernel instantiations.
-template <class F>
-void dispatch(DType dtype, int dim, F&& f) {
-  auto by_dim = [&]<class T>() {
-    switch (dim) {
-      case 64: f.template operator()<T, 64>(); return;
-      case 128: f.template operator()<T, 128>(); return;
-      case 256: f.template operator()<T, 256>(); return;
-      default: fail(ErrorCode::unsupported, "the CUDA backend takes head_dim 64, 128 or 256, got ", dim);
-    }
-  };
-  if (dtype == DType::bfloat16)
-    by_dim.template operator()<__nv_bfloat16>();
-  else if (dtype == DType::float16)
-    by_dim.template operator()<__half>();
-  else
-    fail(ErrorCode::unsupported, "the CUDA backend takes float16 or bfloat16, got ", dtype_name(dtype));
-}
 
 void check_operand(const char* name, const TensorView& t) {
   if (reinterpret_cast<std::uintptr_t>(t.data) % 16 != 0)
@@ -149,7 +72,7 @@ std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
 
 // Sort keys of the attention schedule (sorted descending): kept blocks of each row (or m + 1
 // when dense), below (kv_heads - 1 - kv head) when kv_major; in the kv heads that go shortest
-// first (kv_order), the complement of the work.
+// first (kv_major), the complement of the work.
 __global__ void schedule_keys_kernel(const std::int64_t* row_offsets, const std::int32_t* block_seq,
                                      const std::int32_t* block_offset, const std::int32_t* first_block, int q_heads,
                                      int gqa_ratio, int kv_heads, bool kv_major, int rows, std::int32_t* keys,
@@ -171,113 +94,16 @@ __global__ void schedule_keys_kernel(const std::int64_t* row_offsets, const std:
   ids[r] = r;
 }
 
-// Which kernels run: the Hopper ones (sm_90a: TMA, wgmma) wherever they can (an sm_90 device,
-// this build's sm_90a code, operands a tensor map accepts), else the portable ones (sm_80
-// mma.sync). PROXYATTN_KERNEL, read once, picks for A/B runs: hopper (the default, a persistent
-// attention grid), hopper-grid (one attention CTA per work item), portable (attention and the
-// estimator's stage 1 + 3 on the portable kernels).
-enum class KernelMode { hopper, hopper_grid, portable };  // in the order of env_choice's names
-
-KernelMode kernel_mode() {
-  static const auto mode = static_cast<KernelMode>(env_choice("PROXYATTN_KERNEL", {"hopper", "hopper-grid", "portable"}));
-  return mode;
-}
-
-// The estimator's stage 1 + 3 on Hopper: auto (the default) runs the wgmma kernel where its
-// CTAs (groups of query blocks times the split, up to 8) fill at least half the GPU, hopper
-// wherever it can run (tests of small inputs), portable never. PROXYATTN_STAGE1, read once,
-// picks; PROXYATTN_KERNEL=portable also means portable here.
-enum class Stage1Mode { automatic, hopper, portable };  // in the order of env_choice's names
-
-Stage1Mode stage1_mode() {
-  static const auto mode = static_cast<Stage1Mode>(env_choice("PROXYATTN_STAGE1", {"auto", "hopper", "portable"}));
-  return mode;
-}
-
-// Into how many CTAs (a cluster) the Hopper stage 1 splits each group's keys: 0 (the default)
-// lets the launcher choose; PROXYATTN_STAGE1_SPLIT=1..8 fixes it (A/B runs, tests).
-int stage1_split() {
-  static const int split = env_int("PROXYATTN_STAGE1_SPLIT", 0, 8, 0);
-  return split;
-}
-
-// The estimator's stage 2 on Hopper: hopper (the default) wherever it can run, portable never;
-// PROXYATTN_STAGE2, read once, picks (A/B runs); PROXYATTN_KERNEL=portable also means portable.
-bool stage2_on_hopper() {
-  static const bool hopper = env_choice("PROXYATTN_STAGE2", {"hopper", "portable"}) == 0;
-  return hopper;
-}
-
-thread_local const char* last_kernel = "";
-
-// Whether the Hopper kernels may run on the plan's device: an sm_90 device and a mode other
-// than portable (each kernel still checks that this build has its sm_90a code).
-bool hopper_device(const Plan::Impl& p) {
-  if (kernel_mode() == KernelMode::portable) return false;
-  int major = 0, minor = 0;
-  PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, p.problem.device_index));
-  PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, p.problem.device_index));
-  return major == 9 && minor == 0;
-}
-
-// The device where the estimator's stage 2 runs on wgmma, or -1 (the portable kernel).
-int stage2_device(const Plan::Impl& p) {
-  if (!stage2_on_hopper() || !hopper_device(p)) return -1;
-  bool runs = false;
-  dispatch(p.problem.dtype, p.problem.head_dim,
-           [&]<class T, int D>() { runs = stage2_sm90_runs<T, D>(p.problem.device_index); });
-  return runs ? p.problem.device_index : -1;
-}
-
-// L2 priorities of the Hopper kernel's K/V copies by key position, an A/B switch. Unset (the
-// default): all K/V evict_last. PROXYATTN_L2_PIN_PERCENT=N: the K/V of each sequence's first
-// keys evict_last and the rest evict_normal, with the bound set so that the pinned part of the
-// kv heads read at one time (one in kv order) fills N% of L2. At 75% Llama-3.1-8B's dense case
-// ran 1-2% faster, but Qwen2.5-7B's 10% case 3-4% and Gemma-2-9B's dense case 3.5% slower, so
-// it is not the default.
-int l2_pin_percent() {
-  static const int percent = env_int("PROXYATTN_L2_PIN_PERCENT", 0, 100, -1);
-  return percent;
-}
-
-// The Hopper kernel's key bound (key_bytes: one key's K or V; by_kv: the schedule goes kv head
-// by kv head): INT32_MAX (everything evict_last) when the switch is unset.
-int l2_pin_keys(const Plan::Impl& p, int key_bytes, bool by_kv) {
-  if (l2_pin_percent() < 0) return INT32_MAX;
-  int l2 = 0;
-  PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, p.problem.device_index));
-  const std::int64_t heads = by_kv ? 1 : p.problem.kv_heads;
-  const std::int64_t keys = static_cast<std::int64_t>(l2) * l2_pin_percent() / 100 / (2 * key_bytes * heads);
-  return static_cast<int>(std::min<std::int64_t>(keys, INT32_MAX));
-}
-
-// CTAs of the persistent Hopper grid where that kernel runs (the one-CTA-per-item launches and the
-// portable kernel leave the order of items to the hardware: 0).
-int persistent_grid(const Plan::Impl& p) {
-  if (kernel_mode() != KernelMode::hopper || !hopper_device(p)) return 0;
-  int sms = 0;
-  PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, p.problem.device_index));
-  const int limit = persistent_cta_limit();
-  return limit > 0 ? std::min(sms, limit) : sms;
-}
-
-// Launches the sparse attention of ap with the kernel that the mode and the device allow; grid:
-// persistent_grid(p), which the schedule was sorted for.
-void launch_attention(const Plan::Impl& p, const AttentionParams& ap, int grid, cudaStream_t stream) {
-  const bool hopper = hopper_device(p);
+// Launches the sparse attention of ap on the plan's kernel.
+void launch_attention(const Plan::Impl& p, const Kernels& k, const AttentionParams& ap, cudaStream_t stream) {
   dispatch(p.problem.dtype, p.problem.head_dim, [&]<class T, int D>() {
-    if constexpr (sm90::supports_head_dim(D)) {
+    if (k.attention == Arch::sm90) {
       sm90::TileMaps maps;
-      if (hopper && sm90::kernel_available<T, D>(p.problem.device_index) &&
-          sm90::make_tile_maps(ap, Elem<T>::is_bf16, D, p.problem.kv_heads, &maps)) {
-        const bool persistent = grid > 0;  // else PROXYATTN_KERNEL=hopper-grid
-        sm90::launch_sparse_attention_sm90<T, D>(ap, maps, persistent, grid, stream);
-        last_kernel = persistent ? "hopper" : "hopper-grid";
-        return;
-      }
+      sm90::make_tile_maps(ap, Elem<T>::is_bf16, D, p.problem.kv_heads, &maps);
+      sm90::launch_sparse_attention_sm90<T, D>(ap, maps, k.grid, stream);
+    } else {
+      launch_sparse_attention<T, D>(ap, stream);
     }
-    launch_sparse_attention<T, D>(ap, stream);
-    last_kernel = "portable";
   });
 }
 
@@ -295,7 +121,12 @@ KvRows kv_rows(const Plan::Impl& p, const Regions& r, const TensorView& k) {
 
 }  // namespace
 
-const char* last_attention_kernel() { return last_kernel; }
+const Kernels& plan_kernels(const Plan& plan) {
+  const Plan::Impl& p = plan.impl();
+  if (p.backend != Backend::cuda || !p.backend_state)
+    fail(ErrorCode::invalid_argument, "plan_kernels: the plan is not a CUDA plan");
+  return state(p).kernels;
+}
 
 Tables make_tables(const Plan::Impl& p) {
   Tables t;
@@ -386,12 +217,10 @@ void check_supported(const Plan::Impl& p) {
   if (prop.major < 8)
     fail(ErrorCode::unsupported, "the CUDA backend needs compute capability 8.0 or newer, cuda:",
          p.problem.device_index, " is ", prop.major, ".", prop.minor);
-  if (p.problem.dtype != DType::bfloat16 && p.problem.dtype != DType::float16)
-    fail(ErrorCode::unsupported, "the CUDA backend takes float16 or bfloat16, got problem.dtype ",
-         dtype_name(p.problem.dtype));
-  const int D = p.problem.head_dim;
-  if (D != 64 && D != 128 && D != 256)
-    fail(ErrorCode::unsupported, "the CUDA backend takes head_dim 64, 128 or 256, got ", D);
+  if (!in_kernel_table(p.problem.dtype, p.problem.head_dim))
+    fail(ErrorCode::unsupported, "the CUDA backend takes problem.dtype ", PROXYATTN_CUDA_DTYPES_TEXT,
+         " and problem.head_dim ", PROXYATTN_CUDA_HEAD_DIMS_TEXT, ", got ", dtype_name(p.problem.dtype), " and ",
+         p.problem.head_dim);
   if (p.config.block_size != kBlock)
     fail(ErrorCode::unsupported, "the CUDA backend takes config.block_size 128, got ", p.config.block_size);
   if (p.config.stride > 16)
@@ -414,6 +243,7 @@ void prepare(Plan::Impl& p, void* stream_ptr) {
   DeviceGuard guard(p.problem.device_index);
   auto st = std::make_shared<State>();
   st->tables = make_tables(p);
+  st->kernels = choose_kernels(p, st->tables, kernel_request());
   carve(p, st->tables, p.workspace, &st->regions);
   const auto s = static_cast<cudaStream_t>(stream_ptr);
   const Tables& t = st->tables;
@@ -466,20 +296,14 @@ Estimate estimate(Plan::Impl& p, const TensorView& q, const TensorView& k, void*
   ep.gamma = static_cast<float>(p.config.gamma);
   ep.scale_log2 = p.scale * kLog2e;
 
-  const Stage1Mode stage1 = stage1_mode();
-  const bool hopper = stage1 != Stage1Mode::portable && hopper_device(p);  // stage 1 + 3 on wgmma
-  const int stage2 = stage2_device(p);
   dispatch(p.problem.dtype, p.problem.head_dim,
-           [&]<class T, int D>() { launch_estimate_before_scan<T, D>(ep, stage2, stream); });
+           [&]<class T, int D>() { launch_estimate_before_scan<T, D>(ep, st.kernels, stream); });
   PROXYATTN_CUDA_CHECK(cudaMemsetAsync(r.counts + p.mask_rows, 0, sizeof(std::int64_t), stream));
   std::size_t scan_bytes = r.scan_temp_bytes;
   PROXYATTN_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(r.scan_temp, scan_bytes, r.counts, r.row_offsets,
                                                      static_cast<int>(p.mask_rows + 1), stream));
   dispatch(p.problem.dtype, p.problem.head_dim,
-           [&]<class T, int D>() {
-             launch_estimate_after_scan<T, D>(ep, hopper ? p.problem.device_index : -1,
-                                              stage1 == Stage1Mode::hopper, stage1_split(), stream);
-           });
+           [&]<class T, int D>() { launch_estimate_after_scan<T, D>(ep, st.kernels, stream); });
 
   Estimate e;
   e.device = Device::cuda;
@@ -508,14 +332,14 @@ void attention(Plan::Impl& p, const TensorView& q, const TensorView& k, const Te
   const Regions& r = st.regions;
   const int rows = static_cast<int>(p.mask_rows);
 
-  // Longest rows first (with kv_order, kv head by kv head, every other one shortest first): the
+  // Longest rows first (kv head by kv head, every other one shortest first: kv_major): the
   // hardware starts CTAs roughly in index order, and the persistent kernel deals the list out in
   // snake order, so a sort by the work per row balances the CTAs' totals. kv head by kv head only
   // where each kv head's rows fill a round of the persistent grid: with fewer, every round
   // straddles kv heads whichever way the rows go (in a model of the deal the busiest CTA has
   // 1.78x the mean work at 4K, Llama shapes, against 1.00x in length order; measured, 4K dense
   // 0.375 -> 0.228 ms, and Gemma-2-9B at 8K 1.18 -> 0.74 ms).
-  const int grid = persistent_grid(p);
+  const int grid = st.kernels.grid;  // 0 on sm80: the hardware deals the items
   const bool by_kv = kv_major(p.problem.kv_heads) && rows / p.problem.kv_heads >= grid;
   schedule_keys_kernel<<<(rows + 255) / 256, 256, 0, stream>>>(
       mask ? mask->row_offsets : nullptr, r.block_seq, r.block_offset, r.first_block, p.problem.q_heads, p.gqa_ratio(),
@@ -549,9 +373,7 @@ void attention(Plan::Impl& p, const TensorView& q, const TensorView& k, const Te
   ap.gqa_ratio = p.gqa_ratio();
   ap.num_rows = rows;
   ap.scale_log2 = p.scale * kLog2e;
-  ap.l2_hints = l2_hints() ? 1 : 0;
-  ap.l2_pin_keys = l2_pin_keys(p, p.problem.head_dim * static_cast<int>(dtype_size(p.problem.dtype)), by_kv);
-  launch_attention(p, ap, grid, stream);
+  launch_attention(p, st.kernels, ap, stream);
 }
 
 }  // namespace proxyattn::detail::cuda

@@ -2,12 +2,12 @@
 #include <cub/block/block_scan.cuh>
 
 #include "core/rules.hpp"
-#include "cuda/attention_kernel.hpp"
 #include "cuda/estimate.cuh"
 #include "cuda/estimate_rank.cuh"
-#include "cuda/hopper/stage1_sm90.cuh"
-#include "cuda/hopper/stage2_sm90.cuh"
-#include "cuda/mma.cuh"
+#include "cuda/kernel_table.hpp"
+#include "cuda/sm80/mma.cuh"
+#include "cuda/sm90/stage1.cuh"
+#include "cuda/sm90/stage2.cuh"
 
 namespace proxyattn::detail::cuda {
 namespace {
@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(kThreads) proxy_kernel(EstimateParams p) {
 // One CTA per (chunk of kStage2Chunk key blocks, head): the last min(128, q_len) queries of the
 // head against the chunk's keys, in one pass that leaves each row's (max, sum) over the chunk
 // (partial) and over each key block (block_part, against the chunk's running max at the block's
-// end), as the Hopper kernel does (hopper/stage2_sm90.cuh); row_lse_kernel and block_mass_kernel
+// end), as the Hopper kernel does (sm90/stage2.cuh); row_lse_kernel and block_mass_kernel
 // then turn them into the block masses.
 template <class T, int D>
 __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {
@@ -425,26 +425,33 @@ void allow_smem(Kernel kernel, std::size_t bytes) {
 
 }  // namespace
 
-static thread_local const char* last_stage1 = "";
-static thread_local const char* last_stage2 = "";
-
 template <class T, int D>
-bool stage2_sm90_runs(int device) {
-  return sm90::stage2_sm90_available<T, D>(device);
+void choose_estimate_kernels(const EstimateShape& s, int device, bool sm90, bool always, int split, Kernels* k) {
+  k->stage1 = k->stage2 = Arch::sm80;
+  if (!sm90 || !sm90::stage2_sm90_available<T, D>(device)) return;
+  k->stage2 = Arch::sm90;
+  if (!sm90::stage1_sm90_available<T, D>(device)) return;
+  int sms = 0;
+  PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const sm90::Stage1Shape shape =
+      sm90::stage1_sm90_shape<D>(s.sort_size, s.stride, s.num_blocks, s.groups, sms, split, always);
+  if (shape.rows == 0) return;
+  k->stage1 = Arch::sm90;
+  k->stage1_rows = shape.rows;
+  k->stage1_split = shape.split;
+  k->stage1_smem = shape.smem;
 }
 
 template <class T, int D>
-void launch_estimate_before_scan(const EstimateParams& p, int stage2_device, cudaStream_t stream) {
+void launch_estimate_before_scan(const EstimateParams& p, const Kernels& k, cudaStream_t stream) {
   if (p.total_strided > 0) {
     proxy_kernel<T, D><<<dim3(static_cast<unsigned>(p.total_strided), p.groups), kThreads, 0, stream>>>(p);
     PROXYATTN_LAUNCH_CHECK("proxy_kernel");
   }
   if (p.total_chunks > 0) {
-    if (stage2_device >= 0) {
-      last_stage2 = "hopper";
+    if (k.stage2 == Arch::sm90) {
       sm90::launch_stage2_sm90<T, D>(p, stream);
     } else {
-      last_stage2 = "portable";
       const std::size_t smem = (kBlock + kKeyTile) * D * 2 + 2 * D;  // + alignment slack
       allow_smem(stage2_kernel<T, D>, smem);
       stage2_kernel<T, D><<<dim3(p.total_chunks, p.q_heads), kThreads, smem, stream>>>(p);
@@ -464,15 +471,12 @@ void launch_estimate_before_scan(const EstimateParams& p, int stage2_device, cud
 }
 
 template <class T, int D>
-void launch_estimate_after_scan(const EstimateParams& p, int hopper_device, bool hopper_always, int hopper_split,
-                                cudaStream_t stream) {
+void launch_estimate_after_scan(const EstimateParams& p, const Kernels& k, cudaStream_t stream) {
   if (p.num_blocks == 0) return;
-  if (hopper_device >= 0 && sm90::stage1_sm90_available<T, D>(hopper_device) &&
-      sm90::launch_stage1_sm90<T, D>(p, hopper_device, hopper_always, hopper_split, stream)) {
-    last_stage1 = "hopper";
+  if (k.stage1 == Arch::sm90) {
+    sm90::launch_stage1_sm90<T, D>(p, {k.stage1_rows, k.stage1_split, k.stage1_smem}, stream);
     return;
   }
-  last_stage1 = "portable";
   // Key buffer: one 64-key tile per warp that shares an m-tile of a full query block, so that the
   // common strides (4: two m-tiles, two warps each) take 48 KB at D = 128 and four CTAs fit on
   // an SM: the loads of one CTA hide behind the others' math.
@@ -487,19 +491,11 @@ void launch_estimate_after_scan(const EstimateParams& p, int hopper_device, bool
   PROXYATTN_LAUNCH_CHECK("stage1_kernel");
 }
 
-const char* last_stage1_kernel() { return last_stage1; }
-const char* last_stage2_kernel() { return last_stage2; }
-
-#define PROXYATTN_INSTANTIATE(T, D)                                                             \
-  template bool stage2_sm90_runs<T, D>(int);                                                    \
-  template void launch_estimate_before_scan<T, D>(const EstimateParams&, int, cudaStream_t); \
-  template void launch_estimate_after_scan<T, D>(const EstimateParams&, int, bool, int, cudaStream_t);
-PROXYATTN_INSTANTIATE(__nv_bfloat16, 64)
-PROXYATTN_INSTANTIATE(__nv_bfloat16, 128)
-PROXYATTN_INSTANTIATE(__nv_bfloat16, 256)
-PROXYATTN_INSTANTIATE(__half, 64)
-PROXYATTN_INSTANTIATE(__half, 128)
-PROXYATTN_INSTANTIATE(__half, 256)
+#define PROXYATTN_INSTANTIATE(T, D)                                                                              \
+  template void choose_estimate_kernels<T, D>(const EstimateShape&, int, bool, bool, int, Kernels*);             \
+  template void launch_estimate_before_scan<T, D>(const EstimateParams&, const Kernels&, cudaStream_t);          \
+  template void launch_estimate_after_scan<T, D>(const EstimateParams&, const Kernels&, cudaStream_t);
+PROXYATTN_CUDA_KERNELS(PROXYATTN_INSTANTIATE)
 #undef PROXYATTN_INSTANTIATE
 
 }  // namespace proxyattn::detail::cuda

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "cuda/attention.cuh"
+#include "cuda/sm80/attention.cuh"
 
 namespace proxyattn::detail::cuda::sm90 {
 

@@ -25,10 +25,10 @@
 #include <algorithm>
 
 #include "cuda/estimate_rank.cuh"
-#include "cuda/hopper/binary.hpp"
-#include "cuda/hopper/sync.cuh"
-#include "cuda/hopper/wgmma.cuh"
-#include "cuda/mma.cuh"
+#include "cuda/sm90/binary.hpp"
+#include "cuda/sm90/sync.cuh"
+#include "cuda/sm90/wgmma.cuh"
+#include "cuda/sm80/mma.cuh"
 
 namespace proxyattn::detail::cuda::sm90 {
 
@@ -327,51 +327,67 @@ bool stage1_sm90_available(int device) {
   return sm90_code_runs<stage1_sm90_kernel<T, D>>(device);
 }
 
-// One cluster of `split` CTAs per query block of the batch (those that do not end a group exit at
+// The key tiles' bytes of a CTA (or the ranking's keys, where those are more).
+template <int D>
+std::size_t stage1_sm90_tile_bytes(int sort_size) {
+  return std::max<std::size_t>(Stage1Layout<D>::kTileBytes, static_cast<std::size_t>(sort_size) * sizeof(unsigned long long));
+}
+
+// The shape of the sm90 stage 1 for a problem, chosen with the plan (cuda/kernels.cu): one
+// cluster of `split` CTAs per query block of the batch (those that do not end a group exit at
 // once); groups of up to `stride` blocks (128 rows), fewer where their maxima would not fit in
 // shared memory. split (1 to 8; 0: chosen here) is the largest power of two that gives at most
 // two CTAs per multiprocessor (1 where the row tiles alone are more), so that the longest row's
 // keys are spread over several SMs (on 132 SMs: 8 up to 33 row tiles, 4 up to 66, 2 up to 132,
 // 1 above; in a sweep of 8K-128K tokens on the H200 this rule picked the fastest split).
-// False, launching nothing, where the portable kernel is the better choice: fewer working CTAs
-// than half the multiprocessors unless `always`, or even one block does not fit (D = 256 beyond
-// about 512K tokens).
-template <class T, int D>
-bool launch_stage1_sm90(const EstimateParams& p, int device, bool always, int split, cudaStream_t stream) {
+// rows = 0 where the sm80 kernel is the better choice: fewer working CTAs than half the
+// multiprocessors unless `always`, or even one block does not fit (D = 256 beyond about 512K
+// tokens).
+struct Stage1Shape {
+  int rows = 0;
+  int split = 0;
+  std::size_t smem = 0;
+};
+
+template <int D>
+Stage1Shape stage1_sm90_shape(int sort_size, int stride, std::int64_t num_blocks, int groups, int sms, int split,
+                              bool always) {
   constexpr std::size_t kMaxSmem = 223 * 1024;  // 227 KB per CTA less the kernel's static 2 KB
-  const std::size_t tile_bytes =
-      std::max<std::size_t>(Stage1Layout<D>::kTileBytes, static_cast<std::size_t>(p.sort_size) * sizeof(unsigned long long));
-  int blocks = std::min(8, p.stride);
+  const std::size_t tile_bytes = stage1_sm90_tile_bytes<D>(sort_size);
   auto smem = [&](int g) {
-    return tile_bytes + Stage1Layout<D>::kPartBytes + static_cast<std::size_t>(g) * p.sort_size * sizeof(float) + 1024;
+    return tile_bytes + Stage1Layout<D>::kPartBytes + static_cast<std::size_t>(g) * sort_size * sizeof(float) + 1024;
   };
-  while (blocks > 1 && smem(blocks) > kMaxSmem) blocks /= 2;
-  if (smem(blocks) > kMaxSmem) return false;
-  int sms = 0;
-  PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const std::int64_t row_tiles = static_cast<std::int64_t>(p.num_blocks / blocks) * p.groups;
+  int rows = std::min(8, stride);
+  while (rows > 1 && smem(rows) > kMaxSmem) rows /= 2;
+  if (smem(rows) > kMaxSmem) return {};
+  const std::int64_t row_tiles = num_blocks / rows * groups;
   if (split <= 0) {
     split = 1;
     while (split < 8 && row_tiles * split <= sms) split *= 2;
   }
-  if (!always && 2 * row_tiles * split < sms) return false;
+  if (!always && 2 * row_tiles * split < sms) return {};
+  return {rows, split, smem(rows)};
+}
+
+template <class T, int D>
+void launch_stage1_sm90(const EstimateParams& p, const Stage1Shape& shape, cudaStream_t stream) {
   auto kernel = stage1_sm90_kernel<T, D>;
-  PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem(blocks))));
+  PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shape.smem)));
   cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>(p.num_blocks) * split, p.groups);
+  cfg.gridDim = dim3(static_cast<unsigned>(p.num_blocks) * shape.split, p.groups);
   cfg.blockDim = dim3(kStage1Threads);
-  cfg.dynamicSmemBytes = smem(blocks);
+  cfg.dynamicSmemBytes = shape.smem;
   cfg.stream = stream;
   cudaLaunchAttribute cluster{};
   cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim.x = static_cast<unsigned>(split);
+  cluster.val.clusterDim.x = static_cast<unsigned>(shape.split);
   cluster.val.clusterDim.y = 1;
   cluster.val.clusterDim.z = 1;
   cfg.attrs = &cluster;
-  cfg.numAttrs = split > 1 ? 1 : 0;
-  PROXYATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, blocks, static_cast<int>(tile_bytes), split));
+  cfg.numAttrs = shape.split > 1 ? 1 : 0;
+  PROXYATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, shape.rows,
+                                          static_cast<int>(stage1_sm90_tile_bytes<D>(p.sort_size)), shape.split));
   PROXYATTN_LAUNCH_CHECK("stage1_sm90_kernel");
-  return true;
 }
 
 }  // namespace proxyattn::detail::cuda::sm90

@@ -3,7 +3,8 @@
 // does not link libcuda.
 #include <cudaTypedefs.h>
 
-#include "cuda/hopper/attention_sm90.cuh"
+#include "core/check.hpp"
+#include "cuda/sm90/attention.cuh"
 
 namespace proxyattn::detail::cuda::sm90 {
 namespace {
@@ -46,22 +47,23 @@ bool encode(CUtensorMap* map, const void* base, bool bf16, int head_dim, int hea
 
 }  // namespace
 
-bool make_tile_maps(const AttentionParams& p, bool bf16, int head_dim, int kv_heads, TileMaps* maps) {
-  // Token coordinates are 32-bit in the copy instruction (one past the K/V view included: the
-  // coordinate of pages that read as zeros).
-  constexpr std::int64_t kLimit = std::int64_t{1} << 31;
-  if (p.total_tokens <= 0 || p.total_tokens >= kLimit || p.total_kv_tokens <= 0 || p.total_kv_tokens >= kLimit - 1)
-    return false;
-  // Paged keys with pages shorter than a tile: one copy per page, boxes one page tall, which must
-  // be whole swizzle atoms (8 rows of 128 bytes) for the copies to land where wgmma reads them.
+void make_tile_maps(const AttentionParams& p, bool bf16, int head_dim, int kv_heads, TileMaps* maps) {
+  if (p.total_kv_tokens >= (std::int64_t{1} << 31) - 1)
+    fail(ErrorCode::unsupported, "k and v have ", p.total_kv_tokens, " token rows; the sm90 kernel takes fewer than 2^31 - 1");
+  // Keys per box: a K/V tile, or one page where pages are shorter (sm90_takes: whole tiles of them).
   int keys = key_tile(head_dim);
-  if (p.kv.table && p.kv.page_size < keys) {
-    if (p.kv.page_size % 8 != 0 || keys % p.kv.page_size != 0) return false;
-    keys = p.kv.page_size;
-  }
-  return encode(&maps->q, p.q, bf16, head_dim, p.q_heads, p.total_tokens, p.q_tok, p.q_head, kTile) &&
-         encode(&maps->k, p.k, bf16, head_dim, kv_heads, p.total_kv_tokens, p.k_tok, p.k_head, keys) &&
-         encode(&maps->v, p.v, bf16, head_dim, kv_heads, p.total_kv_tokens, p.v_tok, p.v_head, keys);
+  if (p.kv.table && p.kv.page_size < keys) keys = p.kv.page_size;
+  auto check = [](bool ok, const char* name, const void* base, std::int64_t tok_stride, std::int64_t head_stride) {
+    if (!ok)
+      fail(ErrorCode::unsupported, "the driver refused the TMA descriptor of ", name, " (address ", base,
+           ", strides [", tok_stride, ", ", head_stride, "] elements)");
+  };
+  check(encode(&maps->q, p.q, bf16, head_dim, p.q_heads, p.total_tokens, p.q_tok, p.q_head, kTile), "q", p.q, p.q_tok,
+        p.q_head);
+  check(encode(&maps->k, p.k, bf16, head_dim, kv_heads, p.total_kv_tokens, p.k_tok, p.k_head, keys), "k", p.k, p.k_tok,
+        p.k_head);
+  check(encode(&maps->v, p.v, bf16, head_dim, kv_heads, p.total_kv_tokens, p.v_tok, p.v_head, keys), "v", p.v, p.v_tok,
+        p.v_head);
 }
 
 }  // namespace proxyattn::detail::cuda::sm90

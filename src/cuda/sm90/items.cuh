@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "cuda/attention.cuh"
+#include "cuda/sm80/attention.cuh"
 
 namespace proxyattn::detail::cuda::sm90 {
 
@@ -114,8 +114,8 @@ struct KeyTiles {
 };
 
 // Work items of this CTA: round r takes item r * grid + (cta, or grid - 1 - cta in odd rounds).
-// The schedule is sorted longest first, so the snake order evens out each CTA's total; with
-// grid == num_items (the non-persistent launch) it is one item per CTA.
+// The schedule is sorted longest first, so the snake order evens out each CTA's total (with
+// fewer items than CTAs, one item per CTA).
 struct ItemOrder {
   int base, grid, cta, num;
   __device__ __forceinline__ explicit ItemOrder(int num_items)

@@ -66,7 +66,7 @@ __device__ __forceinline__ void tma_load_3d(std::uint32_t dst, const CUtensorMap
 }
 
 // L2 eviction priorities for the copies: data read once (Q) goes first, data that other CTAs
-// will read again (K, V) last; normal is what a copy without a hint gets.
+// will read again (K, V) last.
 __device__ __forceinline__ std::uint64_t l2_evict_first() {
   std::uint64_t policy;
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
@@ -75,11 +75,6 @@ __device__ __forceinline__ std::uint64_t l2_evict_first() {
 __device__ __forceinline__ std::uint64_t l2_evict_last() {
   std::uint64_t policy;
   asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(policy));
-  return policy;
-}
-__device__ __forceinline__ std::uint64_t l2_evict_normal() {
-  std::uint64_t policy;
-  asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;\n" : "=l"(policy));
   return policy;
 }
 __device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap* map) {

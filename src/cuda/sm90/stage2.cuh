@@ -15,7 +15,7 @@
 // loads and reductions hide behind the other's products.
 #pragma once
 
-#include "cuda/hopper/stage1_sm90.cuh"
+#include "cuda/sm90/stage1.cuh"
 
 namespace proxyattn::detail::cuda::sm90 {
 

@@ -7,8 +7,9 @@
 #include <cstdint>
 
 #include "cuda/common.cuh"
+#include "cuda/kernel_table.hpp"
 #include "cuda/layout.hpp"
-#include "cuda/mma.cuh"
+#include "cuda/sm80/mma.cuh"
 
 namespace proxyattn::detail::cuda {
 
@@ -25,7 +26,7 @@ struct AttentionParams {
   std::int64_t q_tok, q_head, k_tok, k_head, v_tok, v_head, o_tok, o_head;  // strides, elements
   const std::int64_t* row_offsets;  // null: dense causal
   const std::int32_t* col_indices;
-  const std::int32_t* schedule;     // rows in the order to run them (backend.cu, kv_order)
+  const std::int32_t* schedule;     // rows in the order to run them (backend.cu)
   const std::int32_t* block_seq;    // sequence of each global query block
   const std::int32_t* block_offset; // first global block of each sequence
   const std::int32_t* first_block;  // absolute query block of each sequence's first row
@@ -38,9 +39,6 @@ struct AttentionParams {
   int tiles_per_block;              // set by the launcher: query tiles per 128-row block
   int num_items;                    // set by the launcher: num_rows * tiles_per_block
   float scale_log2;                 // softmax scale * log2(e)
-  int l2_hints;                     // Hopper kernel: L2 eviction priorities on its copies
-  int l2_pin_keys;                  // with them: K/V of the keys below this (in the sequence)
-                                    // evict_last, the rest evict_normal (INT32_MAX: all)
 };
 
 // Walks the 64-key tiles of the kept blocks of one row, skipping tiles past the sequence end,
@@ -259,14 +257,9 @@ void launch_sparse_attention(AttentionParams p, cudaStream_t stream) {
   PROXYATTN_LAUNCH_CHECK("sparse_attention_kernel");
 }
 
-// Declared here, instantiated once each in attention_<dtype>_d<dim>.cu (compile time).
+// Instantiated once each in a file generated from the kernel table (src/cuda/CMakeLists.txt).
 #define PROXYATTN_DECLARE_ATTENTION(T, D) extern template void launch_sparse_attention<T, D>(AttentionParams, cudaStream_t);
-PROXYATTN_DECLARE_ATTENTION(__nv_bfloat16, 64)
-PROXYATTN_DECLARE_ATTENTION(__nv_bfloat16, 128)
-PROXYATTN_DECLARE_ATTENTION(__nv_bfloat16, 256)
-PROXYATTN_DECLARE_ATTENTION(__half, 64)
-PROXYATTN_DECLARE_ATTENTION(__half, 128)
-PROXYATTN_DECLARE_ATTENTION(__half, 256)
+PROXYATTN_CUDA_KERNELS(PROXYATTN_DECLARE_ATTENTION)
 #undef PROXYATTN_DECLARE_ATTENTION
 
 }  // namespace proxyattn::detail::cuda

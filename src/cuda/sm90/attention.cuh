@@ -1,7 +1,7 @@
 // Block-sparse flash-attention forward for Hopper (sm_90a): TMA loads into a two-stage mbarrier
 // pipeline, wgmma from two consumer warpgroups, one producer warp. docs/kernels.md ("Sparse
 // attention on Hopper") has the design; the semantics are those of the portable kernel
-// (cuda/attention.cuh): same AttentionParams, same schedule, same masking and outputs.
+// (sm80/attention.cuh): same AttentionParams, same schedule, same masking and outputs.
 //
 // CTA = 3 warpgroups. Warpgroup 0 gives its registers away (setmaxnreg) and one of its warps
 // issues the copies: Q of the work item, then K and V of each kept key block into stage
@@ -16,8 +16,7 @@
 // D = 256 half of one, 64 keys), so the tile sequence of a work item is the row of the CSR mask. Producer and consumers
 // walk the same items in the same order and the same kept blocks of each, and count tiles the
 // same way: every mbarrier wait has its arrival on every path (an empty row makes no copy and
-// no wait on either side). items_sm90.cuh has the items and their tiles, softmax_sm90.cuh the
-// softmax.
+// no wait on either side). items.cuh has the items and their tiles, softmax.cuh the softmax.
 #pragma once
 
 #include <cuda.h>
@@ -25,12 +24,13 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "cuda/attention.cuh"
-#include "cuda/hopper/binary.hpp"
-#include "cuda/hopper/items_sm90.cuh"
-#include "cuda/hopper/softmax_sm90.cuh"
-#include "cuda/hopper/sync.cuh"
-#include "cuda/hopper/wgmma.cuh"
+#include "cuda/kernel_table.hpp"
+#include "cuda/sm80/attention.cuh"
+#include "cuda/sm90/binary.hpp"
+#include "cuda/sm90/items.cuh"
+#include "cuda/sm90/softmax.cuh"
+#include "cuda/sm90/sync.cuh"
+#include "cuda/sm90/wgmma.cuh"
 
 namespace proxyattn::detail::cuda::sm90 {
 
@@ -40,8 +40,6 @@ constexpr int kProducerRegs = 24;           // 24 x 128 + 240 x 256 = 64512 = 16
 constexpr int kConsumerRegs = 240;          // registers the CTA starts with (__launch_bounds__)
 constexpr int kTurnBarrier = 1;             // named barriers 1, 2: consumer 0's / 1's turn
 constexpr int kConsumerWarps = 8;           // arrivals on each "empty" barrier
-
-constexpr bool supports_head_dim(int d) { return d == 64 || d == 128 || d == 256; }
 
 // Keys per K/V tile: one mask block, or half of one at D = 256, where the accumulators of a
 // 64 x 256 output and a 64 x 128 score tile would not fit in a thread's 240 registers.
@@ -135,11 +133,10 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
                                         const CUtensorMap* tv, const Barriers& bar, std::uint32_t smem, int lane) {
   using L = SmemLayout<D>;
   std::uint32_t tiles = 0, items = 0, fixes = 0;
-  // The copy policies, built once: Q evict_first; K/V evict_last below the pin bound (by default
-  // every key; backend.cu, l2_pin_keys), evict_normal above it.
-  const std::uint64_t q_policy = p.l2_hints ? l2_evict_first() : l2_evict_normal();
-  const std::uint64_t kv_pinned = p.l2_hints ? l2_evict_last() : l2_evict_normal();
-  const std::uint64_t kv_unpinned = l2_evict_normal();
+  // The copy policies, built once: Q is read once (evict_first); K/V are read again by the kv
+  // group's other heads and query blocks (evict_last).
+  const std::uint64_t q_policy = l2_evict_first();
+  const std::uint64_t kv_policy = l2_evict_last();
   ItemOrder order(p.num_items);
   for (int index = order.next(); index >= 0; index = order.next()) {
     const Item it = decode_item(p, index);
@@ -158,7 +155,6 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
       const int stage = tiles & 1;
       const std::uint32_t parity = ((tiles >> 1) & 1) ^ 1;  // first pass over a stage: no wait
       ++tiles;
-      const std::uint64_t kv_policy = start < p.l2_pin_keys ? kv_pinned : kv_unpinned;
       const std::uint32_t k_dst = smem + L::kK + stage * L::kKvBytes;
       const std::uint32_t v_dst = smem + L::kV + stage * L::kKvBytes;
       const int row = kv_tile_row<D>(p, it, start, lane);
@@ -392,16 +388,13 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
       const bool empty = row_max[h] == -INFINITY;
       const float inv = empty ? 0.f : 1.f / l;
       T* orow = og + (it.q_tok0 + r) * p.o_tok;
-      // Streaming stores under l2_hints: the output is not read again here, so it should not
-      // push the K/V tiles that other CTAs still read out of L2.
+      // Streaming stores: the output is not read again here, so it should not push the K/V
+      // tiles that other CTAs still read out of L2.
 #pragma unroll
       for (int j = 0; j < D / 8; ++j) {
         auto* dst = reinterpret_cast<unsigned int*>(orow + 8 * j + 2 * c);
         const unsigned int packed = Elem<T>::pack(O[4 * j + 2 * h] * inv, O[4 * j + 2 * h + 1] * inv);
-        if (p.l2_hints)
-          __stcs(dst, packed);
-        else
-          *dst = packed;
+        __stcs(dst, packed);
       }
       if (p.lse && c == 0)
         p.lse[it.h * p.total_tokens + it.q_tok0 + r] = empty ? -INFINITY : (row_max[h] + log2f(l)) * kLn2;
@@ -461,9 +454,19 @@ struct TileMaps {
   CUtensorMap q, k, v;
 };
 
-// Builds them from the operands' base pointers and strides (elements); false where the driver
-// refuses one (the caller then runs the portable kernel). Host code, tensor_maps.cu.
-bool make_tile_maps(const AttentionParams& p, bool bf16, int head_dim, int kv_heads, TileMaps* maps);
+// Builds them from the operands' base pointers and strides (elements); an error naming the
+// operand where the driver refuses one. Host code, tensor_maps.cu.
+void make_tile_maps(const AttentionParams& p, bool bf16, int head_dim, int kv_heads, TileMaps* maps);
+
+// Whether the sparse attention of a problem fits the kernel's copies: token coordinates are
+// 32-bit (one past the K/V view included: the coordinate of pages that read as zeros), and pages
+// shorter than a K/V tile must be whole swizzle atoms (8 rows of 128 bytes) that tile it.
+inline bool sm90_takes(std::int64_t total_tokens, std::int64_t total_kv_tokens, int page_size, int head_dim) {
+  constexpr std::int64_t kLimit = std::int64_t{1} << 31;
+  if (total_tokens >= kLimit || total_kv_tokens >= kLimit - 1) return false;
+  const int keys = key_tile(head_dim);
+  return page_size == 0 || page_size >= keys || (page_size % 8 == 0 && keys % page_size == 0);
+}
 
 // Whether the sm_90a build of this kernel is what runs on `device` (the current device). Asked
 // once per device, so that a launch inside a stream capture makes no such query.
@@ -472,32 +475,24 @@ bool kernel_available(int device) {
   return sm90_code_runs<sparse_attention_sm90_kernel<T, D>>(device);
 }
 
-// persistent: one CTA per multiprocessor walking the schedule; else one CTA per work item.
+// The persistent grid: `grid` CTAs (at most one per item) walking the schedule.
 template <class T, int D>
-void launch_sparse_attention_sm90(AttentionParams p, const TileMaps& maps, bool persistent, int multiprocessors,
-                                  cudaStream_t stream) {
+void launch_sparse_attention_sm90(AttentionParams p, const TileMaps& maps, int grid, cudaStream_t stream) {
   p.tiles_per_block = 1;
   p.num_items = p.num_rows;
   if (p.num_items == 0) return;
   constexpr int smem = SmemLayout<D>::kLaunchBytes;
   auto kernel = sparse_attention_sm90_kernel<T, D>;
   PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  const int grid = persistent ? std::min(p.num_items, std::max(multiprocessors, 1)) : p.num_items;
-  kernel<<<grid, kThreads, smem, stream>>>(p, maps.q, maps.k, maps.v);
+  kernel<<<std::min(p.num_items, std::max(grid, 1)), kThreads, smem, stream>>>(p, maps.q, maps.k, maps.v);
   PROXYATTN_LAUNCH_CHECK("sparse_attention_sm90_kernel");
 }
 
-// Instantiated once each in attention_sm90_<dtype>_d<dim>.cu.
-#define PROXYATTN_DECLARE_SM90(T, D)                                                                         \
-  extern template bool kernel_available<T, D>(int);                                                            \
-  extern template void launch_sparse_attention_sm90<T, D>(AttentionParams, const TileMaps&, bool, int, \
-                                                          cudaStream_t);
-PROXYATTN_DECLARE_SM90(__nv_bfloat16, 64)
-PROXYATTN_DECLARE_SM90(__nv_bfloat16, 128)
-PROXYATTN_DECLARE_SM90(__half, 64)
-PROXYATTN_DECLARE_SM90(__half, 128)
-PROXYATTN_DECLARE_SM90(__nv_bfloat16, 256)
-PROXYATTN_DECLARE_SM90(__half, 256)
+// Instantiated once each in a file generated from the kernel table (src/cuda/CMakeLists.txt).
+#define PROXYATTN_DECLARE_SM90(T, D)                    \
+  extern template bool kernel_available<T, D>(int);    \
+  extern template void launch_sparse_attention_sm90<T, D>(AttentionParams, const TileMaps&, int, cudaStream_t);
+PROXYATTN_CUDA_KERNELS(PROXYATTN_DECLARE_SM90)
 #undef PROXYATTN_DECLARE_SM90
 
 }  // namespace proxyattn::detail::cuda::sm90

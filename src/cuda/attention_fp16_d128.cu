@@ -1,6 +1,0 @@
-// One instantiation per file, so that the six kernels compile in parallel.
-#include "cuda/attention.cuh"
-
-namespace proxyattn::detail::cuda {
-template void launch_sparse_attention<__half, 128>(AttentionParams, cudaStream_t);
-}  // namespace proxyattn::detail::cuda

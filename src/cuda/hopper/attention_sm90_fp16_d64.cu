@@ -1,7 +1,0 @@
-// One instantiation per file, so that the Hopper kernels compile in parallel.
-#include "cuda/hopper/attention_sm90.cuh"
-
-namespace proxyattn::detail::cuda::sm90 {
-template bool kernel_available<__half, 64>(int);
-template void launch_sparse_attention_sm90<__half, 64>(AttentionParams, const TileMaps&, bool, int, cudaStream_t);
-}  // namespace proxyattn::detail::cuda::sm90
