@@ -36,7 +36,7 @@ report() {  # what the background jobs did; the device tool brings back at most 
   [ -f $W/kvcache.log ] && { echo "-- KV cache: $(cat $W/kvcache.status 2>/dev/null || echo running)"; \
     grep -E "^\|" $W/kvcache.log | tail -16; }
   [ -f $W/ab.status ] && { echo "-- A/B:"; cat $W/ab/digest_diff.txt; \
-    for f in $W/ab/bench_before_2.log $W/ab/bench_after_2.log; do echo "$f"; grep -E "^(llama|gemma)" $f | grep -E "ours|cudnn"; done; }
+    for f in $W/ab/bench_before_${AB_ROUNDS:-2}.log $W/ab/bench_after_${AB_ROUNDS:-2}.log; do echo "$f"; grep -E "^(llama|gemma)" $f | grep -E "ours|cudnn"; done; }
   [ -f $W/suite.log ] && { echo "-- suite: $(cat $W/suite.status 2>/dev/null || echo running)"; tail -3 $W/suite.log; }
   [ -f $W/long.log ] && { echo "-- long prompts: $(cat $W/long.status 2>/dev/null || echo running)"; tail -4 $W/long.log; }
   local f
@@ -108,11 +108,11 @@ chain() {
     # run: bench/cuda_bench.py in turns (ratios to cuDNN in each), and the masks' and outputs'
     # digests (AB_DIGEST, a script of the results folder).
     mkdir -p $W/ab && tar -xJf .gpu/ab.tar.xz -C $W/ab
-    for round in 1 2; do
+    for round in $(seq ${AB_ROUNDS:-2}); do
       for b in before after; do
         PROXYATTN_LIB=$W/ab/$b/libproxyattn_c.so timeout 300 python3 bench/cuda_bench.py --shapes llama3.1-8b gemma2-9b \
-          --lengths 32768 131072 --densities 1.0 0.1 --skip flash flex --reps 5 --out $W/ab/bench_${b}_$round.json \
-          > $W/ab/bench_${b}_$round.log 2>&1
+          --lengths ${AB_LENGTHS:-32768 131072} --densities 1.0 0.1 --skip flash flex --reps 5 \
+          --out $W/ab/bench_${b}_$round.json > $W/ab/bench_${b}_$round.log 2>&1
       done
     done
     for b in before after; do
@@ -143,7 +143,7 @@ case "${1:-}" in
   start)
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
     keep_part "$2"
-    export -f chain; export W STEPS SUITE_STEPS LONG_STEPS KV_RUNS AB_DIGEST PROXYATTN_COMMIT
+    export -f chain; export W STEPS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS AB_DIGEST AB_ROUNDS AB_LENGTHS PROXYATTN_COMMIT
     setsid nohup bash -c chain > $W/chain.log 2>&1 &
     sleep 2; report ;;
   part)

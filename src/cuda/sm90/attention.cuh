@@ -100,7 +100,7 @@ __device__ __forceinline__ void load_tile(std::uint32_t dst, std::uint32_t panel
 // maps' boxes then one page tall: whole 1024-byte swizzle atoms), lane i taking page i, so that
 // the tile's table reads go out together rather than one after another. A page past the
 // sequence's keys, or outside the cache (a bad table entry), is copied from beyond the end of the
-// view: zeros. The producer reads it before it waits for the stage, once for both K and V.
+// view: zeros. The producer reads it a tile ahead, once for both K and V.
 template <int D>
 __device__ __forceinline__ int kv_tile_row(const AttentionParams& p, const Item& it, int start, int lane) {
   using L = SmemLayout<D>;
@@ -143,6 +143,9 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
     KeyTiles<L::kSubTiles> keys(it);
     int start = keys.next();
     if (start < 0) continue;  // empty row: the consumers write zeros without waiting
+    // Each tile's rows (a table read where the keys are paged) and the next tile's mask index
+    // are read a tile ahead, so that their loads overlap the waits for free stages.
+    int row = kv_tile_row<D>(p, it, start, lane);
     // A Q stage is free once both consumer warpgroups finished the products of the item that
     // last used it (kQStages items ago).
     const int qs = items % L::kQStages;
@@ -157,9 +160,10 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
       ++tiles;
       const std::uint32_t k_dst = smem + L::kK + stage * L::kKvBytes;
       const std::uint32_t v_dst = smem + L::kV + stage * L::kKvBytes;
-      const int row = kv_tile_row<D>(p, it, start, lane);
       mbar_wait(bar.k_empty(stage), parity);
       load_kv_tile<D>(k_dst, tk, bar.k_full(stage), p, it.kvh, row, kv_policy, lane);
+      const int next = keys.next();
+      const int next_row = next >= 0 ? kv_tile_row<D>(p, it, next, lane) : -1;
       mbar_wait(bar.v_empty(stage), parity);
       const int valid = it.len - start;  // rows of this tile inside the sequence (> 0)
       if (valid >= L::kKeys || (!p.kv.table && it.kv_begin + it.len >= p.total_kv_tokens)) {
@@ -182,7 +186,8 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
         __syncwarp();
         if (lane == 0) mbar_arrive(bar.v_full(stage));
       }
-      start = keys.next();
+      start = next;
+      row = next_row;
     } while (start >= 0);
   }
 }
