@@ -45,21 +45,38 @@ PROXYATTN_HD std::int64_t row_budget(std::int64_t k_h, std::int64_t m, std::int6
   return min64(k, eligible);
 }
 
-// Stage 2 cut: given the block masses sorted in decreasing order and their running (inclusive)
-// prefix sums, k_h is the smallest count whose prefix reaches gamma times the total. gamma >= 1
-// and a non-finite total (NaN or Inf in the inputs) keep every block: the safe side is dense.
-// `prefix_at(i)` returns the prefix sum of the i+1 largest masses.
+// Stage 2 cut, the one rule of every backend: k_h is the smallest count of the head's largest
+// block masses whose sum reaches gamma times the total. gamma >= 1 and a non-finite total (NaN or
+// Inf in the inputs) keep every block: the safe side is dense. T is the precision of the sums
+// (double on the CPU, float on the GPU).
+template <class T>
+struct BudgetCut {
+  bool keep_all;
+  T target;
+};
+
+template <class T>
+PROXYATTN_HD BudgetCut<T> budget_cut(T total, T gamma) {
+  if (gamma >= T(1) || !(total == total) || total - total != T(0)) return {true, T(0)};
+  return {false, gamma * total};
+}
+
+// k_h from the number of the (rising) prefix sums that stay below the cut's target.
+template <class T>
+PROXYATTN_HD std::int64_t budget_from_count_below(BudgetCut<T> cut, std::int64_t below, std::int64_t nb) {
+  if (cut.keep_all) return nb;
+  return cut.target <= T(0) ? 0 : min64(nb, below + 1);
+}
+
+// The same over the masses sorted in decreasing order: `prefix_at(i)` returns the prefix sum of
+// the i+1 largest masses.
 template <class PrefixAt>
-PROXYATTN_HD std::int64_t budget_from_sorted_prefix(PrefixAt prefix_at, std::int64_t nb,
-                                                    double gamma) {
+PROXYATTN_HD std::int64_t budget_from_sorted_prefix(PrefixAt prefix_at, std::int64_t nb, double gamma) {
   if (nb == 0) return 0;
-  const double total = static_cast<double>(prefix_at(nb - 1));
-  if (gamma >= 1.0 || !(total == total) || total - total != 0.0) return nb;
-  const double target = gamma * total;
-  if (target <= 0.0) return 0;
-  for (std::int64_t i = 0; i < nb; ++i)
-    if (static_cast<double>(prefix_at(i)) >= target) return i + 1;
-  return nb;
+  const BudgetCut<double> cut = budget_cut(static_cast<double>(prefix_at(nb - 1)), gamma);
+  std::int64_t below = 0;
+  while (!cut.keep_all && below < nb && static_cast<double>(prefix_at(below)) < cut.target) ++below;
+  return budget_from_count_below(cut, below, nb);
 }
 
 // Ranking key of a proxy score: NaN ranks below everything, so a poisoned input can neither

@@ -263,8 +263,8 @@ __global__ void __launch_bounds__(kThreads) budget_kernel(EstimateParams p) {
   bitonic_sort_desc(keys, n);
   std::int32_t* order = p.r.head_order + static_cast<std::int64_t>(h) * p.num_kv_blocks + bo;
   for (int i = threadIdx.x; i < nb; i += kThreads) order[i] = est::key_block(keys[i]);
-  std::int64_t k_h = has_queries ? nb : 0;  // gamma >= 1 or a NaN/Inf mass: keep everything
-  if (has_queries && !bad && p.gamma < 1.f && nb > 0) {
+  std::int64_t k_h = has_queries ? nb : 0;  // gamma >= 1 or a NaN/Inf mass: keep everything (rules)
+  if (has_queries && !bad && p.gamma < 1.f && nb > 0) {  // else no sums to take
     // Inclusive prefix sums: each thread scans a contiguous segment, CUB scans the segments.
     using Scan = cub::BlockScan<float, kThreads>;
     __shared__ typename Scan::TempStorage scan_tmp;
@@ -275,12 +275,12 @@ __global__ void __launch_bounds__(kThreads) budget_kernel(EstimateParams p) {
     Scan(scan_tmp).ExclusiveSum(seg, offset);
     for (int i = lo; i < hi; ++i) prefix[i] = offset += mass[est::key_block(keys[i])];
     __syncthreads();
-    const float target = p.gamma * prefix[nb - 1];
+    const rules::BudgetCut<float> cut = rules::budget_cut(prefix[nb - 1], p.gamma);
     int count = 0;
-    for (int i = lo; i < hi; ++i) count += prefix[i] < target;
+    for (int i = lo; i < hi; ++i) count += prefix[i] < cut.target;
     atomicAdd(&below, count);
     __syncthreads();
-    k_h = target <= 0.f ? 0 : min(nb, below + 1);
+    k_h = rules::budget_from_count_below(cut, below, nb);
   }
   if (threadIdx.x == 0) p.r.budget[s * p.q_heads + h] = static_cast<std::int32_t>(k_h);
   unsigned long long local = 0;
