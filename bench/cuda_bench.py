@@ -9,30 +9,41 @@ call) at the density the estimate picks on random data, and at lower gammas (--l
 default 0.1), where it picks a density of about gamma. Each time is the median of CUDA-event timings
 after warm-up; TFLOP/s count 4*D per kept causal (query, key) pair, exactly from the mask.
 
-  PROXYATTN_LIB=build/src/capi/libproxyattn_c.so python3 bench/cuda_bench.py [--quick]
+  python3 bench/cuda_bench.py [--quick] [--kernel sm80]
 
-PROXYATTN_KERNEL=portable|hopper|hopper-grid picks our attention kernel (default: hopper where it
-runs); --skip flash flex estimate leaves out peers and stages for a quick A/B of our kernels.
+Ours is the installed proxyattn package (pip install . or scripts/install_python.sh with the CUDA
+backend), called as a user calls it: proxyattn.dense_attention, sparse_attention, estimate
+(copy=False: views, no synchronisation) and attention. The package caches one plan per problem;
+the warm-up calls build them, so no timed call includes plan creation. proxyattn.sparse_attention
+reads the mask's row offsets back to check them (a host synchronisation) except while a CUDA graph
+is captured, so ours_sparse is timed as replays of a CUDA graph holding one call, captured after
+an eager call has checked the mask (--sparse-eager times the eager call, check included).
+
+--kernel auto|sm80|sm90[,ctas=N][,split=N] sets PROXYATTN_KERNEL (the library reads it when it
+builds a plan) before any of our calls; it is recorded in the JSON meta. Every estimate run also
+records the sha256 (16 hex digits) of its mask (row_offsets bytes, then col_indices bytes up to
+row_offsets[-1]), so that two runs or builds can be compared bit for bit.
+--skip flash flex estimate leaves out peers and stages for a quick A/B of our kernels.
 """
 import argparse
 import datetime
 import gc
+import hashlib
 import json
 import math
 import os
 import pathlib
 import statistics
 import subprocess
-import sys
 import traceback
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+import proxyattn
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "python"))
-import proxyattn_ctypes as pa  # noqa: E402
 
 SHAPES = {"llama3.1-8b": (32, 8, 128), "qwen2.5-7b": (28, 4, 128),  # q heads, kv heads, D
           "gemma2-9b": (16, 8, 256)}
@@ -51,9 +62,10 @@ def git_commit():
 
 def time_ms(fn, nsets, warmup, reps):
     """Median ms of one fn(set_index) call. Short calls are batched inside one event pair (up to
-    ~1 ms of work) so that host launch costs (Python, ctypes) hide behind GPU work; the same rule
-    applies to every method."""
-    for i in range(warmup):
+    ~1 ms of work) so that host launch costs (Python, the package's call) hide behind GPU work; the
+    same rule applies to every method. At least one warm-up call runs: it builds the plan (cached
+    in the package), which no timed call then includes."""
+    for i in range(max(1, warmup)):
         fn(i % nsets)
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -104,13 +116,55 @@ def l2_persisting_set_aside():
     return got.value
 
 
+class Calls:
+    """Our calls on one sequence's tensors through the proxyattn package. sparse_attention reads
+    row_offsets back to check the mask (a host synchronisation per call, as for any caller of the
+    package)."""
+
+    def dense_attention(self, q, k, v, out):
+        return proxyattn.dense_attention(q, k, v, out=out)
+
+    def sparse_attention(self, q, k, v, row_offsets, col_indices, out):
+        return proxyattn.sparse_attention(q, k, v, (row_offsets, col_indices), out=out, block_size=BLOCK)
+
+    def close(self):
+        proxyattn.clear_plan_cache()
+
+
 def llama_layer(n, seed=1):
     """One Llama-3.1-8B attention layer of n tokens for the small timing scripts: a generator, q, k,
-    v ([N, H, D] bf16, random), an output like q, and a one-sequence plan."""
+    v ([N, H, D] bf16, random), an output like q, and our calls on them (Calls)."""
     hq, hkv, d = SHAPES["llama3.1-8b"]
     gen = torch.Generator(device="cuda").manual_seed(seed)
     q, k, v = (torch.randn(n, h, d, device="cuda", dtype=torch.bfloat16, generator=gen) for h in (hq, hkv, hkv))
-    return gen, q, k, v, torch.empty_like(q), pa.Plan(hq, hkv, d, torch.bfloat16, "cuda", [0, n])
+    return gen, q, k, v, torch.empty_like(q), Calls()
+
+
+def graphed(fn, nsets):
+    """fn(i) for each input set captured once in a CUDA graph, after an eager call per set (which
+    builds the plan and checks the inputs); returns a function that replays graph i."""
+    for i in range(nsets):
+        fn(i)
+    torch.cuda.synchronize()
+    graphs = []
+    for i in range(nsets):
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn(i)
+        graphs.append(g)
+    torch.cuda.synchronize()
+    return lambda i: graphs[i].replay()
+
+
+def mask_digest(mask):
+    """16 hex digits of the sha256 of a BlockMask: its row_offsets bytes, then its col_indices bytes
+    up to row_offsets[-1] (the kept entries)."""
+    row_offsets = mask.row_offsets.contiguous().cpu()
+    nnz = int(row_offsets[-1])
+    h = hashlib.sha256()
+    for t in (row_offsets, mask.col_indices[:nnz].contiguous().cpu()):
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def random_keep(nb, hq, density, gen):
@@ -189,10 +243,11 @@ class Bench:
             self._flex = torch.compile(flex_attention, dynamic=False)
         return self._flex
 
-    def measure(self, ctx, method, fn, nsets, pairs=None, density=None, check=None):
+    def measure(self, ctx, method, fn, nsets, pairs=None, density=None, check=None, info=None, **fields):
         """Times fn, records and prints one result; a failure is recorded, never raised.
-        pairs: a number or a function giving it; check: a function giving an error to print."""
-        rec = dict(ctx, method=method, density=density)
+        pairs: a number or a function giving it; check: a function giving an error to print;
+        info: a function giving more fields to record (after the timing); fields: recorded as given."""
+        rec = dict(ctx, method=method, density=density, **fields)
         try:
             ms = time_ms(fn, nsets, self.args.warmup, self.args.reps)
             rec["ms"] = ms
@@ -202,6 +257,11 @@ class Bench:
                 rec["x_cudnn"] = ms / ctx["cudnn_ms"]
             if check is not None:
                 rec["err"] = check()
+            if info is not None:
+                try:
+                    rec.update(info())
+                except Exception as ex:  # the timing stands
+                    rec["info_error"] = f"{type(ex).__name__}: {ex}"
             line = f"{ms:9.3f} ms"
             if rec["tflops"]:
                 line += f" {rec['tflops']:6.0f} TFLOP/s"
@@ -209,6 +269,8 @@ class Bench:
                 line += f"  {rec['x_cudnn']:.3f}x cuDNN time"
             if "err" in rec:
                 line += f"  err {rec['err']:.1e}"
+            if rec.get("mask_sha256"):
+                line += f"  mask {rec['mask_sha256']}"
         except Exception as ex:  # one failure must not stop the run
             rec["error"] = f"{type(ex).__name__}: {ex}"
             line = "failed: " + rec["error"][:300]
@@ -261,27 +323,17 @@ class Bench:
                 ctx["cudnn_ms"] = rec["ms"]
                 rec["x_cudnn"] = 1.0
         rep.clear()  # free the repeated K, V before our runs
+        causal_blocks = hq * (n // BLOCK) * (n // BLOCK + 1) // 2
 
-        plan = None
-        try:
-            plan = pa.Plan(hq, hkv, d, torch.bfloat16, "cuda", [0, n])
-        except Exception as ex:
-            print(f"{shape:12s} n={n:7d} plan failed: {ex}", flush=True)
-
-        def ours(fn):  # a plan failure turns every one of our measurements into a failure
-            def call(i):
-                if plan is None:
-                    raise RuntimeError("no plan (see above)")
-                return fn(i)
-            return call
+        def dense(i):
+            return proxyattn.dense_attention(*sets[i], out=out)
 
         def check_dense():
-            plan.dense_attention(*sets[0], out)
+            dense(0)
             return rel_err(out, ref["dense"]) if "dense" in ref else float("nan")
 
         if "dense" not in args.skip:
-            self.measure(ctx, "ours_dense", ours(lambda i: plan.dense_attention(*sets[i], out)), nsets,
-                         dense_pairs, check=check_dense)
+            self.measure(ctx, "ours_dense", dense, nsets, dense_pairs, check=check_dense)
 
         flex = None
         for density in args.densities:
@@ -292,7 +344,7 @@ class Bench:
             except Exception as ex:
                 print(f"{shape:12s} n={n:7d} mask d={density} failed: {ex}", flush=True)
                 continue
-            real = ci.numel() / (hq * (n // BLOCK) * (n // BLOCK + 1) // 2)
+            real = ci.numel() / causal_blocks
             res = {}
 
             def flex_call(i, mask=None):
@@ -308,51 +360,51 @@ class Bench:
             except Exception as ex:
                 print(f"{shape:12s} n={n:7d} flex mask failed: {ex}", flush=True)
 
-            def check_sparse():
-                plan.sparse_attention(*sets[0], ro, ci, out)
+            def sparse(i, ro=ro, ci=ci):
+                return proxyattn.sparse_attention(*sets[i], (ro, ci), out=out, block_size=BLOCK)
+
+            def check_sparse(sparse=sparse):
+                sparse(0)
                 return rel_err(out, res["flex"]) if "flex" in res else float("nan")
 
-            self.measure(ctx, "ours_sparse", ours(lambda i: plan.sparse_attention(*sets[i], ro, ci, out)),
-                         nsets, pairs, real, check=check_sparse)
+            timed, how = sparse, "eager"
+            if not args.sparse_eager:
+                try:
+                    timed, how = graphed(sparse, nsets), "cuda_graph"
+                except Exception as ex:  # time the eager calls instead (which fail if the call does), saying so
+                    how = f"eager (no CUDA graph: {type(ex).__name__}: {str(ex)[:200]})"
+                    print(f"{shape:12s} n={n:7d} ours_sparse d={density}: {how}", flush=True)
+            self.measure(ctx, "ours_sparse", timed, nsets, pairs, real, check=check_sparse, timing=how)
 
         if "estimate" in args.skip:
-            if plan is not None:
-                plan.close()
             return
-        # The estimator with the default config, and the whole layer (one call: estimate, then the
+        # The estimator with the default options, and the whole layer (one call: estimate, then the
         # sparse kernel on its mask) at the density it picks. Random inputs have flat attention, so
         # the default gamma keeps nearly every block; --layer-gammas adds layers at lower gammas,
-        # where the density the estimate picks on such inputs is about gamma.
-        self.measure(ctx, "ours_estimate", ours(lambda i: plan.estimate(*sets[i][:2], copy=False)), nsets)
+        # where the density the estimate picks on such inputs is about gamma. Each records the
+        # digest of the mask its options give on the first input set.
+        masks = {}
+
+        def estimated(options):
+            key = tuple(sorted(options.items()))
+            if key not in masks:
+                m = proxyattn.estimate(*sets[0][:2], **options)  # copies, trimmed to the kept entries
+                masks[key] = dict(density=m.col_indices.numel() / causal_blocks, digest=mask_digest(m),
+                                  pairs=kept_pairs(m.row_offsets, m.col_indices, n, hq))
+            return masks[key]
+
+        self.measure(ctx, "ours_estimate", lambda i: proxyattn.estimate(*sets[i][:2], copy=False), nsets,
+                     info=lambda: {"mask_sha256": estimated({})["digest"]})
         for gamma in [None] + list(args.layer_gammas):
-            lp = plan
+            options = {} if gamma is None else {"gamma": gamma}
             try:
-                if gamma is not None and plan is not None:
-                    lp = pa.Plan(hq, hkv, d, torch.bfloat16, "cuda", [0, n], gamma=gamma)
-            except Exception as ex:
-                print(f"{shape:12s} n={n:7d} plan at gamma {gamma} failed: {ex}", flush=True)
-                continue
-            est = {}
-
-            def estimated(lp=lp, est=est):
-                if not est:
-                    e = lp.estimate(*sets[0][:2])
-                    est["density"] = e["col_indices"].numel() / lp.mask_capacity
-                    est["pairs"] = kept_pairs(e["row_offsets"], e["col_indices"], n, hq)
-                return est
-
-            try:
-                density = estimated()["density"] if lp is not None else None
+                density = estimated(options)["density"]
             except Exception:
-                density = None
+                density = None  # the measurement below fails and says why
             name = "ours_attention" if gamma is None else f"ours_layer_g{gamma:g}"
-            rec = self.measure(ctx, name, ours(lambda i, lp=lp: lp.attention(*sets[i], out)), nsets,
-                               lambda estimated=estimated: estimated()["pairs"], density)
-            rec["gamma"] = gamma
-            if lp is not plan:
-                lp.close()
-        if plan is not None:
-            plan.close()
+            self.measure(ctx, name, lambda i, options=options: proxyattn.attention(*sets[i], out=out, **options),
+                         nsets, lambda options=options: estimated(options)["pairs"], density,
+                         info=lambda options=options: {"mask_sha256": estimated(options)["digest"]}, gamma=gamma)
 
     def run(self):
         for shape in self.args.shapes:
@@ -362,11 +414,12 @@ class Bench:
                 except Exception as ex:
                     print(f"{shape:12s} n={n:7d} failed: {type(ex).__name__}: {ex}", flush=True)
                 gc.collect()
+                proxyattn.clear_plan_cache()  # the plans' workspaces, before the next length
                 torch.cuda.empty_cache()
 
 
 def print_table(results):
-    print("\nshape        N       method          density       ms  TFLOP/s  t/cuDNN      err")
+    print("\nshape        N       method          density       ms  TFLOP/s  t/cuDNN      err  mask")
     for r in results:
         dens = f"{r['density']:.3f}" if r.get("density") is not None else "-"
         if "error" in r:
@@ -375,7 +428,8 @@ def print_table(results):
         tf = f"{r['tflops']:8.0f}" if r.get("tflops") else "       -"
         x = f"{r['x_cudnn']:8.3f}" if r.get("x_cudnn") else "       -"
         err = f"{r['err']:8.1e}" if r.get("err") is not None else "       -"
-        print(f"{r['shape']:12s} {r['n']:7d} {r['method']:15s} {dens:>7s} {r['ms']:8.3f} {tf} {x} {err}")
+        print(f"{r['shape']:12s} {r['n']:7d} {r['method']:15s} {dens:>7s} {r['ms']:8.3f} {tf} {x} {err}"
+              + (f"  {r['mask_sha256']}" if r.get("mask_sha256") else ""))
 
 
 def main():
@@ -395,8 +449,16 @@ def main():
                    help="also time the whole layer with a plan at each of these gammas (on random inputs "
                         "the estimate then keeps about that fraction of the blocks; default 0.1, none: "
                         "--layer-gammas with no value)")
+    p.add_argument("--kernel", default=os.environ.get("PROXYATTN_KERNEL") or "auto",
+                   metavar="{auto,sm80,sm90}[,ctas=N][,split=N]",
+                   help="our kernels: sets PROXYATTN_KERNEL before any of our calls (passed through as "
+                        "given; default auto, or $PROXYATTN_KERNEL where set)")
+    p.add_argument("--sparse-eager", action="store_true",
+                   help="time ours_sparse as eager proxyattn.sparse_attention calls, each with the "
+                        "package's mask check (a host synchronisation), instead of CUDA-graph replays")
     p.add_argument("--out", default=None, help="JSON results (default bench/results/cuda_bench_<date>.json)")
     args = p.parse_args()
+    os.environ["PROXYATTN_KERNEL"] = args.kernel  # read when the library builds a plan
     if args.quick:
         args.lengths, args.densities, args.reps = [8192, 16384], [1.0, 0.1], 5
     args.reps = max(args.reps, 5)
@@ -406,10 +468,13 @@ def main():
 
     now = datetime.datetime.now()
     meta = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "date": now.isoformat(timespec="seconds"),
-            "commit": git_commit(), "library": pa.library_path(), "args": vars(args),
-            "kernel": os.environ.get("PROXYATTN_KERNEL", "default")}
+            "commit": git_commit(), "library": str(pathlib.Path(proxyattn.__file__).parent),
+            "proxyattn": proxyattn.__version__, "proxyattn_cuda": proxyattn.cuda_available(), "args": vars(args),
+            "kernel": args.kernel, "sparse_timing": "eager" if args.sparse_eager else "cuda_graph"}
     print(f"GPU {meta['gpu']}, torch {meta['torch']}, {meta['date']}, commit {meta['commit']}", flush=True)
-    print(f"library {meta['library']}, PROXYATTN_KERNEL={meta['kernel']}", flush=True)
+    print(f"proxyattn {meta['proxyattn']} ({meta['library']}), kernel {meta['kernel']}, ours_sparse timed as "
+          f"{meta['sparse_timing']}" + ("" if meta["proxyattn_cuda"] else ", NO CUDA BACKEND: ours will fail"),
+          flush=True)
 
     persist = l2_persisting_set_aside()
     if persist:

@@ -12,5 +12,5 @@ if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then cuda=ON; 
 (cd "$root/build" && ctest --output-on-failure -j2)
 "$root/scripts/install_python.sh"
 cd "$root"
-PROXYATTN_LIB="$root/build/src/capi/libproxyattn_c.so" python3 -m pytest -q -p no:cacheprovider python/tests \
+python3 -m pytest -q -p no:cacheprovider python/tests \
   $(ls -d eval/tests eval/baselines/tests 2>/dev/null)

@@ -455,31 +455,20 @@ def test_bad_arguments_raise_value_error_naming_them(call, name):
 
 
 # ----------------------------------------------------------------------------------------------
-# The library itself (skipped unless libproxyattn_c.so is built): a baseline mask feeds its
-# sparse kernel, and its own mask read back through from_csr has the density it reports.
-
-def library():
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[3] / "python"))
-    try:
-        import proxyattn_ctypes as pa
-    except ImportError as e:
-        pytest.skip(f"python/proxyattn_ctypes.py cannot be imported: {e}")
-    if not pathlib.Path(pa.library_path()).exists():
-        pytest.skip(f"libproxyattn_c.so not built at {pa.library_path()} (set PROXYATTN_LIB)")
-    return pa
-
+# The library itself, through the installed proxyattn package (skipped when it is not installed):
+# a baseline mask feeds its sparse kernel, and its own mask read back through from_csr has the
+# density it reports.
 
 def test_masks_feed_the_library_sparse_kernel():
-    pa = library()
+    proxyattn = pytest.importorskip("proxyattn", reason="the proxyattn package is not installed (pip install .)")
     n, hq, hkv = 300, 4, 2
     nb = -(-n // B)
     q, k = inputs(n, hq, hkv, seed=20, dtype=torch.float32)
     v = torch.randn(n, hkv, D, generator=torch.Generator().manual_seed(21))
     mask = xattention_mask(q, k, 0.6, block_size=B, stride=8)
     assert density(mask) < 0.9
-    plan = pa.Plan(hq, hkv, D, torch.float32, "cpu", [0, n], block_size=B, backend="cpu_reference")
-    out, lse = torch.full_like(q, float("nan")), torch.full((hq, n), float("nan"))
-    plan.sparse_attention(q, k, v, *to_csr(mask), out, lse)
+    out = proxyattn.sparse_attention(q, k, v, to_csr(mask), out=torch.full_like(q, float("nan")), block_size=B,
+                                      backend="cpu_reference")
     # float64 attention restricted to the kept blocks, token by token
     tokens = torch.arange(n)
     allowed = mask[:, tokens[:, None] // B, tokens[None, :] // B] & (tokens[None, :] <= tokens[:, None])
@@ -489,7 +478,7 @@ def test_masks_feed_the_library_sparse_kernel():
     want = torch.einsum("hij,jhd->ihd", p, v.double().repeat_interleave(r, 1))
     assert torch.linalg.norm(out.double() - want) / torch.linalg.norm(want) < 1e-5
     # and the library's own estimate, in the same layout and with the same density definition
-    est = plan.estimate(q, k)
-    own = from_csr(est["row_offsets"], est["col_indices"], hq, nb)
+    est, stats = proxyattn.estimate(q, k, block_size=B, backend="cpu_reference", return_stats=True)
+    own = from_csr(est.row_offsets, est.col_indices, hq, nb)
     check_structure(own, hq, nb)
-    assert density(own) == int(est["kept"].sum()) / (hq * nb * (nb + 1) // 2)
+    assert density(own) == int(stats["kept_blocks"].sum()) / (hq * nb * (nb + 1) // 2)
