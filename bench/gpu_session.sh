@@ -9,8 +9,8 @@
 #                  build the Python package while the CUDA tests (every kernel choice) and
 #                  compute-sanitizer memcheck run (binaries of scripts/build_device.sh, carried as
 #                  .gpu/device.tar.xz); then bench/estimate_cost.py alone on the GPU; prefill
-#                  against a KV cache (bench/chunked_prefill.py, KV_RUNS); two builds of the C ABI
-#                  against each other (.gpu/ab.tar.xz, AB_DIGEST); then, once a model is assembled,
+#                  against a KV cache (bench/chunked_prefill.py, KV_RUNS); the tree against an
+#                  earlier one (.gpu/before.tar.gz, AB_ROUNDS, AB_LENGTHS); then, once a model is assembled,
 #                  the accuracy suite (eval/run_suite.sh, resuming from .gpu/results/*.jsonl.gz, its
 #                  steps SUITE_STEPS) and the long prompts (eval/run_long.sh, resuming from
 #                  .gpu/long/*.gz, its steps LONG_STEPS)
@@ -35,7 +35,7 @@ report() {  # what the background jobs did; the device tool brings back at most 
     grep -E "ERROR SUMMARY|PASSED|FAILED" $W/memcheck.log | tail -3; }
   [ -f $W/kvcache.log ] && { echo "-- KV cache: $(cat $W/kvcache.status 2>/dev/null || echo running)"; \
     grep -E "^\|" $W/kvcache.log | tail -16; }
-  [ -f $W/ab.status ] && { echo "-- A/B:"; cat $W/ab/digest_diff.txt; \
+  [ -f $W/ab.status ] && { echo "-- A/B:"; \
     for f in $W/ab/bench_before_${AB_ROUNDS:-2}.log $W/ab/bench_after_${AB_ROUNDS:-2}.log; do echo "$f"; grep -E "^(llama|gemma)" $f | grep -E "ours|cudnn"; done; }
   [ -f $W/suite.log ] && { echo "-- suite: $(cat $W/suite.status 2>/dev/null || echo running)"; tail -3 $W/suite.log; }
   [ -f $W/long.log ] && { echo "-- long prompts: $(cat $W/long.status 2>/dev/null || echo running)"; tail -4 $W/long.log; }
@@ -103,22 +103,21 @@ chain() {
     done > $W/kvcache.log 2>&1
     echo "exit $?" > $W/kvcache.status
   fi
-  if [[ $steps == *ab* ]] && [ -f .gpu/ab.tar.xz ]; then
-    # Two builds of the C ABI (.gpu/ab.tar.xz: before/ and after/, each libproxyattn_c.so) in one
-    # run: bench/cuda_bench.py in turns (ratios to cuDNN in each), and the masks' and outputs'
-    # digests (AB_DIGEST, a script of the results folder).
-    mkdir -p $W/ab && tar -xJf .gpu/ab.tar.xz -C $W/ab
+  if [[ $steps == *ab* ]] && [ -f .gpu/before.tar.gz ]; then
+    # The tree to compare against (.gpu/before.tar.gz, `git archive` of its commit) built as a
+    # second package beside the installed one, then bench/cuda_bench.py on each in turn (ratios to
+    # cuDNN in each run; the JSONs carry every estimated mask's digest).
+    rm -rf $W/ab && mkdir -p $W/ab/src && tar -xzf .gpu/before.tar.gz -C $W/ab/src
+    (cd $W/ab/src && python3 -m pip install -q --disable-pip-version-check --no-build-isolation --no-index --no-deps \
+      --target $W/ab/before -Ccmake.define.PROXYATTN_CUDA=ON -Ccmake.define.HWY_INCLUDE_DIR=$W/hwy/usr/include \
+      '-Ccmake.define.PROXYATTN_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a' .) > $W/ab/build.log 2>&1
     for round in $(seq ${AB_ROUNDS:-2}); do
       for b in before after; do
-        PROXYATTN_LIB=$W/ab/$b/libproxyattn_c.so timeout 300 python3 bench/cuda_bench.py --shapes llama3.1-8b gemma2-9b \
-          --lengths ${AB_LENGTHS:-32768 131072} --densities 1.0 0.1 --skip flash flex --reps 5 \
-          --out $W/ab/bench_${b}_$round.json > $W/ab/bench_${b}_$round.log 2>&1
+        PYTHONPATH=$([ $b = before ] && echo $W/ab/before) timeout 300 python3 bench/cuda_bench.py \
+          --shapes llama3.1-8b gemma2-9b --lengths ${AB_LENGTHS:-32768 131072} --densities 1.0 0.1 --skip flash flex \
+          --reps 5 --out $W/ab/bench_${b}_$round.json > $W/ab/bench_${b}_$round.log 2>&1
       done
     done
-    for b in before after; do
-      PROXYATTN_LIB=$W/ab/$b/libproxyattn_c.so timeout 200 python3 $AB_DIGEST > $W/ab/digest_$b.txt 2>&1
-    done
-    (cd $W/ab && diff digest_before.txt digest_after.txt > digest_diff.txt; echo "digest diff exit $?" >> digest_diff.txt)
     echo "exit 0" > $W/ab.status
   fi
   if [[ $steps == *suite* ]]; then
@@ -143,7 +142,7 @@ case "${1:-}" in
   start)
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
     keep_part "$2"
-    export -f chain; export W STEPS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS AB_DIGEST AB_ROUNDS AB_LENGTHS PROXYATTN_COMMIT
+    export -f chain; export W STEPS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS AB_ROUNDS AB_LENGTHS PROXYATTN_COMMIT
     setsid nohup bash -c chain > $W/chain.log 2>&1 &
     sleep 2; report ;;
   part)
