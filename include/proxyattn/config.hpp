@@ -42,6 +42,14 @@ struct Config {
   Backend backend = Backend::automatic;
 };
 
+// Every field of Config, in declaration order, as X(type, name): the one list from which the C
+// ABI (c_api.cpp), the Python options (module.cpp) and the tests take the fields (config.cpp checks
+// at compile time that it names every field of the struct, with its type).
+#define PROXYATTN_CONFIG_FIELDS(X)                                                                          \
+  X(int, block_size) X(int, stride) X(int, proxy_groups) X(double, gamma) X(std::int64_t, min_budget_tokens) \
+  X(bool, keep_sink) X(BudgetMode, budget_mode) X(bool, exact_last_block) X(int, head_columns)               \
+  X(double, scale) X(Backend, backend)
+
 // Throws Error naming the field and its value when a parameter is out of range.
 void validate(const Config& config);
 

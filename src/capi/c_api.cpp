@@ -3,6 +3,7 @@
 #include "proxyattn/c_api.h"
 
 #include <new>
+#include <type_traits>
 #include <string>
 #include <utility>
 
@@ -114,17 +115,12 @@ Config to_config(const pa_config& c) {
   if (c.backend < PA_BACKEND_AUTOMATIC || c.backend > PA_BACKEND_CUDA)
     invalid("config.backend must be in [0, 3], got " + std::to_string(c.backend));
   Config r;
-  r.block_size = c.block_size;
-  r.stride = c.stride;
-  r.proxy_groups = c.proxy_groups;
-  r.gamma = c.gamma;
-  r.min_budget_tokens = c.min_budget_tokens;
-  r.keep_sink = c.keep_sink != 0;
-  r.budget_mode = static_cast<BudgetMode>(c.budget_mode);
-  r.scale = c.scale;
-  r.backend = static_cast<Backend>(c.backend);
-  r.exact_last_block = c.exact_last_block != 0;
-  r.head_columns = c.head_columns;
+  // Every field by name (PROXYATTN_CONFIG_FIELDS): a Config field without its pa_config field
+  // does not compile. The C side holds flags and enums as int32.
+#define PROXYATTN_FROM_C(T, name) \
+  r.name = std::is_same_v<T, bool> ? static_cast<T>(c.name != 0) : static_cast<T>(c.name);
+  PROXYATTN_CONFIG_FIELDS(PROXYATTN_FROM_C)
+#undef PROXYATTN_FROM_C
   return r;
 }
 
@@ -144,17 +140,9 @@ extern "C" {
 void pa_config_default(pa_config* config) {
   if (config == nullptr) return;
   const Config d;
-  config->block_size = d.block_size;
-  config->stride = d.stride;
-  config->proxy_groups = d.proxy_groups;
-  config->gamma = d.gamma;
-  config->min_budget_tokens = d.min_budget_tokens;
-  config->keep_sink = d.keep_sink ? 1 : 0;
-  config->budget_mode = static_cast<std::int32_t>(d.budget_mode);
-  config->scale = d.scale;
-  config->backend = static_cast<std::int32_t>(d.backend);
-  config->exact_last_block = d.exact_last_block ? 1 : 0;
-  config->head_columns = d.head_columns;
+#define PROXYATTN_TO_C(T, name) config->name = static_cast<decltype(config->name)>(d.name);
+  PROXYATTN_CONFIG_FIELDS(PROXYATTN_TO_C)
+#undef PROXYATTN_TO_C
 }
 
 namespace {

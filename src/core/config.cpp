@@ -1,10 +1,39 @@
 #include "proxyattn/config.hpp"
 
 #include <cmath>
+#include <type_traits>
 
 #include "core/check.hpp"
 
 namespace proxyattn {
+namespace {
+
+// PROXYATTN_CONFIG_FIELDS names every field of Config with its type, in order: each listed field
+// has the listed type, and the struct has as many fields as the list (the largest number of
+// initialisers an aggregate takes).
+struct AnyValue {
+  template <class T>
+  operator T() const;  // NOLINT: converts to any field type, for counting only
+};
+
+template <class T, class... A>
+constexpr int aggregate_fields() {
+  if constexpr (requires { T{A{}..., AnyValue{}}; })
+    return aggregate_fields<T, A..., AnyValue>();
+  else
+    return static_cast<int>(sizeof...(A));
+}
+
+#define PROXYATTN_COUNT(T, name) +1
+#define PROXYATTN_CHECK_TYPE(T, name) \
+  static_assert(std::is_same_v<decltype(Config::name), T>, "PROXYATTN_CONFIG_FIELDS: the type of " #name);
+PROXYATTN_CONFIG_FIELDS(PROXYATTN_CHECK_TYPE)
+static_assert(aggregate_fields<Config>() == 0 PROXYATTN_CONFIG_FIELDS(PROXYATTN_COUNT),
+              "PROXYATTN_CONFIG_FIELDS must list every field of Config");
+#undef PROXYATTN_CHECK_TYPE
+#undef PROXYATTN_COUNT
+
+}  // namespace
 
 const char* backend_name(Backend backend) {
   switch (backend) {

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <type_traits>
 
 #include "proxyattn/proxyattn.hpp"
 
@@ -101,27 +103,34 @@ struct PyPlan {
 
 const char* budget_mode_name(BudgetMode m) { return m == BudgetMode::row_ratio ? "row_ratio" : "last_row_count"; }
 
-// The Config fields by name (softmax scale aside: the calls pass it): the one place where Python
-// learns their names, their defaults (config_defaults) and their conversions.
+// The Config fields by name (PROXYATTN_CONFIG_FIELDS; the softmax scale aside: the calls pass
+// it): the one place where Python learns their names, their defaults (config_defaults) and their
+// conversions.
+nb::object to_py(int v) { return nb::int_(v); }
+nb::object to_py(std::int64_t v) { return nb::int_(v); }
+nb::object to_py(double v) { return nb::float_(v); }
+nb::object to_py(bool v) { return nb::bool_(v); }
+nb::object to_py(BudgetMode m) { return nb::str(budget_mode_name(m)); }
+nb::object to_py(Backend b) { return nb::str(b == Backend::automatic ? "auto" : backend_name(b)); }
+
 nb::dict config_to_dict(const Config& c) {
   nb::dict d;
-  d["gamma"] = c.gamma;
-  d["block_size"] = c.block_size;
-  d["stride"] = c.stride;
-  d["proxy_groups"] = c.proxy_groups;
-  d["min_budget_tokens"] = c.min_budget_tokens;
-  d["keep_sink"] = c.keep_sink;
-  d["budget_mode"] = budget_mode_name(c.budget_mode);
-  d["exact_last_block"] = c.exact_last_block;
-  d["head_columns"] = c.head_columns;
-  d["backend"] = c.backend == Backend::automatic ? "auto" : backend_name(c.backend);
+#define PROXYATTN_TO_PY(T, name) \
+  if (std::string_view(#name) != "scale") d[#name] = to_py(c.name);
+  PROXYATTN_CONFIG_FIELDS(PROXYATTN_TO_PY)
+#undef PROXYATTN_TO_PY
   return d;
 }
 
 template <class T>
 T field(const nb::handle& value, const char* name) {
   try {
-    return nb::cast<T>(value);
+    if constexpr (std::is_same_v<T, BudgetMode>)
+      return budget_mode_of(nb::cast<std::string>(value));
+    else if constexpr (std::is_same_v<T, Backend>)
+      return backend_of(nb::cast<std::string>(value));
+    else
+      return nb::cast<T>(value);
   } catch (const nb::cast_error&) {
     throw Error(ErrorCode::invalid_argument, std::string("option ") + name + ": cannot take " +
                                                  nb::cast<std::string>(nb::repr(value)));
@@ -132,17 +141,15 @@ Config config_from_dict(const nb::dict& d, double scale) {
   Config c;
   for (auto [key, value] : d) {
     const std::string k = nb::cast<std::string>(key);
-    if (k == "gamma") c.gamma = field<double>(value, "gamma");
-    else if (k == "block_size") c.block_size = field<int>(value, "block_size");
-    else if (k == "stride") c.stride = field<int>(value, "stride");
-    else if (k == "proxy_groups") c.proxy_groups = field<int>(value, "proxy_groups");
-    else if (k == "min_budget_tokens") c.min_budget_tokens = field<std::int64_t>(value, "min_budget_tokens");
-    else if (k == "keep_sink") c.keep_sink = field<bool>(value, "keep_sink");
-    else if (k == "budget_mode") c.budget_mode = budget_mode_of(field<std::string>(value, "budget_mode"));
-    else if (k == "exact_last_block") c.exact_last_block = field<bool>(value, "exact_last_block");
-    else if (k == "head_columns") c.head_columns = field<int>(value, "head_columns");
-    else if (k == "backend") c.backend = backend_of(field<std::string>(value, "backend"));
-    else throw Error(ErrorCode::invalid_argument, "unknown option '" + k + "'");
+    bool known = false;
+#define PROXYATTN_FROM_PY(T, name)                     \
+  if (k == #name && k != "scale") {                    \
+    c.name = field<T>(value, #name);                   \
+    known = true;                                      \
+  }
+    PROXYATTN_CONFIG_FIELDS(PROXYATTN_FROM_PY)
+#undef PROXYATTN_FROM_PY
+    if (!known) throw Error(ErrorCode::invalid_argument, "unknown option '" + k + "'");
   }
   c.scale = scale;
   return c;

@@ -42,6 +42,15 @@ void add_common_options(CLI::App& app, CommonOptions& o, bool with_dtype) {
   app.add_flag("--json", o.json, "print JSON instead of tables");
 }
 
+const std::vector<std::pair<std::string, std::string>>& config_options() {
+  static const std::vector<std::pair<std::string, std::string>> options = {
+      {"block_size", "--block-size"},   {"stride", "--stride"},           {"proxy_groups", "--proxy-groups"},
+      {"gamma", "--gamma"},             {"min_budget_tokens", "--min-budget"}, {"keep_sink", "--no-sink"},
+      {"budget_mode", "--budget-mode"}, {"exact_last_block", "--exact-last-block"},
+      {"head_columns", "--head-columns"}, {"scale", ""},                {"backend", "--device"}};
+  return options;
+}
+
 void finish_options(CommonOptions& o) {
   o.config.keep_sink = !o.no_sink;
   o.config.budget_mode = o.budget_mode == "last_row_count" ? BudgetMode::last_row_count : BudgetMode::row_ratio;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "proxyattn/proxyattn.hpp"
@@ -38,6 +39,9 @@ struct CommonOptions {
 
 // Adds the ProxyAttn parameters and the device/dtype/output options to a subcommand.
 void add_common_options(CLI::App& app, CommonOptions& o, bool with_dtype = true);
+// The option that sets each Config field (PROXYATTN_CONFIG_FIELDS; a test checks that every field
+// has one): scale is each call's (1/sqrt(head_dim)), and --device picks the backend.
+const std::vector<std::pair<std::string, std::string>>& config_options();
 // Applies the string options to o.config and checks them; throws UsageError.
 void finish_options(CommonOptions& o);
 Device resolve_device(const std::string& name);
