@@ -80,7 +80,7 @@ const std::vector<Shape>& shapes() {
       {{1}, 4, 4, 64, DType::bfloat16},          {{200}, 4, 1, 128, DType::bfloat16},
       {{300}, 7, 1, 128, DType::float16},        {{129}, 8, 1, 256, DType::bfloat16},
       {{0, 1, 130, 257}, 8, 2, 64, DType::float16}, {{383}, 2, 2, 256, DType::float16},
-      // Ragged batches for the Hopper kernel's tiles: 1 token, one short of a block, exactly one
+      // Ragged batches for the sm90 kernel's tiles: 1 token, one short of a block, exactly one
       // block, one past it, blocks that end inside the next sequence, GQA 4:1 and 2:1.
       {{1, 127, 128, 129, 300}, 8, 2, 128, DType::bfloat16}, {{256, 1000}, 4, 2, 128, DType::float16},
       {{385, 70, 640}, 6, 3, 64, DType::bfloat16},
@@ -159,7 +159,7 @@ TEST(Cuda, SparseMatchesReferenceOnRandomMasks) {
 }
 
 // Q, K and V as head slices of one packed [N, Hq + 2 Hkv, D] buffer and O with a spare head
-// slot per token: token strides that are not H * D reach the kernels' addressing (the Hopper
+// slot per token: token strides that are not H * D reach the kernels' addressing (the sm90
 // kernel's tensor maps), and the spare slots must stay untouched.
 TEST(Cuda, StridedViewsMatchReference) {
   REQUIRE_GPU();
@@ -222,7 +222,7 @@ TEST(Cuda, StridedViewsMatchReference) {
 }
 
 // Keys scaled up block by block (x 1, 2, 3, ... along each sequence), so that a row's later
-// key tiles score far above its earlier ones: the Hopper kernel moves its running max and
+// key tiles score far above its earlier ones: the sm90 kernel moves its running max and
 // rescales the output where a tile exceeds the max by more than its slack, and keeps both
 // otherwise, in the same rows. Dense and on a random mask, against the reference.
 TEST(Cuda, GrowingScoresMatchReference) {
@@ -258,7 +258,7 @@ TEST(Cuda, GrowingScoresMatchReference) {
     }
 }
 
-// Rows of more than 64 entries, so that the Hopper consumers' window of 32 mask indices moves on
+// Rows of more than 64 entries, so that the sm90 consumers' window of 32 mask indices moves on
 // several times within a row, and a raw device mask (which is not validated) whose rows also
 // hold entries outside [0, m]: every kernel must skip those and give the clean mask's output.
 TEST(Cuda, LongRowsWithBadEntriesMatchReference) {

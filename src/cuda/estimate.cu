@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(kThreads) proxy_kernel(EstimateParams p) {
 // One CTA per (chunk of kStage2Chunk key blocks, head): the last min(128, q_len) queries of the
 // head against the chunk's keys, in one pass that leaves each row's (max, sum) over the chunk
 // (partial) and over each key block (block_part, against the chunk's running max at the block's
-// end), as the Hopper kernel does (sm90/stage2.cuh); row_lse_kernel and block_mass_kernel
+// end), as the sm90 kernel does (sm90/stage2.cuh); row_lse_kernel and block_mass_kernel
 // then turn them into the block masses.
 template <class T, int D>
 __global__ void __launch_bounds__(kThreads) stage2_kernel(EstimateParams p) {

@@ -1,5 +1,5 @@
-// Device helpers of the estimator's kernels, shared by the portable ones (estimate.cu) and the
-// Hopper stage 1 (hopper/stage1_sm90.cuh): float atomics and warp reductions, a shared-memory
+// Device helpers of the estimator's kernels, shared by the sm80 ones (estimate.cu) and the
+// sm90 stage 1 (sm90/stage1.cuh): float atomics and warp reductions, a shared-memory
 // bitonic sort, and the ranking and CSR writing that ends stage 1 + 3 for one query block.
 #pragma once
 

@@ -1,6 +1,6 @@
-// Block-sparse flash-attention forward for Hopper (sm_90a): TMA loads into a two-stage mbarrier
+// Block-sparse flash-attention forward for sm90 (sm_90a): TMA loads into a two-stage mbarrier
 // pipeline, wgmma from two consumer warpgroups, one producer warp. docs/kernels.md ("Sparse
-// attention on Hopper") has the design; the semantics are those of the portable kernel
+// attention on sm90") has the design; the semantics are those of the sm80 kernel
 // (sm80/attention.cuh): same AttentionParams, same schedule, same masking and outputs.
 //
 // CTA = 3 warpgroups. Warpgroup 0 gives its registers away (setmaxnreg) and one of its warps

@@ -1,4 +1,4 @@
-// Whether a kernel's sm_90a code is what runs on a device: the Hopper kernels are built only
+// Whether a kernel's sm_90a code is what runs on a device: the sm90 kernels are built only
 // for sm_90a (wgmma, TMA, setmaxnreg), and a build for other targets must not launch them.
 #pragma once
 

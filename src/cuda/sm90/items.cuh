@@ -1,4 +1,4 @@
-// The work of the Hopper attention kernel (attention_sm90.cuh): which items a CTA takes, what an
+// The work of the sm90 attention kernel (sm90/attention.cuh): which items a CTA takes, what an
 // item is (a (query block, head) row of the mask), and the K/V tiles of its row. The producer and
 // the consumers walk them the same way, which the kernel's barrier counts rely on.
 #pragma once
@@ -57,7 +57,7 @@ __device__ __forceinline__ Item decode_item(const AttentionParams& p, int index)
 }
 
 // The K/V tiles of an item: its kept key blocks in mask order, skipping indices outside [0, m]
-// (a bad raw mask), exactly as the portable kernel's KeyTiles does; each block is kSub tiles
+// (a bad raw mask), exactly as the sm80 kernel's KeyTiles does; each block is kSub tiles
 // of 128 / kSub keys, and a tile that starts past the sequence end is skipped. next() gives the
 // tile's first key (in the sequence) or -1 at the end; the producer and the consumers walk the
 // same tiles.

@@ -1,4 +1,4 @@
-// The online softmax of the Hopper attention kernel (attention_sm90.cuh) on one score tile in
+// The online softmax of the sm90 attention kernel (sm90/attention.cuh) on one score tile in
 // registers: wgmma's accumulator layout, where a thread holds two rows of the warp's 16 (row0 and
 // row0 + 8) and S[4j + 2h + e] is key 8j + 2c + e of the tile for row h (c = lane % 4).
 // docs/kernels.md ("Softmax") has why each step is where it is.
@@ -31,7 +31,7 @@ __device__ __forceinline__ void mask_diagonal(float (&S)[N], int row0, int c, in
   }
 }
 
-// Online softmax of one score tile in place, base 2 with the scale folded in (as the portable
+// Online softmax of one score tile in place, base 2 with the scale folded in (as the sm80
 // kernel): S becomes 2^(S * scale_log2 - running max); the running max and the per-lane row sums
 // move; rescale gets the factor the output accumulated so far must take.
 // kDiagonal: mask the tile first (mask_diagonal). kVote: return (the same in every lane) whether

@@ -1,9 +1,9 @@
-// Stage 1 + 3 of the estimator on Hopper (sm_90a): the proxy score products on wgmma, which runs
+// Stage 1 + 3 of the estimator on sm90 (sm_90a): the proxy score products on wgmma, which runs
 // the product of one key tile while the warps mask, exponentiate and reduce another. Semantics
-// are those of the portable stage1_kernel (estimate.cu); docs/kernels.md ("Stage 1 + 3") has
+// are those of the sm80 stage1_kernel (estimate.cu); docs/kernels.md ("Stage 1 + 3") has
 // when each runs.
 //
-// The portable kernel (one query block of 32 strided rows per CTA, warps splitting the keys,
+// The sm80 kernel (one query block of 32 strided rows per CTA, warps splitting the keys,
 // mma.sync) is latency-bound: ncu at 128K shows its tensor pipe 18% busy and a quarter of the
 // warp slots used. Here a CTA of two warpgroups takes up to 128 strided query rows (the rows of
 // `blocks` consecutive query blocks of one sequence, for one group), 64 per warpgroup, so that

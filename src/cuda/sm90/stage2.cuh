@@ -1,14 +1,14 @@
-// Stage 2 of the estimator on Hopper (sm_90a): the last queries of each head against one chunk of
-// its keys, the products on wgmma. Semantics are those of the portable stage2_kernel
+// Stage 2 of the estimator on sm90 (sm_90a): the last queries of each head against one chunk of
+// its keys, the products on wgmma. Semantics are those of the sm80 stage2_kernel
 // (estimate.cu), whose pass 1 leaves each row's (max, sum) over the chunk, row_lse_kernel merges
 // the chunks' pairs into the row's log-sum-exp, and pass 2 computes the scores again to sum the
 // probabilities per key block. Here one pass does both: with the (max, sum) of the chunk it
 // leaves each row's (max, sum) over each key block, and block_mass_kernel (estimate.cu) scales
 // those by the row's log-sum-exp, so the scores are computed once.
 //
-// The portable kernel (mma.sync, one 64-key tile loaded at a time, the loads waited for before
+// The sm80 kernel (mma.sync, one 64-key tile loaded at a time, the loads waited for before
 // the math) exposes the latency of every load. Here a CTA is stage 1's two
-// warpgroups with stage 1's tiles (hopper/stage1_sm90.cuh): the 128 query rows, 64 per
+// warpgroups with stage 1's tiles (sm90/stage1.cuh): the 128 query rows, 64 per
 // warpgroup, and 64-key tiles in 128-byte-swizzled panels loaded with cp.async four buffers
 // deep; products go in pairs, the first tile reduced while the second one's product runs. At
 // D <= 128 two CTAs fit on an SM (96 KB of tiles, at most 128 registers), so that one CTA's
@@ -146,7 +146,7 @@ bool stage2_sm90_available(int device) {
   return sm90_code_runs<stage2_sm90_kernel<T, D>>(device);
 }
 
-// One CTA per (chunk, head), as the portable kernel's passes.
+// One CTA per (chunk, head), as the sm80 kernel's passes.
 template <class T, int D>
 void launch_stage2_sm90(const EstimateParams& p, cudaStream_t stream) {
   constexpr int smem = Stage1Layout<D>::kTileBytes + 1024;  // + the 1024-byte alignment

@@ -1,4 +1,4 @@
-// Hopper (sm_90a) synchronisation and copy primitives as raw PTX: mbarriers, the bulk tensor
+// sm90 (sm_90a) synchronisation and copy primitives as raw PTX: mbarriers, the bulk tensor
 // copy (TMA), proxy fences, named barriers and register reallocation. Every helper is an inline
 // device function: it is emitted only where a kernel of the sm_90a pass uses it.
 //
@@ -47,7 +47,7 @@ __device__ __forceinline__ bool mbar_try_wait(std::uint32_t bar, std::uint32_t p
 }
 // Spins until the phase of that parity has completed. No timeout: the consumers' registers are
 // all taken (a watchdog's two made the compiler spill and serialise the wgmma), so a protocol
-// bug hangs; run device checks under `timeout` (bench/hopper_checks.sh does).
+// bug hangs; run device checks under `timeout` (bench/gpu_session.sh does).
 __device__ __forceinline__ void mbar_wait(std::uint32_t bar, std::uint32_t parity) {
   while (!mbar_try_wait(bar, parity)) {
   }

@@ -1,4 +1,4 @@
-// Host side of the Hopper kernel: the TMA tensor maps of a launch, encoded by the driver's
+// Host side of the sm90 kernel: the TMA tensor maps of a launch, encoded by the driver's
 // cuTensorMapEncodeTiled, reached through the runtime's entry-point query so that the library
 // does not link libcuda.
 #include <cudaTypedefs.h>
