@@ -116,30 +116,6 @@ def l2_persisting_set_aside():
     return got.value
 
 
-class Calls:
-    """Our calls on one sequence's tensors through the proxyattn package. sparse_attention reads
-    row_offsets back to check the mask (a host synchronisation per call, as for any caller of the
-    package)."""
-
-    def dense_attention(self, q, k, v, out):
-        return proxyattn.dense_attention(q, k, v, out=out)
-
-    def sparse_attention(self, q, k, v, row_offsets, col_indices, out):
-        return proxyattn.sparse_attention(q, k, v, (row_offsets, col_indices), out=out, block_size=BLOCK)
-
-    def close(self):
-        proxyattn.clear_plan_cache()
-
-
-def llama_layer(n, seed=1):
-    """One Llama-3.1-8B attention layer of n tokens for the small timing scripts: a generator, q, k,
-    v ([N, H, D] bf16, random), an output like q, and our calls on them (Calls)."""
-    hq, hkv, d = SHAPES["llama3.1-8b"]
-    gen = torch.Generator(device="cuda").manual_seed(seed)
-    q, k, v = (torch.randn(n, h, d, device="cuda", dtype=torch.bfloat16, generator=gen) for h in (hq, hkv, hkv))
-    return gen, q, k, v, torch.empty_like(q), Calls()
-
-
 def graphed(fn, nsets):
     """fn(i) for each input set captured once in a CUDA graph, after an eager call per set (which
     builds the plan and checks the inputs); returns a function that replays graph i."""

@@ -26,7 +26,7 @@ from torch.nn.attention.bias import causal_lower_right
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from chunked_prefill import structured  # noqa: E402
 
-from proxyattn import distributed as pad  # noqa: E402
+from proxyattn import DEFAULTS, distributed as pad  # noqa: E402
 
 
 def timed(fn, repeats, device):
@@ -46,7 +46,7 @@ def timed(fn, repeats, device):
 
 def dense_cp(q, k, v, n, rank, world):
     """Dense context parallelism: all-gather K and V, then each query chunk against its keys."""
-    counts = [sum(b - a for a, b in pad.zigzag_chunks(n, r, world)) for r in range(world)]
+    counts = pad.shard_sizes(n, world)
     k_full = pad.zigzag_unshard(pad._gather(k, counts, None))
     v_full = pad.zigzag_unshard(pad._gather(v, counts, None))
     outs, done, g = [], 0, q.shape[1] // k.shape[1]
@@ -64,14 +64,10 @@ def dense_cp(q, k, v, n, rank, world):
 
 def gathers_only(q, k, v, n, rank, world, stride, block):
     """The collectives of proxyattn.distributed.attention alone."""
-    counts = [sum(b - a for a, b in pad.zigzag_chunks(n, r, world)) for r in range(world)]
+    counts = pad.shard_sizes(n, world)
     pad._gather(k, counts, None)
     pad._gather(v, counts, None)
-
-    def needed(r):
-        pos = torch.cat([torch.arange(a, b) for a, b in pad.zigzag_chunks(n, r, world)])
-        return pos[(pos % stride == 0) | (pos >= n - block)]
-    wanted = [needed(r) for r in range(world)]
+    wanted = [pad.estimator_rows(n, r, world, stride, block) for r in range(world)]
     pad._gather(q[: len(wanted[rank])], [len(w) for w in wanted], None)
 
 
@@ -89,7 +85,7 @@ def run(rank, world, port, args, results):
         q, k, v = (pad.zigzag_shard(x, rank, world).to(device).contiguous() for x in (q, k, v))
         opts = {} if args.min_budget_tokens is None else dict(min_budget_tokens=args.min_budget_tokens)
         t_sparse, (_, mask) = timed(lambda: pad.attention(q, k, v, return_mask=True, **opts), args.repeats, device)
-        t_comm, _ = timed(lambda: gathers_only(q, k, v, n, rank, world, 4, 128), args.repeats, device)
+        t_comm, _ = timed(lambda: gathers_only(q, k, v, n, rank, world, DEFAULTS['stride'], DEFAULTS['block_size']), args.repeats, device)
         t_dense, _ = timed(lambda: dense_cp(q, k, v, n, rank, world), args.repeats, device) if not args.no_dense \
             else (float("nan"), None)
         kept = int(torch.as_tensor(mask.row_offsets)[-1])

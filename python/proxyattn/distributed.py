@@ -20,7 +20,8 @@ import torch.distributed as dist
 
 from . import _api
 
-__all__ = ["attention", "zigzag_bounds", "zigzag_chunks", "zigzag_shard", "zigzag_unshard"]
+__all__ = ["attention", "estimator_rows", "shard_sizes", "zigzag_bounds", "zigzag_chunks", "zigzag_shard",
+           "zigzag_unshard"]
 
 
 def zigzag_bounds(n, world):
@@ -48,6 +49,23 @@ def zigzag_unshard(shards, dim=0):
         (a0, a1), (b0, b1) = zigzag_chunks(n, r, world)
         pieces[r], pieces[2 * world - 1 - r] = s.narrow(dim, 0, a1 - a0), s.narrow(dim, a1 - a0, b1 - b0)
     return torch.cat(pieces, dim)
+
+
+def shard_sizes(n, world):
+    """Every rank's token count for a sequence of n tokens."""
+    return [sum(b - a for a, b in zigzag_chunks(n, r, world)) for r in range(world)]
+
+
+def _positions(n, rank, world):
+    """The positions of rank's shard, in its order."""
+    return torch.cat([torch.arange(a, b) for a, b in zigzag_chunks(n, rank, world)])
+
+
+def estimator_rows(n, rank, world, stride, block_size):
+    """The positions in rank's shard whose queries the estimator reads: the strided positions
+    (stage 1's proxies) and the last query block (stage 2)."""
+    pos = _positions(n, rank, world)
+    return pos[(pos % stride == 0) | (pos >= n - block_size)]
 
 
 _DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -103,21 +121,15 @@ def attention(q, k, v, group=None, softmax_scale=None, *, return_lse=False, retu
                              f"rank {r} has {m[1:]}")
     counts = [m[0] for m in metas]
     n = sum(counts)
-    for r, c in enumerate(counts):
-        (a0, a1), (b0, b1) = zigzag_chunks(n, r, world)
-        if c != (a1 - a0) + (b1 - b0):
+    for r, (c, want) in enumerate(zip(counts, shard_sizes(n, world))):
+        if c != want:
             raise ValueError(f"rank {r} holds {c} tokens, but its zigzag shard of the {n}-token sequence over "
-                             f"{world} ranks has {(a1 - a0) + (b1 - b0)} (proxyattn.distributed.zigzag_shard)")
+                             f"{world} ranks has {want} (proxyattn.distributed.zigzag_shard)")
     hq, d = q.shape[1], q.shape[2]
     k_full = zigzag_unshard(_gather(k, counts, group))
     v_full = zigzag_unshard(_gather(v, counts, group))
-    # The query rows the estimator reads: the strided positions and the last query block.
-    def needed(r):
-        pos = torch.cat([torch.arange(a, b) for a, b in zigzag_chunks(n, r, world)])
-        return pos[(pos % opts.stride == 0) | (pos >= n - opts.block_size)]
-    wanted = [needed(r) for r in range(world)]
-    local = torch.cat([torch.arange(a, b) for a, b in zigzag_chunks(n, rank, world)])  # position of each row
-    index = torch.searchsorted(local, wanted[rank]).to(q.device) if n else torch.zeros(0, dtype=torch.int64)
+    wanted = [estimator_rows(n, r, world, opts.stride, opts.block_size) for r in range(world)]
+    index = torch.searchsorted(_positions(n, rank, world), wanted[rank]).to(q.device)  # rows of this shard
     rows = _gather(q.index_select(0, index), [len(w) for w in wanted], group)
     q_sparse = q.new_zeros((n, hq, d))
     for w, x in zip(wanted, rows):

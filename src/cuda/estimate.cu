@@ -426,13 +426,12 @@ void allow_smem(Kernel kernel, std::size_t bytes) {
 }  // namespace
 
 template <class T, int D>
-void choose_estimate_kernels(const EstimateShape& s, int device, bool sm90, bool always, int split, Kernels* k) {
+void choose_estimate_kernels(const EstimateShape& s, int device, int sms, bool sm90, bool always, int split,
+                             Kernels* k) {
   k->stage1 = k->stage2 = Arch::sm80;
   if (!sm90 || !sm90::stage2_sm90_available<T, D>(device)) return;
   k->stage2 = Arch::sm90;
   if (!sm90::stage1_sm90_available<T, D>(device)) return;
-  int sms = 0;
-  PROXYATTN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   const sm90::Stage1Shape shape =
       sm90::stage1_sm90_shape<D>(s.sort_size, s.stride, s.num_blocks, s.groups, sms, split, always);
   if (shape.rows == 0) return;
@@ -492,7 +491,7 @@ void launch_estimate_after_scan(const EstimateParams& p, const Kernels& k, cudaS
 }
 
 #define PROXYATTN_INSTANTIATE(T, D)                                                                              \
-  template void choose_estimate_kernels<T, D>(const EstimateShape&, int, bool, bool, int, Kernels*);             \
+  template void choose_estimate_kernels<T, D>(const EstimateShape&, int, int, bool, bool, int, Kernels*);        \
   template void launch_estimate_before_scan<T, D>(const EstimateParams&, const Kernels&, cudaStream_t);          \
   template void launch_estimate_after_scan<T, D>(const EstimateParams&, const Kernels&, cudaStream_t);
 PROXYATTN_CUDA_KERNELS(PROXYATTN_INSTANTIATE)

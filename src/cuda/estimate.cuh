@@ -43,10 +43,11 @@ struct EstimateShape {
 
 // The estimator's part of a plan's kernel choice: stage 2, and stages 1 + 3, on sm90 where `sm90`
 // (an sm_90 device the request allows) and this build's sm_90a code runs on `device`; stages 1 +
-// 3 also only where their shape fits and (unless `always`) fills half the device
+// 3 also only where their shape fits and (unless `always`) fills half of its `sms` multiprocessors
 // (sm90/stage1.cuh, stage1_sm90_shape; `split`: its cluster size, 0 chosen there).
 template <class T, int D>
-void choose_estimate_kernels(const EstimateShape& s, int device, bool sm90, bool always, int split, Kernels* k);
+void choose_estimate_kernels(const EstimateShape& s, int device, int sms, bool sm90, bool always, int split,
+                             Kernels* k);
 
 // Launch everything but the scan, and then stages 1 + 3, on the kernels of `k`; defined per
 // (dtype, head dim) in estimate.cu.

@@ -92,7 +92,7 @@ Kernels choose_kernels(const Plan::Impl& p, const Tables& t, const KernelRequest
   }
   const EstimateShape shape{t.sort_size, p.config.stride, p.config.proxy_groups, p.num_blocks};
   dispatch(pr.dtype, pr.head_dim, [&]<class T, int D>() {
-    choose_estimate_kernels<T, D>(shape, pr.device_index, sm90, r.arch == Arch::sm90, r.split, &k);
+    choose_estimate_kernels<T, D>(shape, pr.device_index, sms, sm90, r.arch == Arch::sm90, r.split, &k);
   });
   return k;
 }
