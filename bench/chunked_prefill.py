@@ -6,7 +6,7 @@ before them) against one call on the whole prompt, and paged keys and values aga
 For each chunk size: the total time of the chunks' calls (estimate and attention), the kept density
 over all their rows, and the output against the one-call output and against dense attention (the
 last chunk keeps the one-call mask in its whole blocks; earlier chunks budget from their own last
-queries). For each page size: one call on the whole prompt with the keys and values in shuffled
+queries). For each page size (and page order): one call on the whole prompt with the keys and values in
 pages, against contiguous, and dense attention through the same pages (the attention kernel's
 share of the cost) against dense on contiguous keys. The input has structure (each query leans towards a few earlier keys),
 so that the masks are sparse. Times are of the calls alone (the densities come from a separate,
@@ -58,11 +58,15 @@ def rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
-def paged(k, v, page, seed):
-    """k, v [n, h, d] as caches of shuffled pages [pages + 1, page, h, d] and the table [1, pages]."""
+def paged(k, v, page, seed, shuffled=True):
+    """k, v [n, h, d] as caches of pages [pages + 1, page, h, d] and the table [1, pages]: the pages
+    in random order (as a serving engine's pool hands them out after a while), or in order."""
     n = k.shape[0]
     pages = -(-n // page)
-    order = torch.randperm(pages + 1, generator=torch.Generator().manual_seed(seed))[:pages].to(torch.int32)
+    if shuffled:
+        order = torch.randperm(pages + 1, generator=torch.Generator().manual_seed(seed))[:pages].to(torch.int32)
+    else:
+        order = torch.arange(pages, dtype=torch.int32)
     kc = torch.zeros((pages + 1, page) + tuple(k.shape[1:]), dtype=k.dtype, device=k.device)
     vc = torch.zeros_like(kc)
     pad = pages * page - n
@@ -76,6 +80,8 @@ def main():
     ap.add_argument("--tokens", type=int, default=16384)
     ap.add_argument("--chunks", type=int, nargs="*", default=[4096, 8192])
     ap.add_argument("--page-sizes", type=int, nargs="*", default=[16, 128, 256])
+    ap.add_argument("--page-orders", nargs="*", default=["shuffled"], choices=["shuffled", "in-order"],
+                    help="pages in random order in the cache, or one after another (locality's share)")
     ap.add_argument("--heads", type=int, nargs=2, default=[8, 2], metavar=("Q", "KV"))
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--dtype", default="float32")
@@ -116,16 +122,18 @@ def main():
         t, _ = timed(chunked, args.repeats)
         rows.append(dict(mode=f"chunks of {c}", seconds=t, density=density, error_vs_dense=rel(out, dense),
                          error_vs_one_call=rel(out, one), time_vs_one_call=t / t_one))
-    for page in args.page_sizes:
-        kc, vc, table = paged(k, v, page, page)
+    for page, order in ((p, o) for o in args.page_orders for p in args.page_sizes):
+        kc, vc, table = paged(k, v, page, page, shuffled=order == "shuffled")
+        pages = f"pages of {page}" + (" in order" if order == "in-order" else "")
         t, out = timed(lambda: proxyattn.attention_with_kvcache(q[None], kc, vc, [n], table, **opts), args.repeats)
-        rows.append(dict(mode=f"paged, pages of {page}", seconds=t, density=one_density,
+        rows.append(dict(mode=f"paged, {pages}", seconds=t, density=one_density,
                          error_vs_dense=rel(out[0], dense), error_vs_one_call=rel(out[0], one),
                          time_vs_one_call=t / t_one))
         # the attention kernel alone: dense attention through the same pages against contiguous
         t, out = timed(lambda: proxyattn.attention_with_kvcache(q[None], kc, vc, [n], table, dense=True), args.repeats)
-        rows.append(dict(mode=f"dense, pages of {page}", seconds=t, density=1.0, error_vs_dense=rel(out[0], dense),
+        rows.append(dict(mode=f"dense, {pages}", seconds=t, density=1.0, error_vs_dense=rel(out[0], dense),
                          time_vs_dense=t / t_dense))
+        del kc, vc
 
     print(f"{n} tokens, {hq} q / {hkv} kv heads, D {d}, {args.dtype} on {args.device}, focus {args.focus}, "
           f"min_budget_tokens {args.min_budget_tokens or 'default'}")

@@ -46,6 +46,7 @@ import proxyattn
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 SHAPES = {"llama3.1-8b": (32, 8, 128), "qwen2.5-7b": (28, 4, 128),  # q heads, kv heads, D
+          "qwen2.5-0.5b": (14, 2, 64),  # the evaluation model (eval/MODELS.md)
           "gemma2-9b": (16, 8, 256)}
 BLOCK = 128  # our default block size, and FlexAttention's
 

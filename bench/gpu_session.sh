@@ -36,7 +36,7 @@ report() {  # what the background jobs did; the device tool brings back at most 
   [ -f $W/kvcache.log ] && { echo "-- KV cache: $(cat $W/kvcache.status 2>/dev/null || echo running)"; \
     grep -E "^\|" $W/kvcache.log | tail -16; }
   [ -f $W/ab.status ] && { echo "-- A/B:"; \
-    for f in $W/ab/bench_before_${AB_ROUNDS:-2}.log $W/ab/bench_after_${AB_ROUNDS:-2}.log; do echo "$f"; grep -E "^(llama|gemma)" $f | grep -E "ours|cudnn"; done; }
+    for f in $W/ab/bench_before_${AB_ROUNDS:-2}.log $W/ab/bench_after_${AB_ROUNDS:-2}.log; do echo "$f"; grep -E "^(llama|gemma|qwen)" $f | grep -E "ours|cudnn"; done; }
   [ -f $W/suite.log ] && { echo "-- suite: $(cat $W/suite.status 2>/dev/null || echo running)"; tail -3 $W/suite.log; }
   [ -f $W/long.log ] && { echo "-- long prompts: $(cat $W/long.status 2>/dev/null || echo running)"; tail -4 $W/long.log; }
   local f
@@ -94,11 +94,11 @@ chain() {
   if [[ $steps == *kvcache* ]]; then  # Llama-3.1-8B's attention shape, one layer
     mkdir -p $W/kvcache
     # KV_RUNS: tokens:budget floor; 12288 keeps about the density the evaluation model keeps at
-    # 128K (20%), 2048 (the default) 3% of this input
+    # 128K (20%), 2048 (the default) 3% of this input; KV_ORDERS: the page orders (shuffled, in-order)
     for run in ${KV_RUNS:-131072:12288 131072:2048 32768:2048}; do
       n=${run%:*} floor=${run#*:}
       timeout 500 python3 bench/chunked_prefill.py --device cuda --dtype bfloat16 --heads 32 8 --tokens $n \
-        --min-budget-tokens $floor --chunks 8192 16384 32768 --page-sizes 16 128 256 --repeats 5 \
+        --min-budget-tokens $floor --chunks 8192 16384 32768 --page-sizes 16 128 256 --page-orders ${KV_ORDERS:-shuffled} --repeats ${KV_REPEATS:-5} \
         --json $W/kvcache/chunked_${n}_floor$floor.json
     done > $W/kvcache.log 2>&1
     echo "exit $?" > $W/kvcache.status
@@ -114,8 +114,8 @@ chain() {
     for round in $(seq ${AB_ROUNDS:-2}); do
       for b in before after; do
         PYTHONPATH=$([ $b = before ] && echo $W/ab/before) timeout 300 python3 bench/cuda_bench.py \
-          --shapes llama3.1-8b gemma2-9b --lengths ${AB_LENGTHS:-32768 131072} --densities 1.0 0.1 --skip flash flex \
-          --reps 5 --out $W/ab/bench_${b}_$round.json > $W/ab/bench_${b}_$round.log 2>&1
+          --shapes ${AB_SHAPES:-llama3.1-8b gemma2-9b qwen2.5-0.5b} --lengths ${AB_LENGTHS:-32768 131072} --densities 1.0 0.1 --skip flash flex \
+          --reps ${AB_REPS:-5} --out $W/ab/bench_${b}_$round.json > $W/ab/bench_${b}_$round.log 2>&1
       done
     done
     echo "exit 0" > $W/ab.status
@@ -142,7 +142,7 @@ case "${1:-}" in
   start)
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
     keep_part "$2"
-    export -f chain; export W STEPS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS AB_ROUNDS AB_LENGTHS PROXYATTN_COMMIT
+    export -f chain; export W STEPS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS PROXYATTN_COMMIT
     setsid nohup bash -c chain > $W/chain.log 2>&1 &
     sleep 2; report ;;
   part)
