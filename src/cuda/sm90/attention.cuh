@@ -128,7 +128,7 @@ __device__ __forceinline__ void load_kv_tile(std::uint32_t dst, const CUtensorMa
 
 // The producer warp: Q of each item, then K and V of each kept block. Lane 0 issues; the whole
 // warp waits (so that it stays converged) and zeroes rows in the one case below.
-template <int D>
+template <int D, bool kPaged>
 __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensorMap* tq, const CUtensorMap* tk,
                                         const CUtensorMap* tv, const Barriers& bar, std::uint32_t smem, int lane) {
   using L = SmemLayout<D>;
@@ -137,15 +137,20 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
   // group's other heads and query blocks (evict_last).
   const std::uint64_t q_policy = l2_evict_first();
   const std::uint64_t kv_policy = l2_evict_last();
+  // Where the next tile's mask index and rows (a table read for paged keys) are read: between
+  // this tile's K and V copies (read ahead: their loads overlap the wait for V's stage), or after
+  // V's copy. Measured (bench/results/2026-12-03_h200_refactor_ab): reading ahead makes paged keys
+  // 7% faster (dense through pages of 128 at 128K) and D = 256 3-6% faster, and contiguous keys at
+  // D <= 128 3% slower. Both places in one kernel spill the producer's 24 registers, hence the
+  // template parameter.
+  constexpr bool kReadAhead = kPaged || D == 256;
   ItemOrder order(p.num_items);
   for (int index = order.next(); index >= 0; index = order.next()) {
     const Item it = decode_item(p, index);
     KeyTiles<L::kSubTiles> keys(it);
     int start = keys.next();
     if (start < 0) continue;  // empty row: the consumers write zeros without waiting
-    // Each tile's rows (a table read where the keys are paged) and the next tile's mask index
-    // are read a tile ahead, so that their loads overlap the waits for free stages.
-    int row = kv_tile_row<D>(p, it, start, lane);
+    int row = kReadAhead ? kv_tile_row<D>(p, it, start, lane) : -1;
     // A Q stage is free once both consumer warpgroups finished the products of the item that
     // last used it (kQStages items ago).
     const int qs = items % L::kQStages;
@@ -160,10 +165,14 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
       ++tiles;
       const std::uint32_t k_dst = smem + L::kK + stage * L::kKvBytes;
       const std::uint32_t v_dst = smem + L::kV + stage * L::kKvBytes;
+      if constexpr (!kReadAhead) row = kv_tile_row<D>(p, it, start, lane);
       mbar_wait(bar.k_empty(stage), parity);
       load_kv_tile<D>(k_dst, tk, bar.k_full(stage), p, it.kvh, row, kv_policy, lane);
-      const int next = keys.next();
-      const int next_row = next >= 0 ? kv_tile_row<D>(p, it, next, lane) : -1;
+      int next = -1, next_row = -1;
+      if constexpr (kReadAhead) {
+        next = keys.next();
+        next_row = next >= 0 ? kv_tile_row<D>(p, it, next, lane) : -1;
+      }
       mbar_wait(bar.v_empty(stage), parity);
       const int valid = it.len - start;  // rows of this tile inside the sequence (> 0)
       if (valid >= L::kKeys || (!p.kv.table && it.kv_begin + it.len >= p.total_kv_tokens)) {
@@ -186,8 +195,12 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
         __syncwarp();
         if (lane == 0) mbar_arrive(bar.v_full(stage));
       }
-      start = next;
-      row = next_row;
+      if constexpr (kReadAhead) {
+        start = next;
+        row = next_row;
+      } else {
+        start = keys.next();
+      }
     } while (start >= 0);
   }
 }
@@ -284,7 +297,7 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
   ItemOrder order(p.num_items);
   for (int index = order.next(); index >= 0; index = order.next()) {
     const Item it = decode_item(p, index);
-    KeyTiles<L::kSubTiles, true> keys(it);
+    KeyTiles<L::kSubTiles> keys(it);
     int start = keys.next();
     bool diagonal = keys.diagonal();
     float O[D / 2];
@@ -407,7 +420,8 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
   }
 }
 
-template <class T, int D>
+// kPaged: keys and values through a block table (p.kv.table), which decides the producer's order.
+template <class T, int D, bool kPaged>
 __global__ void __launch_bounds__(kThreads, 1)
     sparse_attention_sm90_kernel(const __grid_constant__ AttentionParams p, const __grid_constant__ CUtensorMap tq,
                                  const __grid_constant__ CUtensorMap tk, const __grid_constant__ CUtensorMap tv) {
@@ -442,7 +456,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         prefetch_tensor_map(&tk);
         prefetch_tensor_map(&tv);
       }
-      produce<D>(p, &tq, &tk, &tv, bar, smem, lane);
+      produce<D, kPaged>(p, &tq, &tk, &tv, bar, smem, lane);
     }
   } else {
     regs_increase<kConsumerRegs>();
@@ -477,7 +491,7 @@ inline bool sm90_takes(std::int64_t total_tokens, std::int64_t total_kv_tokens, 
 // once per device, so that a launch inside a stream capture makes no such query.
 template <class T, int D>
 bool kernel_available(int device) {
-  return sm90_code_runs<sparse_attention_sm90_kernel<T, D>>(device);
+  return sm90_code_runs<sparse_attention_sm90_kernel<T, D, false>>(device);
 }
 
 // The persistent grid: `grid` CTAs (at most one per item) walking the schedule.
@@ -487,7 +501,7 @@ void launch_sparse_attention_sm90(AttentionParams p, const TileMaps& maps, int g
   p.num_items = p.num_rows;
   if (p.num_items == 0) return;
   constexpr int smem = SmemLayout<D>::kLaunchBytes;
-  auto kernel = sparse_attention_sm90_kernel<T, D>;
+  auto kernel = p.kv.table ? sparse_attention_sm90_kernel<T, D, true> : sparse_attention_sm90_kernel<T, D, false>;
   PROXYATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   kernel<<<std::min(p.num_items, std::max(grid, 1)), kThreads, smem, stream>>>(p, maps.q, maps.k, maps.v);
   PROXYATTN_LAUNCH_CHECK("sparse_attention_sm90_kernel");
