@@ -426,16 +426,18 @@ def main():
                    help="also time the whole layer with a plan at each of these gammas (on random inputs "
                         "the estimate then keeps about that fraction of the blocks; default 0.1, none: "
                         "--layer-gammas with no value)")
-    p.add_argument("--kernel", default=os.environ.get("PROXYATTN_KERNEL") or "auto",
+    p.add_argument("--kernel", default=os.environ.get("PROXYATTN_KERNEL"),
                    metavar="{auto,sm80,sm90}[,ctas=N][,split=N]",
                    help="our kernels: sets PROXYATTN_KERNEL before any of our calls (passed through as "
-                        "given; default auto, or $PROXYATTN_KERNEL where set)")
+                        "given; default: left as it is, so that an older build, which knows other values, "
+                        "runs its own default)")
     p.add_argument("--sparse-eager", action="store_true",
                    help="time ours_sparse as eager proxyattn.sparse_attention calls, each with the "
                         "package's mask check (a host synchronisation), instead of CUDA-graph replays")
     p.add_argument("--out", default=None, help="JSON results (default bench/results/cuda_bench_<date>.json)")
     args = p.parse_args()
-    os.environ["PROXYATTN_KERNEL"] = args.kernel  # read when the library builds a plan
+    if args.kernel:
+        os.environ["PROXYATTN_KERNEL"] = args.kernel  # read when the library builds a plan
     if args.quick:
         args.lengths, args.densities, args.reps = [8192, 16384], [1.0, 0.1], 5
     args.reps = max(args.reps, 5)

@@ -1,5 +1,12 @@
-"""Markdown tables from a cuda_bench.py JSON file: python3 bench/summarize.py RESULTS.json"""
+"""Markdown tables from cuda_bench.py JSON files.
+
+    python3 bench/summarize.py RESULTS.json      # one run: dense, sparse and whole-layer tables
+    python3 bench/summarize.py --ab FOLDER       # bench_before_*.json against bench_after_*.json
+"""
+import glob
 import json
+import os
+import statistics
 import sys
 
 
@@ -50,5 +57,41 @@ def main(path):
             print()
 
 
+def ab(folder):
+    """Each timing as its ratio to cuDNN in the same run, the mean over the rounds of each tree, and
+    after / before; whether every estimated mask has the same digest in every run."""
+    runs = {side: [json.load(open(f)) for f in sorted(glob.glob(os.path.join(folder, f"bench_{side}_*.json")))]
+            for side in ("before", "after")}
+    cells = {}
+    for side, datas in runs.items():
+        for data in datas:
+            for r in data["results"]:
+                if r["method"] == "cudnn_dense" or r.get("x_cudnn") is None:
+                    continue
+                dens = f"{r['density']:.2f}" if r["method"] == "ours_sparse" else ""
+                key = (r["shape"], r["n"], r["method"], dens)
+                cells.setdefault(key, {"before": [], "after": [], "masks": set()})
+                cells[key][side].append(r["x_cudnn"])
+                if r.get("mask_sha256"):
+                    cells[key]["masks"].add(r["mask_sha256"])
+    print(f"{len(runs['before'])} rounds before, {len(runs['after'])} after\n")
+    print("| shape | N | kernel | density | before (x cuDNN) | after (x cuDNN) | after / before | masks |")
+    print("|---|---|---|---|---|---|---|---|")
+    over = 0
+    for (shape, n, method, dens), c in cells.items():
+        if not c["before"] or not c["after"]:
+            continue
+        ratio = statistics.mean(c["after"]) / statistics.mean(c["before"])
+        over += ratio > 1.02
+        masks = {0: "", 1: "same"}.get(len(c["masks"]), "DIFFER")
+        fmt = lambda xs: ", ".join(f"{x:.3f}" for x in xs)
+        print(f"| {shape} | {n // 1024}K | {method} | {dens} | {fmt(c['before'])} | {fmt(c['after'])} | "
+              f"{ratio:.3f}{' **' if abs(ratio - 1) > 0.02 else ''} | {masks} |")
+    print(f"\n{over} of {len(cells)} more than 2% slower after (** : more than 2% either way)")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "--ab":
+        ab(sys.argv[2])
+    else:
+        main(sys.argv[1])
