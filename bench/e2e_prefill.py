@@ -174,8 +174,10 @@ def main():
     register_modes()
     pat.register(min_prefill_tokens=2, **({} if args.gamma is None else {"gamma": args.gamma}))
     model = build_model(args)
+    # proxyattn is timed through the integration as users register it; its density comes from one
+    # more, untimed prefill with the stats (each layer's stats read back to the host: a synchronisation).
     impl = {"sdpa": "sdpa", "sdpa-cudnn": "sdpa", "sdpa-flash": "sdpa", "none": "pa_none", "dense": "pa_dense",
-            "proxyattn": "pa_measured", "estimate": "pa_estimate"}
+            "proxyattn": pat.NAME, "estimate": "pa_estimate"}
     rows = []
     for n in args.lengths:
         if args.prompts:
@@ -200,6 +202,9 @@ def main():
                 print(f"{n:>7} {mode:>10} not run: {str(e).splitlines()[0][:160]}", flush=True)
                 continue
             if mode == "proxyattn":
+                model.set_attn_implementation("pa_measured")
+                with torch.no_grad():
+                    model(ids, logits_to_keep=1, use_cache=True)
                 if not _stats["density"]:
                     sys.exit(f"mode proxyattn: no layer ran ProxyAttn at {n} tokens (proxyattn.transformers sent "
                              "every call to sdpa: see its rules for head dims, dtypes and masks)")
