@@ -17,7 +17,8 @@
 #   part PART      keep one more model part
 #   run            run STEPS in the foreground, on what "start" built (the machine still warm)
 #   wait SECONDS   wait for the chain (at most SECONDS), then report and copy the results
-# STEPS (default "tests pytest memcheck bench kvcache ab suite long") leaves steps out. Everything
+# STEPS (default "tests pytest memcheck bench kvcache ab suite long"; also "ncu": the attention
+# kernel under Nsight Compute, bench/ncu_attention.py) leaves steps out. Everything
 # comes back as logs and results.tgz.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -35,12 +36,14 @@ report() {  # what the background jobs did; the device tool brings back at most 
     grep -E "ERROR SUMMARY|PASSED|FAILED" $W/memcheck.log | tail -3; }
   [ -f $W/kvcache.log ] && { echo "-- KV cache: $(cat $W/kvcache.status 2>/dev/null || echo running)"; \
     grep -E "^\|" $W/kvcache.log | tail -16; }
+  [ -f $W/ncu.status ] && { echo "-- ncu: $(cat $W/ncu.status)"; \
+    grep -E "Duration|Compute \(SM\) Throughput|Issue Slots Busy|Executed Ipc Active" $W/ncu.log | head -12; }
   [ -f $W/ab.status ] && { echo "-- A/B:"; \
     for f in $W/ab/bench_before_${AB_ROUNDS:-2}.log $W/ab/bench_after_${AB_ROUNDS:-2}.log; do echo "$f"; grep -E "^(llama|gemma|qwen)" $f | grep -E "ours|cudnn"; done; }
   [ -f $W/suite.log ] && { echo "-- suite: $(cat $W/suite.status 2>/dev/null || echo running)"; tail -3 $W/suite.log; }
   [ -f $W/long.log ] && { echo "-- long prompts: $(cat $W/long.status 2>/dev/null || echo running)"; tail -4 $W/long.log; }
   local f
-  for f in build.log tests.log pytest.log memcheck.log kvcache.log suite.log long.log; do
+  for f in build.log tests.log pytest.log memcheck.log kvcache.log ncu.log suite.log long.log; do
     [ -f $W/$f ] && cp $W/$f "$OUT/"
   done
   # every result in one archive: the suite's answers, the long-prompt study, the estimator's cost
@@ -103,6 +106,15 @@ chain() {
     done > $W/kvcache.log 2>&1
     echo "exit $?" > $W/kvcache.status
   fi
+  if [[ $steps == *ncu* ]]; then  # where the attention kernel's time goes, per head dim
+    for shape in "14 2 64" "32 8 128"; do
+      timeout 300 ncu --kernel-name regex:sparse_attention --launch-skip 2 --launch-count 1 --section SpeedOfLight \
+        --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats --metrics \
+        sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active \
+        python3 bench/ncu_attention.py --shape $shape --tokens ${NCU_TOKENS:-32768}
+    done > $W/ncu.log 2>&1
+    echo "exit $?" > $W/ncu.status
+  fi
   if [[ $steps == *ab* ]] && [ -f .gpu/before.tar.gz ]; then
     # The tree to compare against (.gpu/before.tar.gz, `git archive` of its commit) built as a
     # second package beside the installed one, then bench/cuda_bench.py on each in turn (ratios to
@@ -142,7 +154,7 @@ case "${1:-}" in
   start)
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
     keep_part "$2"
-    export -f chain; export W STEPS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS PROXYATTN_COMMIT
+    export -f chain; export W STEPS NCU_TOKENS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS PROXYATTN_COMMIT
     setsid nohup bash -c chain > $W/chain.log 2>&1 &
     sleep 2; report ;;
   part)
