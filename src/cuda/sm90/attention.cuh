@@ -100,7 +100,7 @@ __device__ __forceinline__ void load_tile(std::uint32_t dst, std::uint32_t panel
 // maps' boxes then one page tall: whole 1024-byte swizzle atoms), lane i taking page i, so that
 // the tile's table reads go out together rather than one after another. A page past the
 // sequence's keys, or outside the cache (a bad table entry), is copied from beyond the end of the
-// view: zeros. The producer reads it a tile ahead, once for both K and V.
+// view: zeros. The producer reads it once for both K and V (a tile ahead where it reads ahead).
 template <int D>
 __device__ __forceinline__ int kv_tile_row(const AttentionParams& p, const Item& it, int start, int lane) {
   using L = SmemLayout<D>;
@@ -139,10 +139,10 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
   const std::uint64_t kv_policy = l2_evict_last();
   // Where the next tile's mask index and rows (a table read for paged keys) are read: between
   // this tile's K and V copies (read ahead: their loads overlap the wait for V's stage), or after
-  // V's copy. Measured (bench/results/2026-12-03_h200_refactor_ab): reading ahead makes paged keys
-  // 7% faster (dense through pages of 128 at 128K) and D = 256 3-6% faster, and contiguous keys at
-  // D <= 128 3% slower. Both places in one kernel spill the producer's 24 registers, hence the
-  // template parameter.
+  // V's copy. Measured (bench/results/2026-12-03_h200_kvcache/producer_order, ../refactor_ab):
+  // reading ahead makes paged keys about 5% faster (dense through pages of 128 at 128K), D = 256
+  // 3-6% faster, and contiguous keys at D <= 128 3% slower. Both places in one kernel spill the
+  // producer's 24 registers, hence the template parameter.
   constexpr bool kReadAhead = kPaged || D == 256;
   ItemOrder order(p.num_items);
   for (int index = order.next(); index >= 0; index = order.next()) {
@@ -297,7 +297,7 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
   ItemOrder order(p.num_items);
   for (int index = order.next(); index >= 0; index = order.next()) {
     const Item it = decode_item(p, index);
-    KeyTiles<L::kSubTiles> keys(it);
+    KeyTiles<L::kSubTiles, true> keys(it);
     int start = keys.next();
     bool diagonal = keys.diagonal();
     float O[D / 2];
