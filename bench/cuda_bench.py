@@ -19,7 +19,7 @@ reads the mask's row offsets back to check them (a host synchronisation) except 
 is captured, so ours_sparse is timed as replays of a CUDA graph holding one call, captured after
 an eager call has checked the mask (--sparse-eager times the eager call, check included).
 
---kernel auto|sm80|sm90[,ctas=N][,split=N] sets PROXYATTN_KERNEL (the library reads it when it
+--kernel auto|sm80|sm90[,ctas=N][,split=N][,pack=1] sets PROXYATTN_KERNEL (the library reads it when it
 builds a plan) before any of our calls; it is recorded in the JSON meta. Every estimate run also
 records the sha256 (16 hex digits) of its mask (row_offsets bytes, then col_indices bytes up to
 row_offsets[-1]), so that two runs or builds can be compared bit for bit.

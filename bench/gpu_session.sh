@@ -35,7 +35,7 @@ report() {  # what the background jobs did; the device tool brings back at most 
   [ -f $W/memcheck.log ] && { echo "-- memcheck: $(cat $W/memcheck.status 2>/dev/null || echo running)"; \
     grep -E "ERROR SUMMARY|PASSED|FAILED" $W/memcheck.log | tail -3; }
   [ -f $W/kvcache.log ] && { echo "-- KV cache: $(cat $W/kvcache.status 2>/dev/null || echo running)"; \
-    grep -E "^\|" $W/kvcache.log | tail -16; }
+    grep -E "^(\||==)" $W/kvcache.log | tail -40; }
   [ -f $W/ncu.status ] && { echo "-- ncu: $(cat $W/ncu.status)"; \
     grep -E "Duration|Compute \(SM\) Throughput|Issue Slots Busy|Executed Ipc Active" $W/ncu.log | head -12; }
   [ -f $W/ab.status ] && { echo "-- A/B:"; \
@@ -97,12 +97,19 @@ chain() {
   if [[ $steps == *kvcache* ]]; then  # Llama-3.1-8B's attention shape, one layer
     mkdir -p $W/kvcache
     # KV_RUNS: tokens:budget floor; 12288 keeps about the density the evaluation model keeps at
-    # 128K (20%), 2048 (the default) 3% of this input; KV_ORDERS: the page orders (shuffled, in-order)
-    for run in ${KV_RUNS:-131072:12288 131072:2048 32768:2048}; do
-      n=${run%:*} floor=${run#*:}
-      timeout 500 python3 bench/chunked_prefill.py --device cuda --dtype bfloat16 --heads 32 8 --tokens $n \
-        --min-budget-tokens $floor --chunks 8192 16384 32768 --page-sizes 16 128 256 --page-orders ${KV_ORDERS:-shuffled} --repeats ${KV_REPEATS:-5} \
-        --json $W/kvcache/chunked_${n}_floor$floor.json
+    # 128K (20%), 2048
+    # of 2048 (the default) 3% of this input; KV_ORDERS: the page orders (shuffled, in-order);
+    # KV_KERNELS: PROXYATTN_KERNEL values ("default": unset; "sm90,pack=1" packs every page size)
+    for kernel in ${KV_KERNELS:-default}; do
+      for run in ${KV_RUNS:-131072:12288 131072:2048 32768:2048}; do
+        n=${run%:*} floor=${run#*:}
+        echo "== kernel $kernel, $n tokens, budget floor $floor"
+        ( [ $kernel = default ] || export PROXYATTN_KERNEL=$kernel
+          timeout 500 python3 bench/chunked_prefill.py --device cuda --dtype bfloat16 --heads 32 8 --tokens $n \
+            --min-budget-tokens $floor --chunks ${KV_CHUNKS:-8192 16384 32768} --page-sizes ${KV_PAGES:-16 128 256} \
+            --page-orders ${KV_ORDERS:-shuffled} --repeats ${KV_REPEATS:-5} \
+            --json $W/kvcache/chunked_${n}_floor${floor}_${kernel/,/_}.json )
+      done
     done > $W/kvcache.log 2>&1
     echo "exit $?" > $W/kvcache.status
   fi
@@ -154,7 +161,7 @@ case "${1:-}" in
   start)
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
     keep_part "$2"
-    export -f chain; export W STEPS NCU_TOKENS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS PROXYATTN_COMMIT
+    export -f chain; export W STEPS NCU_TOKENS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS KV_KERNELS KV_CHUNKS KV_PAGES AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS PROXYATTN_COMMIT
     setsid nohup bash -c chain > $W/chain.log 2>&1 &
     sleep 2; report ;;
   part)

@@ -94,14 +94,14 @@ inline bool sm90_runs() {
 // items, the path that long inputs take).
 inline std::vector<KernelChoice> kernel_choices() {
   std::vector<KernelChoice> c;
-  for (const char* text : {"sm80", "sm90", "sm90,ctas=3,split=3"})
+  for (const char* text : {"sm80", "sm90", "sm90,ctas=3,split=3,pack=1"})
     if (text[2] == '8' || sm90_runs()) c.push_back({text, kernels::parse_kernel_request(text)});
   return c;
 }
 
 // The plan's kernels, checked against the choice: sm80 runs sm80 everywhere; sm90 runs the sm90
-// estimator, and the sm90 attention wherever its copies take the keys (unpaged, or pages of 8
-// keys or more). "attention sm90, stage 1 sm90, stage 2 sm90".
+// estimator and attention, the latter on packed keys where pages are shorter than a key tile or
+// the choice packs every page size. "attention sm90, stage 1 sm90, stage 2 sm90".
 inline std::string checked_kernels(const Plan& plan, const KernelChoice& c) {
   const kernels::Kernels& k = kernels::plan_kernels(plan);
   const kernels::Arch want = c.request.arch.value_or(kernels::Arch::sm80);
@@ -109,9 +109,12 @@ inline std::string checked_kernels(const Plan& plan, const KernelChoice& c) {
   if (c.request.arch) {
     EXPECT_EQ(k.stage1, want) << c.label;
     EXPECT_EQ(k.stage2, want) << c.label;
-    if (want == kernels::Arch::sm80 || page == 0 || page >= 8) EXPECT_EQ(k.attention, want) << c.label;
+    EXPECT_EQ(k.attention, want) << c.label;
+    const int key_tile = plan.problem().head_dim == 256 ? 64 : 128;
+    const bool pack = want == kernels::Arch::sm90 && page > 0 && (c.request.pack || page < key_tile);
+    EXPECT_EQ(k.pack_pages, pack) << c.label << ", pages of " << page;
   }
-  return std::string("attention ") + kernels::arch_name(k.attention) + ", stage 1 " + kernels::arch_name(k.stage1) +
+  return std::string("attention ") + kernels::arch_name(k.attention) + (k.pack_pages ? " (packed pages)" : "") + ", stage 1 " + kernels::arch_name(k.stage1) +
          ", stage 2 " + kernels::arch_name(k.stage2);
 }
 

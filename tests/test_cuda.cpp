@@ -604,8 +604,10 @@ TEST(Cuda, KernelRequestsAreCheckedWhenParsed) {
   EXPECT_EQ(r.arch, kernels::Arch::sm90);
   EXPECT_EQ(r.ctas, 3);
   EXPECT_EQ(r.split, 2);
+  EXPECT_FALSE(r.pack);
+  EXPECT_TRUE(kernels::parse_kernel_request("sm90,pack=1").pack);
   EXPECT_EQ(kernels::parse_kernel_request("sm80").arch, kernels::Arch::sm80);
-  for (const char* bad : {"hopper", "sm90,ctas=0", "sm90,split=9", "sm90,ctas=x", "sm80,foo=1", "sm90,"}) {
+  for (const char* bad : {"hopper", "sm90,ctas=0", "sm90,split=9", "sm90,ctas=x", "sm80,foo=1", "sm90,", "sm90,pack=2"}) {
     try {
       kernels::parse_kernel_request(bad);
       ADD_FAILURE() << "no error for '" << bad << "'";

@@ -193,8 +193,8 @@ TEST(CudaChunked, LastChunkKeepsTheOneCallMask) {
 }
 
 // Paged keys and values give the contiguous call's masks and outputs for pages that divide the
-// block (the sm90 kernel's page-sized copies from 8 tokens, the sm80 kernel below), equal it, or
-// span two blocks; the pages shuffled, spare pages NaN.
+// block (packed first for the sm90 kernel where shorter than its key tile), equal it, or span two
+// blocks; the pages shuffled, spare pages NaN.
 TEST(CudaPaged, EqualsContiguous) {
   REQUIRE_GPU();
   const std::uint64_t seed = fresh_seed();

@@ -94,6 +94,35 @@ __global__ void schedule_keys_kernel(const std::int64_t* row_offsets, const std:
   ids[r] = r;
 }
 
+// Copies each sequence's keys and values out of their pages into the packed [tokens, kv heads, D]
+// layout of cu_seqlens_k (Kernels::pack_pages): a warp per token, 16 bytes per lane and load. Keys
+// of a page outside the cache (a bad table entry) are written as zeros, as the in-place reads give.
+__global__ void pack_pages_kernel(KvRows kv, int num_seqs, const char* k, const char* v, std::int64_t k_tok,
+                                  std::int64_t k_head, std::int64_t v_tok, std::int64_t v_head, int elem, int kv_heads,
+                                  int row_chunks, std::int64_t tokens, uint4* k_out, uint4* v_out) {
+  const std::int64_t token = (static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  if (token >= tokens) return;
+  int lo = 0, hi = num_seqs - 1;  // the sequence s with cu_seqlens_k[s] <= token < cu_seqlens_k[s + 1]
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (__ldg(kv.cu_seqlens_k + mid) <= token) lo = mid;
+    else hi = mid - 1;
+  }
+  const std::int64_t row = kv.row(lo, static_cast<int>(token - __ldg(kv.cu_seqlens_k + lo)));
+  const int head_chunks = row_chunks / kv_heads;  // 16-byte chunks of one head's D elements
+  for (int c = lane; c < row_chunks; c += 32) {
+    const int h = c / head_chunks, off = c % head_chunks;
+    uint4 kc = make_uint4(0, 0, 0, 0), vc = kc;
+    if (row >= 0) {
+      kc = __ldg(reinterpret_cast<const uint4*>(k + (row * k_tok + h * k_head) * elem) + off);
+      vc = __ldg(reinterpret_cast<const uint4*>(v + (row * v_tok + h * v_head) * elem) + off);
+    }
+    k_out[token * row_chunks + c] = kc;
+    v_out[token * row_chunks + c] = vc;
+  }
+}
+
 // Launches the sparse attention of ap on the plan's kernel.
 void launch_attention(const Plan::Impl& p, const Kernels& k, const AttentionParams& ap, cudaStream_t stream) {
   dispatch(p.problem.dtype, p.problem.head_dim, [&]<class T, int D>() {
@@ -156,7 +185,7 @@ Tables make_tables(const Plan::Impl& p) {
   return t;
 }
 
-std::size_t carve(const Plan::Impl& p, const Tables& t, void* base, Regions* r) {
+std::size_t carve(const Plan::Impl& p, const Tables& t, const Kernels& k, void* base, Regions* r) {
   std::size_t off = 0;
   auto take = [&](std::size_t bytes) {
     off = align256(off);
@@ -200,6 +229,9 @@ std::size_t carve(const Plan::Impl& p, const Tables& t, void* base, Regions* r) 
       nullptr, r->sort_temp_bytes, r->sched_keys, r->sched_keys_sorted, r->sched_rows, r->sched_rows_sorted,
       static_cast<int>(std::max<std::size_t>(rows, 1)), 0, schedule_key_bits(p.problem.kv_heads)));
   r->sort_temp = take(r->sort_temp_bytes);
+  const std::size_t packed = k.pack_pages ? elem * t.cu_seqlens_k.back() * p.problem.kv_heads * p.problem.head_dim : 0;
+  r->k_packed = take(packed);
+  r->v_packed = take(packed);
   return align256(off);
 }
 
@@ -236,7 +268,8 @@ void check_supported(const Plan::Impl& p) {
 std::size_t workspace_bytes(const Plan::Impl& p) {
   DeviceGuard guard(p.problem.device_index);
   Regions r{};
-  return carve(p, make_tables(p), nullptr, &r);
+  const Tables t = make_tables(p);
+  return carve(p, t, choose_kernels(p, t, kernel_request()), nullptr, &r);
 }
 
 void prepare(Plan::Impl& p, void* stream_ptr) {
@@ -244,7 +277,7 @@ void prepare(Plan::Impl& p, void* stream_ptr) {
   auto st = std::make_shared<State>();
   st->tables = make_tables(p);
   st->kernels = choose_kernels(p, st->tables, kernel_request());
-  carve(p, st->tables, p.workspace, &st->regions);
+  carve(p, st->tables, st->kernels, p.workspace, &st->regions);
   const auto s = static_cast<cudaStream_t>(stream_ptr);
   const Tables& t = st->tables;
   const Regions& r = st->regions;
@@ -373,6 +406,25 @@ void attention(Plan::Impl& p, const TensorView& q, const TensorView& k, const Te
   ap.gqa_ratio = p.gqa_ratio();
   ap.num_rows = rows;
   ap.scale_log2 = p.scale * kLog2e;
+  if (st.kernels.pack_pages) {
+    const std::int64_t tokens = st.tables.cu_seqlens_k.back();
+    const int elem = static_cast<int>(dtype_size(p.problem.dtype));
+    const int row_chunks = p.problem.kv_heads * p.problem.head_dim * elem / 16;
+    if (tokens > 0) {
+      constexpr int kWarps = 8;
+      pack_pages_kernel<<<static_cast<unsigned>((tokens + kWarps - 1) / kWarps), 32 * kWarps, 0, stream>>>(
+          ap.kv, p.problem.num_seqs(), static_cast<const char*>(k.data), static_cast<const char*>(v.data), ap.k_tok,
+          ap.k_head, ap.v_tok, ap.v_head, elem, p.problem.kv_heads, row_chunks, tokens, static_cast<uint4*>(r.k_packed),
+          static_cast<uint4*>(r.v_packed));
+      PROXYATTN_LAUNCH_CHECK("pack_pages_kernel");
+    }
+    ap.k = r.k_packed;
+    ap.v = r.v_packed;
+    ap.k_tok = ap.v_tok = static_cast<std::int64_t>(p.problem.kv_heads) * p.problem.head_dim;
+    ap.k_head = ap.v_head = p.problem.head_dim;
+    ap.kv.table = nullptr;
+    ap.kv.rows = ap.total_kv_tokens = tokens;
+  }
   launch_attention(p, st.kernels, ap, stream);
 }
 

@@ -22,7 +22,7 @@ std::optional<KernelRequest>& test_request() {
 
 [[noreturn]] void bad_request(const std::string& text, const char* why) {
   fail(ErrorCode::invalid_argument, "PROXYATTN_KERNEL must be auto, sm80 or sm90, then optionally ,ctas=N (N >= 1) "
-       "and ,split=N (1 to 8); got '", text, "' (", why, ")");
+       "and ,split=N (1 to 8) and ,pack=1; got '", text, "' (", why, ")");
 }
 
 int parse_count(const std::string& text, const std::string& value, int lo, int hi) {
@@ -51,6 +51,8 @@ KernelRequest parse_kernel_request(const std::string& text) {
       else if (part != "auto" && !part.empty()) bad_request(text, "an unknown kernel");
     } else if (part.rfind("ctas=", 0) == 0) {
       r.ctas = parse_count(text, part.substr(5), 1, 1 << 20);
+    } else if (part == "pack=1") {
+      r.pack = true;
     } else if (part.rfind("split=", 0) == 0) {
       r.split = parse_count(text, part.substr(6), 1, 8);
     } else {
@@ -86,9 +88,15 @@ Kernels choose_kernels(const Plan::Impl& p, const Tables& t, const KernelRequest
          " is compute capability ", major, ".", minor, code ? "" : " or this build has no sm_90a code for it");
   const bool sm90 = device && r.arch != Arch::sm80;
   Kernels k;
-  if (sm90 && sm90::sm90_takes(pr.total_tokens(), pr.paged() ? 0 : pr.total_kv_tokens(), pr.page_size, pr.head_dim)) {
+  // Pages shorter than a key tile are packed: read in place they took one TMA box per page and
+  // panel (eight per tile for pages of 16), which made pages of 16 1.2-1.3x slower than contiguous
+  // keys at 32K and 128K (bench/results/2026-12-03_h200_kvcache). Packed keys' view is the
+  // sequences' keys; in place it is the cache, whose size the plan does not know.
+  const bool pack = pr.paged() && (r.pack || pr.page_size < sm90::key_tile(pr.head_dim));
+  if (sm90 && sm90::sm90_takes(pr.total_tokens(), pr.paged() && !pack ? 0 : pr.total_kv_tokens())) {
     k.attention = Arch::sm90;
     k.grid = r.ctas > 0 ? std::min(sms, r.ctas) : sms;
+    k.pack_pages = pack;
   }
   const EstimateShape shape{t.sort_size, p.config.stride, p.config.proxy_groups, p.num_blocks};
   dispatch(pr.dtype, pr.head_dim, [&]<class T, int D>() {

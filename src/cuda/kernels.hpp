@@ -23,10 +23,12 @@ struct KernelRequest {
   int ctas = 0;              // > 0: at most this many CTAs in the persistent sm90 attention grid
                              // (3 makes small tests walk many work items per CTA)
   int split = 0;             // 1..8: the sm90 stage 1's cluster size; 0: chosen from the problem
+  bool pack = false;         // paged keys on sm90: pack every page size (default: only pages
+                             // shorter than a key tile), to time packing against reading in place
 };
 
 // The request in force: the one set_kernel_request set, else the environment's PROXYATTN_KERNEL
-// ("", "auto", "sm80" or "sm90", then optionally ",ctas=N" and ",split=N"; anything else is an
+// ("", "auto", "sm80" or "sm90", then optionally ",ctas=N", ",split=N" and ",pack=1"; anything else is an
 // error naming the variable), read when a plan is built.
 KernelRequest kernel_request();
 // Tests: plans built after this call use `request` (none: the environment's again).
@@ -38,6 +40,9 @@ struct Kernels {
   Arch stage1 = Arch::sm80;  // the estimator's stages 1 and 3
   Arch stage2 = Arch::sm80;
   int grid = 0;              // sm90 attention: CTAs of the persistent grid
+  bool pack_pages = false;   // sm90 attention on paged keys: first copy the sequences' keys and
+                             // values out of their pages into the workspace, then read them as
+                             // contiguous keys (one TMA box per panel and tile, whatever the page)
   int stage1_rows = 0;       // sm90 stage 1: query blocks per group (one CTA cluster each)
   int stage1_split = 0;      // sm90 stage 1: CTAs per cluster
   std::size_t stage1_smem = 0;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/plan_impl.hpp"
+#include "cuda/kernels.hpp"
 
 namespace proxyattn::detail::cuda {
 
@@ -51,6 +52,7 @@ struct Regions {  // device pointers into the workspace
   std::size_t scan_temp_bytes;
   void* sort_temp;
   std::size_t sort_temp_bytes;
+  void *k_packed, *v_packed;  // Kernels::pack_pages: [total_kv_tokens][kv_heads][head_dim], input dtype
 };
 
 // Where key position t of sequence s lives in K and V: packed after cu_seqlens_k[s], or in the
@@ -73,7 +75,7 @@ struct KvRows {
 };
 
 Tables make_tables(const Plan::Impl& plan);
-// Carves `base` (null: only sizes) and returns the bytes needed.
-std::size_t carve(const Plan::Impl& plan, const Tables& t, void* base, Regions* out);
+// Carves `base` (null: only sizes) for the plan's kernels and returns the bytes needed.
+std::size_t carve(const Plan::Impl& plan, const Tables& t, const Kernels& k, void* base, Regions* out);
 
 }  // namespace proxyattn::detail::cuda

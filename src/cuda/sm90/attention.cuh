@@ -94,36 +94,23 @@ __device__ __forceinline__ void load_tile(std::uint32_t dst, std::uint32_t panel
   for (int pn = 0; pn < kPanels; ++pn) tma_load_3d(dst + pn * panel_bytes, map, bar, pn * 64, head, token, policy);
 }
 
-// Where this lane's copy of the K or V tile at keys start .. start + kKeys - 1 begins: the token
-// row in the view, for lanes that copy (one copy per panel where those keys are consecutive rows:
-// packed keys, or pages of at least a tile; else one per page, pages of 8 to kKeys / 2 keys, the
-// maps' boxes then one page tall: whole 1024-byte swizzle atoms), lane i taking page i, so that
-// the tile's table reads go out together rather than one after another. A page past the
-// sequence's keys, or outside the cache (a bad table entry), is copied from beyond the end of the
-// view: zeros. The producer reads it once for both K and V (a tile ahead where it reads ahead).
+// Where the copy of the K or V tile at keys start .. start + kKeys - 1 begins: the token row in
+// the view (packed keys, or a page, which holds whole tiles: kernels.cu packs shorter pages). A
+// page past the sequence's keys, or outside the cache (a bad table entry), is copied from beyond
+// the end of the view: zeros. The producer reads it once for both K and V (a tile ahead where it
+// reads ahead).
 template <int D>
-__device__ __forceinline__ int kv_tile_row(const AttentionParams& p, const Item& it, int start, int lane) {
-  using L = SmemLayout<D>;
-  const int page = p.kv.table && p.kv.page_size < L::kKeys ? p.kv.page_size : L::kKeys;
-  const int key = start + lane * page;
-  if (lane * page >= L::kKeys) return -1;  // no copy for this lane
-  const std::int64_t row = !p.kv.table ? it.kv_begin + key : key < it.len ? p.kv.row(it.s, key) : -1;
+__device__ __forceinline__ int kv_tile_row(const AttentionParams& p, const Item& it, int start) {
+  const std::int64_t row = !p.kv.table ? it.kv_begin + start : start < it.len ? p.kv.row(it.s, start) : -1;
   return static_cast<int>(row < 0 ? p.total_kv_tokens : row);
 }
 
-// Copies one K or V tile (rows from kv_tile_row), announced on `bar`; the producer warp calls it.
+// Copies one K or V tile (row from kv_tile_row), announced on `bar`; the producer's lane 0 calls it.
 template <int D>
-__device__ __forceinline__ void load_kv_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar,
-                                             const AttentionParams& p, int kvh, int row, std::uint64_t policy,
-                                             int lane) {
+__device__ __forceinline__ void load_kv_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int kvh,
+                                             int row, std::uint64_t policy) {
   using L = SmemLayout<D>;
-  const int page = p.kv.table && p.kv.page_size < L::kKeys ? p.kv.page_size : L::kKeys;
-  if (lane == 0) mbar_arrive_expect_tx(bar, L::kPanels * L::kKvPanelBytes);
-  __syncwarp();
-  if (row >= 0)
-#pragma unroll
-    for (int pn = 0; pn < L::kPanels; ++pn)
-      tma_load_3d(dst + pn * L::kKvPanelBytes + lane * page * 128, map, bar, pn * 64, kvh, row, policy);
+  load_tile<L::kPanels>(dst, L::kKvPanelBytes, map, bar, kvh, row, policy);
 }
 
 // The producer warp: Q of each item, then K and V of each kept block. Lane 0 issues; the whole
@@ -150,7 +137,7 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
     KeyTiles<L::kSubTiles> keys(it);
     int start = keys.next();
     if (start < 0) continue;  // empty row: the consumers write zeros without waiting
-    int row = kReadAhead ? kv_tile_row<D>(p, it, start, lane) : -1;
+    int row = kReadAhead ? kv_tile_row<D>(p, it, start) : -1;
     // A Q stage is free once both consumer warpgroups finished the products of the item that
     // last used it (kQStages items ago).
     const int qs = items % L::kQStages;
@@ -165,25 +152,25 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
       ++tiles;
       const std::uint32_t k_dst = smem + L::kK + stage * L::kKvBytes;
       const std::uint32_t v_dst = smem + L::kV + stage * L::kKvBytes;
-      if constexpr (!kReadAhead) row = kv_tile_row<D>(p, it, start, lane);
+      if constexpr (!kReadAhead) row = kv_tile_row<D>(p, it, start);
       mbar_wait(bar.k_empty(stage), parity);
-      load_kv_tile<D>(k_dst, tk, bar.k_full(stage), p, it.kvh, row, kv_policy, lane);
+      if (lane == 0) load_kv_tile<D>(k_dst, tk, bar.k_full(stage), it.kvh, row, kv_policy);
       int next = -1, next_row = -1;
       if constexpr (kReadAhead) {
         next = keys.next();
-        next_row = next >= 0 ? kv_tile_row<D>(p, it, next, lane) : -1;
+        next_row = next >= 0 ? kv_tile_row<D>(p, it, next) : -1;
       }
       mbar_wait(bar.v_empty(stage), parity);
       const int valid = it.len - start;  // rows of this tile inside the sequence (> 0)
       if (valid >= L::kKeys || (!p.kv.table && it.kv_begin + it.len >= p.total_kv_tokens)) {
         // Whole tile in the sequence, or its tail past the end of the tensor (zero-filled).
-        load_kv_tile<D>(v_dst, tv, bar.v_full(stage), p, it.kvh, row, kv_policy, lane);
+        if (lane == 0) load_kv_tile<D>(v_dst, tv, bar.v_full(stage), it.kvh, row, kv_policy);
       } else {
         // The tile runs into the next sequence (or the rest of its last page). Its probabilities
         // there are 0, but 0 * NaN or 0 * Inf in those rows of V would still leak across the
         // boundary: load, zero those rows, then publish (ordinary stores read by wgmma: proxy
         // fence before the arrival).
-        load_kv_tile<D>(v_dst, tv, bar.v_fix(), p, it.kvh, row, kv_policy, lane);
+        if (lane == 0) load_kv_tile<D>(v_dst, tv, bar.v_fix(), it.kvh, row, kv_policy);
         mbar_wait(bar.v_fix(), fixes & 1);
         ++fixes;
         // A row is 128 contiguous bytes of each panel whatever the swizzle: 8 chunks of 16.
@@ -478,13 +465,11 @@ struct TileMaps {
 void make_tile_maps(const AttentionParams& p, bool bf16, int head_dim, int kv_heads, TileMaps* maps);
 
 // Whether the sparse attention of a problem fits the kernel's copies: token coordinates are
-// 32-bit (one past the K/V view included: the coordinate of pages that read as zeros), and pages
-// shorter than a K/V tile must be whole swizzle atoms (8 rows of 128 bytes) that tile it.
-inline bool sm90_takes(std::int64_t total_tokens, std::int64_t total_kv_tokens, int page_size, int head_dim) {
+// 32-bit (one past the K/V view included: the coordinate of pages that read as zeros). Pages are
+// read in place only where they hold whole K/V tiles (kernels.cu packs shorter ones).
+inline bool sm90_takes(std::int64_t total_tokens, std::int64_t total_kv_tokens) {
   constexpr std::int64_t kLimit = std::int64_t{1} << 31;
-  if (total_tokens >= kLimit || total_kv_tokens >= kLimit - 1) return false;
-  const int keys = key_tile(head_dim);
-  return page_size == 0 || page_size >= keys || (page_size % 8 == 0 && keys % page_size == 0);
+  return total_tokens < kLimit && total_kv_tokens < kLimit - 1;
 }
 
 // Whether the sm_90a build of this kernel is what runs on `device` (the current device). Asked
