@@ -37,7 +37,7 @@ report() {  # what the background jobs did; the device tool brings back at most 
   [ -f $W/kvcache.log ] && { echo "-- KV cache: $(cat $W/kvcache.status 2>/dev/null || echo running)"; \
     grep -E "^(\||==)" $W/kvcache.log | tail -40; }
   [ -f $W/ncu.status ] && { echo "-- ncu: $(cat $W/ncu.status)"; \
-    grep -E "Duration|Compute \(SM\) Throughput|Issue Slots Busy|Executed Ipc Active" $W/ncu.log | head -12; }
+    grep -E "^==|Duration|Compute \(SM\) Throughput|L2 Hit Rate|DRAM Throughput|dram__bytes_read|Executed Ipc Active" $W/ncu.log | head -40; }
   [ -f $W/ab.status ] && { echo "-- A/B:"; \
     for f in $W/ab/bench_before_${AB_ROUNDS:-2}.log $W/ab/bench_after_${AB_ROUNDS:-2}.log; do echo "$f"; grep -E "^(llama|gemma|qwen)" $f | grep -E "ours|cudnn"; done; }
   [ -f $W/suite.log ] && { echo "-- suite: $(cat $W/suite.status 2>/dev/null || echo running)"; tail -3 $W/suite.log; }
@@ -113,15 +113,6 @@ chain() {
     done > $W/kvcache.log 2>&1
     echo "exit $?" > $W/kvcache.status
   fi
-  if [[ $steps == *ncu* ]]; then  # where the attention kernel's time goes, per head dim
-    for shape in "14 2 64" "32 8 128"; do
-      timeout 300 ncu --kernel-name regex:sparse_attention --launch-skip 2 --launch-count 1 --section SpeedOfLight \
-        --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats --metrics \
-        sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active \
-        python3 bench/ncu_attention.py --shape $shape --tokens ${NCU_TOKENS:-32768}
-    done > $W/ncu.log 2>&1
-    echo "exit $?" > $W/ncu.status
-  fi
   if [[ $steps == *ab* ]] && [ -f .gpu/before.tar.gz ]; then
     # The tree to compare against (.gpu/before.tar.gz, `git archive` of its commit) built as a
     # second package beside the installed one, then bench/cuda_bench.py on each in turn (ratios to
@@ -138,6 +129,20 @@ chain() {
       done
     done
     echo "exit 0" > $W/ab.status
+  fi
+  if [[ $steps == *ncu* ]]; then  # where the attention kernel's time goes (NCU_SHAPES: q heads, kv heads,
+    # D; NCU_FLAGS: bench/ncu_attention.py's, such as --full-mask), on the earlier tree too after an ab step
+    for tree in after $([ -d $W/ab/before ] && echo before); do
+      for shape in ${NCU_SHAPES:-14,2,64 32,8,128}; do
+        echo "== $tree tree, shape $shape, ${NCU_TOKENS:-32768} tokens ${NCU_FLAGS:-}"
+        PYTHONPATH=$([ $tree = before ] && echo $W/ab/before) timeout 300 ncu --kernel-name regex:sparse_attention \
+          --launch-skip 2 --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis \
+          --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats --metrics \
+          sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active,lts__t_sector_hit_rate.pct,dram__bytes_read.sum \
+          python3 bench/ncu_attention.py --shape ${shape//,/ } --tokens ${NCU_TOKENS:-32768} ${NCU_FLAGS:-}
+      done
+    done > $W/ncu.log 2>&1
+    echo "exit $?" > $W/ncu.status
   fi
   if [[ $steps == *suite* ]]; then
     # Qwen comes last (its parts are the most): wait for it, at most 10 minutes.
@@ -161,7 +166,7 @@ case "${1:-}" in
   start)
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
     keep_part "$2"
-    export -f chain; export W STEPS NCU_TOKENS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS KV_KERNELS KV_CHUNKS KV_PAGES AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS PROXYATTN_COMMIT
+    export -f chain; export W STEPS NCU_TOKENS NCU_SHAPES NCU_FLAGS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS KV_KERNELS KV_CHUNKS KV_PAGES AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS PROXYATTN_COMMIT
     setsid nohup bash -c chain > $W/chain.log 2>&1 &
     sleep 2; report ;;
   part)

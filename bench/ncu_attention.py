@@ -7,7 +7,8 @@ stall reasons of the sparse attention kernel. Run it under ncu (the GPU session'
         --section SchedulerStats --metrics sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,\
     sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active python3 bench/ncu_attention.py --shape 14 2 64
 
-The first two calls warm up (plans, tensor maps); the third is profiled.
+The first two calls warm up (plans, tensor maps); the third is profiled. --full-mask runs the
+sparse kernel on a mask that keeps every causal block instead (the mask's index reads).
 """
 import argparse
 
@@ -21,12 +22,22 @@ def main():
     ap.add_argument("--shape", type=int, nargs=3, default=[14, 2, 64], metavar=("Q_HEADS", "KV_HEADS", "D"))
     ap.add_argument("--tokens", type=int, default=32768)
     ap.add_argument("--calls", type=int, default=3)
+    ap.add_argument("--full-mask", action="store_true", help="sparse_attention on a mask of every causal block")
     args = ap.parse_args()
     hq, hkv, d = args.shape
     g = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(args.tokens, h, d, device="cuda", dtype=torch.bfloat16, generator=g) for h in (hq, hkv, hkv))
+    call = lambda: proxyattn.dense_attention(q, k, v)  # noqa: E731
+    if args.full_mask:
+        nb = (args.tokens + 127) // 128
+        rows = torch.arange(nb, device="cuda").repeat_interleave(hq)  # row m * hq + h keeps blocks 0..m
+        row_offsets = torch.zeros(rows.numel() + 1, dtype=torch.int64, device="cuda")
+        row_offsets[1:] = (rows + 1).cumsum(0)
+        starts = torch.repeat_interleave(row_offsets[:-1], rows + 1)
+        col_indices = (torch.arange(int(row_offsets[-1]), device="cuda") - starts).to(torch.int32)
+        call = lambda: proxyattn.sparse_attention(q, k, v, (row_offsets, col_indices))  # noqa: E731
     for _ in range(args.calls):
-        proxyattn.dense_attention(q, k, v)
+        call()
     torch.cuda.synchronize()
 
 

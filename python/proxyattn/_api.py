@@ -195,7 +195,7 @@ def _plan(fw, q, kv_heads, cu_seqlens, cu_seqlens_k, softmax_scale, o, device, s
                 cu_seqlens_k=list(cu_seqlens_k or ()))
     workspace = None
     if device[0] == "cuda":
-        nbytes = _core.workspace_bytes(**args)
+        nbytes = _core.workspace_bytes(**args, page_size=page_size)
         workspace = _arrays.empty(fw, q, (max(nbytes, 1),), "uint8")
     plan = _core.Plan(**args, page_size=page_size, workspace=workspace, stream=stream)
     _plans[key] = (plan, workspace)  # the workspace must live as long as the plan

@@ -267,14 +267,14 @@ NB_MODULE(_core, m) {
   m.def("workspace_bytes",
         [](const nb::dict& options, double scale, int q_heads, int kv_heads, int head_dim, const std::string& dtype,
            const std::string& device, int device_index, const std::vector<std::int32_t>& cu_seqlens,
-           const std::vector<std::int32_t>& cu_seqlens_k) {
-          return Plan::workspace_bytes(
-              config_from_dict(options, scale),
-              make_problem(q_heads, kv_heads, head_dim, dtype, device, device_index, cu_seqlens, cu_seqlens_k));
+           const std::vector<std::int32_t>& cu_seqlens_k, int page_size) {
+          Problem p = make_problem(q_heads, kv_heads, head_dim, dtype, device, device_index, cu_seqlens, cu_seqlens_k);
+          p.page_size = page_size;  // paged plans may pack their keys into the workspace
+          return Plan::workspace_bytes(config_from_dict(options, scale), p);
         },
         nb::arg("options"), nb::arg("scale"), nb::arg("q_heads"), nb::arg("kv_heads"), nb::arg("head_dim"),
         nb::arg("dtype"), nb::arg("device"), nb::arg("device_index"), nb::arg("cu_seqlens"),
-        nb::arg("cu_seqlens_k") = std::vector<std::int32_t>{},
+        nb::arg("cu_seqlens_k") = std::vector<std::int32_t>{}, nb::arg("page_size") = 0,
         "Workspace bytes a CUDA plan of this problem needs");
 
   nb::class_<PyPlan>(m, "Plan")
