@@ -88,11 +88,14 @@ Kernels choose_kernels(const Plan::Impl& p, const Tables& t, const KernelRequest
          " is compute capability ", major, ".", minor, code ? "" : " or this build has no sm_90a code for it");
   const bool sm90 = device && r.arch != Arch::sm80;
   Kernels k;
-  // Pages shorter than a key tile are packed: read in place they took one TMA box per page and
-  // panel (eight per tile for pages of 16), which made pages of 16 1.2-1.3x slower than contiguous
-  // keys at 32K and 128K (bench/results/2026-12-03_h200_kvcache). Packed keys' view is the
-  // sequences' keys; in place it is the cache, whose size the plan does not know.
-  const bool pack = pr.paged() && (r.pack || pr.page_size < sm90::key_tile(pr.head_dim));
+  // Paged keys are packed into the workspace (Kernels::pack_pages) where pages are shorter than a
+  // key tile, or where the call has at least half as many queries as keys, so that the copy (each
+  // key read and written once) is small against the attention's reads. Read in place, pages of 16
+  // took 1.2-1.3x of contiguous keys (one TMA box per page and panel), pages of 128 and 256 at 128K
+  // 1.01-1.09x; packed, 0.92-1.01x (bench/results/2026-12-03_h200_kvcache). A short chunk against
+  // a long cache reads its pages in place: packing would copy every key for few queries.
+  const int key_tile = sm90::key_tile(pr.head_dim);
+  const bool pack = pr.paged() && (r.pack || pr.page_size < key_tile || 2 * pr.total_tokens() >= pr.total_kv_tokens());
   if (sm90 && sm90::sm90_takes(pr.total_tokens(), pr.paged() && !pack ? 0 : pr.total_kv_tokens())) {
     k.attention = Arch::sm90;
     k.grid = r.ctas > 0 ? std::min(sms, r.ctas) : sms;

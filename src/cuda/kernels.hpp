@@ -23,8 +23,8 @@ struct KernelRequest {
   int ctas = 0;              // > 0: at most this many CTAs in the persistent sm90 attention grid
                              // (3 makes small tests walk many work items per CTA)
   int split = 0;             // 1..8: the sm90 stage 1's cluster size; 0: chosen from the problem
-  bool pack = false;         // paged keys on sm90: pack every page size (default: only pages
-                             // shorter than a key tile), to time packing against reading in place
+  bool pack = false;         // paged keys on sm90: pack them whatever the page size and the
+                             // queries (kernels.cu), to time packing against reading in place
 };
 
 // The request in force: the one set_kernel_request set, else the environment's PROXYATTN_KERNEL
