@@ -10,7 +10,7 @@ queries). For each page size (and page order): one call on the whole prompt with
 pages, against contiguous, and dense attention through the same pages (the attention kernel's
 share of the cost) against dense on contiguous keys. The input has structure (each query leans towards a few earlier keys),
 so that the masks are sparse. Times are of the calls alone (the densities come from a separate,
-untimed run), best of --repeats, with the plans cached after the first.
+untimed run), best of --repeats rounds in which every mode runs once in turn, the plans cached.
 """
 import argparse
 import json
@@ -40,17 +40,24 @@ def structured(n, hq, hkv, d, seed, dtype, device, focus=1.0):
     return (x.to(device=device, dtype=dtype) for x in (q, k, v))
 
 
-def timed(fn, repeats):
-    best, out = float("inf"), None
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed_rounds(fns, repeats):
+    """Best time of each callable over `repeats` rounds, one call of each per round in turn, so that
+    every mode meets the board in the same states (a GPU's clocks drop after a long dense run: timed
+    one mode after another, a mode that follows a dense run loses several percent)."""
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        for i, fn in enumerate(fns):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
 
 
 def rel(a, b):
@@ -95,18 +102,19 @@ def main():
     n, (hq, hkv), d = args.tokens, args.heads, args.dim
     q, k, v = structured(n, hq, hkv, d, 0, getattr(torch, args.dtype), args.device, args.focus)
     opts = {} if args.min_budget_tokens is None else dict(min_budget_tokens=args.min_budget_tokens)
-    rows = []
-    t_dense, dense = timed(lambda: proxyattn.dense_attention(q, k, v), args.repeats)
+    # Every mode: (row, the timed call); each is run once untimed first (plans, outputs, densities).
+    modes, out = [], None
+    dense = proxyattn.dense_attention(q, k, v)
+    modes.append((dict(mode="dense", density=1.0, error_vs_dense=0.0), lambda: proxyattn.dense_attention(q, k, v)))
     one, stats = proxyattn.attention(q, k, v, return_stats=True, **opts)
     one_density = float(stats["total_density"])
-    t_one, one = timed(lambda: proxyattn.attention(q, k, v, **opts), args.repeats)
-    rows.append(dict(mode="dense", seconds=t_dense, density=1.0, error_vs_dense=0.0))
-    rows.append(dict(mode="one call", seconds=t_one, density=one_density, error_vs_dense=rel(one, dense)))
+    modes.append((dict(mode="one call", density=one_density, error_vs_dense=rel(one, dense)),
+                  lambda: proxyattn.attention(q, k, v, **opts)))
     for c in args.chunks:
         if c >= n:
             continue
 
-        def chunked(stats=False):
+        def chunked(stats=False, c=c):
             outs, kept, causal = [], 0, 0
             for start in range(0, n, c):
                 end = min(n, start + c)
@@ -119,21 +127,35 @@ def main():
             return torch.cat(outs), kept / max(causal, 1)
 
         out, density = chunked(stats=True)
-        t, _ = timed(chunked, args.repeats)
-        rows.append(dict(mode=f"chunks of {c}", seconds=t, density=density, error_vs_dense=rel(out, dense),
-                         error_vs_one_call=rel(out, one), time_vs_one_call=t / t_one))
+        modes.append((dict(mode=f"chunks of {c}", density=density, error_vs_dense=rel(out, dense),
+                           error_vs_one_call=rel(out, one)), chunked))
     for page, order in ((p, o) for o in args.page_orders for p in args.page_sizes):
         kc, vc, table = paged(k, v, page, page, shuffled=order == "shuffled")
         pages = f"pages of {page}" + (" in order" if order == "in-order" else "")
-        t, out = timed(lambda: proxyattn.attention_with_kvcache(q[None], kc, vc, [n], table, **opts), args.repeats)
-        rows.append(dict(mode=f"paged, {pages}", seconds=t, density=one_density,
-                         error_vs_dense=rel(out[0], dense), error_vs_one_call=rel(out[0], one),
-                         time_vs_one_call=t / t_one))
-        # the attention kernel alone: dense attention through the same pages against contiguous
-        t, out = timed(lambda: proxyattn.attention_with_kvcache(q[None], kc, vc, [n], table, dense=True), args.repeats)
-        rows.append(dict(mode=f"dense, {pages}", seconds=t, density=1.0, error_vs_dense=rel(out[0], dense),
-                         time_vs_dense=t / t_dense))
-        del kc, vc
+
+        def on_pages(dense=False, kc=kc, vc=vc, table=table):
+            if dense:  # the attention kernel alone: dense attention through the pages
+                return proxyattn.attention_with_kvcache(q[None], kc, vc, [n], table, dense=True)
+            return proxyattn.attention_with_kvcache(q[None], kc, vc, [n], table, **opts)
+
+        out = on_pages()
+        modes.append((dict(mode=f"paged, {pages}", density=one_density, error_vs_dense=rel(out[0], dense),
+                           error_vs_one_call=rel(out[0], one)), on_pages))
+        out = on_pages(dense=True)
+        modes.append((dict(mode=f"dense, {pages}", density=1.0, error_vs_dense=rel(out[0], dense)),
+                      lambda on_pages=on_pages: on_pages(dense=True)))
+    out = None  # free the last output before timing
+    times = timed_rounds([fn for _, fn in modes], args.repeats)
+    rows = []
+    for (row, _), t in zip(modes, times):
+        row["seconds"] = t
+        rows.append(row)
+    t_one, t_dense = rows[1]["seconds"], rows[0]["seconds"]
+    for r in rows[2:]:
+        if r["mode"].startswith("dense,"):
+            r["time_vs_dense"] = r["seconds"] / t_dense
+        else:
+            r["time_vs_one_call"] = r["seconds"] / t_one
 
     print(f"{n} tokens, {hq} q / {hkv} kv heads, D {d}, {args.dtype} on {args.device}, focus {args.focus}, "
           f"min_budget_tokens {args.min_budget_tokens or 'default'}")
