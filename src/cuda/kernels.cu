@@ -90,10 +90,11 @@ Kernels choose_kernels(const Plan::Impl& p, const Tables& t, const KernelRequest
   Kernels k;
   // Paged keys are packed into the workspace (Kernels::pack_pages) where pages are shorter than a
   // key tile, or where the call has at least half as many queries as keys, so that the copy (each
-  // key read and written once) is small against the attention's reads. Read in place, pages of 16
-  // took 1.2-1.3x of contiguous keys (one TMA box per page and panel), pages of 128 and 256 at 128K
-  // 1.01-1.09x; packed, 0.92-1.01x (bench/results/2026-12-03_h200_kvcache). A short chunk against
-  // a long cache reads its pages in place: packing would copy every key for few queries.
+  // key read and written once) is small against the attention's reads. Dense attention at 128K
+  // through pages read in place took 1.26-1.33x of contiguous keys for pages of 16 (one TMA box per
+  // page and panel), 1.03-1.07x for 128 and 256; packed, 0.99-1.03x for all three
+  // (bench/results/2026-12-03_h200_kvcache). A short chunk against a long cache reads its pages in
+  // place: packing would copy every key for few queries.
   const int key_tile = sm90::key_tile(pr.head_dim);
   const bool pack = pr.paged() && (r.pack || pr.page_size < key_tile || 2 * pr.total_tokens() >= pr.total_kv_tokens());
   if (sm90 && sm90::sm90_takes(pr.total_tokens(), pr.paged() && !pack ? 0 : pr.total_kv_tokens())) {
