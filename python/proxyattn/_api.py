@@ -315,7 +315,9 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, block_table, soft
     head_dim]; cache_seqlens [batch] (int): the keys each sequence holds, its queries being the
     last seqlen_q of them (the new tokens' keys and values are already in the cache); block_table
     int32 [batch, max_pages]: the pages of each sequence in order. dense=True runs dense attention
-    instead. Returns what attention() returns."""
+    instead. Returns what attention() returns. On an sm90 GPU, pages shorter than the kernel's key
+    tile, or calls with at least half as many queries as keys, first copy the sequences' keys and
+    values into the plan's workspace (which then holds them: 4 KiB a token at 8 kv heads x 128)."""
     if q.ndim != 4:
         raise ValueError(f"q: expected [batch, seqlen_q, heads, dim], got shape {tuple(q.shape)}")
     if k_cache.ndim != 4 or v_cache.ndim != 4:
