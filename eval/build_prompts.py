@@ -7,7 +7,12 @@ its GGUF file) and chat template, so that the GPU machine spends no time on text
 writes OUT/corpus.json.gz (the six novels as token ids, eval/tasks.Corpus) and
 OUT/prompts.json.gz (per prompt its task, length, index, answers and segments: a few kilobytes
 for any length). LENGTH:COUNT builds COUNT prompts of exactly LENGTH tokens, the tasks in turn
-(eval/tasks.TASKS), so that every task gets COUNT / 10 of them.
+(eval/tasks.TASKS, or --tasks), so that every task gets an equal share. A prompt is fixed by
+(seed, task, length, index); --first-index starts each task's indices there, so that a second
+set (say, more prompts of the tasks a small model answers at all) shares none with the first:
+
+    python3 eval/build_prompts.py .model/smollm2 --texts .model/text --lengths 8096:600 \
+        --tasks passkey niah_single_number niah_multikey --first-index 30 --out .model/eval/smollm2_more
 """
 import argparse
 import gzip
@@ -45,6 +50,9 @@ def main():
     ap.add_argument("--lengths", nargs="+", default=["8192:100", "16384:100", "32768:300"],
                     help="LENGTH:COUNT pairs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tasks", nargs="+", choices=tasks.TASKS, default=list(tasks.TASKS),
+                    help="the tasks, in turn (default: all ten)")
+    ap.add_argument("--first-index", type=int, default=0, help="each task's first prompt index")
     ap.add_argument("--out", required=True, help="output folder")
     args = ap.parse_args()
 
@@ -61,8 +69,8 @@ def main():
         length, count = (int(x) for x in spec.split(":"))
         t0 = time.time()
         for i in range(count):
-            task = tasks.TASKS[i % len(tasks.TASKS)]
-            prompts.append(builder.build(task, length, i // len(tasks.TASKS)).to_json())
+            task = args.tasks[i % len(args.tasks)]
+            prompts.append(builder.build(task, length, args.first_index + i // len(args.tasks)).to_json())
         print(f"{length} tokens: {count} prompts ({time.time() - t0:.0f} s)", flush=True)
     os.makedirs(args.out, exist_ok=True)
     write_json(os.path.join(args.out, "corpus.json.gz"), corpus.to_json())
