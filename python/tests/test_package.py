@@ -224,3 +224,31 @@ def test_every_input_is_checked_before_it_is_read():
         out, lse = proxyattn.attention(q, k, k, return_lse=True)
         assert out.shape == shape + (4, 32) and lse.shape == (shape[0], 4, shape[1])
         assert proxyattn.sparse_attention(q, k, k, proxyattn.estimate(q, k)).shape == out.shape
+
+
+def test_plan_cache_drops_the_oldest_plans_over_its_count_or_bytes(monkeypatch):
+    from proxyattn import _api
+    plans = _api._plans.__class__()
+    monkeypatch.setattr(_api, "_plans", plans)
+    monkeypatch.setattr(_api, "_PLAN_CACHE_SIZE", 3)
+    monkeypatch.setattr(_api, "_PLAN_CACHE_BYTES", 100)
+    for name, nbytes in (("a", 10), ("b", 20), ("c", 30)):
+        plans[name] = (name, nbytes)
+        _api._trim_plan_cache()
+    assert list(plans) == ["a", "b", "c"]
+    plans["d"] = ("d", 5)  # over the count: the oldest goes
+    _api._trim_plan_cache()
+    assert list(plans) == ["b", "c", "d"]
+    plans["e"] = ("e", 60)  # 115 bytes: b goes (95 left)
+    _api._trim_plan_cache()
+    assert list(plans) == ["c", "d", "e"]
+    plans["f"] = ("f", 500)  # larger than the budget alone: only the newest stays
+    _api._trim_plan_cache()
+    assert list(plans) == ["f"]
+    # and the real cache still serves a call (CPU plans hold no workspace)
+    monkeypatch.setattr(_api, "_plans", _api._plans.__class__())
+    q = np.random.default_rng(0).standard_normal((300, 4, 64)).astype(np.float32)
+    k = np.random.default_rng(1).standard_normal((300, 2, 64)).astype(np.float32)
+    proxyattn.attention(q, k, k)
+    proxyattn.attention(q, k, k)
+    assert len(_api._plans) == 1

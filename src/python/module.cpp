@@ -96,6 +96,9 @@ DType dtype_named(const std::string& s) {
 
 // A plan plus the last estimate it produced (which lives in the plan's workspace).
 struct PyPlan {
+  // The caller's workspace array, held as long as the plan (declared first: released last), so that
+  // arrays viewing the workspace, which hold the plan, keep its memory too.
+  std::optional<OutArray> workspace;
   Plan plan;
   Estimate last{};
   bool has_estimate = false;
@@ -289,9 +292,9 @@ NB_MODULE(_core, m) {
             p.page_size = page_size;
             if (workspace && workspace->size() > 0) {
               const std::size_t bytes = workspace->size() * workspace->itemsize();
-              new (self) PyPlan{Plan(c, p, workspace->data(), bytes, stream_of(stream))};
+              new (self) PyPlan{workspace, Plan(c, p, workspace->data(), bytes, stream_of(stream))};
             } else {
-              new (self) PyPlan{Plan(c, p, stream_of(stream))};  // owns its workspace
+              new (self) PyPlan{std::nullopt, Plan(c, p, stream_of(stream))};  // owns its workspace
             }
           },
           nb::arg("options"), nb::arg("scale"), nb::arg("q_heads"), nb::arg("kv_heads"),
