@@ -5,12 +5,13 @@ outputs through torch, and run on the current stream without synchronising.
     import proxyattn.torch_ops
     out, lse = proxyattn.torch_ops.attention(q, k, v, gamma=0.9)
 
-(the keyword-friendly wrappers `attention`, `dense_attention` and `sparse_attention` below call
-torch.ops.proxyattn.*; the attention op takes its options as one string "name=value,...", so
+(the keyword-friendly wrappers `attention`, `dense_attention`, `sparse_attention` and
+`attention_with_kvcache` below call torch.ops.proxyattn.*; the attention op takes its options as one string "name=value,...", so
 that every option of proxyattn.Options passes through and the schema never lists them again).
 q, k, v are [batch, seqlen, heads, dim] or packed [total, heads, dim] with cu_seqlens (a list of
 ints, known when the graph is built, as flash_attn_varlen_func's max_seqlen is); queries fewer
-than keys come as k, v [batch, seqlen_k, ...] or with cu_seqlens_k.
+than keys come as k, v [batch, seqlen_k, ...] or with cu_seqlens_k; paged keys and values as
+flash_attn_with_kvcache takes them (cache_seqlens a list of ints, the block table a tensor).
 
 CUDA-graph capture: the first call of a shape builds its plan (a workspace allocation and an
 upload of small tables), so warm up each shape once before capturing, as one does for any
@@ -97,6 +98,32 @@ def _(q, k, v, row_offsets, col_indices, cu_seqlens, cu_seqlens_k, softmax_scale
     return torch.empty_like(q), _lse_like(q)
 
 
+def _check_paged(q, k_cache, v_cache, block_table):
+    if q.ndim != 4 or k_cache.ndim != 4 or v_cache.ndim != 4:
+        raise ValueError(f"q [batch, seqlen_q, heads, dim] and k_cache, v_cache [num_pages, page_size, kv_heads, "
+                         f"dim] expected, got shapes {tuple(q.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+    _check(q, k_cache, v_cache, None)
+    if block_table.dtype != torch.int32 or block_table.ndim != 2 or block_table.device != q.device:
+        raise ValueError(f"block_table: expected int32 [batch, max_pages] on {q.device}, got {block_table.dtype} "
+                         f"{tuple(block_table.shape)} on {block_table.device}")
+
+
+@torch.library.custom_op("proxyattn::attention_with_kvcache", mutates_args=())
+def _paged(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cache_seqlens: List[int],
+           block_table: torch.Tensor, softmax_scale: float, options: str, dense: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    _check_paged(q, k_cache, v_cache, block_table)
+    opts = {} if dense else decode_options(options)
+    out, lse = _api.attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, block_table, softmax_scale or None,
+                                           return_lse=True, dense=dense, **opts)
+    return out, lse.contiguous()
+
+
+@_paged.register_fake
+def _(q, k_cache, v_cache, cache_seqlens, block_table, softmax_scale, options, dense):
+    _check_paged(q, k_cache, v_cache, block_table)
+    return torch.empty_like(q), _lse_like(q)
+
+
 def attention(q, k, v, softmax_scale=None, *, cu_seqlens=None, cu_seqlens_k=None, **options):
     """proxyattn.attention as a torch op: returns (out, lse). Options as proxyattn.attention's
     (preset included), checked here, before the op is traced."""
@@ -133,3 +160,13 @@ def sparse_attention(q, k, v, row_offsets, col_indices, softmax_scale=None, *, c
     """proxyattn.sparse_attention as a torch op on a CSR mask: returns (out, lse)."""
     return torch.ops.proxyattn.sparse_attention(q, k, v, row_offsets, col_indices, cu_seqlens, cu_seqlens_k,
                                                 float(softmax_scale or 0.0), block_size)
+
+
+def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, block_table, softmax_scale=None, *, dense=False,
+                           **options):
+    """proxyattn.attention_with_kvcache as a torch op: returns (out, lse); cache_seqlens a list of
+    ints (known when the graph is built), block_table an int32 tensor."""
+    o = _api._options(options, k_cache.shape[-2])
+    return torch.ops.proxyattn.attention_with_kvcache(q, k_cache, v_cache, [int(n) for n in cache_seqlens],
+                                                      block_table, float(softmax_scale or 0.0), encode_options(o),
+                                                      bool(dense))

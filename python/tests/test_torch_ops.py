@@ -53,6 +53,39 @@ def test_compile_fullgraph_matches_eager(case):
         assert torch.equal(a, b)
 
 
+def paged_inputs(device, dtype, b=2, n=50, kv=300, page=16, seed=0):
+    """q [b, n, 4, 64]: the last n of each sequence's kv keys, which sit in shuffled pages of a cache
+    with one spare page."""
+    g = torch.Generator().manual_seed(seed)
+    pages = -(-kv // page)
+    q = torch.randn(b, n, 4, 64, generator=g).to(device, dtype)
+    k_cache, v_cache = (torch.randn(b * pages + 1, page, 2, 64, generator=g).to(device, dtype) for _ in range(2))
+    table = torch.randperm(b * pages + 1, generator=g)[: b * pages].view(b, pages).to(device, torch.int32)
+    return q, k_cache, v_cache, [kv] * b, table
+
+
+@pytest.mark.parametrize("case", DEVICES)
+def test_paged_op(case):
+    q, k_cache, v_cache, lens, table = paged_inputs(*case)
+    options = ops.encode_options(proxyattn.Options(gamma=0.5, min_budget_tokens=0))
+    for dense in (False, True):
+        torch.library.opcheck(torch.ops.proxyattn.attention_with_kvcache.default,
+                              (q, k_cache, v_cache, lens, table, 0.0, options, dense))
+
+    def layer(q, k_cache, v_cache, table):
+        out, lse = ops.attention_with_kvcache(q, k_cache, v_cache, lens, table, gamma=0.5, min_budget_tokens=0)
+        return out * 2.0, lse + 1.0
+
+    compiled = torch.compile(layer, fullgraph=True, dynamic=False)(q, k_cache, v_cache, table)
+    want, want_lse = proxyattn.attention_with_kvcache(q, k_cache, v_cache, lens, table, return_lse=True, gamma=0.5,
+                                                      min_budget_tokens=0)
+    assert torch.equal(compiled[0], want * 2.0) and torch.equal(compiled[1], want_lse + 1.0)
+    dense, _ = ops.attention_with_kvcache(q, k_cache, v_cache, lens, table, dense=True)
+    assert torch.equal(dense, proxyattn.attention_with_kvcache(q, k_cache, v_cache, lens, table, dense=True))
+    with pytest.raises(ValueError, match="block_table"):
+        ops.attention_with_kvcache(q, k_cache, v_cache, lens, table.long())
+
+
 @pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU: the CUDA-graph test skips")
 def test_cuda_graph_capture_and_replay():
     q, k, v = inputs("cuda", torch.bfloat16, (1, 2000, 8, 2, 128))
