@@ -307,33 +307,55 @@ def attention(q, k, v, softmax_scale=None, causal=True, *, cu_seqlens=None, cu_s
 
 
 def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None,
-                     softmax_scale=None, causal=True, **kwargs):
+                     softmax_scale=None, causal=True, *, block_table=None, **kwargs):
     """attention() with flash_attn_varlen_func's argument names: packed q, k, v and the
     cumulative sequence offsets of the queries and of the keys (each sequence's queries are its
-    last positions)."""
+    last positions). With block_table (int32 [num_seqs, max_pages]), as flash_attn_varlen_func
+    takes it, k and v are paged caches [num_pages, page_size, kv_heads, head_dim] and
+    cu_seqlens_k counts each sequence's keys in them (attention_with_kvcache, with queries of
+    any lengths); dense=True then runs dense attention."""
     qs, ks = _arrays.to_int_list(cu_seqlens_q, "cu_seqlens_q"), _arrays.to_int_list(cu_seqlens_k, "cu_seqlens_k")
     for name, limit, cu in (("max_seqlen_q", max_seqlen_q, qs), ("max_seqlen_k", max_seqlen_k, ks)):
         longest = max((b - a for a, b in zip(cu, cu[1:])), default=0)
         if limit is not None and limit < longest:
             raise ValueError(f"{name} ({limit}) is smaller than the longest sequence ({longest})")
+    if block_table is not None:
+        if q.ndim != 3:
+            raise ValueError(f"q: expected packed [total, heads, dim] with block_table, got shape {tuple(q.shape)}")
+        if ks is None or qs is None or len(ks) != len(qs):
+            raise ValueError(f"cu_seqlens_k: expected {len(qs or [])} offsets like cu_seqlens_q with block_table, "
+                             f"got {ks}")
+        return _paged(q, k, v, qs, ks, block_table, softmax_scale, causal, None, **kwargs)
     return attention(q, k, v, softmax_scale, causal, cu_seqlens=qs, cu_seqlens_k=ks, **kwargs)
 
 
-def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, block_table, softmax_scale=None, causal=True, *,
-                           out=None, return_lse=False, return_stats=False, dense=False, **options):
+def _paged(q, k_cache, v_cache, cu_q, cu_k, block_table, softmax_scale, causal, batch_shape, *, out=None,
+           return_lse=False, return_stats=False, dense=False, **options):
+    """Attention of packed q (offsets cu_q) over paged caches holding cu_k's keys per sequence."""
+    if k_cache.ndim != 4 or v_cache.ndim != 4:
+        raise ValueError(f"k_cache and v_cache: expected [num_pages, page_size, kv_heads, head_dim], got shapes "
+                         f"{tuple(k_cache.shape)} and {tuple(v_cache.shape)}")
+    opts = Options(backend=options.get("backend", "auto")) if dense else _options(options, k_cache.shape[2])
+    call = _Call(q, k_cache, v_cache, cu_q, softmax_scale, causal, opts, cu_k, page_size=k_cache.shape[1])
+    if batch_shape is not None:
+        call.batched, call.batch_shape = True, batch_shape
+    out, lse = call.outputs(out, return_lse)
+    call.plan.paged(call.q, k_cache, v_cache, block_table, out, lse, dense, call.stream)
+    return _finish(call, out, lse, return_lse, _stats(call) if return_stats and not dense else None)
+
+
+def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, block_table, softmax_scale=None, causal=True, **kwargs):
     """ProxyAttn over paged keys and values, with flash_attn_with_kvcache's names and layouts:
     q [batch, seqlen_q, q_heads, head_dim]; k_cache, v_cache [num_pages, page_size, kv_heads,
     head_dim]; cache_seqlens [batch] (int): the keys each sequence holds, its queries being the
     last seqlen_q of them (the new tokens' keys and values are already in the cache); block_table
     int32 [batch, max_pages]: the pages of each sequence in order. dense=True runs dense attention
-    instead. Returns what attention() returns. On an sm90 GPU, pages shorter than the kernel's key
-    tile, or calls with at least half as many queries as keys, first copy the sequences' keys and
-    values into the plan's workspace (which then holds them: 4 KiB a token at 8 kv heads x 128)."""
+    instead. Returns what attention() returns (attention_varlen with block_table takes queries of
+    different lengths). On an sm90 GPU, pages shorter than the kernel's key tile, or calls with at
+    least half as many queries as keys, first copy the sequences' keys and values into the plan's
+    workspace (which then holds them: 4 KiB a token at 8 kv heads x 128)."""
     if q.ndim != 4:
         raise ValueError(f"q: expected [batch, seqlen_q, heads, dim], got shape {tuple(q.shape)}")
-    if k_cache.ndim != 4 or v_cache.ndim != 4:
-        raise ValueError(f"k_cache and v_cache: expected [num_pages, page_size, kv_heads, head_dim], got shapes "
-                         f"{tuple(k_cache.shape)} and {tuple(v_cache.shape)}")
     lens = _arrays.to_int_list(cache_seqlens, "cache_seqlens")
     if lens is None or len(lens) != q.shape[0]:
         raise ValueError(f"cache_seqlens: expected {q.shape[0]} lengths (one per sequence of q), got {lens}")
@@ -341,13 +363,8 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, block_table, soft
     for n in lens:
         cu_k.append(cu_k[-1] + n)
     b, n = q.shape[0], q.shape[1]
-    opts = Options(backend=options.get("backend", "auto")) if dense else _options(options, k_cache.shape[2])
-    call = _Call(_flatten(q, "q"), k_cache, v_cache, [i * n for i in range(b + 1)], softmax_scale, causal, opts,
-                 cu_k, page_size=k_cache.shape[1])
-    call.batched, call.batch_shape = True, (b, n)
-    out, lse = call.outputs(out, return_lse)
-    call.plan.paged(call.q, k_cache, v_cache, block_table, out, lse, dense, call.stream)
-    return _finish(call, out, lse, return_lse, _stats(call) if return_stats and not dense else None)
+    return _paged(_flatten(q, "q"), k_cache, v_cache, [i * n for i in range(b + 1)], cu_k, block_table,
+                  softmax_scale, causal, (b, n), **kwargs)
 
 
 def dense_attention(q, k, v, softmax_scale=None, causal=True, *, cu_seqlens=None, cu_seqlens_k=None, out=None,

@@ -141,6 +141,24 @@ def test_kvcache_pages_give_the_contiguous_answer(page):
         proxyattn.attention_with_kvcache(q4, kc, vc, [200], table)
 
 
+@pytest.mark.parametrize("page", [16, 7])
+def test_varlen_queries_over_pages(page):
+    # flash_attn_varlen_func's block_table: queries of different lengths (a whole prompt, one token,
+    # a chunk) over paged caches give the contiguous call's answer.
+    rng = np.random.default_rng(8)
+    x = whole_and_chunks(rng, [200, 150, 90], [40, 1, 90])
+    q, k, v = (x[n].astype(np.float32) for n in "qkv")
+    kc, vc, table = paged(rng, k, v, x["cu_k"], page)
+    out = proxyattn.attention_varlen(q, kc, vc, x["cu_q"], x["cu_k"], block_table=table, dense=True)
+    assert out.shape == q.shape and rel_err(out, x["out"]) < 1e-5
+    opts = dict(gamma=0.7, block_size=16, min_budget_tokens=16)
+    out, lse = proxyattn.attention_varlen(q, kc, vc, x["cu_q"], x["cu_k"], block_table=table, return_lse=True, **opts)
+    want, want_lse = proxyattn.attention_varlen(q, k, v, x["cu_q"], x["cu_k"], return_lse=True, **opts)
+    assert np.isfinite(out).all() and rel_err(out, want) < 1e-6 and rel_err(lse, want_lse) < 1e-6
+    with pytest.raises(ValueError, match="cu_seqlens_k"):
+        proxyattn.attention_varlen(q, kc, vc, x["cu_q"], x["cu_k"][:-1], block_table=table)
+
+
 @pytest.mark.skipif(torch is None, reason="torch is not installed")
 def test_torch_ops_take_the_keys_packing():
     import proxyattn.torch_ops as ops
@@ -174,3 +192,6 @@ def test_chunks_and_pages_on_cuda(page):
     lens = torch.tensor([1000, 600], dtype=torch.int32, device="cuda")
     paged_out = proxyattn.attention_with_kvcache(q4, kc, vc, lens, torch.from_numpy(table).cuda(), gamma=0.9)
     assert torch.equal(paged_out.reshape(128, 8, 128), out)
+    varlen_out = proxyattn.attention_varlen(q, kc, vc, x["cu_q"], x["cu_k"], block_table=torch.from_numpy(table).cuda(),
+                                            gamma=0.9)
+    assert torch.equal(varlen_out, out)
