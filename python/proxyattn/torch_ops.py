@@ -98,11 +98,23 @@ def _(q, k, v, row_offsets, col_indices, cu_seqlens, cu_seqlens_k, softmax_scale
     return torch.empty_like(q), _lse_like(q)
 
 
-def _check_paged(q, k_cache, v_cache, block_table):
-    if q.ndim != 4 or k_cache.ndim != 4 or v_cache.ndim != 4:
-        raise ValueError(f"q [batch, seqlen_q, heads, dim] and k_cache, v_cache [num_pages, page_size, kv_heads, "
-                         f"dim] expected, got shapes {tuple(q.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
-    _check(q, k_cache, v_cache, None)
+def _check_paged(q, k_cache, v_cache, cache_seqlens, block_table, cu_seqlens_q):
+    if q.ndim not in (3, 4) or k_cache.ndim != 4 or v_cache.ndim != 4:
+        raise ValueError(f"q [batch, seqlen_q, heads, dim] (or packed [total, heads, dim] with cu_seqlens_q) and "
+                         f"k_cache, v_cache [num_pages, page_size, kv_heads, dim] expected, got shapes "
+                         f"{tuple(q.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+    if (q.ndim == 3) != (cu_seqlens_q is not None):
+        raise ValueError("cu_seqlens_q: needed with packed q [total, heads, dim], and only then")
+    if cu_seqlens_q is not None and len(cu_seqlens_q) != len(cache_seqlens) + 1:
+        raise ValueError(f"cu_seqlens_q: expected {len(cache_seqlens) + 1} offsets (one more than cache_seqlens), "
+                         f"got {len(cu_seqlens_q)}")
+    for name, x in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if x.dtype != q.dtype or x.device != q.device or x.stride(-1) != 1:
+            raise ValueError(f"{name}: expected {q.dtype} on {q.device} with the last dimension contiguous, got "
+                             f"{x.dtype} on {x.device}, strides {tuple(x.stride())}")
+    if q.dtype not in _FLOATS or q.stride(-1) != 1:
+        raise ValueError(f"q: dtype must be float16, bfloat16 or float32 with the last dimension contiguous, got "
+                         f"{q.dtype}, strides {tuple(q.stride())}")
     if block_table.dtype != torch.int32 or block_table.ndim != 2 or block_table.device != q.device:
         raise ValueError(f"block_table: expected int32 [batch, max_pages] on {q.device}, got {block_table.dtype} "
                          f"{tuple(block_table.shape)} on {block_table.device}")
@@ -110,17 +122,25 @@ def _check_paged(q, k_cache, v_cache, block_table):
 
 @torch.library.custom_op("proxyattn::attention_with_kvcache", mutates_args=())
 def _paged(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cache_seqlens: List[int],
-           block_table: torch.Tensor, softmax_scale: float, options: str, dense: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    _check_paged(q, k_cache, v_cache, block_table)
+           block_table: torch.Tensor, cu_seqlens_q: Optional[List[int]], softmax_scale: float, options: str,
+           dense: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    _check_paged(q, k_cache, v_cache, cache_seqlens, block_table, cu_seqlens_q)
     opts = {} if dense else decode_options(options)
-    out, lse = _api.attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, block_table, softmax_scale or None,
-                                           return_lse=True, dense=dense, **opts)
+    if cu_seqlens_q is None:
+        out, lse = _api.attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, block_table, softmax_scale or None,
+                                               return_lse=True, dense=dense, **opts)
+    else:
+        cu_k = [0]
+        for n in cache_seqlens:
+            cu_k.append(cu_k[-1] + n)
+        out, lse = _api.attention_varlen(q, k_cache, v_cache, cu_seqlens_q, cu_k, softmax_scale=softmax_scale or None,
+                                         block_table=block_table, return_lse=True, dense=dense, **opts)
     return out, lse.contiguous()
 
 
 @_paged.register_fake
-def _(q, k_cache, v_cache, cache_seqlens, block_table, softmax_scale, options, dense):
-    _check_paged(q, k_cache, v_cache, block_table)
+def _(q, k_cache, v_cache, cache_seqlens, block_table, cu_seqlens_q, softmax_scale, options, dense):
+    _check_paged(q, k_cache, v_cache, cache_seqlens, block_table, cu_seqlens_q)
     return torch.empty_like(q), _lse_like(q)
 
 
@@ -162,11 +182,14 @@ def sparse_attention(q, k, v, row_offsets, col_indices, softmax_scale=None, *, c
                                                 float(softmax_scale or 0.0), block_size)
 
 
-def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, block_table, softmax_scale=None, *, dense=False,
-                           **options):
+def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, block_table, softmax_scale=None, *, cu_seqlens_q=None,
+                           dense=False, **options):
     """proxyattn.attention_with_kvcache as a torch op: returns (out, lse); cache_seqlens a list of
-    ints (known when the graph is built), block_table an int32 tensor."""
+    ints (known when the graph is built), block_table an int32 tensor. With cu_seqlens_q (a list),
+    q is packed [total, heads, dim] and the sequences' queries may differ in length
+    (attention_varlen's block_table)."""
     o = _api._options(options, k_cache.shape[-2])
-    return torch.ops.proxyattn.attention_with_kvcache(q, k_cache, v_cache, [int(n) for n in cache_seqlens],
-                                                      block_table, float(softmax_scale or 0.0), encode_options(o),
-                                                      bool(dense))
+    return torch.ops.proxyattn.attention_with_kvcache(
+        q, k_cache, v_cache, [int(n) for n in cache_seqlens], block_table,
+        None if cu_seqlens_q is None else [int(n) for n in cu_seqlens_q], float(softmax_scale or 0.0),
+        encode_options(o), bool(dense))

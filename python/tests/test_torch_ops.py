@@ -70,7 +70,18 @@ def test_paged_op(case):
     options = ops.encode_options(proxyattn.Options(gamma=0.5, min_budget_tokens=0))
     for dense in (False, True):
         torch.library.opcheck(torch.ops.proxyattn.attention_with_kvcache.default,
-                              (q, k_cache, v_cache, lens, table, 0.0, options, dense))
+                              (q, k_cache, v_cache, lens, table, None, 0.0, options, dense))
+    # packed queries of different lengths: 50 and 7 of the two sequences' last positions
+    packed = torch.cat([q[0], q[1, -7:]])
+    torch.library.opcheck(torch.ops.proxyattn.attention_with_kvcache.default,
+                          (packed, k_cache, v_cache, lens, table, [0, 50, 57], 0.0, options, False))
+    got, _ = ops.attention_with_kvcache(packed, k_cache, v_cache, lens, table, cu_seqlens_q=[0, 50, 57], gamma=0.5,
+                                        min_budget_tokens=0)
+    cu_k = [0, lens[0], lens[0] + lens[1]]
+    assert torch.equal(got, proxyattn.attention_varlen(packed, k_cache, v_cache, [0, 50, 57], cu_k, block_table=table,
+                                                       gamma=0.5, min_budget_tokens=0))
+    with pytest.raises(ValueError, match="cu_seqlens_q"):
+        ops.attention_with_kvcache(packed, k_cache, v_cache, lens, table)
 
     def layer(q, k_cache, v_cache, table):
         out, lse = ops.attention_with_kvcache(q, k_cache, v_cache, lens, table, gamma=0.5, min_budget_tokens=0)
