@@ -4,7 +4,7 @@
 # into the corpus (fuzz/corpus/<target>/, kept in the repository). Logs go to
 # build-fuzz/<target>.log; a finding stops its process and leaves a crash-* (or leak-, timeout-,
 # oom-) file in build-fuzz/.
-#   scripts/fuzz.sh [RUNS]        TARGETS="mask" scripts/fuzz.sh runs only those
+#   scripts/fuzz.sh [RUNS]        TARGETS="mask paged" scripts/fuzz.sh runs only those
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-10000000}
@@ -16,12 +16,12 @@ if ! command -v clang++-14 >/dev/null || [ ! -d /usr/lib/llvm-14/lib/clang/14.0.
 fi
 cmake -S "$root" -B "$root/build-fuzz" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPROXYATTN_CUDA=OFF \
   -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_C_COMPILER=clang-14 -DPROXYATTN_FUZZ=ON >/dev/null
-cmake --build "$root/build-fuzz" --target safetensors_fuzz mask_fuzz
+cmake --build "$root/build-fuzz" --target safetensors_fuzz mask_fuzz paged_fuzz
 cd "$root/build-fuzz"
 export OMP_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=1
 jobs=$(getconf _NPROCESSORS_ONLN)  # not nproc: it follows OMP_NUM_THREADS
 status=0
-for t in ${TARGETS:-safetensors mask}; do
+for t in ${TARGETS:-safetensors mask paged}; do
   # One process per core, each RUNS / cores executions, sharing the corpus folder new_<target>.
   rm -f fuzz-*.log && mkdir -p "new_$t"
   ./fuzz/${t}_fuzz -runs=$((runs / jobs)) -jobs=$jobs -workers=$jobs -max_len=4096 -rss_limit_mb=2048 -timeout=10 \
