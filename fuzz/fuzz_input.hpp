@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace proxyattn::fuzz {
 
@@ -20,5 +21,13 @@ class Input {
   std::size_t size_;
   std::size_t pos_ = 0;
 };
+
+// n finite values in [-0.5, 0.5) from a fixed linear congruential generator, which `state` carries
+// from call to call: the targets' tensors, whose structure (not their numbers) is under test.
+inline std::vector<float> uniform_values(std::size_t n, std::uint32_t& state) {
+  std::vector<float> x(n);
+  for (float& f : x) f = static_cast<float>((state = state * 1664525u + 1013904223u) >> 8) / (1 << 24) - 0.5f;
+  return x;
+}
 
 }  // namespace proxyattn::fuzz

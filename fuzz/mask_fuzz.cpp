@@ -29,14 +29,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // Inputs: finite values from a fixed generator (the mask, not the numbers, is under test).
   const std::int64_t total = pr.total_tokens();
   std::uint32_t state = 12345u + static_cast<std::uint32_t>(size);
-  auto fill = [&](std::vector<float>& x, std::int64_t n) {
-    x.resize(static_cast<std::size_t>(n));
-    for (float& f : x) f = static_cast<float>((state = state * 1664525u + 1013904223u) >> 8) / (1 << 24) - 0.5f;
-  };
-  std::vector<float> q, k, v, out(static_cast<std::size_t>(total * pr.q_heads * 8)), lse(static_cast<std::size_t>(total * pr.q_heads));
-  fill(q, total * pr.q_heads * 8);
-  fill(k, total * pr.kv_heads * 8);
-  fill(v, total * pr.kv_heads * 8);
+  std::vector<float> q = fuzz::uniform_values(static_cast<std::size_t>(total * pr.q_heads * 8), state);
+  std::vector<float> k = fuzz::uniform_values(static_cast<std::size_t>(total * pr.kv_heads * 8), state);
+  std::vector<float> v = fuzz::uniform_values(static_cast<std::size_t>(total * pr.kv_heads * 8), state);
+  std::vector<float> out(static_cast<std::size_t>(total * pr.q_heads * 8)), lse(static_cast<std::size_t>(total * pr.q_heads));
 
   try {
     Plan plan(c, pr);

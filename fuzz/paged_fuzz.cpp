@@ -66,17 +66,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   // Inputs: finite values from a fixed generator (the table, not the numbers, is under test).
   std::uint32_t state = 12345u + static_cast<std::uint32_t>(size);
-  auto fill = [&](std::vector<float>& x, std::int64_t n) {
-    x.resize(static_cast<std::size_t>(std::max<std::int64_t>(n, 1)));
-    for (float& f : x) f = static_cast<float>((state = state * 1664525u + 1013904223u) >> 8) / (1 << 24) - 0.5f;
-  };
   const std::int64_t nq = pr.total_tokens(), nk = pr.total_kv_tokens();
   const std::int64_t cache_tokens = static_cast<std::int64_t>(num_pages) * page;
-  std::vector<float> q, kc, vc, out(static_cast<std::size_t>(std::max<std::int64_t>(nq * pr.q_heads * kDim, 1))),
+  auto values = [&](std::int64_t n) {  // at least one element, so that every view has an address
+    return fuzz::uniform_values(static_cast<std::size_t>(std::max<std::int64_t>(n, 1)), state);
+  };
+  std::vector<float> q = values(nq * pr.q_heads * kDim), kc = values(cache_tokens * pr.kv_heads * kDim),
+                     vc = values(cache_tokens * pr.kv_heads * kDim);
+  std::vector<float> out(static_cast<std::size_t>(std::max<std::int64_t>(nq * pr.q_heads * kDim, 1))),
       lse(static_cast<std::size_t>(std::max<std::int64_t>(nq * pr.q_heads, 1)));
-  fill(q, nq * pr.q_heads * kDim);
-  fill(kc, cache_tokens * pr.kv_heads * kDim);
-  fill(vc, cache_tokens * pr.kv_heads * kDim);
 
   try {
     Plan plan(c, pr);

@@ -101,7 +101,8 @@ inline std::vector<KernelChoice> kernel_choices() {
 
 // The plan's kernels, checked against the choice: sm80 runs sm80 everywhere; sm90 runs the sm90
 // estimator and attention, the latter on packed keys where pages are shorter than a key tile, the
-// call has at least half as many queries as keys, or the choice packs every page size. "attention sm90, stage 1 sm90, stage 2 sm90".
+// call has at least half as many queries as keys, or the choice packs every page size.
+// "attention sm90 (packed pages), stage 1 sm90, stage 2 sm90".
 inline std::string checked_kernels(const Plan& plan, const KernelChoice& c) {
   const kernels::Kernels& k = kernels::plan_kernels(plan);
   const kernels::Arch want = c.request.arch.value_or(kernels::Arch::sm80);
@@ -110,14 +111,14 @@ inline std::string checked_kernels(const Plan& plan, const KernelChoice& c) {
     EXPECT_EQ(k.stage1, want) << c.label;
     EXPECT_EQ(k.stage2, want) << c.label;
     EXPECT_EQ(k.attention, want) << c.label;
-    const int key_tile = plan.problem().head_dim == 256 ? 64 : 128;
     const Problem& pr = plan.problem();
+    const int key_tile = pr.head_dim == 256 ? 64 : 128;
     const bool pack = want == kernels::Arch::sm90 && page > 0 &&
                       (c.request.pack || page < key_tile || 2 * pr.total_tokens() >= pr.total_kv_tokens());
     EXPECT_EQ(k.pack_pages, pack) << c.label << ", pages of " << page;
   }
-  return std::string("attention ") + kernels::arch_name(k.attention) + (k.pack_pages ? " (packed pages)" : "") + ", stage 1 " + kernels::arch_name(k.stage1) +
-         ", stage 2 " + kernels::arch_name(k.stage2);
+  return std::string("attention ") + kernels::arch_name(k.attention) + (k.pack_pages ? " (packed pages)" : "") +
+         ", stage 1 " + kernels::arch_name(k.stage1) + ", stage 2 " + kernels::arch_name(k.stage2);
 }
 
 // Relative error of the LSE over the finite entries, and whether the -inf entries agree.

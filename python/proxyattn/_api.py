@@ -329,6 +329,14 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max
     return attention(q, k, v, softmax_scale, causal, cu_seqlens=qs, cu_seqlens_k=ks, **kwargs)
 
 
+def _offsets(lengths):
+    """Cumulative offsets [0, l0, l0 + l1, ...] of per-sequence lengths (cu_seqlens from lengths)."""
+    out = [0]
+    for n in lengths:
+        out.append(out[-1] + int(n))
+    return out
+
+
 def _paged(q, k_cache, v_cache, cu_q, cu_k, block_table, softmax_scale, causal, batch_shape, *, out=None,
            return_lse=False, return_stats=False, dense=False, **options):
     """Attention of packed q (offsets cu_q) over paged caches holding cu_k's keys per sequence."""
@@ -359,11 +367,8 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, block_table, soft
     lens = _arrays.to_int_list(cache_seqlens, "cache_seqlens")
     if lens is None or len(lens) != q.shape[0]:
         raise ValueError(f"cache_seqlens: expected {q.shape[0]} lengths (one per sequence of q), got {lens}")
-    cu_k = [0]
-    for n in lens:
-        cu_k.append(cu_k[-1] + n)
     b, n = q.shape[0], q.shape[1]
-    return _paged(_flatten(q, "q"), k_cache, v_cache, [i * n for i in range(b + 1)], cu_k, block_table,
+    return _paged(_flatten(q, "q"), k_cache, v_cache, [i * n for i in range(b + 1)], _offsets(lens), block_table,
                   softmax_scale, causal, (b, n), **kwargs)
 
 

@@ -6,8 +6,9 @@ outputs through torch, and run on the current stream without synchronising.
     out, lse = proxyattn.torch_ops.attention(q, k, v, gamma=0.9)
 
 (the keyword-friendly wrappers `attention`, `dense_attention`, `sparse_attention` and
-`attention_with_kvcache` below call torch.ops.proxyattn.*; the attention op takes its options as one string "name=value,...", so
-that every option of proxyattn.Options passes through and the schema never lists them again).
+`attention_with_kvcache` below call torch.ops.proxyattn.*; the ops that estimate take their
+options as one string "name=value,...", so that every option of proxyattn.Options passes through
+and the schema never lists them again).
 q, k, v are [batch, seqlen, heads, dim] or packed [total, heads, dim] with cu_seqlens (a list of
 ints, known when the graph is built, as flash_attn_varlen_func's max_seqlen is); queries fewer
 than keys come as k, v [batch, seqlen_k, ...] or with cu_seqlens_k; paged keys and values as
@@ -27,20 +28,26 @@ from . import _api
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def _check(q, k, v, cu_seqlens, cu_seqlens_k=None):
-    """The checks the fake implementations can do, so that torch.compile fails early and clearly."""
-    for name, x in (("q", q), ("k", k), ("v", v)):
+def _check_like_q(q, **tensors):
+    """q and each named tensor: a float dtype, q's dtype and device, the last dimension contiguous."""
+    for name, x in dict(q=q, **tensors).items():
         if x.dtype not in _FLOATS:
             raise ValueError(f"{name}: dtype must be float16, bfloat16 or float32, got {x.dtype}")
         if x.dtype != q.dtype:
             raise ValueError(f"{name}: dtype {x.dtype} differs from q's {q.dtype}")
         if x.device != q.device:
             raise ValueError(f"{name}: device {x.device} differs from q's {q.device}")
+        if x.stride(-1) != 1:
+            raise ValueError(f"{name}: the last dimension must be contiguous, got strides {tuple(x.stride())}")
+
+
+def _check(q, k, v, cu_seqlens, cu_seqlens_k=None):
+    """The checks the fake implementations can do, so that torch.compile fails early and clearly."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
         if x.ndim != q.ndim or x.ndim not in (3, 4):
             raise ValueError(f"{name}: expected [batch, seqlen, heads, dim] or [total, heads, dim] like q, "
                              f"got shape {tuple(x.shape)}")
-        if x.stride(-1) != 1:
-            raise ValueError(f"{name}: the last dimension must be contiguous, got strides {tuple(x.stride())}")
+    _check_like_q(q, k=k, v=v)
     if (cu_seqlens is not None or cu_seqlens_k is not None) and q.ndim != 3:
         raise ValueError("cu_seqlens and cu_seqlens_k are only for packed [total, heads, dim] inputs")
 
@@ -108,13 +115,7 @@ def _check_paged(q, k_cache, v_cache, cache_seqlens, block_table, cu_seqlens_q):
     if cu_seqlens_q is not None and len(cu_seqlens_q) != len(cache_seqlens) + 1:
         raise ValueError(f"cu_seqlens_q: expected {len(cache_seqlens) + 1} offsets (one more than cache_seqlens), "
                          f"got {len(cu_seqlens_q)}")
-    for name, x in (("k_cache", k_cache), ("v_cache", v_cache)):
-        if x.dtype != q.dtype or x.device != q.device or x.stride(-1) != 1:
-            raise ValueError(f"{name}: expected {q.dtype} on {q.device} with the last dimension contiguous, got "
-                             f"{x.dtype} on {x.device}, strides {tuple(x.stride())}")
-    if q.dtype not in _FLOATS or q.stride(-1) != 1:
-        raise ValueError(f"q: dtype must be float16, bfloat16 or float32 with the last dimension contiguous, got "
-                         f"{q.dtype}, strides {tuple(q.stride())}")
+    _check_like_q(q, k_cache=k_cache, v_cache=v_cache)
     if block_table.dtype != torch.int32 or block_table.ndim != 2 or block_table.device != q.device:
         raise ValueError(f"block_table: expected int32 [batch, max_pages] on {q.device}, got {block_table.dtype} "
                          f"{tuple(block_table.shape)} on {block_table.device}")
@@ -130,10 +131,8 @@ def _paged(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cache_
         out, lse = _api.attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, block_table, softmax_scale or None,
                                                return_lse=True, dense=dense, **opts)
     else:
-        cu_k = [0]
-        for n in cache_seqlens:
-            cu_k.append(cu_k[-1] + n)
-        out, lse = _api.attention_varlen(q, k_cache, v_cache, cu_seqlens_q, cu_k, softmax_scale=softmax_scale or None,
+        out, lse = _api.attention_varlen(q, k_cache, v_cache, cu_seqlens_q, _api._offsets(cache_seqlens),
+                                         softmax_scale=softmax_scale or None,
                                          block_table=block_table, return_lse=True, dense=dense, **opts)
     return out, lse.contiguous()
 
