@@ -121,8 +121,10 @@ chain() {
     (cd $W/ab/src && python3 -m pip install -q --disable-pip-version-check --no-build-isolation --no-index --no-deps \
       --target $W/ab/before -Ccmake.define.PROXYATTN_CUDA=ON -Ccmake.define.HWY_INCLUDE_DIR=$W/hwy/usr/include \
       '-Ccmake.define.PROXYATTN_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a' .) > $W/ab/build.log 2>&1
+    # Rounds in ABBA order (before, after; after, before; ...), so that neither tree always runs
+    # first on a cooler board.
     for round in $(seq ${AB_ROUNDS:-2}); do
-      for b in before after; do
+      for b in $([ $((round % 2)) = 1 ] && echo before after || echo after before); do
         PYTHONPATH=$([ $b = before ] && echo $W/ab/before) timeout 300 python3 bench/cuda_bench.py \
           --shapes ${AB_SHAPES:-llama3.1-8b gemma2-9b qwen2.5-0.5b} --lengths ${AB_LENGTHS:-32768 131072} --densities 1.0 0.1 --skip flash flex \
           --reps ${AB_REPS:-5} --out $W/ab/bench_${b}_$round.json > $W/ab/bench_${b}_$round.log 2>&1
