@@ -178,7 +178,8 @@ case "${1:-}" in
     keep_part "$2"; report ;;
   run)  # STEPS in the foreground, on the package and binaries that "start" built
     STEPS="nobuild $STEPS" chain; report ;;
-  wait)
+  wait)  # a fresh machine (the last one was released while idle) has no chain to wait for
+    [ -f $W/chain.log ] || { echo "no session chain on this machine (released since start?): start again" >&2; exit 3; }
     for i in $(seq $(( ${2:-500} / 10 ))); do [ -f $W/chain.status ] && break; sleep 10; done
     report; tail -25 $W/estimate_cost.log 2>/dev/null ;;
   *) echo "usage: $0 start PART | part PART | run | wait SECONDS" >&2; exit 2 ;;

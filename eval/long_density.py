@@ -7,7 +7,9 @@ output error against dense, for each setting; and one layer's block mask at the 
     python3 eval/long_density.py --plot DIR      # the PNGs from DIR/density.json and DIR/mask.npz
 
 The model runs dense attention (every layer's output is dense attention's), so each layer sees the
-activations of the real model; at every layer ProxyAttn runs on the same inputs beside it. Writes
+activations of the real model; at every layer ProxyAttn runs on the same inputs beside it, and
+with --matched each baseline of eval/baselines tuned to that setting's density on that layer input
+(as eval/run_eval.py's BASELINE@pa methods), through the same sparse kernel. Writes
 DIR/density.json (one entry per prompt, setting and layer: per-head density, recall, error and
 budget) and DIR/mask.npz (the kept blocks of every head of --mask-layer on the first prompt of
 the longest length). The plot step needs matplotlib only.
@@ -19,7 +21,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]  # eval/ modules by name
+ROOT = os.path.dirname(HERE)
+# eval/ modules by name; the repository root gives eval.baselines.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") not in (HERE, ROOT)] + [ROOT, HERE]
 
 
 def parse_setting(text):
@@ -48,6 +52,7 @@ def measure(args):
     import tasks
     from build_prompts import read_prompts
     from load_model import load
+    from eval.baselines import match_density, to_csr
 
     settings = {s: parse_setting(s) for s in args.settings}
     by_length = {}
@@ -67,6 +72,19 @@ def measure(args):
     mask_layer = layers // 2 if args.mask_layer is None else args.mask_layer
     state = {"rows": [], "where": None, "mask": None}
 
+    def matched(q, k, v, scale, options, stats, dense, dense_lse, norm):
+        """Per baseline of --matched: its density, per-head recall and error at the setting's density."""
+        res = {}
+        for name in args.matched:
+            m = match_density(name, float(stats["total_density"]), q, k,
+                              block_size=options.get("block_size", 128), steps=24)
+            ro, ci = to_csr(m.mask)
+            out, lse = proxyattn.sparse_attention(q, k, v, (ro.to(q.device), ci.to(q.device)), scale, return_lse=True)
+            res[name] = dict(density=m.density,
+                             recall=torch.exp(lse.float() - dense_lse.float()).nan_to_num(0.0).mean(dim=-1).tolist(),
+                             error=((out.float() - dense.float()).norm(dim=(0, 2)) / norm).tolist())
+        return res
+
     def layer_fn(q, k, v, scale, layer):
         dense, dense_lse = proxyattn.dense_attention(q, k, v, scale, return_lse=True)
         norm = dense.float().norm(dim=(0, 2))  # per head
@@ -78,7 +96,8 @@ def measure(args):
                                       total_density=float(stats["total_density"]),
                                       density=stats["density"][0].tolist(),
                                       budget_blocks=stats["budget_blocks"][0].tolist(),
-                                      recall=recall.tolist(), error=error.tolist()))
+                                      recall=recall.tolist(), error=error.tolist(),
+                                      matched=matched(q, k, v, scale, options, stats, dense, dense_lse, norm)))
             if state["mask"] is not None and layer == mask_layer and name == args.settings[0]:
                 kept = proxyattn.estimate(q, k, scale, **options).to_dense()  # [heads, nb, nb]
                 state["mask"].update(kept=np.packbits(kept, axis=-1), shape=kept.shape, layer=layer)
@@ -114,12 +133,36 @@ def measure(args):
     summarize(state["rows"], args.settings)
 
 
+def summarize_matched(rows, settings):
+    """Per setting and layer: ProxyAttn's density, recall and error beside each matched baseline's."""
+    import numpy as np
+    names = sorted({b for r in rows for b in r.get("matched", {})})
+    if not names:
+        return
+    print("\n| tokens | setting | layer | density | recall: ProxyAttn | " + " | ".join(names) +
+          " | error: ProxyAttn | " + " | ".join(names) + " |")
+    print("|---" * (6 + 2 * len(names)) + "|")
+    for n in sorted({r["length"] for r in rows}):
+        for s in settings:
+            for layer in sorted({r["layer"] for r in rows}):
+                sel = [r for r in rows if r["length"] == n and r["setting"] == s and r["layer"] == layer]
+                if not sel:
+                    continue
+                mean = lambda f: np.mean([np.mean(f(r)) for r in sel])  # noqa: E731
+                print(f"| {n} | {s} | {layer} | {mean(lambda r: r['total_density']):.1%} | "
+                      f"{mean(lambda r: r['recall']):.3f} | "
+                      + " | ".join(f"{mean(lambda r: r['matched'][b]['recall']):.3f}" for b in names)
+                      + f" | {mean(lambda r: r['error']):.3f} | "
+                      + " | ".join(f"{mean(lambda r: r['matched'][b]['error']):.3f}" for b in names) + " |")
+
+
 def summarize(rows, settings):
     """Per length and setting: density over all layers, recall (mean, worst head) and error."""
     import numpy as np
+    names = sorted({b for r in rows for b in r.get("matched", {})})
     print("\n| tokens | setting | density (all layers) | densest layer | recall mean (worst head) | "
-          "output error mean (worst head) |")
-    print("|---|---|---|---|---|---|")
+          "output error mean (worst head) |" + "".join(f" {b}: recall, error |" for b in names))
+    print("|---|---|---|---|---|---|" + "---|" * len(names))
     for n in sorted({r["length"] for r in rows}):
         for s in settings:
             sel = [r for r in rows if r["length"] == n and r["setting"] == s]
@@ -133,7 +176,10 @@ def summarize(rows, settings):
             error = np.concatenate([r["error"] for r in sel])
             print(f"| {n} | {s} | {np.mean([r['total_density'] for r in sel]):.1%} | layer {densest} "
                   f"({np.mean(by_layer[densest]):.1%}) | {recall.mean():.3f} ({recall.min():.3f}) | "
-                  f"{error.mean():.3f} ({error.max():.3f}) |")
+                  f"{error.mean():.3f} ({error.max():.3f}) |" +
+                  "".join(f" {np.mean([r['matched'][b]['recall'] for r in sel]):.3f}, "
+                          f"{np.mean([r['matched'][b]['error'] for r in sel]):.3f} |" for b in names))
+    summarize_matched(rows, settings)
 
 
 def plot(folder):
@@ -191,6 +237,8 @@ def main():
     ap.add_argument("--count", type=int, default=2, help="prompts per length")
     ap.add_argument("--settings", nargs="+", default=["defaults", "gamma=0.9"])
     ap.add_argument("--yarn", type=float, default=None, help="YaRN factor (eval/load_model.py)")
+    ap.add_argument("--matched", nargs="*", default=[], choices=["flexprefill", "xattention"],
+                    help="also these baselines, tuned to each setting's density on each layer input")
     ap.add_argument("--mask-layer", type=int, default=None, help="the layer whose mask is kept (default: the middle)")
     ap.add_argument("--out", help="output folder")
     ap.add_argument("--plot", metavar="DIR", help="only draw the plots of DIR")

@@ -80,6 +80,27 @@ def summarize(rows, methods=None):
     return out
 
 
+def versus(rows, pairs):
+    """Markdown: per (model, length) and pair A:B, the paired exact McNemar test of A against B on the
+    prompts both answered."""
+    groups = collections.defaultdict(lambda: collections.defaultdict(dict))
+    for r in rows:
+        groups[(r["model"], r["length"])][r["method"]][(r["task"], r["index"])] = r["correct"]
+    lines = ["| model | tokens | A | B | prompts | A right | B right | only A / only B | McNemar p |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (model, n), by in sorted(groups.items()):
+        for pair in pairs:
+            a, b = pair.split(":", 1)
+            if a not in by or b not in by:
+                continue
+            common = sorted(set(by[a]) & set(by[b]))
+            only_a = sum(by[a][p] and not by[b][p] for p in common)
+            only_b = sum(by[b][p] and not by[a][p] for p in common)
+            lines.append(f"| {model} | {n} | {a} | {b} | {len(common)} | {sum(by[a][p] for p in common)} | "
+                         f"{sum(by[b][p] for p in common)} | {only_a} / {only_b} | {mcnemar(only_a, only_b):.4f} |")
+    return "\n".join(lines)
+
+
 def markdown(summary):
     lines = []
     for (model, length), g in summary.items():
@@ -140,6 +161,8 @@ def main():
     ap.add_argument("--md", help="write the tables here too")
     ap.add_argument("--png", help="accuracy against sparsity, one panel per model and length")
     ap.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW", help="display names of models")
+    ap.add_argument("--versus", nargs="*", default=[], metavar="A:B",
+                    help="also the paired test of method A against method B (e.g. pa:flexprefill@pa)")
     args = ap.parse_args()
     rows = load(args.results)
     names = dict(r.split("=", 1) for r in args.rename)
@@ -147,6 +170,8 @@ def main():
         r["model"] = names.get(r["model"], r["model"])
     summary = summarize(rows, args.methods)
     text = markdown(summary)
+    if args.versus:
+        text += "\n\n" + versus(rows, args.versus)
     print(text)
     if args.md:
         with open(args.md, "w") as f:

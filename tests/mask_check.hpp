@@ -89,6 +89,24 @@ inline void check_row_choice(MaskCheck& out, const std::string& where, const Row
   if (min_kept < max_dropped - tol * row_max) report("proxy score", min_kept, max_dropped);
 }
 
+// budget_mode = row_mass: whether `count` (a row's count before the floor) is the reference's
+// count of row m or one that a near-tie at that row's gamma cut allows (as for k_h).
+inline bool row_mass_count_ok(const std::vector<double>& mass, std::int64_t m, double gamma, std::int64_t count,
+                              double tol) {
+  std::vector<double> head(mass.begin(), mass.begin() + m + 1);
+  for (double& x : head) x = x == x ? x : -1.0;  // NaN: the reference keeps the whole row
+  if (std::any_of(head.begin(), head.end(), [](double x) { return x < 0; })) return count == m + 1;
+  std::sort(head.begin(), head.end(), std::greater<double>());
+  std::vector<double> prefix(head.size());
+  std::partial_sum(head.begin(), head.end(), prefix.begin());
+  const std::int64_t want = proxyattn::detail::reference::row_mass_budget(
+      mass, proxyattn::detail::reference::mass_order(mass), m, gamma);
+  if (count == want) return true;
+  const double target = gamma * prefix.back();
+  return count < want ? (count >= 1 && prefix[count - 1] >= target - tol)
+                      : (count >= 2 && count <= m + 1 && prefix[count - 2] < target + tol);
+}
+
 inline MaskCheck check_estimate(const Plan& plan, const TensorView& q, const TensorView& k, const HostEstimate& got,
                                 const HostEstimate* ref, double tol) {
   namespace ref_ns = proxyattn::detail::reference;
@@ -133,7 +151,17 @@ inline MaskCheck check_estimate(const Plan& plan, const TensorView& q, const Ten
         kept_sum += static_cast<std::int64_t>(blocks.size());
         const std::string where = "seq " + std::to_string(s) + " block " + std::to_string(m) + " head " +
                                   std::to_string(h) + ": ";
-        const std::int64_t want = proxyattn::rules::row_budget(kg, m, nb, min_blocks, c.keep_sink, c.budget_mode);
+        std::int64_t want = proxyattn::rules::row_budget(kg, m, nb, min_blocks, c.keep_sink, c.budget_mode);
+        if (c.budget_mode == BudgetMode::row_mass) {  // the row's own count, up to near-ties
+          const std::int64_t got_count = static_cast<std::int64_t>(blocks.size());
+          const std::int64_t cr = ref_ns::row_mass_budget(mass, order, m, c.gamma);
+          want = proxyattn::rules::row_budget(cr, m, nb, min_blocks, c.keep_sink, c.budget_mode);
+          for (std::int64_t b : {cr - 1, cr + 1})
+            if (got_count != want && b >= 0 &&
+                proxyattn::rules::row_budget(b, m, nb, min_blocks, c.keep_sink, c.budget_mode) == got_count &&
+                row_mass_count_ok(mass, m, c.gamma, b, tol))
+              want = got_count;
+        }
         if (static_cast<std::int64_t>(blocks.size()) != want) {
           out.fail(where + "keeps " + std::to_string(blocks.size()) + " blocks, rule says " + std::to_string(want));
           continue;

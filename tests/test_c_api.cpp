@@ -83,6 +83,12 @@ TEST(CApi, NullArgumentsAndBadValuesAreNamedErrors) {
   EXPECT_EQ(pa_plan_create(&cfg, 4, 2, 32, PA_FLOAT32, PA_CPU, 0, cu, 2, nullptr, &p.plan), PA_INVALID_ARGUMENT);
   EXPECT_NE(last_error().find("gamma"), std::string::npos) << last_error();
   cfg.gamma = 0.8;
+  cfg.budget_mode = 3;
+  EXPECT_EQ(pa_plan_create(&cfg, 4, 2, 32, PA_FLOAT32, PA_CPU, 0, cu, 2, nullptr, &p.plan), PA_INVALID_ARGUMENT);
+  EXPECT_NE(last_error().find("budget_mode must be 0 (row_ratio), 1 (last_row_count) or 2 (row_mass), got 3"),
+            std::string::npos)
+      << last_error();
+  cfg.budget_mode = PA_ROW_MASS;
   EXPECT_EQ(pa_plan_create(&cfg, 4, 3, 32, PA_FLOAT32, PA_CPU, 0, cu, 2, nullptr, &p.plan), PA_INVALID_ARGUMENT);
   EXPECT_NE(last_error().find("kv_heads"), std::string::npos) << last_error();
   ASSERT_EQ(pa_plan_create(&cfg, 4, 2, 32, PA_FLOAT32, PA_CPU, 0, cu, 2, nullptr, &p.plan), PA_OK) << last_error();

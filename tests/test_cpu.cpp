@@ -31,7 +31,8 @@ std::string describe(const Case& c) {
   return s + " hq " + std::to_string(c.hq) + " hkv " + std::to_string(c.hkv) + " dim " + std::to_string(c.dim) +
          " " + dtype_name(c.dtype) + " block " + std::to_string(c.block) + " stride " + std::to_string(c.stride) +
          " groups " + std::to_string(c.groups) + " gamma " + std::to_string(c.gamma) +
-         (c.mode == BudgetMode::last_row_count ? " last_row_count" : "") + (c.keep_sink ? "" : " no-sink") +
+         (c.mode == BudgetMode::row_ratio ? "" : std::string(" ") + budget_mode_name(c.mode)) +
+         (c.keep_sink ? "" : " no-sink") +
          (c.exact_last_block ? " exact_last_block" : "") + " head_columns " + std::to_string(c.head_columns);
 }
 
@@ -104,6 +105,9 @@ TEST(CpuBackend, SweepAgainstReference) {
       {{45, 260}, 8, 4, 128, DType::float16, 16, 4, 0, 0.8, BudgetMode::last_row_count, false, true, 4},
       {{200}, 4, 1, 64, DType::float32, 16, 2, 1, 0.0, BudgetMode::row_ratio, true, true, 2},
       {{220}, 4, 2, 64, DType::float32, 16, 4, 1, 1.0, BudgetMode::last_row_count, true, true, 5},
+      // Each row's count from its own causal prefix, with ragged lengths, GQA 7 and the preferences.
+      {{1, 130, 257}, 7, 1, 64, DType::float32, 16, 4, 1, 0.9, BudgetMode::row_mass, true, true, 3},
+      {{300, 45}, 8, 2, 128, DType::bfloat16, 16, 2, 2, 0.8, BudgetMode::row_mass},
   };
   for (const Case& c : cases) compare(c, seed);
 }

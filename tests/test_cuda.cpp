@@ -366,10 +366,13 @@ TEST(Cuda, EstimateMatchesReferenceUpToNearTies) {
       {{{0, 2100, 1, 600}, 8, 4, 64, DType::bfloat16}, 4, 0, 0.9, BudgetMode::last_row_count, true, 8},
       {{{4100, 300}, 8, 2, 256, DType::bfloat16}, 8, 0, 0.5, BudgetMode::row_ratio, true, kMaxHeadColumns},
       {{{700}, 4, 1, 128, DType::float16}, 2, 1, 0.0, BudgetMode::last_row_count, true, 2},
+      // Each row's count from its own causal prefix (row_mass).
+      {{{0, 2100, 1, 600}, 7, 1, 64, DType::bfloat16}, 4, 1, 0.9, BudgetMode::row_mass, true, 16},
+      {{{4100, 300}, 8, 2, 128, DType::float16}, 4, 2, 0.8, BudgetMode::row_mass},
   };
   for (const Case& cs : cases) {
     SCOPED_TRACE(name(cs.shape) + " stride " + std::to_string(cs.stride) + " groups " + std::to_string(cs.groups) +
-                 " gamma " + std::to_string(cs.gamma) + (cs.exact ? " exact_last_block" : "") + " head_columns " +
+                 " gamma " + std::to_string(cs.gamma) + " " + budget_mode_name(cs.mode) + (cs.exact ? " exact_last_block" : "") + " head_columns " +
                  std::to_string(cs.columns) + " seed " + std::to_string(seed));
     std::mt19937_64 rng(seed);
     const Problem pr = make_problem(cs.shape.lengths, cs.shape.hq, cs.shape.hkv, cs.shape.dim, cs.shape.dtype);

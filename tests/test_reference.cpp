@@ -1,6 +1,8 @@
 // The oracle itself, checked against brute-force definitions that materialise everything.
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <numeric>
 
 #include "core/plan_impl.hpp"
 #include "core/tensor_access.hpp"
@@ -184,6 +186,27 @@ TEST(Reference, BudgetIsSmallestPrefixReachingGamma) {
   EXPECT_EQ(ref::budget_blocks({0.25, NAN, 0.75}, 0.5), 3) << "NaN mass: keep everything";
 }
 
+TEST(Reference, RowMassBudgetIsTheLastRowRuleOnEachPrefix) {
+  // Block masses 0.5, 0.125, 0.25, 0.0625, 0.0625 (exact in binary), gamma 0.75: row m counts the
+  // largest masses of blocks 0..m until they reach 0.75 of those blocks' sum.
+  const std::vector<double> mass{0.5, 0.125, 0.25, 0.0625, 0.0625};
+  const std::vector<std::int32_t> order = ref::mass_order(mass);
+  const std::vector<std::int64_t> want{1, 1, 2, 2, 2};
+  for (std::int64_t m = 0; m < 5; ++m) EXPECT_EQ(ref::row_mass_budget(mass, order, m, 0.75), want[m]) << "row " << m;
+  EXPECT_EQ(ref::row_mass_budget(mass, order, 4, 0.75), ref::budget_blocks(mass, 0.75)) << "last row: k_h";
+  for (std::int64_t m = 0; m < 5; ++m) {
+    EXPECT_EQ(ref::row_mass_budget(mass, order, m, 1.0), m + 1) << "gamma 1 keeps the row";
+    EXPECT_EQ(ref::row_mass_budget(mass, order, m, 0.0), 0) << "gamma 0 keeps nothing but the forced blocks";
+  }
+  // A NaN mass keeps every row whose prefix holds it, and no other.
+  std::vector<double> poisoned = mass;
+  poisoned[3] = std::nan("");
+  const std::vector<std::int32_t> porder = ref::mass_order(poisoned);
+  EXPECT_EQ(ref::row_mass_budget(poisoned, porder, 2, 0.75), 2);
+  EXPECT_EQ(ref::row_mass_budget(poisoned, porder, 3, 0.75), 4);
+  EXPECT_EQ(ref::row_mass_budget(poisoned, porder, 4, 0.75), 5);
+}
+
 TEST(Reference, SelectBlocksForcedFirstThenScoreThenLowerIndex) {
   //                         0    1    2    3    4    5
   const std::vector<double> a{0.9, 0.2, 0.5, 0.5, 0.1, 0.0};
@@ -224,9 +247,9 @@ TEST(Reference, EstimateFollowsTheRulesAndGammaOneIsFullMask) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   for (double gamma : {0.0, 0.8, 1.0})
-    for (BudgetMode mode : {BudgetMode::row_ratio, BudgetMode::last_row_count}) {
+    for (BudgetMode mode : {BudgetMode::row_ratio, BudgetMode::last_row_count, BudgetMode::row_mass}) {
       Config c;
-      c.exact_last_block = mode == BudgetMode::last_row_count;  // the counts never depend on them
+      c.exact_last_block = mode != BudgetMode::row_ratio;  // the counts never depend on them
       c.head_columns = gamma == 0.8 ? 3 : 0;
       c.block_size = 8;
       c.stride = 2;
@@ -241,14 +264,34 @@ TEST(Reference, EstimateFollowsTheRulesAndGammaOneIsFullMask) {
       const HostEstimate e = to_host(plan, estimate(plan, x.q.view(), x.k.view()));
       for (int s = 0; s < pr.num_seqs(); ++s) {
         const std::int64_t nb = plan.impl().seq_blocks(s);
+        const ref::Seq seq{plan.impl().seq_begin(s), plan.impl().seq_len(s), plan.impl().kv_begin(s),
+                           plan.impl().kv_len(s)};
         for (int h = 0; h < pr.q_heads; ++h) {
           const std::int64_t kh = e.budget_blocks[s * pr.q_heads + h];
+          // row_mass's count of row m, from scratch: the masses of blocks 0..m sorted, summed
+          // until they reach gamma of their total.
+          const std::vector<double> mass =
+              ref::head_block_mass(x.q.view(), x.k.view(), seq, h, plan.impl().gqa_ratio(), c.block_size,
+                                   plan.impl().scale);
+          auto prefix_count = [&](std::int64_t m) -> std::int64_t {
+            std::vector<double> head(mass.begin(), mass.begin() + m + 1);
+            std::sort(head.begin(), head.end(), std::greater<double>());
+            const double total = std::accumulate(head.begin(), head.end(), 0.0);
+            if (gamma >= 1.0) return m + 1;
+            if (gamma * total <= 0.0) return 0;
+            double sum = 0.0;
+            for (std::size_t i = 0; i < head.size(); ++i)
+              if ((sum += head[i]) >= gamma * total) return static_cast<std::int64_t>(i) + 1;
+            return m + 1;
+          };
           if (gamma == 1.0) EXPECT_EQ(kh, nb);
           if (gamma == 0.0) EXPECT_EQ(kh, 0);
           for (std::int64_t m = 0; m < nb; ++m) {
             const std::int64_t row = (plan.impl().block_offset[s] + m) * pr.q_heads + h;
             const std::int64_t count = e.mask.row_offsets[row + 1] - e.mask.row_offsets[row];
-            std::int64_t want = mode == BudgetMode::row_ratio ? (kh * (m + 1) + nb - 1) / nb : kh;
+            std::int64_t want = mode == BudgetMode::row_ratio  ? (kh * (m + 1) + nb - 1) / nb
+                                : mode == BudgetMode::row_mass ? prefix_count(m)
+                                                               : kh;
             want = std::min<std::int64_t>(m + 1, std::max<std::int64_t>({want, 2, m > 0 ? 2 : 1}));
             EXPECT_EQ(count, want) << "seq " << s << " block " << m << " head " << h;
             EXPECT_EQ(e.mask.col_indices[e.mask.row_offsets[row + 1] - 1], m) << "diagonal kept";

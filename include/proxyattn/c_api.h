@@ -31,7 +31,7 @@ enum { PA_FLOAT32 = 0, PA_FLOAT16 = 1, PA_BFLOAT16 = 2, PA_INT32 = 3, PA_INT64 =
 /* device codes. */
 enum { PA_CPU = 0, PA_CUDA = 1 };
 /* budget_mode codes. */
-enum { PA_ROW_RATIO = 0, PA_LAST_ROW_COUNT = 1 };
+enum { PA_ROW_RATIO = 0, PA_LAST_ROW_COUNT = 1, PA_ROW_MASS = 2 };
 /* backend codes. */
 enum { PA_BACKEND_AUTOMATIC = 0, PA_BACKEND_CPU_REFERENCE = 1, PA_BACKEND_CPU = 2, PA_BACKEND_CUDA = 3 };
 
@@ -52,7 +52,7 @@ typedef struct {
   double gamma;
   int64_t min_budget_tokens;
   int32_t keep_sink;   /* 0 or 1 */
-  int32_t budget_mode; /* PA_ROW_RATIO or PA_LAST_ROW_COUNT */
+  int32_t budget_mode; /* PA_ROW_RATIO, PA_LAST_ROW_COUNT or PA_ROW_MASS */
   double scale;        /* 0: 1/sqrt(head_dim) */
   int32_t backend;     /* PA_BACKEND_* */
   int32_t exact_last_block; /* 0 or 1 */

@@ -9,7 +9,11 @@ namespace proxyattn {
 enum class BudgetMode : std::uint8_t {
   row_ratio,       // k_hm = ceil(k_h * (m+1) / Nb): the ratio applied to each row's eligible length
   last_row_count,  // k_hm = k_h: the last row's absolute count for every row
+  row_mass,        // k_hm = the gamma count of the head's stage-2 masses on blocks 0..m (k_h at the
+                   // last row): rows whose causal prefix holds spread-out mass keep more blocks
 };
+
+const char* budget_mode_name(BudgetMode mode);
 
 enum class Backend : std::uint8_t {
   automatic,      // the tensors' device decides: cuda for CUDA tensors, cpu for host tensors

@@ -31,6 +31,25 @@ def test_options_are_checked_and_named():
         proxyattn.estimate(q, k, head_columns=65)
     with pytest.raises(ValueError, match="preset"):
         proxyattn.estimate(q, k, preset="fast")
+    with pytest.raises(ValueError, match="budget_mode must be 'row_ratio', 'last_row_count' or 'row_mass'"):
+        proxyattn.estimate(q, k, budget_mode="rows")
+
+
+def test_row_mass_counts_each_row_from_its_prefix():
+    # The last row keeps k_h blocks as with last_row_count; earlier rows count the head's stage-2
+    # masses on their own causal prefix, so they keep at most their length and differ somewhere.
+    q, k = qk(n=1500)
+    base = dict(gamma=0.8, min_budget_tokens=0, head_columns=0)
+    per_row, s_row = proxyattn.estimate(q, k, budget_mode="row_mass", return_stats=True, **base)
+    last, s_last = proxyattn.estimate(q, k, budget_mode="last_row_count", return_stats=True, **base)
+    got, flat = rows(per_row), rows(last)
+    nb = max(m for m, _ in got) + 1
+    assert all(got[key] == flat[key] for key in got if key[0] == nb - 1)
+    assert any(len(got[key]) != len(flat[key]) for key in got)
+    assert all(len(v) <= m + 1 for (m, _), v in got.items())
+    assert np.array_equal(s_row["budget_blocks"], s_last["budget_blocks"])
+    ref = proxyattn.estimate(q, k, budget_mode="row_mass", backend="cpu_reference", **base)
+    assert sum(got[key] == rows(ref)[key] for key in got) >= 0.95 * len(got)
 
 
 def rows(mask):

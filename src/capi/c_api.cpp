@@ -109,8 +109,8 @@ struct Views {
 };
 
 Config to_config(const pa_config& c) {
-  if (c.budget_mode != PA_ROW_RATIO && c.budget_mode != PA_LAST_ROW_COUNT)
-    invalid("config.budget_mode must be 0 (row_ratio) or 1 (last_row_count), got " +
+  if (c.budget_mode != PA_ROW_RATIO && c.budget_mode != PA_LAST_ROW_COUNT && c.budget_mode != PA_ROW_MASS)
+    invalid("config.budget_mode must be 0 (row_ratio), 1 (last_row_count) or 2 (row_mass), got " +
             std::to_string(c.budget_mode));
   if (c.backend < PA_BACKEND_AUTOMATIC || c.backend > PA_BACKEND_CUDA)
     invalid("config.backend must be in [0, 3], got " + std::to_string(c.backend));

@@ -45,6 +45,15 @@ const char* backend_name(Backend backend) {
   return "?";
 }
 
+const char* budget_mode_name(BudgetMode mode) {
+  switch (mode) {
+    case BudgetMode::row_ratio: return "row_ratio";
+    case BudgetMode::last_row_count: return "last_row_count";
+    case BudgetMode::row_mass: return "row_mass";
+  }
+  return "?";
+}
+
 void validate(const Config& c) {
   using detail::invalid;
   if (c.block_size < 1 || c.block_size > 4096)
@@ -62,7 +71,7 @@ void validate(const Config& c) {
     invalid("config.head_columns must be in [0, ", kMaxHeadColumns, "], got ", c.head_columns);
   if (!(c.scale >= 0.0) || std::isinf(c.scale))
     invalid("config.scale must be finite and >= 0 (0 means 1/sqrt(head_dim)), got ", c.scale);
-  if (c.budget_mode != BudgetMode::row_ratio && c.budget_mode != BudgetMode::last_row_count)
+  if (static_cast<int>(c.budget_mode) > static_cast<int>(BudgetMode::row_mass))
     invalid("config.budget_mode is not a BudgetMode value: ", static_cast<int>(c.budget_mode));
   if (static_cast<int>(c.backend) > static_cast<int>(Backend::cuda))
     invalid("config.backend is not a Backend value: ", static_cast<int>(c.backend));

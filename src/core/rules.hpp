@@ -35,7 +35,8 @@ inline int auto_proxy_groups(int kv_heads) {
 PROXYATTN_HD int forced_blocks(std::int64_t m, bool keep_sink) { return keep_sink && m > 0 ? 2 : 1; }
 
 // Stage 3: how many key blocks head h keeps in query block m of a sequence of nb blocks, given
-// the head's stage-2 count k_h. Integers only, so that every backend agrees.
+// the head's stage-2 count k_h (for row_mass: the row's own count, prefix_budget below).
+// Integers only, so that every backend agrees.
 PROXYATTN_HD std::int64_t row_budget(std::int64_t k_h, std::int64_t m, std::int64_t nb,
                                      std::int64_t min_blocks, bool keep_sink, BudgetMode mode) {
   const std::int64_t eligible = m + 1;
@@ -77,6 +78,27 @@ PROXYATTN_HD std::int64_t budget_from_sorted_prefix(PrefixAt prefix_at, std::int
   std::int64_t below = 0;
   while (!cut.keep_all && below < nb && static_cast<double>(prefix_at(below)) < cut.target) ++below;
   return budget_from_count_below(cut, below, nb);
+}
+
+// budget_mode = row_mass: the count of query block m is k_h's rule applied to the head's stage-2
+// masses of blocks 0..m only (the last row's count is k_h). `block_at(i)` and `mass_at(i)` give
+// the head's i-th largest mass and its block (the head's order); T is the precision of the sums,
+// taken in that order as for k_h. A NaN or Inf among the masses of the prefix keeps the whole row.
+template <class T, class BlockAt, class MassAt>
+PROXYATTN_HD std::int64_t prefix_budget(BlockAt block_at, MassAt mass_at, std::int64_t nb, std::int64_t m, T gamma) {
+  T total = T(0);
+  for (std::int64_t i = 0; i < nb; ++i)
+    if (block_at(i) <= m) total += mass_at(i);
+  const BudgetCut<T> cut = budget_cut(total, gamma);
+  std::int64_t below = 0;
+  T sum = T(0);
+  for (std::int64_t i = 0; i < nb && !cut.keep_all; ++i) {
+    if (block_at(i) > m) continue;
+    sum += mass_at(i);
+    if (!(sum < cut.target)) break;
+    ++below;
+  }
+  return budget_from_count_below(cut, below, m + 1);
 }
 
 // Ranking key of a proxy score: NaN ranks below everything, so a poisoned input can neither

@@ -164,12 +164,20 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
   const int heads = p.problem.q_heads, seqs = p.problem.num_seqs(), groups = c.proxy_groups;
   const int per_group = p.group_size_q();
 
-  // Stage 2, one task per (sequence, head).
+  // Stage 2, one task per (sequence, head); row_mass keeps the masses for the row counts.
+  const bool row_mass = c.budget_mode == BudgetMode::row_mass;
   std::vector<std::vector<std::int32_t>> order(static_cast<std::size_t>(seqs) * heads);
+  std::vector<std::vector<double>> masses(row_mass ? static_cast<std::size_t>(seqs) * heads : 0);
 #pragma omp parallel for schedule(dynamic, 1)
   for (std::int64_t t = 0; t < static_cast<std::int64_t>(seqs) * heads; ++t) {
     const int s = static_cast<int>(t / heads), h = static_cast<int>(t % heads);
-    out.budget_blocks[t] = p.seq_len(s) ? static_cast<std::int32_t>(budget(head_mass(p, q, k, s, h), c.gamma, order[t])) : 0;
+    if (!p.seq_len(s)) {  // no query, no row: no budget
+      out.budget_blocks[t] = 0;
+      continue;
+    }
+    std::vector<double> mass = head_mass(p, q, k, s, h);
+    out.budget_blocks[t] = static_cast<std::int32_t>(budget(mass, c.gamma, order[t]));
+    if (row_mass) masses[t] = std::move(mass);
   }
 
   // Row budgets and CSR offsets: integers only, in row order.
@@ -181,8 +189,12 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
     for (std::int64_t m = first; m < first + p.seq_blocks(s); ++m)  // absolute block indices
       for (int h = 0; h < heads; ++h) {
         const std::int64_t row = (p.block_offset[s] + m - first) * heads + h;
-        const std::int64_t count =
-            rules::row_budget(out.budget_blocks[s * heads + h], m, nb, min_blocks, c.keep_sink, c.budget_mode);
+        const std::int64_t t = static_cast<std::int64_t>(s) * heads + h;
+        const std::int64_t base =
+            row_mass ? rules::prefix_budget<double>([&](std::int64_t i) { return order[t][i]; },
+                                                    [&](std::int64_t i) { return masses[t][order[t][i]]; }, nb, m, c.gamma)
+                     : out.budget_blocks[t];
+        const std::int64_t count = rules::row_budget(base, m, nb, min_blocks, c.keep_sink, c.budget_mode);
         out.row_offsets[row + 1] = out.row_offsets[row] + count;
         out.kept_blocks[s * heads + h] += count;
       }

@@ -284,8 +284,13 @@ __global__ void __launch_bounds__(kThreads) budget_kernel(EstimateParams p) {
   }
   if (threadIdx.x == 0) p.r.budget[s * p.q_heads + h] = static_cast<std::int32_t>(k_h);
   unsigned long long local = 0;
+  // row_mass: each row's count from the head's order over its causal prefix (O(nb) a row).
+  const bool row_mass = p.budget_mode == BudgetMode::row_mass && has_queries;
+  auto block_at = [&](std::int64_t j) { return static_cast<std::int64_t>(est::key_block(keys[j])); };
+  auto mass_at = [&](std::int64_t j) { return mass[est::key_block(keys[j])]; };
   for (int i = threadIdx.x; i < rows; i += kThreads) {  // rows: absolute blocks first + i
-    const std::int64_t cnt = rules::row_budget(k_h, first + i, nb, p.min_blocks, p.keep_sink, p.budget_mode);
+    const std::int64_t base = row_mass ? rules::prefix_budget<float>(block_at, mass_at, nb, first + i, p.gamma) : k_h;
+    const std::int64_t cnt = rules::row_budget(base, first + i, nb, p.min_blocks, p.keep_sink, p.budget_mode);
     p.r.counts[static_cast<std::int64_t>(row0 + i) * p.q_heads + h] = cnt;
     local += cnt;
   }

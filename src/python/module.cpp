@@ -73,8 +73,9 @@ TensorView optional_view(const std::optional<OutArray>& a, const char* name) {
 BudgetMode budget_mode_of(const std::string& s) {
   if (s == "row_ratio") return BudgetMode::row_ratio;
   if (s == "last_row_count") return BudgetMode::last_row_count;
+  if (s == "row_mass") return BudgetMode::row_mass;
   throw Error(ErrorCode::invalid_argument,
-              "budget_mode must be 'row_ratio' or 'last_row_count', got '" + s + "'");
+              "budget_mode must be 'row_ratio', 'last_row_count' or 'row_mass', got '" + s + "'");
 }
 
 Backend backend_of(const std::string& s) {
@@ -103,8 +104,6 @@ struct PyPlan {
   Estimate last{};
   bool has_estimate = false;
 };
-
-const char* budget_mode_name(BudgetMode m) { return m == BudgetMode::row_ratio ? "row_ratio" : "last_row_count"; }
 
 // The Config fields by name (PROXYATTN_CONFIG_FIELDS; the softmax scale aside: the calls pass
 // it): the one place where Python learns their names, their defaults (config_defaults) and their

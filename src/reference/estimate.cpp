@@ -91,6 +91,12 @@ std::int64_t budget_blocks(const std::vector<double>& mass, double gamma) {
                                           static_cast<std::int64_t>(sorted.size()), gamma);
 }
 
+std::int64_t row_mass_budget(const std::vector<double>& mass, const std::vector<std::int32_t>& order, std::int64_t m,
+                             double gamma) {
+  return rules::prefix_budget<double>([&](std::int64_t i) { return order[i]; }, [&](std::int64_t i) { return mass[order[i]]; },
+                                      static_cast<std::int64_t>(order.size()), m, gamma);
+}
+
 std::vector<std::int32_t> mass_order(const std::vector<double>& mass) {
   std::vector<std::int32_t> order(mass.size());
   std::iota(order.begin(), order.end(), 0);
@@ -146,16 +152,19 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
       A[j] = proxy_block_scores(q, k, seq, j, groups, c.stride, c.block_size, p.scale);
     std::vector<std::int64_t> k_h(heads);
     std::vector<std::vector<std::int32_t>> order(heads);
+    std::vector<std::vector<double>> mass(heads);
     for (int h = 0; h < heads; ++h) {
-      const std::vector<double> mass = head_block_mass(q, k, seq, h, p.gqa_ratio(), c.block_size, p.scale);
-      k_h[h] = seq.len ? budget_blocks(mass, c.gamma) : 0;  // no query, no row: no budget
-      order[h] = mass_order(mass);
+      mass[h] = head_block_mass(q, k, seq, h, p.gqa_ratio(), c.block_size, p.scale);
+      k_h[h] = seq.len ? budget_blocks(mass[h], c.gamma) : 0;  // no query, no row: no budget
+      order[h] = mass_order(mass[h]);
       out.budget_blocks[s * heads + h] = static_cast<std::int32_t>(k_h[h]);
       out.kept_blocks[s * heads + h] = 0;
     }
     for (std::int64_t m = first; m < end; ++m)  // the blocks that hold the sequence's queries
       for (int h = 0; h < heads; ++h, ++row) {
-        const std::int64_t count = rules::row_budget(k_h[h], m, nb, min_blocks, c.keep_sink, c.budget_mode);
+        const std::int64_t base = c.budget_mode == BudgetMode::row_mass ? row_mass_budget(mass[h], order[h], m, c.gamma)
+                                                                         : k_h[h];
+        const std::int64_t count = rules::row_budget(base, m, nb, min_blocks, c.keep_sink, c.budget_mode);
         const auto kept =
             select_blocks(&A[h / per_group][m * nb], m, count, c.keep_sink,
                           preferred_blocks(order[h], k_h[h], m, nb, c.exact_last_block, c.head_columns));

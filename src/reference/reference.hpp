@@ -44,6 +44,10 @@ std::int64_t budget_blocks(const std::vector<double>& mass, double gamma);
 // index first; NaN last).
 std::vector<std::int32_t> mass_order(const std::vector<double>& mass);
 
+// budget_mode = row_mass: row m's count, k_h's rule on the masses of blocks 0..m (rules.hpp).
+std::int64_t row_mass_budget(const std::vector<double>& mass, const std::vector<std::int32_t>& order, std::int64_t m,
+                             double gamma);
+
 // Stage 3 for one row: the forced blocks, then the blocks of `preferred` that are causal (n <= m)
 // in their order, then the best-ranked others of scores[0..m] (ties: lower index first), up to
 // `count` in all; ascending.

@@ -26,8 +26,9 @@ void add_common_options(CLI::App& app, CommonOptions& o, bool with_dtype) {
   app.add_option("--min-budget", o.config.min_budget_tokens, "floor on every head's budget, in tokens");
   app.add_flag("--no-sink", o.no_sink, "do not force the first key block");
   app.add_option("--budget-mode", o.budget_mode,
-                 "row_ratio (budget ratio applied to each row) or last_row_count (one count for all rows)")
-      ->check(CLI::IsMember({"row_ratio", "last_row_count"}))
+                 "row_ratio (budget ratio applied to each row), last_row_count (one count for all rows) or row_mass "
+                 "(each row's count from the head's masses on its causal prefix)")
+      ->check(CLI::IsMember({"row_ratio", "last_row_count", "row_mass"}))
       ->capture_default_str();
   app.add_option("--exact-last-block", o.config.exact_last_block,
                  "the last query block ranks by each head's own stage-2 masses (true/false)")
@@ -53,7 +54,9 @@ const std::vector<std::pair<std::string, std::string>>& config_options() {
 
 void finish_options(CommonOptions& o) {
   o.config.keep_sink = !o.no_sink;
-  o.config.budget_mode = o.budget_mode == "last_row_count" ? BudgetMode::last_row_count : BudgetMode::row_ratio;
+  o.config.budget_mode = o.budget_mode == "last_row_count" ? BudgetMode::last_row_count
+                         : o.budget_mode == "row_mass"     ? BudgetMode::row_mass
+                                                           : BudgetMode::row_ratio;
   try {
     validate(o.config);
     detail::cpu::force_kernels(o.cpu_kernels);
@@ -262,7 +265,7 @@ void report(const Plan& plan, const Measurement& m, bool json, const std::string
               "sink %s, %s, exact last block %s, head columns %d\n\n",
               c.gamma, B, c.stride, c.proxy_groups, static_cast<long long>(c.min_budget_tokens),
               c.keep_sink ? "kept" : "not forced",
-              c.budget_mode == BudgetMode::row_ratio ? "row_ratio" : "last_row_count", c.exact_last_block ? "on" : "off",
+              budget_mode_name(c.budget_mode), c.exact_last_block ? "on" : "off",
               c.head_columns);
   std::printf("%5s %8s %14s %15s %14s %13s\n", "head", "kv head", "budget k_h", "kept blocks", "kept mass",
               "output error");

@@ -30,7 +30,7 @@ struct CommonOptions {
   Config config;
   std::string device = "auto";  // auto, cpu, cuda
   std::string dtype = "bf16";
-  std::string budget_mode = Config{}.budget_mode == BudgetMode::row_ratio ? "row_ratio" : "last_row_count";
+  std::string budget_mode = budget_mode_name(Config{}.budget_mode);
   bool no_sink = false;
   std::string cpu_kernels;  // empty: the widest level this CPU runs
   bool json = false;
