@@ -152,7 +152,17 @@ inline MaskCheck check_estimate(const Plan& plan, const TensorView& q, const Ten
         const std::string where = "seq " + std::to_string(s) + " block " + std::to_string(m) + " head " +
                                   std::to_string(h) + ": ";
         std::int64_t want = proxyattn::rules::row_budget(kg, m, nb, min_blocks, c.keep_sink, c.budget_mode);
-        if (c.budget_mode == BudgetMode::row_mass) {  // the row's own count, up to near-ties
+        if (m == nb - 1) {  // the last block's own cut (last_block_gamma), up to near-ties
+          const double cut = proxyattn::rules::last_block_cut(c.gamma, c.last_block_gamma);
+          const std::int64_t got_count = static_cast<std::int64_t>(blocks.size());
+          const std::int64_t kl = seq.len ? ref_ns::budget_blocks(mass, cut) : 0;
+          want = proxyattn::rules::row_budget(kl, m, nb, min_blocks, c.keep_sink, c.budget_mode);
+          for (std::int64_t b : {kl - 1, kl + 1})
+            if (got_count != want && b >= 0 &&
+                proxyattn::rules::row_budget(b, m, nb, min_blocks, c.keep_sink, c.budget_mode) == got_count &&
+                row_mass_count_ok(mass, m, cut, b, tol))
+              want = got_count;
+        } else if (c.budget_mode == BudgetMode::row_mass) {  // the row's own count, up to near-ties
           const std::int64_t got_count = static_cast<std::int64_t>(blocks.size());
           const std::int64_t cr = ref_ns::row_mass_budget(mass, order, m, c.gamma);
           want = proxyattn::rules::row_budget(cr, m, nb, min_blocks, c.keep_sink, c.budget_mode);

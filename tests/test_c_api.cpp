@@ -67,6 +67,7 @@ TEST(CApi, DefaultsAreTheCppDefaults) {
   EXPECT_EQ(c.backend, static_cast<int>(d.backend));
   EXPECT_EQ(c.exact_last_block, d.exact_last_block ? 1 : 0);
   EXPECT_EQ(c.head_columns, d.head_columns);
+  EXPECT_EQ(c.last_block_gamma, d.last_block_gamma);
 }
 
 TEST(CApi, NullArgumentsAndBadValuesAreNamedErrors) {

@@ -23,6 +23,7 @@ struct Case {
   bool keep_sink = true;
   bool exact_last_block = false;
   int head_columns = 0;
+  double last_block_gamma = 0.0;
 };
 
 std::string describe(const Case& c) {
@@ -33,7 +34,8 @@ std::string describe(const Case& c) {
          " groups " + std::to_string(c.groups) + " gamma " + std::to_string(c.gamma) +
          (c.mode == BudgetMode::row_ratio ? "" : std::string(" ") + budget_mode_name(c.mode)) +
          (c.keep_sink ? "" : " no-sink") +
-         (c.exact_last_block ? " exact_last_block" : "") + " head_columns " + std::to_string(c.head_columns);
+         (c.exact_last_block ? " exact_last_block" : "") + " head_columns " + std::to_string(c.head_columns) +
+         " last_block_gamma " + std::to_string(c.last_block_gamma);
 }
 
 Config config_of(const Case& t, Backend b) {
@@ -47,6 +49,7 @@ Config config_of(const Case& t, Backend b) {
   c.keep_sink = t.keep_sink;
   c.exact_last_block = t.exact_last_block;
   c.head_columns = t.head_columns;
+  c.last_block_gamma = t.last_block_gamma;
   c.backend = b;
   return c;
 }
@@ -108,6 +111,9 @@ TEST(CpuBackend, SweepAgainstReference) {
       // Each row's count from its own causal prefix, with ragged lengths, GQA 7 and the preferences.
       {{1, 130, 257}, 7, 1, 64, DType::float32, 16, 4, 1, 0.9, BudgetMode::row_mass, true, true, 3},
       {{300, 45}, 8, 2, 128, DType::bfloat16, 16, 2, 2, 0.8, BudgetMode::row_mass},
+      // The last query block's own cut, above gamma, with and without its exact ranking.
+      {{1, 130, 257}, 8, 2, 64, DType::float32, 16, 4, 2, 0.8, BudgetMode::last_row_count, true, true, 4, 0.99},
+      {{200, 90}, 7, 1, 64, DType::float16, 16, 2, 1, 0.5, BudgetMode::row_mass, true, false, 0, 1.0},
   };
   for (const Case& c : cases) compare(c, seed);
 }

@@ -351,6 +351,7 @@ TEST(Cuda, EstimateMatchesReferenceUpToNearTies) {
     BudgetMode mode;
     bool exact = false;
     int columns = 0;
+    double last_gamma = 0.0;
   };
   const std::vector<Case> cases = {
       {{{1000}, 8, 2, 128, DType::bfloat16}, 4, 1, 0.9, BudgetMode::row_ratio},
@@ -369,11 +370,15 @@ TEST(Cuda, EstimateMatchesReferenceUpToNearTies) {
       // Each row's count from its own causal prefix (row_mass).
       {{{0, 2100, 1, 600}, 7, 1, 64, DType::bfloat16}, 4, 1, 0.9, BudgetMode::row_mass, true, 16},
       {{{4100, 300}, 8, 2, 128, DType::float16}, 4, 2, 0.8, BudgetMode::row_mass},
+      // The last query block's own cut (last_block_gamma).
+      {{{0, 2100, 1, 600}, 8, 2, 128, DType::bfloat16}, 4, 1, 0.9, BudgetMode::last_row_count, true, 16, 0.99},
+      {{{1500}, 7, 1, 64, DType::float16}, 4, 1, 0.8, BudgetMode::row_mass, false, 3, 1.0},
   };
   for (const Case& cs : cases) {
     SCOPED_TRACE(name(cs.shape) + " stride " + std::to_string(cs.stride) + " groups " + std::to_string(cs.groups) +
                  " gamma " + std::to_string(cs.gamma) + " " + budget_mode_name(cs.mode) + (cs.exact ? " exact_last_block" : "") + " head_columns " +
-                 std::to_string(cs.columns) + " seed " + std::to_string(seed));
+                 std::to_string(cs.columns) + " last_block_gamma " + std::to_string(cs.last_gamma) + " seed " +
+                 std::to_string(seed));
     std::mt19937_64 rng(seed);
     const Problem pr = make_problem(cs.shape.lengths, cs.shape.hq, cs.shape.hkv, cs.shape.dim, cs.shape.dtype);
     Config c;
@@ -383,6 +388,7 @@ TEST(Cuda, EstimateMatchesReferenceUpToNearTies) {
     c.budget_mode = cs.mode;
     c.exact_last_block = cs.exact;
     c.head_columns = cs.columns;
+    c.last_block_gamma = cs.last_gamma;
     c.min_budget_tokens = 128;
     const Qkv x = random_qkv(pr, rng);
     DeviceCopy q(x.q), k(x.k);

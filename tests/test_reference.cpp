@@ -256,6 +256,7 @@ TEST(Reference, EstimateFollowsTheRulesAndGammaOneIsFullMask) {
       c.gamma = gamma;
       c.min_budget_tokens = 12;  // two blocks
       c.budget_mode = mode;
+      c.last_block_gamma = 0.9;  // the last row's own cut (at gamma 1: 1)
       c.proxy_groups = 2;
       c.backend = Backend::cpu_reference;
       const Problem pr = make_problem({70, 9}, 4, 2, 8, DType::float32);
@@ -289,9 +290,10 @@ TEST(Reference, EstimateFollowsTheRulesAndGammaOneIsFullMask) {
           for (std::int64_t m = 0; m < nb; ++m) {
             const std::int64_t row = (plan.impl().block_offset[s] + m) * pr.q_heads + h;
             const std::int64_t count = e.mask.row_offsets[row + 1] - e.mask.row_offsets[row];
-            std::int64_t want = mode == BudgetMode::row_ratio  ? (kh * (m + 1) + nb - 1) / nb
-                                : mode == BudgetMode::row_mass ? prefix_count(m)
-                                                               : kh;
+            std::int64_t want = m == nb - 1                  ? ref::budget_blocks(mass, std::max(gamma, 0.9))
+                                : mode == BudgetMode::row_ratio ? (kh * (m + 1) + nb - 1) / nb
+                                : mode == BudgetMode::row_mass  ? prefix_count(m)
+                                                                : kh;
             want = std::min<std::int64_t>(m + 1, std::max<std::int64_t>({want, 2, m > 0 ? 2 : 1}));
             EXPECT_EQ(count, want) << "seq " << s << " block " << m << " head " << h;
             EXPECT_EQ(e.mask.col_indices[e.mask.row_offsets[row + 1] - 1], m) << "diagonal kept";

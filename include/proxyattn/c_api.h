@@ -57,6 +57,7 @@ typedef struct {
   int32_t backend;     /* PA_BACKEND_* */
   int32_t exact_last_block; /* 0 or 1 */
   int32_t head_columns;     /* 0 to 64 */
+  double last_block_gamma;  /* 0 to 1: the last query block's cut, at least gamma */
 } pa_config;
 
 PA_API void pa_config_default(pa_config* config);

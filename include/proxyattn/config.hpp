@@ -42,6 +42,10 @@ struct Config {
   //   highest-mass blocks (at most k_h of them) where they are causal, then follows the proxy.
   bool exact_last_block = true;
   int head_columns = 16;                // in [0, kMaxHeadColumns]
+  // The last query block's own cut, in [0, 1]: it keeps the head's count at max(gamma,
+  // last_block_gamma) of its stage-2 mass (1: every causal block). Its rows are the prompt's end,
+  // whose attention at every layer makes the first generated token, at about 1 / Nb of the work.
+  double last_block_gamma = 0.0;
   double scale = 0.0;                   // softmax scale; 0 means 1/sqrt(head_dim)
   Backend backend = Backend::automatic;
 };
@@ -52,7 +56,7 @@ struct Config {
 #define PROXYATTN_CONFIG_FIELDS(X)                                                                          \
   X(int, block_size) X(int, stride) X(int, proxy_groups) X(double, gamma) X(std::int64_t, min_budget_tokens) \
   X(bool, keep_sink) X(BudgetMode, budget_mode) X(bool, exact_last_block) X(int, head_columns)               \
-  X(double, scale) X(Backend, backend)
+  X(double, last_block_gamma) X(double, scale) X(Backend, backend)
 
 // Throws Error naming the field and its value when a parameter is out of range.
 void validate(const Config& config);

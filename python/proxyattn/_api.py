@@ -47,7 +47,7 @@ def presets(kv_heads):
     return {
         "default": {},
         "paper": dict(gamma=0.95, stride=4, proxy_groups=groups, min_budget_tokens=2048, keep_sink=False,
-                      budget_mode="last_row_count", exact_last_block=False, head_columns=0),
+                      budget_mode="last_row_count", exact_last_block=False, head_columns=0, last_block_gamma=0.0),
     }
 
 
@@ -298,7 +298,7 @@ def attention(q, k, v, softmax_scale=None, causal=True, *, cu_seqlens=None, cu_s
     [h, total]); with return_stats also a dict of per-head numbers, arrays [num_seqs, q_heads]:
     budget_blocks (k_h of stage 2), kept_blocks, causal_blocks, density, and total_density.
     Options: the fields of Options (gamma, block_size, stride, proxy_groups, min_budget_tokens,
-    keep_sink, budget_mode, exact_last_block, head_columns, backend), or preset='paper' (presets())
+    keep_sink, budget_mode, exact_last_block, head_columns, last_block_gamma, backend), or preset='paper' (presets())
     with overrides."""
     call = _Call(q, k, v, cu_seqlens, softmax_scale, causal, _options(options, k.shape[-2]), cu_seqlens_k)
     out, lse = call.outputs(out, return_lse)

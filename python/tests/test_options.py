@@ -35,6 +35,23 @@ def test_options_are_checked_and_named():
         proxyattn.estimate(q, k, budget_mode="rows")
 
 
+def test_last_block_gamma_changes_only_the_last_block():
+    q, k = qk(n=1500)
+    base = dict(gamma=0.6, min_budget_tokens=0, head_columns=2)
+    plain = rows(proxyattn.estimate(q, k, **base))
+    nb = max(m for m, _ in plain) + 1
+    higher = rows(proxyattn.estimate(q, k, last_block_gamma=0.95, **base))
+    assert all(higher[key] == plain[key] for key in plain if key[0] < nb - 1)
+    assert all(len(higher[key]) >= len(plain[key]) for key in plain if key[0] == nb - 1)
+    assert any(len(higher[key]) > len(plain[key]) for key in plain if key[0] == nb - 1)
+    lower = rows(proxyattn.estimate(q, k, last_block_gamma=0.3, **base))  # below gamma: gamma holds
+    assert lower == plain
+    full = rows(proxyattn.estimate(q, k, last_block_gamma=1.0, **base))
+    assert all(full[key] == tuple(range(nb)) for key in full if key[0] == nb - 1)
+    with pytest.raises(ValueError, match="last_block_gamma must be in"):
+        proxyattn.estimate(q, k, last_block_gamma=1.5)
+
+
 def test_row_mass_counts_each_row_from_its_prefix():
     # The last row keeps k_h blocks as with last_row_count; earlier rows count the head's stage-2
     # masses on their own causal prefix, so they keep at most their length and differ somewhere.
@@ -63,7 +80,7 @@ def test_paper_preset_is_its_options(hkv, groups):
     q, k = qk(hq=8, hkv=hkv)
     got = proxyattn.estimate(q, k, preset="paper", min_budget_tokens=0)
     want = proxyattn.estimate(q, k, gamma=0.95, stride=4, proxy_groups=groups, min_budget_tokens=0,
-                              keep_sink=False, budget_mode="last_row_count", exact_last_block=False,
+                              keep_sink=False, budget_mode="last_row_count", exact_last_block=False, last_block_gamma=0.0,
                               head_columns=0)
     assert rows(got) == rows(want)
     assert rows(got) != rows(proxyattn.estimate(q, k, min_budget_tokens=0))

@@ -69,6 +69,8 @@ void validate(const Config& c) {
     invalid("config.min_budget_tokens must be >= 0, got ", c.min_budget_tokens);
   if (c.head_columns < 0 || c.head_columns > kMaxHeadColumns)
     invalid("config.head_columns must be in [0, ", kMaxHeadColumns, "], got ", c.head_columns);
+  if (!(c.last_block_gamma >= 0.0 && c.last_block_gamma <= 1.0))
+    invalid("config.last_block_gamma must be in [0, 1], got ", c.last_block_gamma);
   if (!(c.scale >= 0.0) || std::isinf(c.scale))
     invalid("config.scale must be finite and >= 0 (0 means 1/sqrt(head_dim)), got ", c.scale);
   if (static_cast<int>(c.budget_mode) > static_cast<int>(BudgetMode::row_mass))

@@ -46,6 +46,11 @@ PROXYATTN_HD std::int64_t row_budget(std::int64_t k_h, std::int64_t m, std::int6
   return min64(k, eligible);
 }
 
+// The last query block's cut (Config::last_block_gamma): at least gamma.
+PROXYATTN_HD double last_block_cut(double gamma, double last_block_gamma) {
+  return last_block_gamma > gamma ? last_block_gamma : gamma;
+}
+
 // Stage 2 cut, the one rule of every backend: k_h is the smallest count of the head's largest
 // block masses whose sum reaches gamma times the total. gamma >= 1 and a non-finite total (NaN or
 // Inf in the inputs) keep every block: the safe side is dense. T is the precision of the sums

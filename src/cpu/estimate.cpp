@@ -71,9 +71,11 @@ std::vector<double> head_mass(const Plan::Impl& p, const TensorView& q, const Te
   return mass;
 }
 
-// k_h from the masses, and the head's own ranking of the blocks (mass descending, ties to the
-// lower index, NaN last): what exact_last_block and head_columns prefer.
-std::int64_t budget(const std::vector<double>& mass, double gamma, std::vector<std::int32_t>& order) {
+// k_h from the masses (and the last query block's count at last_gamma), and the head's own ranking
+// of the blocks (mass descending, ties to the lower index, NaN last): what exact_last_block and
+// head_columns prefer.
+std::int64_t budget(const std::vector<double>& mass, double gamma, double last_gamma, std::vector<std::int32_t>& order,
+                    std::int64_t& last) {
   order.resize(mass.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
@@ -82,8 +84,12 @@ std::int64_t budget(const std::vector<double>& mass, double gamma, std::vector<s
   std::vector<double> prefix(mass.size());
   double run = 0.0;
   for (std::size_t i = 0; i < order.size(); ++i) prefix[i] = run += mass[order[i]];
-  return rules::budget_from_sorted_prefix([&](std::int64_t i) { return prefix[i]; },
-                                          static_cast<std::int64_t>(prefix.size()), gamma);
+  auto count = [&](double g) {
+    return rules::budget_from_sorted_prefix([&](std::int64_t i) { return prefix[i]; },
+                                            static_cast<std::int64_t>(prefix.size()), g);
+  };
+  last = count(last_gamma);
+  return count(gamma);
 }
 
 // The proxy heads of one (sequence, group) at the strided positions a * stride of the keys:
@@ -168,6 +174,8 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
   const bool row_mass = c.budget_mode == BudgetMode::row_mass;
   std::vector<std::vector<std::int32_t>> order(static_cast<std::size_t>(seqs) * heads);
   std::vector<std::vector<double>> masses(row_mass ? static_cast<std::size_t>(seqs) * heads : 0);
+  std::vector<std::int64_t> k_last(static_cast<std::size_t>(seqs) * heads, 0);
+  const double last_cut = rules::last_block_cut(c.gamma, c.last_block_gamma);
 #pragma omp parallel for schedule(dynamic, 1)
   for (std::int64_t t = 0; t < static_cast<std::int64_t>(seqs) * heads; ++t) {
     const int s = static_cast<int>(t / heads), h = static_cast<int>(t % heads);
@@ -176,7 +184,7 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
       continue;
     }
     std::vector<double> mass = head_mass(p, q, k, s, h);
-    out.budget_blocks[t] = static_cast<std::int32_t>(budget(mass, c.gamma, order[t]));
+    out.budget_blocks[t] = static_cast<std::int32_t>(budget(mass, c.gamma, last_cut, order[t], k_last[t]));
     if (row_mass) masses[t] = std::move(mass);
   }
 
@@ -191,9 +199,11 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
         const std::int64_t row = (p.block_offset[s] + m - first) * heads + h;
         const std::int64_t t = static_cast<std::int64_t>(s) * heads + h;
         const std::int64_t base =
-            row_mass ? rules::prefix_budget<double>([&](std::int64_t i) { return order[t][i]; },
-                                                    [&](std::int64_t i) { return masses[t][order[t][i]]; }, nb, m, c.gamma)
-                     : out.budget_blocks[t];
+            m == nb - 1 ? k_last[t]
+            : row_mass  ? rules::prefix_budget<double>([&](std::int64_t i) { return order[t][i]; },
+                                                       [&](std::int64_t i) { return masses[t][order[t][i]]; }, nb, m,
+                                                       c.gamma)
+                        : out.budget_blocks[t];
         const std::int64_t count = rules::row_budget(base, m, nb, min_blocks, c.keep_sink, c.budget_mode);
         out.row_offsets[row + 1] = out.row_offsets[row] + count;
         out.kept_blocks[s * heads + h] += count;

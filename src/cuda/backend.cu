@@ -327,6 +327,7 @@ Estimate estimate(Plan::Impl& p, const TensorView& q, const TensorView& k, void*
   ep.exact_last_block = p.config.exact_last_block;
   ep.head_columns = p.config.head_columns;
   ep.gamma = static_cast<float>(p.config.gamma);
+  ep.last_gamma = static_cast<float>(rules::last_block_cut(p.config.gamma, p.config.last_block_gamma));
   ep.scale_log2 = p.scale * kLog2e;
 
   dispatch(p.problem.dtype, p.problem.head_dim,

@@ -239,7 +239,7 @@ __global__ void __launch_bounds__(kBlock) block_mass_kernel(EstimateParams p) {
 // sum. A sequence without queries has no rows and budget 0.
 __global__ void __launch_bounds__(kThreads) budget_kernel(EstimateParams p) {
   extern __shared__ unsigned long long keys[];  // [n], then the prefix sums [n]
-  __shared__ int below;
+  __shared__ int below, below_last;
   __shared__ unsigned long long kept_sum;
   const int s = blockIdx.x, h = blockIdx.y;
   const int bo = p.r.kv_block_offset[s];
@@ -258,12 +258,13 @@ __global__ void __launch_bounds__(kThreads) budget_kernel(EstimateParams p) {
     }
     keys[i] = key;
   }
-  if (threadIdx.x == 0) below = 0, kept_sum = 0;
+  if (threadIdx.x == 0) below = 0, below_last = 0, kept_sum = 0;
   bad = __syncthreads_or(bad);
   bitonic_sort_desc(keys, n);
   std::int32_t* order = p.r.head_order + static_cast<std::int64_t>(h) * p.num_kv_blocks + bo;
   for (int i = threadIdx.x; i < nb; i += kThreads) order[i] = est::key_block(keys[i]);
   std::int64_t k_h = has_queries ? nb : 0;  // gamma >= 1 or a NaN/Inf mass: keep everything (rules)
+  std::int64_t k_last = k_h;                // the last query block's count (last_block_gamma)
   if (has_queries && !bad && p.gamma < 1.f && nb > 0) {  // else no sums to take
     // Inclusive prefix sums: each thread scans a contiguous segment, CUB scans the segments.
     using Scan = cub::BlockScan<float, kThreads>;
@@ -276,11 +277,14 @@ __global__ void __launch_bounds__(kThreads) budget_kernel(EstimateParams p) {
     for (int i = lo; i < hi; ++i) prefix[i] = offset += mass[est::key_block(keys[i])];
     __syncthreads();
     const rules::BudgetCut<float> cut = rules::budget_cut(prefix[nb - 1], p.gamma);
-    int count = 0;
-    for (int i = lo; i < hi; ++i) count += prefix[i] < cut.target;
+    const rules::BudgetCut<float> cut_last = rules::budget_cut(prefix[nb - 1], p.last_gamma);
+    int count = 0, count_last = 0;
+    for (int i = lo; i < hi; ++i) count += prefix[i] < cut.target, count_last += prefix[i] < cut_last.target;
     atomicAdd(&below, count);
+    atomicAdd(&below_last, count_last);
     __syncthreads();
     k_h = rules::budget_from_count_below(cut, below, nb);
+    k_last = rules::budget_from_count_below(cut_last, below_last, nb);
   }
   if (threadIdx.x == 0) p.r.budget[s * p.q_heads + h] = static_cast<std::int32_t>(k_h);
   unsigned long long local = 0;
@@ -289,7 +293,9 @@ __global__ void __launch_bounds__(kThreads) budget_kernel(EstimateParams p) {
   auto block_at = [&](std::int64_t j) { return static_cast<std::int64_t>(est::key_block(keys[j])); };
   auto mass_at = [&](std::int64_t j) { return mass[est::key_block(keys[j])]; };
   for (int i = threadIdx.x; i < rows; i += kThreads) {  // rows: absolute blocks first + i
-    const std::int64_t base = row_mass ? rules::prefix_budget<float>(block_at, mass_at, nb, first + i, p.gamma) : k_h;
+    const std::int64_t base = first + i == nb - 1 ? k_last
+                              : row_mass          ? rules::prefix_budget<float>(block_at, mass_at, nb, first + i, p.gamma)
+                                                  : k_h;
     const std::int64_t cnt = rules::row_budget(base, first + i, nb, p.min_blocks, p.keep_sink, p.budget_mode);
     p.r.counts[static_cast<std::int64_t>(row0 + i) * p.q_heads + h] = cnt;
     local += cnt;

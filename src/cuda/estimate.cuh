@@ -32,7 +32,7 @@ struct EstimateParams {
   BudgetMode budget_mode;
   bool exact_last_block;
   int head_columns;
-  float gamma, scale_log2;
+  float gamma, last_gamma, scale_log2;  // last_gamma: the last query block's cut (rules::last_block_cut)
 };
 
 // What the estimator's kernel choice depends on (kernels.cu).

@@ -150,20 +150,23 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
     std::vector<std::vector<double>> A(groups);
     for (int j = 0; j < groups; ++j)
       A[j] = proxy_block_scores(q, k, seq, j, groups, c.stride, c.block_size, p.scale);
-    std::vector<std::int64_t> k_h(heads);
+    std::vector<std::int64_t> k_h(heads), k_last(heads);
+    const double last_cut = rules::last_block_cut(c.gamma, c.last_block_gamma);
     std::vector<std::vector<std::int32_t>> order(heads);
     std::vector<std::vector<double>> mass(heads);
     for (int h = 0; h < heads; ++h) {
       mass[h] = head_block_mass(q, k, seq, h, p.gqa_ratio(), c.block_size, p.scale);
       k_h[h] = seq.len ? budget_blocks(mass[h], c.gamma) : 0;  // no query, no row: no budget
+      k_last[h] = seq.len ? budget_blocks(mass[h], last_cut) : 0;
       order[h] = mass_order(mass[h]);
       out.budget_blocks[s * heads + h] = static_cast<std::int32_t>(k_h[h]);
       out.kept_blocks[s * heads + h] = 0;
     }
     for (std::int64_t m = first; m < end; ++m)  // the blocks that hold the sequence's queries
       for (int h = 0; h < heads; ++h, ++row) {
-        const std::int64_t base = c.budget_mode == BudgetMode::row_mass ? row_mass_budget(mass[h], order[h], m, c.gamma)
-                                                                         : k_h[h];
+        const std::int64_t base = m == nb - 1                           ? k_last[h]
+                                  : c.budget_mode == BudgetMode::row_mass ? row_mass_budget(mass[h], order[h], m, c.gamma)
+                                                                          : k_h[h];
         const std::int64_t count = rules::row_budget(base, m, nb, min_blocks, c.keep_sink, c.budget_mode);
         const auto kept =
             select_blocks(&A[h / per_group][m * nb], m, count, c.keep_sink,

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "core/convert.hpp"
+#include "core/rules.hpp"
 #include "cpu/simd.hpp"
 
 namespace proxyattn::tool {
@@ -36,6 +37,9 @@ void add_common_options(CLI::App& app, CommonOptions& o, bool with_dtype) {
   app.add_option("--head-columns", o.config.head_columns,
                  "each head first keeps its own highest-mass key blocks in every row, up to this many")
       ->capture_default_str();
+  app.add_option("--last-block-gamma", o.config.last_block_gamma,
+                 "the last query block keeps each head's blocks up to this share of its mass (at least gamma)")
+      ->capture_default_str();
   app.add_option("--cpu-kernels", o.cpu_kernels,
                  "CPU vector kernels: empty for the widest this CPU runs, else sse2, sse4, avx2, avx512 or neon");
   app.add_option("--repeat", o.repeat, "timed runs per measurement (median); default 1 on the CPU, 5 on CUDA")
@@ -48,7 +52,8 @@ const std::vector<std::pair<std::string, std::string>>& config_options() {
       {"block_size", "--block-size"},   {"stride", "--stride"},           {"proxy_groups", "--proxy-groups"},
       {"gamma", "--gamma"},             {"min_budget_tokens", "--min-budget"}, {"keep_sink", "--no-sink"},
       {"budget_mode", "--budget-mode"}, {"exact_last_block", "--exact-last-block"},
-      {"head_columns", "--head-columns"}, {"scale", ""},                {"backend", "--device"}};
+      {"head_columns", "--head-columns"}, {"last_block_gamma", "--last-block-gamma"},
+      {"scale", ""},                    {"backend", "--device"}};
   return options;
 }
 
@@ -262,11 +267,11 @@ void report(const Plan& plan, const Measurement& m, bool json, const std::string
               backend_label(plan).c_str(), static_cast<long long>(p.total_tokens()), p.num_seqs(), p.q_heads,
               p.kv_heads, p.head_dim, dtype_name(p.dtype));
   std::printf("options: gamma %.2f, blocks of %d tokens, proxy stride %d, %d proxy head(s), floor %lld tokens, "
-              "sink %s, %s, exact last block %s, head columns %d\n\n",
+              "sink %s, %s, exact last block %s, head columns %d, last block gamma %.2f\n\n",
               c.gamma, B, c.stride, c.proxy_groups, static_cast<long long>(c.min_budget_tokens),
               c.keep_sink ? "kept" : "not forced",
               budget_mode_name(c.budget_mode), c.exact_last_block ? "on" : "off",
-              c.head_columns);
+              c.head_columns, proxyattn::rules::last_block_cut(c.gamma, c.last_block_gamma));
   std::printf("%5s %8s %14s %15s %14s %13s\n", "head", "kv head", "budget k_h", "kept blocks", "kept mass",
               "output error");
   std::printf("%5s %8s %14s %15s %14s %13s\n", "", "", "(blocks)", "(% of causal)", "(recall, %)", "(rel. norm)");
