@@ -148,8 +148,8 @@ chain() {
   fi
   if [[ $steps == *suite* ]]; then
     # Qwen comes last (its parts are the most): wait for it, at most 10 minutes, where a chosen
-    # step needs it (steps 2, 5, 7 and 9 are SmolLM2's).
-    if [[ " ${SUITE_STEPS:-1} " =~ " "[13468]" " ]]; then
+    # step needs it (steps 2, 5, 7, 9 and 10 are SmolLM2's).
+    if [[ " ${SUITE_STEPS:-1} " =~ " "(1|3|4|6|8|11)" " ]]; then
       for i in $(seq 120); do ls /tmp/proxyattn_model/*.gguf > /dev/null 2>&1 && break; sleep 5; done
     fi
     mkdir -p $W/results  # earlier results, carried compressed

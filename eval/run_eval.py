@@ -203,6 +203,8 @@ def main():
     ap.add_argument("--every", type=int, default=1,
                     help="every this many-th prompt of each length (the prompts go task by task: 3 spreads a "
                          "third of them over every task), before --limit")
+    ap.add_argument("--only", nargs="*", default=[], metavar="TASK:INDEX",
+                    help="only these prompts (for example those where two methods disagree), before --every")
     ap.add_argument("--batch", type=int, default=8, help="prompts per generate call")
     ap.add_argument("--detail", type=int, default=0,
                     help="per-layer recall and output error on the first N prompts of each length")
@@ -219,6 +221,9 @@ def main():
     done = load_done(args.out)
     if args.every < 1:
         raise SystemExit(f"--every must be at least 1, got {args.every}")
+    only = {(t, int(i)) for t, _, i in (x.rpartition(":") for x in args.only)}
+    if only:
+        prompts = [p for p in prompts if (p.task, p.index) in only]
     todo = {n: [p for p in prompts if p.length == n][::args.every][:args.limit or None] for n in lengths}
     left = sum(1 for n in lengths for p in todo[n] for m in methods
                if (n, p.task, p.index, m.label) not in done)
