@@ -147,14 +147,11 @@ chain() {
     echo "exit $?" > $W/ncu.status
   fi
   if [[ $steps == *suite* ]]; then
-    # Qwen comes last (its parts are the most): wait for it, at most 10 minutes, where a chosen
-    # step needs it (steps 2, 5, 7, 9 and 10 are SmolLM2's).
-    if [[ " ${SUITE_STEPS:-1} " =~ " "(1|3|4|6|8|11)" " ]]; then
-      for i in $(seq 120); do ls /tmp/proxyattn_model/*.gguf > /dev/null 2>&1 && break; sleep 5; done
-    fi
+    # A step waits for its model, at most 10 minutes (Qwen's parts arrive last: SmolLM2's steps run
+    # meanwhile).
     mkdir -p $W/results  # earlier results, carried compressed
     for f in .gpu/results/*.jsonl.gz; do [ -f "$f" ] && zcat "$f" > $W/results/$(basename "$f" .gz); done
-    PROMPTS=$W/prompts bash eval/run_suite.sh $W/results > $W/suite.log 2>&1
+    PROMPTS=$W/prompts SUITE_WAIT_S=600 bash eval/run_suite.sh $W/results > $W/suite.log 2>&1
     echo "exit $?" > $W/suite.status
   fi
   if [[ $steps == *long* ]]; then
