@@ -89,9 +89,10 @@ inline void check_row_choice(MaskCheck& out, const std::string& where, const Row
   if (min_kept < max_dropped - tol * row_max) report("proxy score", min_kept, max_dropped);
 }
 
-// budget_mode = row_mass: whether `count` (a row's count before the floor) is the reference's
-// count of row m or one that a near-tie at that row's gamma cut allows (as for k_h).
-inline bool row_mass_count_ok(const std::vector<double>& mass, std::int64_t m, double gamma, std::int64_t count,
+// Whether `count` (row m's count before the floor: k_h at the last row, the row_mass count, the
+// last block's own cut) is the reference's count from the masses of blocks 0..m at `gamma`, or
+// one that a near-tie at that cut allows.
+inline bool count_near_cut(const std::vector<double>& mass, std::int64_t m, double gamma, std::int64_t count,
                               double tol) {
   std::vector<double> head(mass.begin(), mass.begin() + m + 1);
   for (double& x : head) x = x == x ? x : -1.0;  // NaN: the reference keeps the whole row
@@ -130,14 +131,7 @@ inline MaskCheck check_estimate(const Plan& plan, const TensorView& q, const Ten
       if (kg == kr) {
         ++out.budgets_equal;
       } else {
-        std::vector<double> sorted = mass;
-        std::sort(sorted.begin(), sorted.end(), std::greater<double>());
-        std::vector<double> prefix(sorted.size());
-        std::partial_sum(sorted.begin(), sorted.end(), prefix.begin());
-        const double target = c.gamma * (prefix.empty() ? 0.0 : prefix.back());
-        const bool justified = kg < kr ? (kg >= 1 && prefix[kg - 1] >= target - tol)
-                                       : (kg >= 2 && kg <= nb && prefix[kg - 2] < target + tol);
-        if (!justified)
+        if (nb == 0 || !count_near_cut(mass, nb - 1, c.gamma, kg, tol))
           out.fail("seq " + std::to_string(s) + " head " + std::to_string(h) + ": budget " + std::to_string(kg) +
                    " blocks, reference " + std::to_string(kr) + " and not a near-tie at gamma");
       }
@@ -151,27 +145,23 @@ inline MaskCheck check_estimate(const Plan& plan, const TensorView& q, const Ten
         kept_sum += static_cast<std::int64_t>(blocks.size());
         const std::string where = "seq " + std::to_string(s) + " block " + std::to_string(m) + " head " +
                                   std::to_string(h) + ": ";
-        std::int64_t want = proxyattn::rules::row_budget(kg, m, nb, min_blocks, c.keep_sink, c.budget_mode);
-        if (m == nb - 1) {  // the last block's own cut (last_block_gamma), up to near-ties
-          const double cut = proxyattn::rules::last_block_cut(c.gamma, c.last_block_gamma);
+        auto row_count = [&](std::int64_t base) {
+          return proxyattn::rules::row_budget(base, m, nb, min_blocks, c.keep_sink, c.budget_mode);
+        };
+        // A row counted from the masses at `cut` (the last block's own cut, or row_mass): the
+        // reference's count, or a neighbour that a near-tie at the cut allows.
+        auto own_count = [&](double cut) {
           const std::int64_t got_count = static_cast<std::int64_t>(blocks.size());
-          const std::int64_t kl = seq.len ? ref_ns::budget_blocks(mass, cut) : 0;
-          want = proxyattn::rules::row_budget(kl, m, nb, min_blocks, c.keep_sink, c.budget_mode);
-          for (std::int64_t b : {kl - 1, kl + 1})
-            if (got_count != want && b >= 0 &&
-                proxyattn::rules::row_budget(b, m, nb, min_blocks, c.keep_sink, c.budget_mode) == got_count &&
-                row_mass_count_ok(mass, m, cut, b, tol))
-              want = got_count;
-        } else if (c.budget_mode == BudgetMode::row_mass) {  // the row's own count, up to near-ties
-          const std::int64_t got_count = static_cast<std::int64_t>(blocks.size());
-          const std::int64_t cr = ref_ns::row_mass_budget(mass, order, m, c.gamma);
-          want = proxyattn::rules::row_budget(cr, m, nb, min_blocks, c.keep_sink, c.budget_mode);
+          const std::int64_t cr = ref_ns::row_mass_budget(mass, order, m, cut);
           for (std::int64_t b : {cr - 1, cr + 1})
-            if (got_count != want && b >= 0 &&
-                proxyattn::rules::row_budget(b, m, nb, min_blocks, c.keep_sink, c.budget_mode) == got_count &&
-                row_mass_count_ok(mass, m, c.gamma, b, tol))
-              want = got_count;
-        }
+            if (b >= 0 && row_count(cr) != got_count && row_count(b) == got_count &&
+                count_near_cut(mass, m, cut, b, tol))
+              return got_count;
+          return row_count(cr);
+        };
+        const std::int64_t want = m == nb - 1 ? own_count(proxyattn::rules::last_block_cut(c.gamma, c.last_block_gamma))
+                                  : c.budget_mode == BudgetMode::row_mass ? own_count(c.gamma)
+                                                                          : row_count(kg);
         if (static_cast<std::int64_t>(blocks.size()) != want) {
           out.fail(where + "keeps " + std::to_string(blocks.size()) + " blocks, rule says " + std::to_string(want));
           continue;
