@@ -106,6 +106,16 @@ PROXYATTN_HD std::int64_t prefix_budget(BlockAt block_at, MassAt mass_at, std::i
   return budget_from_count_below(cut, below, m + 1);
 }
 
+// The count that row m starts from, before row_budget: the last query block's own count k_last
+// (Config::last_block_gamma), the row's prefix count under row_mass (`prefix_count(m)`, computed
+// only there), else the head's k_h. One choice for every backend.
+template <class PrefixCount>
+PROXYATTN_HD std::int64_t row_base(std::int64_t k_h, std::int64_t k_last, std::int64_t m, std::int64_t nb,
+                                   BudgetMode mode, PrefixCount prefix_count) {
+  if (m == nb - 1) return k_last;
+  return mode == BudgetMode::row_mass ? prefix_count(m) : k_h;
+}
+
 // Ranking key of a proxy score: NaN ranks below everything, so a poisoned input can neither
 // break the sort nor push out the blocks that real scores chose.
 PROXYATTN_HD float rank_key(float score) { return score == score ? score : -3.0e38f; }

@@ -199,11 +199,10 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
         const std::int64_t row = (p.block_offset[s] + m - first) * heads + h;
         const std::int64_t t = static_cast<std::int64_t>(s) * heads + h;
         const std::int64_t base =
-            m == nb - 1 ? k_last[t]
-            : row_mass  ? rules::prefix_budget<double>([&](std::int64_t i) { return order[t][i]; },
-                                                       [&](std::int64_t i) { return masses[t][order[t][i]]; }, nb, m,
-                                                       c.gamma)
-                        : out.budget_blocks[t];
+            rules::row_base(out.budget_blocks[t], k_last[t], m, nb, c.budget_mode, [&](std::int64_t r) {
+              return rules::prefix_budget<double>([&](std::int64_t i) { return order[t][i]; },
+                                                  [&](std::int64_t i) { return masses[t][order[t][i]]; }, nb, r, c.gamma);
+            });
         const std::int64_t count = rules::row_budget(base, m, nb, min_blocks, c.keep_sink, c.budget_mode);
         out.row_offsets[row + 1] = out.row_offsets[row] + count;
         out.kept_blocks[s * heads + h] += count;

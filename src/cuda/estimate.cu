@@ -289,13 +289,11 @@ __global__ void __launch_bounds__(kThreads) budget_kernel(EstimateParams p) {
   if (threadIdx.x == 0) p.r.budget[s * p.q_heads + h] = static_cast<std::int32_t>(k_h);
   unsigned long long local = 0;
   // row_mass: each row's count from the head's order over its causal prefix (O(nb) a row).
-  const bool row_mass = p.budget_mode == BudgetMode::row_mass && has_queries;
   auto block_at = [&](std::int64_t j) { return static_cast<std::int64_t>(est::key_block(keys[j])); };
   auto mass_at = [&](std::int64_t j) { return mass[est::key_block(keys[j])]; };
+  auto prefix_count = [&](std::int64_t r) { return rules::prefix_budget<float>(block_at, mass_at, nb, r, p.gamma); };
   for (int i = threadIdx.x; i < rows; i += kThreads) {  // rows: absolute blocks first + i
-    const std::int64_t base = first + i == nb - 1 ? k_last
-                              : row_mass          ? rules::prefix_budget<float>(block_at, mass_at, nb, first + i, p.gamma)
-                                                  : k_h;
+    const std::int64_t base = rules::row_base(k_h, k_last, first + i, nb, p.budget_mode, prefix_count);
     const std::int64_t cnt = rules::row_budget(base, first + i, nb, p.min_blocks, p.keep_sink, p.budget_mode);
     p.r.counts[static_cast<std::int64_t>(row0 + i) * p.q_heads + h] = cnt;
     local += cnt;

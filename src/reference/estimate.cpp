@@ -164,9 +164,9 @@ void estimate(const Plan::Impl& p, const TensorView& q, const TensorView& k, Est
     }
     for (std::int64_t m = first; m < end; ++m)  // the blocks that hold the sequence's queries
       for (int h = 0; h < heads; ++h, ++row) {
-        const std::int64_t base = m == nb - 1                           ? k_last[h]
-                                  : c.budget_mode == BudgetMode::row_mass ? row_mass_budget(mass[h], order[h], m, c.gamma)
-                                                                          : k_h[h];
+        const std::int64_t base = rules::row_base(k_h[h], k_last[h], m, nb, c.budget_mode, [&](std::int64_t r) {
+          return row_mass_budget(mass[h], order[h], r, c.gamma);
+        });
         const std::int64_t count = rules::row_budget(base, m, nb, min_blocks, c.keep_sink, c.budget_mode);
         const auto kept =
             select_blocks(&A[h / per_group][m * nb], m, count, c.keep_sink,
