@@ -92,7 +92,7 @@ Kernels choose_kernels(const Plan::Impl& p, const Tables& t, const KernelRequest
   // key tile, or where the call has at least half as many queries as keys, so that the copy (each
   // key read and written once) is small against the attention's reads. Dense attention at 128K
   // through pages read in place took 1.26-1.33x of contiguous keys for pages of 16 (one TMA box per
-  // page and panel), 1.03-1.07x for 128 and 256; packed, 0.99-1.03x for all three
+  // page and panel), 1.03-1.07x for 128 and 256; packed, 0.98-1.03x for all three
   // (bench/results/2026-12-03_h200_kvcache). A short chunk against a long cache reads its pages in
   // place: packing would copy every key for few queries.
   const int key_tile = sm90::key_tile(pr.head_dim);
