@@ -31,7 +31,7 @@ struct Config {
   int stride = 4;                       // proxy scores use every stride-th token
   int proxy_groups = 0;                 // g, dividing the kv head count; 0: one per kv head up to
                                         // 4 kv heads, one per 4 kv heads beyond (rules.hpp)
-  double gamma = 0.92;                  // attention mass each head's budget covers, in [0, 1]
+  double gamma = 0.91;                  // attention mass each head's budget covers, in [0, 1]
   std::int64_t min_budget_tokens = 2048;  // floor on every head's budget
   bool keep_sink = true;                // always keep key block 0
   BudgetMode budget_mode = BudgetMode::last_row_count;
@@ -45,7 +45,7 @@ struct Config {
   // The last query block's own cut, in [0, 1]: it keeps the head's count at max(gamma,
   // last_block_gamma) of its stage-2 mass (1: every causal block). Its rows are the prompt's end,
   // whose attention at every layer makes the first generated token, at about 1 / Nb of the work.
-  double last_block_gamma = 0.0;
+  double last_block_gamma = 0.99;
   double scale = 0.0;                   // softmax scale; 0 means 1/sqrt(head_dim)
   Backend backend = Backend::automatic;
 };

@@ -38,7 +38,7 @@ def test_options_are_checked_and_named():
 def test_last_block_gamma_changes_only_the_last_block():
     q, k = qk(n=1500)
     base = dict(gamma=0.6, min_budget_tokens=0, head_columns=2)
-    plain = rows(proxyattn.estimate(q, k, **base))
+    plain = rows(proxyattn.estimate(q, k, last_block_gamma=0.0, **base))
     nb = max(m for m, _ in plain) + 1
     higher = rows(proxyattn.estimate(q, k, last_block_gamma=0.95, **base))
     assert all(higher[key] == plain[key] for key in plain if key[0] < nb - 1)
@@ -88,7 +88,7 @@ def test_paper_preset_is_its_options(hkv, groups):
 
 def test_head_preferences_change_only_what_they_say():
     q, k = qk(n=1500)
-    base = dict(gamma=0.6, min_budget_tokens=0, exact_last_block=False, head_columns=0)
+    base = dict(gamma=0.6, min_budget_tokens=0, exact_last_block=False, head_columns=0, last_block_gamma=0.0)
     plain = rows(proxyattn.estimate(q, k, **base))
     exact = rows(proxyattn.estimate(q, k, **{**base, "exact_last_block": True}))
     nb = max(m for m, _ in plain) + 1
