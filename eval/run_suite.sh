@@ -21,10 +21,12 @@
 #  11. Qwen at 32,672 tokens: last_block_gamma 0.99 at gamma 0.92 and at gamma 0.91;
 #  12. SmolLM2 at 8,096 tokens, the 600 prompts: gamma 0.91 with last_block_gamma 0.99 (the
 #      last block's density given back by the other rows) and both baselines matched to it;
-#  13. Qwen at 32,672 tokens: both baselines matched to each of step 11's settings.
+#  13. Qwen at 32,672 tokens: both baselines matched to gamma 0.91 with last_block_gamma 0.99;
+#  14. SmolLM2 at 8,096 and 4,096 tokens (step 2's prompts) and 15. Qwen at 16,384 and 8,192
+#      (step 3's): the current defaults and both baselines matched to them.
 # Steps 1-9 ran the earlier defaults (gamma 0.92, last_block_gamma 0) under the name pa, and a run
 # resumes by method name: the current defaults go under another name (last99-g91 in 11 and 12).
-# SUITE_STEPS (default all: "1 2 3 4 5 6 7 8 9 10 11 12 13") picks steps.
+# SUITE_STEPS (default all: "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15") picks steps.
 # Models: QWEN and SMOL (folders with the GGUF, eval/MODELS.md); prompts: PROMPTS/qwen and
 # PROMPTS/smollm2 from eval/build_prompts.py.
 #   bash eval/run_suite.sh /tmp/pa_eval
@@ -41,7 +43,7 @@ ABLATIONS="previous=pa:proxy_groups=1,budget_mode=row_ratio,gamma=0.95,exact_las
 SMOL_ABLATIONS="gamma-0.95=pa:gamma=0.95 columns-32=pa:head_columns=32 stride-2=pa:stride=2
   layer0-dense=pa:dense_layers=0 proxy-per-head=perhead"
 step() {  # step N ARGS: run_eval.py ARGS if N is in SUITE_STEPS and the model is on this machine
-  [[ " ${SUITE_STEPS:-1 2 3 4 5 6 7 8 9 10 11 12 13} " == *" $1 "* ]] || return 0
+  [[ " ${SUITE_STEPS:-1 2 3 4 5 6 7 8 9 10 11 12 13 14 15} " == *" $1 "* ]] || return 0
   shift
   # SUITE_WAIT_S: how long to wait for a model still being assembled (its parts arrive by call).
   for _ in $(seq $(( ${SUITE_WAIT_S:-0} / 5 ))); do ls "$1"/*.gguf > /dev/null 2>&1 && break; sleep 5; done
@@ -60,12 +62,16 @@ step 8 "$Q" "$P/qwen" --lengths 32672 --every 3 --methods "dense-chunks8k=dense:
   "pa-chunks8k=pa:prefill_chunk=8192" --out "$R/qwen.jsonl"
 step 9 "$S" "$P/smollm2_more" --lengths 8096 --methods dense pa xattention@pa flexprefill@pa \
   --out "$R/smollm2_more.jsonl"
-LAST="pa:last_block_gamma=0.99"
+# The cut at gamma 0.92, the default until 2026-12-04 (its answers are named with the spec then,
+# pa:last_block_gamma=0.99).
+LAST="pa:gamma=0.92,last_block_gamma=0.99"
 step 10 "$S" "$P/smollm2_more" --lengths 8096 --methods "last99=$LAST" "xattention@$LAST" "flexprefill@$LAST" \
   --out "$R/smollm2_more.jsonl"
 LAST91="pa:gamma=0.91,last_block_gamma=0.99"
 step 12 "$S" "$P/smollm2_more" --lengths 8096 --methods "last99-g91=$LAST91" "xattention@$LAST91" \
   "flexprefill@$LAST91" --out "$R/smollm2_more.jsonl"
 step 11 "$Q" "$P/qwen" --lengths 32672 --methods "last99=$LAST" "last99-g91=$LAST91" --out "$R/qwen.jsonl"
-step 13 "$Q" "$P/qwen" --lengths 32672 --methods "xattention@$LAST91" "flexprefill@$LAST91" "xattention@$LAST" \
-  "flexprefill@$LAST" --out "$R/qwen.jsonl"
+step 13 "$Q" "$P/qwen" --lengths 32672 --methods "xattention@$LAST91" "flexprefill@$LAST91" --out "$R/qwen.jsonl"
+NOW="last99-g91=$LAST91 xattention@$LAST91 flexprefill@$LAST91"  # the defaults since 2026-12-04
+step 14 "$S" "$P/smollm2" --detail 2 --methods $NOW --out "$R/smollm2.jsonl"
+step 15 "$Q" "$P/qwen" --lengths 16384 8192 --detail 2 --methods $NOW --out "$R/qwen.jsonl"

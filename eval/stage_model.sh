@@ -17,7 +17,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MODEL=${MODEL:-qwen}
-PART_MIB=${PART_MIB:-56}  # the working tree (about 4 MiB) travels too
+PART_MIB=${PART_MIB:-52}  # the working tree (about 7 MiB) travels too, within a call's 64 MiB
 GGUF_WHEEL=gguf==0.19.0
 PY=${PYTHON:-python3}
 
