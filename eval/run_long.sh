@@ -4,7 +4,8 @@
 #   1. what ProxyAttn keeps on the model's own activations at 32K, 64K and 128K (per layer and per
 #      head: density, recall, output error; one layer's mask at 128K): eval/long_density.py
 #   2. time to first token and peak memory on the real prompts: bench/e2e_prefill.py --gguf
-#   3. the retrieval tasks at 128K and 64K: dense first, then ProxyAttn's defaults
+#   3. the retrieval tasks at 128K and 64K: dense first, then ProxyAttn's defaults (last99-g91; the
+#      rows named pa are gamma 0.92 without the last block's own cut, the defaults until 2026-12-04)
 #   4. time to first token of the Llama-3.1-8B architecture (random weights) at 128K and 256K, at
 #      the density that step 1 measured at 128K
 #   5. the 128K prompts prefilled in chunks of 16K (ProxyAttn against the cache, as serving engines
@@ -28,7 +29,8 @@ want 2 && { [ -f "$R/ttft_qwen.json" ] || quiet python3 bench/e2e_prefill.py --g
   --modes sdpa-cudnn sdpa-flash none estimate dense proxyattn --json "$R/ttft_qwen.json"; }
 if want 3; then
   for n in 130976 65440; do
-    quiet python3 eval/run_eval.py "$Q" "$P/qwen_long" --yarn 4 --lengths $n --methods dense pa --out "$R/qwen_yarn.jsonl"
+    quiet python3 eval/run_eval.py "$Q" "$P/qwen_long" --yarn 4 --lengths $n \
+      --methods dense "last99-g91=pa:gamma=0.91,last_block_gamma=0.99" --out "$R/qwen_yarn.jsonl"
   done
 fi
 if want 4; then
