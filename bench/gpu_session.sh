@@ -2,10 +2,10 @@
 # One session on the GPU machine: a step per device call, the calls back to back (the machine keeps
 # /tmp between calls while it stays warm). Logs and results go to $OUT.
 #
-#   start PART     keep model part PART (eval/assemble_model.sh; SmolLM2's parts go to
-#                  /tmp/proxyattn_smollm2) and start the session's chain in the background (the
-#                  call must carry .gpu from scripts/build_device.sh; with a model, give it a part
-#                  small enough to leave room, such as Qwen's last):
+#   start PART     keep model part PART (eval/assemble_model.sh; SmolLM2's parts, by their
+#                  manifest, go to /tmp/proxyattn_smollm2) and start the session's chain in the
+#                  background (the call must carry .gpu from scripts/build_device.sh; with a model,
+#                  give it a part small enough to leave room, such as Qwen's last):
 #                  build the Python package while the CUDA tests (every kernel choice) and
 #                  compute-sanitizer memcheck run (binaries of scripts/build_device.sh, carried as
 #                  .gpu/device.tar.xz); then bench/estimate_cost.py alone on the GPU; prefill
@@ -54,7 +54,8 @@ report() {  # what the background jobs did; the device tool brings back at most 
 keep_part() {
   local part=$1 dest=/tmp/proxyattn_model
   [ -n "$part" ] || return 0  # a session without a model (kernel steps only)
-  [[ $part == *smollm2* ]] && dest=/tmp/proxyattn_smollm2
+  # SmolLM2's parts go apart from Qwen's: told by the file the part's manifest names, not its path
+  grep -q '"file": "SmolLM2' "$part/manifest.json" 2>/dev/null && dest=/tmp/proxyattn_smollm2
   DEST=$dest bash eval/assemble_model.sh "$part" | tail -2
   [ -d .model/eval ] && mkdir -p $W/prompts && cp -r .model/eval/* $W/prompts/  # prompts carried with a part
   return 0
