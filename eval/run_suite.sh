@@ -25,10 +25,15 @@
 #  14. SmolLM2 at 8,096 and 4,096 tokens (step 2's prompts) and 15. Qwen at 16,384 and 8,192
 #      (step 3's): the current defaults and both baselines matched to them;
 #  16. SmolLM2 at 8,096 tokens, the 600 prompts: budget_mode row_mass on the current defaults
-#      (against step 12's last99-g91, the same but for the budget mode).
+#      (against step 12's last99-g91, the same but for the budget mode);
+#  17. SmolLM2 at 8,096 tokens, 600 more prompts of its three answerable tasks (indices 230-429,
+#      PROMPTS/smollm2_more2) and 18. Qwen at 16,384 tokens, 200 more of its eight answerable
+#      tasks (indices 10-34, PROMPTS/qwen_more): dense, the defaults and both baselines matched,
+#      where the defaults answered fewer than a baseline on the first prompts (a gap of 1-8 of 900
+#      and 3 of 100, none significant).
 # Steps 1-9 ran the earlier defaults (gamma 0.92, last_block_gamma 0) under the name pa, and a run
 # resumes by method name: the current defaults go under another name (last99-g91 in 11 and 12).
-# SUITE_STEPS (default all: "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16") picks steps.
+# SUITE_STEPS (default all: "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18") picks steps.
 # Models: QWEN and SMOL (folders with the GGUF, eval/MODELS.md); prompts: PROMPTS/qwen and
 # PROMPTS/smollm2 from eval/build_prompts.py.
 #   bash eval/run_suite.sh /tmp/pa_eval
@@ -45,7 +50,7 @@ ABLATIONS="previous=pa:proxy_groups=1,budget_mode=row_ratio,gamma=0.95,exact_las
 SMOL_ABLATIONS="gamma-0.95=pa:gamma=0.95 columns-32=pa:head_columns=32 stride-2=pa:stride=2
   layer0-dense=pa:dense_layers=0 proxy-per-head=perhead"
 step() {  # step N ARGS: run_eval.py ARGS if N is in SUITE_STEPS and the model is on this machine
-  [[ " ${SUITE_STEPS:-1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16} " == *" $1 "* ]] || return 0
+  [[ " ${SUITE_STEPS:-1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18} " == *" $1 "* ]] || return 0
   shift
   # SUITE_WAIT_S: how long to wait for a model still being assembled (its parts arrive by call).
   for _ in $(seq $(( ${SUITE_WAIT_S:-0} / 5 ))); do ls "$1"/*.gguf > /dev/null 2>&1 && break; sleep 5; done
@@ -79,3 +84,5 @@ step 13 "$Q" "$P/qwen" --lengths 32672 --methods "xattention@$LAST91" "flexprefi
 NOW="last99-g91=$LAST91 xattention@$LAST91 flexprefill@$LAST91"  # the defaults since 2026-12-04
 step 14 "$S" "$P/smollm2" --detail 2 --methods $NOW --out "$R/smollm2.jsonl"
 step 15 "$Q" "$P/qwen" --lengths 16384 8192 --detail 2 --methods $NOW --out "$R/qwen.jsonl"
+step 17 "$S" "$P/smollm2_more2" --lengths 8096 --methods dense $NOW --out "$R/smollm2_more.jsonl"
+step 18 "$Q" "$P/qwen_more" --lengths 16384 --methods dense $NOW --out "$R/qwen.jsonl"
