@@ -30,7 +30,12 @@
 #      PROMPTS/smollm2_more2) and 18. Qwen at 16,384 tokens, 200 more of its eight answerable
 #      tasks (indices 10-34, PROMPTS/qwen_more): dense, the defaults and both baselines matched,
 #      where the defaults answered fewer than a baseline on the first prompts (a gap of 1-8 of 900
-#      and 3 of 100, none significant).
+#      and 3 of 100, none significant). Their prompts:
+#        python3 eval/build_prompts.py .model/smollm2 --texts .model/text --lengths 8096:600 --tasks passkey \
+#          niah_single_number niah_multikey --first-index 230 --out .model/eval/smollm2_more2
+#        python3 eval/build_prompts.py .model --texts .model/text --lengths 16384:200 --tasks passkey \
+#          niah_single_number niah_single_word niah_single_uuid niah_multikey niah_multivalue \
+#          niah_multiquery vt --first-index 10 --out .model/eval/qwen_more
 # Steps 1-9 ran the earlier defaults (gamma 0.92, last_block_gamma 0) under the name pa, and a run
 # resumes by method name: the current defaults go under another name (last99-g91 in 11 and 12).
 # SUITE_STEPS (default all: "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18") picks steps.
