@@ -36,9 +36,12 @@
 #        python3 eval/build_prompts.py .model --texts .model/text --lengths 16384:200 --tasks passkey \
 #          niah_single_number niah_single_word niah_single_uuid niah_multikey niah_multivalue \
 #          niah_multiquery vt --first-index 10 --out .model/eval/qwen_more
+#  19. 32 head columns on the current defaults: SmolLM2's 900 at 8,096 and Qwen's 300 at 32,672
+#      (`bench/results/2026-12-04_cpu_smollm2_losses`: on the CPU the one option that brought back
+#      SmolLM2's losses without losing as many)
 # Steps 1-9 ran the earlier defaults (gamma 0.92, last_block_gamma 0) under the name pa, and a run
 # resumes by method name: the current defaults go under another name (last99-g91 in 11 and 12).
-# SUITE_STEPS (default all: "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18") picks steps.
+# SUITE_STEPS (default all: "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19") picks steps.
 # Models: QWEN and SMOL (folders with the GGUF, eval/MODELS.md); prompts: PROMPTS/qwen and
 # PROMPTS/smollm2 from eval/build_prompts.py.
 #   bash eval/run_suite.sh /tmp/pa_eval
@@ -55,7 +58,7 @@ ABLATIONS="previous=pa:proxy_groups=1,budget_mode=row_ratio,gamma=0.95,exact_las
 SMOL_ABLATIONS="gamma-0.95=pa:gamma=0.95 columns-32=pa:head_columns=32 stride-2=pa:stride=2
   layer0-dense=pa:dense_layers=0 proxy-per-head=perhead"
 step() {  # step N ARGS: run_eval.py ARGS if N is in SUITE_STEPS and the model is on this machine
-  [[ " ${SUITE_STEPS:-1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18} " == *" $1 "* ]] || return 0
+  [[ " ${SUITE_STEPS:-1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19} " == *" $1 "* ]] || return 0
   shift
   # SUITE_WAIT_S: how long to wait for a model still being assembled (its parts arrive by call).
   for _ in $(seq $(( ${SUITE_WAIT_S:-0} / 5 ))); do ls "$1"/*.gguf > /dev/null 2>&1 && break; sleep 5; done
@@ -91,3 +94,7 @@ step 14 "$S" "$P/smollm2" --detail 2 --methods $NOW --out "$R/smollm2.jsonl"
 step 15 "$Q" "$P/qwen" --lengths 16384 8192 --detail 2 --methods $NOW --out "$R/qwen.jsonl"
 step 17 "$S" "$P/smollm2_more2" --lengths 8096 --methods dense $NOW --out "$R/smollm2_more.jsonl"
 step 18 "$Q" "$P/qwen_more" --lengths 16384 --methods dense $NOW --out "$R/qwen.jsonl"
+COLUMNS32="columns32-g91=$LAST91,head_columns=32"
+step 19 "$S" "$P/smollm2_more" --lengths 8096 --methods "$COLUMNS32" --out "$R/smollm2_more.jsonl"
+step 19 "$S" "$P/smollm2" --lengths 8096 --methods "$COLUMNS32" --out "$R/smollm2.jsonl"
+step 19 "$Q" "$P/qwen" --lengths 32672 --methods "$COLUMNS32" --out "$R/qwen.jsonl"
