@@ -55,7 +55,8 @@ keep_part() {
   local part=$1 dest=/tmp/proxyattn_model
   [ -n "$part" ] || return 0  # a session without a model (kernel steps only)
   # SmolLM2's parts go apart from Qwen's: told by the file the part's manifest names, not its path
-  grep -q '"file": "SmolLM2' "$part/manifest.json" 2>/dev/null && dest=/tmp/proxyattn_smollm2
+  python3 -c 'import json, sys; sys.exit(not json.load(open(sys.argv[1]))["file"].startswith("SmolLM2"))' \
+    "$part/manifest.json" 2>/dev/null && dest=/tmp/proxyattn_smollm2
   DEST=$dest bash eval/assemble_model.sh "$part" | tail -2
   [ -d .model/eval ] && mkdir -p $W/prompts && cp -r .model/eval/* $W/prompts/  # prompts carried with a part
   return 0
