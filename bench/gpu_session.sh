@@ -9,11 +9,12 @@
 #                  build the Python package while the CUDA tests (every kernel choice) and
 #                  compute-sanitizer memcheck run (binaries of scripts/build_device.sh, carried as
 #                  .gpu/device.tar.xz); then bench/estimate_cost.py alone on the GPU; prefill
-#                  against a KV cache (bench/chunked_prefill.py, KV_RUNS); the tree against an
-#                  earlier one (.gpu/before.tar.gz, AB_ROUNDS, AB_LENGTHS); then, once a model is assembled,
-#                  the accuracy suite (eval/run_suite.sh, resuming from .gpu/results/*.jsonl.gz, its
-#                  steps SUITE_STEPS) and the long prompts (eval/run_long.sh, resuming from
-#                  .gpu/long/*.gz, its steps LONG_STEPS)
+#                  against a KV cache (bench/chunked_prefill.py, KV_RUNS); then, once a model is
+#                  assembled, the accuracy suite (eval/run_suite.sh, resuming from
+#                  .gpu/results/*.jsonl.gz, its steps SUITE_STEPS) and the long prompts
+#                  (eval/run_long.sh, resuming from .gpu/long/*.gz, its steps LONG_STEPS); last
+#                  the tree against an earlier one (.gpu/before.tar.gz, built from the start on
+#                  the CPUs; AB_ROUNDS, AB_LENGTHS)
 #   part PART      keep one more model part
 #   run            run STEPS in the foreground, on what "start" built (the machine still warm)
 #   wait SECONDS   wait for the chain (at most SECONDS), then report and copy the results
@@ -62,6 +63,11 @@ keep_part() {
   return 0
 }
 
+wait_before_tree() {  # the A/B's earlier tree, building in the background since the chain began
+  [ -f $W/ab/build.pid ] || return 0
+  while kill -0 $(cat $W/ab/build.pid) 2>/dev/null; do sleep 5; done
+}
+
 chain() {
   local steps=${STEPS:-tests pytest memcheck bench kvcache ab suite long}
   if [[ $steps == *nobuild* ]]; then  # "run": the package and binaries of an earlier call
@@ -75,6 +81,16 @@ chain() {
     (PROXYATTN_OFFLINE=1 PROXYATTN_CUDA=ON scripts/install_python.sh -Ccmake.define.HWY_INCLUDE_DIR=$W/hwy/usr/include \
       '-Ccmake.define.PROXYATTN_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a' > $W/build.log 2>&1
      echo "exit $?" > $W/build.status) &
+    package_pid=$!
+  fi
+  if [[ $steps == *ab* ]] && [ -f .gpu/before.tar.gz ]; then
+    # The tree to compare against (.gpu/before.tar.gz, `git archive` of its commit), built as a
+    # second package beside the installed one while the GPU runs the steps before the A/B.
+    rm -rf $W/ab && mkdir -p $W/ab/src && tar -xzf .gpu/before.tar.gz -C $W/ab/src
+    (cd $W/ab/src && python3 -m pip install -q --disable-pip-version-check --no-build-isolation --no-index --no-deps \
+      --target $W/ab/before -Ccmake.define.PROXYATTN_CUDA=ON -Ccmake.define.HWY_INCLUDE_DIR=$W/hwy/usr/include \
+      '-Ccmake.define.PROXYATTN_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a' .) > $W/ab/build.log 2>&1 &
+    echo $! > $W/ab/build.pid
   fi
   export LD_LIBRARY_PATH=$W/device
   if [[ $steps == *tests* ]]; then  # every test under each kernel choice (tests/cuda_util.hpp)
@@ -86,7 +102,7 @@ chain() {
       > $W/memcheck.log 2>&1
     echo "exit $?" > $W/memcheck.status
   fi
-  wait  # the package
+  [ -n "${package_pid:-}" ] && wait $package_pid  # the package
   if [[ $steps == *pytest* ]]; then  # the package's tests with CUDA (the CPU ones run in CI)
     timeout 400 python3 -m pytest -q -p no:cacheprovider python/tests/test_package.py python/tests/test_torch_ops.py \
       python/tests/test_chunked.py python/tests/test_transformers.py \
@@ -115,26 +131,8 @@ chain() {
     done > $W/kvcache.log 2>&1
     echo "exit $?" > $W/kvcache.status
   fi
-  if [[ $steps == *ab* ]] && [ -f .gpu/before.tar.gz ]; then
-    # The tree to compare against (.gpu/before.tar.gz, `git archive` of its commit) built as a
-    # second package beside the installed one, then bench/cuda_bench.py on each in turn (ratios to
-    # cuDNN in each run; the JSONs carry every estimated mask's digest).
-    rm -rf $W/ab && mkdir -p $W/ab/src && tar -xzf .gpu/before.tar.gz -C $W/ab/src
-    (cd $W/ab/src && python3 -m pip install -q --disable-pip-version-check --no-build-isolation --no-index --no-deps \
-      --target $W/ab/before -Ccmake.define.PROXYATTN_CUDA=ON -Ccmake.define.HWY_INCLUDE_DIR=$W/hwy/usr/include \
-      '-Ccmake.define.PROXYATTN_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a' .) > $W/ab/build.log 2>&1
-    # Rounds in ABBA order (before, after; after, before; ...), so that neither tree always runs
-    # first on a cooler board.
-    for round in $(seq ${AB_ROUNDS:-2}); do
-      for b in $([ $((round % 2)) = 1 ] && echo before after || echo after before); do
-        PYTHONPATH=$([ $b = before ] && echo $W/ab/before) timeout 300 python3 bench/cuda_bench.py \
-          --shapes ${AB_SHAPES:-llama3.1-8b gemma2-9b qwen2.5-0.5b} --lengths ${AB_LENGTHS:-32768 131072} --densities 1.0 0.1 --skip flash flex \
-          --reps ${AB_REPS:-5} --out $W/ab/bench_${b}_$round.json > $W/ab/bench_${b}_$round.log 2>&1
-      done
-    done
-    echo "exit 0" > $W/ab.status
-  fi
-  if [[ $steps == *ncu* ]]; then  # where the attention kernel's time goes (NCU_SHAPES: q heads, kv heads,
+  if [[ $steps == *ncu* ]]; then
+    wait_before_tree  # where the attention kernel's time goes (NCU_SHAPES: q heads, kv heads,
     # D; NCU_FLAGS: bench/ncu_attention.py's, such as --full-mask), on the earlier tree too after an ab step
     for tree in after $([ -d $W/ab/before ] && echo before); do
       for shape in ${NCU_SHAPES:-14,2,64 32,8,128}; do
@@ -163,6 +161,21 @@ chain() {
     PROMPTS=$W/prompts bash eval/run_long.sh $W/long > $W/long.log 2>&1
     echo "exit $?" > $W/long.status
   fi
+  if [[ $steps == *ab* ]] && [ -f $W/ab/build.pid ]; then
+    # The earlier tree (built in the background since the start) against this one: bench/cuda_bench.py
+    # on each in turn (ratios to cuDNN in each run; the JSONs carry every estimated mask's digest).
+    wait_before_tree
+    # Rounds in ABBA order (before, after; after, before; ...), so that neither tree always runs
+    # first on a cooler board.
+    for round in $(seq ${AB_ROUNDS:-2}); do
+      for b in $([ $((round % 2)) = 1 ] && echo before after || echo after before); do
+        PYTHONPATH=$([ $b = before ] && echo $W/ab/before) timeout 300 python3 bench/cuda_bench.py \
+          --shapes ${AB_SHAPES:-llama3.1-8b gemma2-9b qwen2.5-0.5b} --lengths ${AB_LENGTHS:-32768 131072} --densities 1.0 0.1 --skip flash flex \
+          --reps ${AB_REPS:-5} --out $W/ab/bench_${b}_$round.json > $W/ab/bench_${b}_$round.log 2>&1
+      done
+    done
+    echo "exit 0" > $W/ab.status
+  fi
   echo done > $W/chain.status
 }
 
@@ -170,7 +183,7 @@ case "${1:-}" in
   start)
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
     keep_part "$2"
-    export -f chain; export W STEPS NCU_TOKENS NCU_SHAPES NCU_FLAGS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS KV_KERNELS KV_CHUNKS KV_PAGES AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS PROXYATTN_COMMIT
+    export -f chain wait_before_tree; export W STEPS NCU_TOKENS NCU_SHAPES NCU_FLAGS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS KV_KERNELS KV_CHUNKS KV_PAGES AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS PROXYATTN_COMMIT
     setsid nohup bash -c chain > $W/chain.log 2>&1 &
     sleep 2; report ;;
   part)

@@ -105,12 +105,22 @@ __device__ __forceinline__ int kv_tile_row(const AttentionParams& p, const Item&
   return static_cast<int>(row < 0 ? p.total_kv_tokens : row);
 }
 
-// Copies one K or V tile (row from kv_tile_row), announced on `bar`; the producer's lane 0 calls it.
+// Copies one K or V tile (row from kv_tile_row), announced on `bar`; the whole producer warp calls
+// it. Lane 0 announces the bytes, the warp meets, then the lane that holds a row (lane 0: `row` is
+// -1 in the others) issues the copies. Issued so rather than all from lane 0 in one branch, the
+// Llama-3.1-8B full-mask call at 128K is as fast as before the plan-time kernel choice
+// (bench/results/2026-12-03_h200_refactor_ab: 3.5-4.8% slower from lane 0 alone, the same cycles
+// at the profiler's fixed clocks but more L2 and DRAM traffic at the board's own).
 template <int D>
 __device__ __forceinline__ void load_kv_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int kvh,
-                                             int row, std::uint64_t policy) {
+                                             int row, std::uint64_t policy, int lane) {
   using L = SmemLayout<D>;
-  load_tile<L::kPanels>(dst, L::kKvPanelBytes, map, bar, kvh, row, policy);
+  if (lane == 0) mbar_arrive_expect_tx(bar, L::kPanels * L::kKvPanelBytes);
+  __syncwarp();
+  if (row >= 0)
+#pragma unroll
+    for (int pn = 0; pn < L::kPanels; ++pn)
+      tma_load_3d(dst + pn * L::kKvPanelBytes, map, bar, pn * 64, kvh, row, policy);
 }
 
 // The producer warp: Q of each item, then K and V of each kept block. Lane 0 issues; the whole
@@ -153,8 +163,9 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
       const std::uint32_t k_dst = smem + L::kK + stage * L::kKvBytes;
       const std::uint32_t v_dst = smem + L::kV + stage * L::kKvBytes;
       if constexpr (!kReadAhead) row = kv_tile_row<D>(p, it, start);
+      const int lane_row = lane == 0 ? row : -1;  // the copying lane's row (load_kv_tile)
       mbar_wait(bar.k_empty(stage), parity);
-      if (lane == 0) load_kv_tile<D>(k_dst, tk, bar.k_full(stage), it.kvh, row, kv_policy);
+      load_kv_tile<D>(k_dst, tk, bar.k_full(stage), it.kvh, lane_row, kv_policy, lane);
       int next = -1, next_row = -1;
       if constexpr (kReadAhead) {
         next = keys.next();
@@ -164,13 +175,13 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
       const int valid = it.len - start;  // rows of this tile inside the sequence (> 0)
       if (valid >= L::kKeys || (!p.kv.table && it.kv_begin + it.len >= p.total_kv_tokens)) {
         // Whole tile in the sequence, or its tail past the end of the tensor (zero-filled).
-        if (lane == 0) load_kv_tile<D>(v_dst, tv, bar.v_full(stage), it.kvh, row, kv_policy);
+        load_kv_tile<D>(v_dst, tv, bar.v_full(stage), it.kvh, lane_row, kv_policy, lane);
       } else {
         // The tile runs into the next sequence (or the rest of its last page). Its probabilities
         // there are 0, but 0 * NaN or 0 * Inf in those rows of V would still leak across the
         // boundary: load, zero those rows, then publish (ordinary stores read by wgmma: proxy
         // fence before the arrival).
-        if (lane == 0) load_kv_tile<D>(v_dst, tv, bar.v_fix(), it.kvh, row, kv_policy);
+        load_kv_tile<D>(v_dst, tv, bar.v_fix(), it.kvh, lane_row, kv_policy, lane);
         mbar_wait(bar.v_fix(), fixes & 1);
         ++fixes;
         // A row is 128 contiguous bytes of each panel whatever the swizzle: 8 chunks of 16.
