@@ -107,10 +107,9 @@ __device__ __forceinline__ int kv_tile_row(const AttentionParams& p, const Item&
 
 // Copies one K or V tile (row from kv_tile_row), announced on `bar`; the whole producer warp calls
 // it. Lane 0 announces the bytes, the warp meets, then the lane that holds a row (lane 0: `row` is
-// -1 in the others) issues the copies. Issued so rather than all from lane 0 in one branch, the
-// Llama-3.1-8B full-mask call at 128K is as fast as before the plan-time kernel choice
-// (bench/results/2026-12-03_h200_refactor_ab: 3.5-4.8% slower from lane 0 alone, the same cycles
-// at the profiler's fixed clocks but more L2 and DRAM traffic at the board's own).
+// -1 in the others) issues the copies. Against all of it from lane 0 in one branch, the Llama-3.1-8B
+// full-mask call at 128K went from 3.1-3.9% to 2.5% slower than the tree before the plan-time
+// kernel choice, every other kernel within 2% (bench/results/2026-12-03_h200_refactor_ab).
 template <int D>
 __device__ __forceinline__ void load_kv_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int kvh,
                                              int row, std::uint64_t policy, int lane) {
