@@ -7,13 +7,15 @@ Settings (proxyattn option sets over the library defaults):
 - default: the library's defaults (proxy_groups 0: 2 proxies for 8 kv heads);
 - previous default: one proxy, row_ratio, gamma 0.95, no head preferences;
 - exact/columns off: the defaults without exact_last_block and head_columns (their own cost);
+- 32 head columns: twice the defaults' columns;
 - one proxy per kv head: proxy_groups = kv heads (8);
 - stride 2 and stride 1: proxies on every 2nd or every token. Stride on the queries only (every
   key scored) does (N/s) * N products, as many as stride sqrt(s) on both: at s = 4, stride 2;
 - a proxy per query head: proxy_groups = q heads, timed on the same queries with the keys
   repeated to every query head (stage 1 then has Hq proxies, stage 2 is unchanged): what a
   per-head agreement test costs when every head disagrees.
-Median of --reps calls after a warm-up, several input sets in turn (METHOD.md).
+Median of --reps calls after a warm-up, several input sets in turn (METHOD.md). --kernels adds
+each kernel's time in the default estimate (torch.profiler).
 """
 import argparse
 import json
@@ -30,6 +32,7 @@ SETTINGS = [
     ("previous default", dict(proxy_groups=1, budget_mode="row_ratio", gamma=0.95, exact_last_block=False,
                               head_columns=0)),
     ("exact/columns off", dict(exact_last_block=False, head_columns=0)),
+    ("32 head columns", dict(head_columns=32)),
     ("one proxy per kv head", dict(proxy_groups=-1)),   # -1: resolved to the kv head count below
     ("stride 2 (= query-only stride 4)", dict(stride=2)),
     ("stride 1", dict(stride=1)),
@@ -52,12 +55,31 @@ def median_ms(fn, sets, reps):
     return statistics.median(times)
 
 
+def kernel_table(q, k, reps=5):
+    """Each CUDA kernel's mean time in the default estimate (torch.profiler), longest first."""
+    from torch.profiler import ProfilerActivity, profile
+    proxyattn.estimate(q, k, copy=False)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            proxyattn.estimate(q, k, copy=False)
+        torch.cuda.synchronize()
+    rows = [(e.key, e.device_time_total / reps / 1000) for e in prof.key_averages() if e.device_time_total > 0]
+    rows.sort(key=lambda r: -r[1])
+    total = sum(ms for _, ms in rows)
+    for name, ms in rows:
+        short = name.replace("(anonymous namespace)::", "").split("(")[0].split("<")[0].split("::")[-1].strip()
+        print(f"    {short:40s} {ms:8.3f} ms  {100 * ms / total:5.1f}%")
+    return [dict(kernel=name, ms=ms) for name, ms in rows]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lengths", type=int, nargs="+", default=[32768, 131072])
     ap.add_argument("--heads", type=int, nargs=3, default=[32, 8, 128], metavar=("HQ", "HKV", "D"))
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--json")
+    ap.add_argument("--kernels", action="store_true", help="also each kernel's time in the default estimate")
     args = ap.parse_args()
     hq, hkv, d = args.heads
     rows = []
@@ -86,11 +108,15 @@ def main():
             ms = median_ms(lambda q, k, v: proxyattn.estimate(q, k, copy=False, **options), use, args.reps)
             rows.append(dict(n=n, setting=name, options=options, ms=ms, share=ms / dense))
             print(f"{n:7d}  {name:34s} {ms:9.3f} ms  {100 * ms / dense:6.2f}% of cuDNN dense", flush=True)
+        if args.kernels:
+            print(f"{n:7d}  the default estimate's kernels (torch.profiler, mean of 5):")
+            rows.append(dict(n=n, setting="default, per kernel", kernels=kernel_table(*sets[0][:2])))
         del sets, peer
         torch.cuda.empty_cache()
     print("\n| tokens | setting | estimate | share of cuDNN dense |\n|---|---|---|---|")
     for r in rows:
-        print(f"| {r['n']} | {r['setting']} | {r['ms']:.3f} ms | {100 * r['share']:.2f}% |")
+        if "ms" in r:
+            print(f"| {r['n']} | {r['setting']} | {r['ms']:.3f} ms | {100 * r['share']:.2f}% |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(gpu=torch.cuda.get_device_name(), heads=args.heads, rows=rows), f, indent=1)
