@@ -48,7 +48,9 @@ report() {  # what the background jobs did; the device tool brings back at most 
     [ -f $W/$f ] && cp $W/$f "$OUT/"
   done
   # every result in one archive: the suite's answers, the long-prompt study, the estimator's cost
-  (cd $W && tar -czf "$OUT/results.tgz" --exclude='*.tmp' $(ls -d results long kvcache ab estimate_cost.* 2>/dev/null)) 2>/dev/null
+  # (not the A/B's earlier tree: its source and package would pass the 16 MiB a returned file may have)
+  (cd $W && tar -czf "$OUT/results.tgz" --exclude='*.tmp' --exclude=ab/src --exclude=ab/before \
+    $(ls -d results long kvcache ab estimate_cost.* 2>/dev/null)) 2>/dev/null
   return 0
 }
 

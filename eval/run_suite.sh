@@ -39,9 +39,13 @@
 #  19. 32 head columns on the current defaults: SmolLM2's 900 at 8,096 and Qwen's 300 at 32,672
 #      (`bench/results/2026-12-04_cpu_smollm2_losses`: on the CPU the one option that brought back
 #      SmolLM2's losses without losing as many)
+#  20. 32 head columns where step 19 did not run them: SmolLM2's 600 of step 17 and its 4,096-token
+#      prompts, Qwen at 16,384 (the 300 of steps 15 and 18) and 8,192 (step 19 answered 9 more of
+#      SmolLM2's 900 than the defaults and one fewer of Qwen's 300 at 32,672, at 0.1-0.2 points more
+#      density: what it takes to make them the default)
 # Steps 1-9 ran the earlier defaults (gamma 0.92, last_block_gamma 0) under the name pa, and a run
 # resumes by method name: the current defaults go under another name (last99-g91 in 11 and 12).
-# SUITE_STEPS (default all: "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19") picks steps.
+# SUITE_STEPS (default all: "1 2 3 ... 20") picks steps.
 # Models: QWEN and SMOL (folders with the GGUF, eval/MODELS.md); prompts: PROMPTS/qwen and
 # PROMPTS/smollm2 from eval/build_prompts.py.
 #   bash eval/run_suite.sh /tmp/pa_eval
@@ -58,7 +62,7 @@ ABLATIONS="previous=pa:proxy_groups=1,budget_mode=row_ratio,gamma=0.95,exact_las
 SMOL_ABLATIONS="gamma-0.95=pa:gamma=0.95 columns-32=pa:head_columns=32 stride-2=pa:stride=2
   layer0-dense=pa:dense_layers=0 proxy-per-head=perhead"
 step() {  # step N ARGS: run_eval.py ARGS if N is in SUITE_STEPS and the model is on this machine
-  [[ " ${SUITE_STEPS:-1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19} " == *" $1 "* ]] || return 0
+  [[ " ${SUITE_STEPS:-$(seq -s ' ' 20)} " == *" $1 "* ]] || return 0
   shift
   # SUITE_WAIT_S: how long to wait for a model still being assembled (its parts arrive by call).
   for _ in $(seq $(( ${SUITE_WAIT_S:-0} / 5 ))); do ls "$1"/*.gguf > /dev/null 2>&1 && break; sleep 5; done
@@ -98,3 +102,7 @@ COLUMNS32="columns32-g91=$LAST91,head_columns=32"
 step 19 "$S" "$P/smollm2_more" --lengths 8096 --methods "$COLUMNS32" --out "$R/smollm2_more.jsonl"
 step 19 "$S" "$P/smollm2" --lengths 8096 --methods "$COLUMNS32" --out "$R/smollm2.jsonl"
 step 19 "$Q" "$P/qwen" --lengths 32672 --methods "$COLUMNS32" --out "$R/qwen.jsonl"
+step 20 "$S" "$P/smollm2_more2" --lengths 8096 --methods "$COLUMNS32" --out "$R/smollm2_more.jsonl"
+step 20 "$S" "$P/smollm2" --lengths 4096 --methods "$COLUMNS32" --out "$R/smollm2.jsonl"
+step 20 "$Q" "$P/qwen" --lengths 16384 8192 --methods "$COLUMNS32" --out "$R/qwen.jsonl"
+step 20 "$Q" "$P/qwen_more" --lengths 16384 --methods "$COLUMNS32" --out "$R/qwen.jsonl"
