@@ -64,7 +64,7 @@ def kernel_table(q, k, reps=5):
         for _ in range(reps):
             proxyattn.estimate(q, k, copy=False)
         torch.cuda.synchronize()
-    rows = [(e.key, e.device_time_total / reps / 1000) for e in prof.key_averages() if e.device_time_total > 0]
+    rows = [(e.key, e.self_device_time_total / reps / 1000) for e in prof.key_averages() if e.self_device_time_total > 0]
     rows.sort(key=lambda r: -r[1])
     total = sum(ms for _, ms in rows)
     for name, ms in rows:
