@@ -133,9 +133,9 @@ chain() {
     done > $W/kvcache.log 2>&1
     echo "exit $?" > $W/kvcache.status
   fi
-  if [[ $steps == *ncu* ]]; then
-    wait_before_tree  # where the attention kernel's time goes (NCU_SHAPES: q heads, kv heads,
-    # D; NCU_FLAGS: bench/ncu_attention.py's, such as --full-mask), on the earlier tree too after an ab step
+  if [[ $steps == *ncu* ]]; then  # where the attention kernel's time goes (NCU_SHAPES: q heads, kv heads,
+    # D; NCU_FLAGS: bench/ncu_attention.py's, such as --full-mask), on the earlier tree too with an ab step
+    wait_before_tree
     for tree in after $([ -d $W/ab/before ] && echo before); do
       for shape in ${NCU_SHAPES:-14,2,64 32,8,128}; do
         echo "== $tree tree, shape $shape, ${NCU_TOKENS:-32768} tokens ${NCU_FLAGS:-}"
