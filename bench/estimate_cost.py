@@ -7,7 +7,7 @@ Settings (proxyattn option sets over the library defaults):
 - default: the library's defaults (proxy_groups 0: 2 proxies for 8 kv heads);
 - previous default: one proxy, row_ratio, gamma 0.95, no head preferences;
 - exact/columns off: the defaults without exact_last_block and head_columns (their own cost);
-- 32 head columns: twice the defaults' columns;
+- 16 head columns: half the defaults' columns (the defaults until 2026-12-04);
 - one proxy per kv head: proxy_groups = kv heads (8);
 - stride 2 and stride 1: proxies on every 2nd or every token. Stride on the queries only (every
   key scored) does (N/s) * N products, as many as stride sqrt(s) on both: at s = 4, stride 2;
@@ -32,7 +32,7 @@ SETTINGS = [
     ("previous default", dict(proxy_groups=1, budget_mode="row_ratio", gamma=0.95, exact_last_block=False,
                               head_columns=0)),
     ("exact/columns off", dict(exact_last_block=False, head_columns=0)),
-    ("32 head columns", dict(head_columns=32)),
+    ("16 head columns", dict(head_columns=16)),
     ("one proxy per kv head", dict(proxy_groups=-1)),   # -1: resolved to the kv head count below
     ("stride 2 (= query-only stride 4)", dict(stride=2)),
     ("stride 1", dict(stride=1)),

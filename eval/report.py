@@ -135,7 +135,9 @@ def plot(summary, path):
     # One colour and marker per method: the main methods round, the ablations in other shapes.
     colour = {m: plt.get_cmap("tab20")((2 * i + i // 10) % 20) for i, m in enumerate(methods)}
     marker = {m: "osD^v<>ph*"[i // 5 % 10] for i, m in enumerate(methods)}
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4), squeeze=False)
+    ncol = min(6, len(methods))
+    legend_in = 0.2 * -(-len(methods) // ncol) + 0.6  # inches: the legend's rows and the x labels
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4 + legend_in), squeeze=False)
     for ax, key in zip(axes[0], keys):
         g = summary[key]
         for m in g["methods"]:
@@ -149,8 +151,8 @@ def plot(summary, path):
         ax.set_ylabel("accuracy (%), 95% Wilson interval")
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker=marker[m], linestyle="", color=colour[m]) for m in methods]
-    fig.legend(handles, methods, loc="lower center", ncol=min(6, len(methods)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.legend(handles, methods, loc="lower center", ncol=ncol, fontsize=8)
+    fig.tight_layout(rect=(0, legend_in / (4 + legend_in), 1, 1))
     fig.savefig(path, dpi=120)
 
 
@@ -161,13 +163,18 @@ def main():
     ap.add_argument("--md", help="write the tables here too")
     ap.add_argument("--png", help="accuracy against sparsity, one panel per model and length")
     ap.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW", help="display names of models")
+    ap.add_argument("--label", nargs="*", default=[], metavar="OLD=NEW",
+                    help="display names of methods (--methods and --versus then take the new names)")
     ap.add_argument("--versus", nargs="*", default=[], metavar="A:B",
                     help="also the paired test of method A against method B (e.g. pa:flexprefill@pa)")
     args = ap.parse_args()
     rows = load(args.results)
     names = dict(r.split("=", 1) for r in args.rename)
+    # A method's spec holds '=' too: its display name follows the last one.
+    labels = dict(r.rsplit("=", 1) for r in args.label)
     for r in rows:
         r["model"] = names.get(r["model"], r["model"])
+        r["method"] = labels.get(r["method"], r["method"])
     summary = summarize(rows, args.methods)
     text = markdown(summary)
     if args.versus:

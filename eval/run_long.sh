@@ -10,16 +10,17 @@
 #      the density that step 1 measured at 128K
 #   5. the 128K prompts prefilled in chunks of 16K (ProxyAttn against the cache, as serving engines
 #      prefill), against step 3's one-call answers
+#   6. step 3 for the defaults since 2026-12-04 (32 head columns: the rows named columns32-g91)
 # Models: QWEN (eval/MODELS.md); prompts: PROMPTS/qwen (32,672 tokens) and PROMPTS/qwen_long
 # (65,440 and 130,976 tokens, eval/build_prompts.py).
-#   LONG_STEPS="1 2 3 4 5" bash eval/run_long.sh /tmp/pa_long
+#   LONG_STEPS="1 2 3 4 5 6" bash eval/run_long.sh /tmp/pa_long
 set -u
 R=${1:?results folder}
 Q=${QWEN:-/tmp/proxyattn_model}
 P=${PROMPTS:-.model/eval}
 mkdir -p "$R"
 quiet() { "$@" 2>&1 | grep -v -i -E "warn|de-quantizing|Loading weights"; }
-want() { [[ " ${LONG_STEPS:-1 2 3 4 5} " == *" $1 "* ]]; }  # LONG_STEPS picks steps
+want() { [[ " ${LONG_STEPS:-1 2 3 4 5 6} " == *" $1 "* ]]; }  # LONG_STEPS picks steps
 ls "$Q"/*.gguf > /dev/null 2>&1 || { echo "no model in $Q"; exit 1; }
 LENGTHS="32672 65440 130976"
 want 1 && { [ -f "$R/study/density.json" ] || quiet python3 eval/long_density.py "$Q" "$P/qwen" "$P/qwen_long" --yarn 4 \
@@ -46,3 +47,9 @@ fi
 # LONG_EVERY: every so many-th prompt only (each takes about 3 s at 128K), spread over the tasks
 want 5 && quiet python3 eval/run_eval.py "$Q" "$P/qwen_long" --yarn 4 --lengths 130976 \
   --methods "pa-chunks16k=pa:prefill_chunk=16384" --every ${LONG_EVERY:-1} --out "$R/qwen_yarn.jsonl"
+if want 6; then
+  for n in 130976 65440; do
+    quiet python3 eval/run_eval.py "$Q" "$P/qwen_long" --yarn 4 --lengths $n \
+      --methods dense "columns32-g91=pa:gamma=0.91,last_block_gamma=0.99,head_columns=32" --out "$R/qwen_yarn.jsonl"
+  done
+fi

@@ -41,7 +41,7 @@ struct Config {
   // - head_columns: every row first spends its budget on the head's own head_columns
   //   highest-mass blocks (at most k_h of them) where they are causal, then follows the proxy.
   bool exact_last_block = true;
-  int head_columns = 16;                // in [0, kMaxHeadColumns]
+  int head_columns = 32;                // in [0, kMaxHeadColumns]
   // The last query block's own cut, in [0, 1]: it keeps the head's count at max(gamma,
   // last_block_gamma) of its stage-2 mass (1: every causal block). Its rows are the prompt's end,
   // whose attention at every layer makes the first generated token, at about 1 / Nb of the work.

@@ -15,7 +15,7 @@ def qk(n=1000, hq=8, hkv=2, d=32, seed=0):
 def test_defaults_come_from_the_library():
     d = proxyattn.DEFAULTS
     assert d == {f: getattr(proxyattn.Options(), f) for f in d}
-    assert d["exact_last_block"] is True and d["head_columns"] == 16 and d["proxy_groups"] == 0
+    assert d["exact_last_block"] is True and d["head_columns"] == 32 and d["proxy_groups"] == 0
     assert d["budget_mode"] == "last_row_count" and d["backend"] == "auto"
 
 
