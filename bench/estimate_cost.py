@@ -14,8 +14,10 @@ Settings (proxyattn option sets over the library defaults):
 - a proxy per query head: proxy_groups = q heads, timed on the same queries with the keys
   repeated to every query head (stage 1 then has Hq proxies, stage 2 is unchanged): what a
   per-head agreement test costs when every head disagrees.
-Median of --reps calls after a warm-up, several input sets in turn (METHOD.md). --kernels adds
-each kernel's time in the default estimate (torch.profiler).
+Median of --reps calls after a warm-up, several input sets in turn (METHOD.md); the settings take
+their calls in turn, one each per round, so that none runs first after cuDNN's long calls (the
+setting that did was 12-14% slower at 128K on 2026-12-04, whichever it was). --kernels adds each kernel's
+time in the default estimate (torch.profiler).
 """
 import argparse
 import json
@@ -40,19 +42,34 @@ SETTINGS = [
 ]
 
 
+def call_ms(fn, args):
+    """One call's device time (ms), between two events."""
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    fn(*args)
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b)
+
+
 def median_ms(fn, sets, reps):
     for i in range(3):
         fn(*sets[i % len(sets)])
     torch.cuda.synchronize()
-    times = []
+    return statistics.median(call_ms(fn, sets[r % len(sets)]) for r in range(reps))
+
+
+def round_robin_ms(calls, reps):
+    """Median ms of each (fn, sets) in calls, timed one call each per round."""
+    for fn, sets in calls:
+        for i in range(3):
+            fn(*sets[i % len(sets)])
+    torch.cuda.synchronize()
+    times = [[] for _ in calls]
     for r in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn(*sets[r % len(sets)])
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+        for t, (fn, sets) in zip(times, calls):
+            t.append(call_ms(fn, sets[r % len(sets)]))
+    return [statistics.median(t) for t in times]
 
 
 def kernel_table(q, k, reps=5):
@@ -97,6 +114,7 @@ def main():
         dense = median_ms(cudnn, peer, args.reps)
         rows.append(dict(n=n, setting="cuDNN dense attention", ms=dense, share=1.0))
         print(f"{n:7d}  {'cuDNN dense attention':34s} {dense:9.3f} ms", flush=True)
+        calls, resolved = [], []
         for name, options in SETTINGS:
             options = dict(options)
             use = sets
@@ -105,9 +123,12 @@ def main():
             elif options.get("proxy_groups") == -2:
                 options["proxy_groups"] = hq
                 use = [(q, k.repeat_interleave(hq // hkv, 1), v) for q, k, v in sets]
-            ms = median_ms(lambda q, k, v: proxyattn.estimate(q, k, copy=False, **options), use, args.reps)
+            calls.append((lambda q, k, v, o=options: proxyattn.estimate(q, k, copy=False, **o), use))
+            resolved.append(options)
+        for (name, _), options, ms in zip(SETTINGS, resolved, round_robin_ms(calls, args.reps)):
             rows.append(dict(n=n, setting=name, options=options, ms=ms, share=ms / dense))
             print(f"{n:7d}  {name:34s} {ms:9.3f} ms  {100 * ms / dense:6.2f}% of cuDNN dense", flush=True)
+        del calls
         if args.kernels:
             print(f"{n:7d}  the default estimate's kernels (torch.profiler, mean of 5):")
             rows.append(dict(n=n, setting="default, per kernel", kernels=kernel_table(*sets[0][:2])))
