@@ -84,14 +84,21 @@ __device__ __forceinline__ void st_shared_zero16(std::uint32_t addr) {
   asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
 }
 
+// One copy per 64-column panel of a tile, panel_bytes apart from dst, completing on `bar`.
+template <int kPanels>
+__device__ __forceinline__ void copy_panels(std::uint32_t dst, std::uint32_t panel_bytes, const CUtensorMap* map,
+                                            std::uint32_t bar, int head, int token, std::uint64_t policy) {
+#pragma unroll
+  for (int pn = 0; pn < kPanels; ++pn) tma_load_3d(dst + pn * panel_bytes, map, bar, pn * 64, head, token, policy);
+}
+
 // One tile into shared memory at dst: its bytes announced on `bar` (one arrival with the byte
-// count), then one copy per 64-column panel, panel_bytes apart. The producer's lane 0 calls it.
+// count), then its panels. The producer's lane 0 calls it.
 template <int kPanels>
 __device__ __forceinline__ void load_tile(std::uint32_t dst, std::uint32_t panel_bytes, const CUtensorMap* map,
                                           std::uint32_t bar, int head, int token, std::uint64_t policy) {
   mbar_arrive_expect_tx(bar, kPanels * panel_bytes);
-#pragma unroll
-  for (int pn = 0; pn < kPanels; ++pn) tma_load_3d(dst + pn * panel_bytes, map, bar, pn * 64, head, token, policy);
+  copy_panels<kPanels>(dst, panel_bytes, map, bar, head, token, policy);
 }
 
 // Where the copy of the K or V tile at keys start .. start + kKeys - 1 begins: the token row in
@@ -107,19 +114,15 @@ __device__ __forceinline__ int kv_tile_row(const AttentionParams& p, const Item&
 
 // Copies one K or V tile (row from kv_tile_row), announced on `bar`; the whole producer warp calls
 // it. Lane 0 announces the bytes, the warp meets, then the lane that holds a row (lane 0: `row` is
-// -1 in the others) issues the copies. Against all of it from lane 0 in one branch, the Llama-3.1-8B
-// full-mask call at 128K went from 3.1-3.9% to 2.5% slower than the tree before the plan-time
-// kernel choice, every other kernel within 2% (bench/results/2026-12-03_h200_refactor_ab).
+// -1 in the others) issues the copies: faster on the Llama-3.1-8B full mask at 128K than all of it
+// from lane 0 in one branch (bench/results/2026-12-03_h200_refactor_ab).
 template <int D>
 __device__ __forceinline__ void load_kv_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int kvh,
                                              int row, std::uint64_t policy, int lane) {
   using L = SmemLayout<D>;
   if (lane == 0) mbar_arrive_expect_tx(bar, L::kPanels * L::kKvPanelBytes);
   __syncwarp();
-  if (row >= 0)
-#pragma unroll
-    for (int pn = 0; pn < L::kPanels; ++pn)
-      tma_load_3d(dst + pn * L::kKvPanelBytes, map, bar, pn * 64, kvh, row, policy);
+  if (row >= 0) copy_panels<L::kPanels>(dst, L::kKvPanelBytes, map, bar, kvh, row, policy);
 }
 
 // The producer warp: Q of each item, then K and V of each kept block. Lane 0 issues; the whole
