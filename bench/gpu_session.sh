@@ -134,13 +134,16 @@ chain() {
     echo "exit $?" > $W/kvcache.status
   fi
   if [[ $steps == *ncu* ]]; then  # where the attention kernel's time goes (NCU_SHAPES: q heads, kv heads,
-    # D; NCU_FLAGS: bench/ncu_attention.py's, such as --full-mask), on the earlier tree too with an ab step
+    # D; NCU_FLAGS: bench/ncu_attention.py's, such as --full-mask, or --estimate with
+    # NCU_KERNEL=stage1_sm90; NCU_SECTIONS: more ncu sections, such as SourceCounters), on the
+    # earlier tree too with an ab step
     wait_before_tree
     for tree in after $([ -d $W/ab/before ] && echo before); do
       for shape in ${NCU_SHAPES:-14,2,64 32,8,128}; do
         echo "== $tree tree, shape $shape, ${NCU_TOKENS:-32768} tokens ${NCU_FLAGS:-}"
-        PYTHONPATH=$([ $tree = before ] && echo $W/ab/before) timeout 300 ncu --kernel-name regex:sparse_attention \
+        PYTHONPATH=$([ $tree = before ] && echo $W/ab/before) timeout 300 ncu --kernel-name regex:${NCU_KERNEL:-sparse_attention} \
           --launch-skip 2 --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis \
+          $(for x in ${NCU_SECTIONS:-}; do echo --section $x; done) \
           --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats --metrics \
           sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active,lts__t_sector_hit_rate.pct,dram__bytes_read.sum \
           python3 bench/ncu_attention.py --shape ${shape//,/ } --tokens ${NCU_TOKENS:-32768} ${NCU_FLAGS:-}
@@ -185,7 +188,7 @@ case "${1:-}" in
   start)
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
     keep_part "$2"
-    export -f chain wait_before_tree; export W STEPS NCU_TOKENS NCU_SHAPES NCU_FLAGS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS KV_KERNELS KV_CHUNKS KV_PAGES AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS PROXYATTN_COMMIT
+    export -f chain wait_before_tree; export W STEPS NCU_TOKENS NCU_SHAPES NCU_FLAGS NCU_KERNEL NCU_SECTIONS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS KV_KERNELS KV_CHUNKS KV_PAGES AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS PROXYATTN_COMMIT
     setsid nohup bash -c chain > $W/chain.log 2>&1 &
     sleep 2; report ;;
   part)

@@ -8,7 +8,9 @@ stall reasons of the sparse attention kernel. Run it under ncu (the GPU session'
     sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active python3 bench/ncu_attention.py --shape 14 2 64
 
 The first two calls warm up (plans, tensor maps); the third is profiled. --full-mask runs the
-sparse kernel on a mask that keeps every causal block instead (the mask's index reads).
+sparse kernel on a mask that keeps every causal block instead (the mask's index reads); --estimate
+runs the estimator with the defaults instead (profile its stage 1 with --kernel-name
+regex:stage1_sm90, and --section SourceCounters for the stalls per source line).
 """
 import argparse
 
@@ -23,6 +25,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=32768)
     ap.add_argument("--calls", type=int, default=3)
     ap.add_argument("--full-mask", action="store_true", help="sparse_attention on a mask of every causal block")
+    ap.add_argument("--estimate", action="store_true", help="the estimator (the defaults) instead of attention")
     args = ap.parse_args()
     hq, hkv, d = args.shape
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -36,6 +39,8 @@ def main():
         starts = torch.repeat_interleave(row_offsets[:-1], rows + 1)
         col_indices = (torch.arange(int(row_offsets[-1]), device="cuda") - starts).to(torch.int32)
         call = lambda: proxyattn.sparse_attention(q, k, v, (row_offsets, col_indices))  # noqa: E731
+    if args.estimate:
+        call = lambda: proxyattn.estimate(q, k, copy=False)  # noqa: E731
     for _ in range(args.calls):
         call()
     torch.cuda.synchronize()
