@@ -15,9 +15,10 @@ Settings (proxyattn option sets over the library defaults):
   repeated to every query head (stage 1 then has Hq proxies, stage 2 is unchanged): what a
   per-head agreement test costs when every head disagrees.
 Median of --reps calls after a warm-up, several input sets in turn (METHOD.md); the settings take
-their calls in turn, one each per round, so that none runs first after cuDNN's long calls (the
-setting that did was 12-14% slower at 128K on 2026-12-04, whichever it was). --kernels adds each kernel's
-time in the default estimate (torch.profiler).
+their calls in turn, one each per round, so that none runs first after cuDNN's long calls (timed
+one after the other, the first setting came out about 12% slower at 128K, whichever it was:
+bench/results/2026-12-02_h200_accuracy/estimate_cost.txt). --kernels adds each kernel's time in
+the default estimate (torch.profiler).
 """
 import argparse
 import json
@@ -53,10 +54,7 @@ def call_ms(fn, args):
 
 
 def median_ms(fn, sets, reps):
-    for i in range(3):
-        fn(*sets[i % len(sets)])
-    torch.cuda.synchronize()
-    return statistics.median(call_ms(fn, sets[r % len(sets)]) for r in range(reps))
+    return round_robin_ms([(fn, sets)], reps)[0]
 
 
 def round_robin_ms(calls, reps):
@@ -114,7 +112,7 @@ def main():
         dense = median_ms(cudnn, peer, args.reps)
         rows.append(dict(n=n, setting="cuDNN dense attention", ms=dense, share=1.0))
         print(f"{n:7d}  {'cuDNN dense attention':34s} {dense:9.3f} ms", flush=True)
-        calls, resolved = [], []
+        calls = []  # (name, options, fn, input sets)
         for name, options in SETTINGS:
             options = dict(options)
             use = sets
@@ -123,9 +121,9 @@ def main():
             elif options.get("proxy_groups") == -2:
                 options["proxy_groups"] = hq
                 use = [(q, k.repeat_interleave(hq // hkv, 1), v) for q, k, v in sets]
-            calls.append((lambda q, k, v, o=options: proxyattn.estimate(q, k, copy=False, **o), use))
-            resolved.append(options)
-        for (name, _), options, ms in zip(SETTINGS, resolved, round_robin_ms(calls, args.reps)):
+            calls.append((name, options, lambda q, k, v, o=options: proxyattn.estimate(q, k, copy=False, **o), use))
+        times = round_robin_ms([(fn, use) for _, _, fn, use in calls], args.reps)
+        for (name, options, _, _), ms in zip(calls, times):
             rows.append(dict(n=n, setting=name, options=options, ms=ms, share=ms / dense))
             print(f"{n:7d}  {name:34s} {ms:9.3f} ms  {100 * ms / dense:6.2f}% of cuDNN dense", flush=True)
         del calls

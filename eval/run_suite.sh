@@ -115,7 +115,7 @@ step 20 "$Q" "$P/qwen_more" --lengths 16384 --methods "$COLUMNS32" "last99=$LAST
 # Steps 21 and 22: the baselines matched to the defaults since 2026-12-04 (32 head columns, gamma
 # 0.91, the last block's cut at 0.99), spelt out so that the rows keep their meaning; 21 the cells
 # where the baselines matched to the earlier defaults came within 3 prompts, 22 the others.
-C32="pa:gamma=0.91,last_block_gamma=0.99,head_columns=32"
+C32="$LAST91,head_columns=32"
 XA32="xattention@$C32" FP32="flexprefill@$C32"
 step 21 "$S" "$P/smollm2" --lengths 4096 --methods $XA32 $FP32 --out "$R/smollm2.jsonl"
 step 21 "$S" "$P/smollm2" --lengths 8096 --methods $FP32 --out "$R/smollm2.jsonl"

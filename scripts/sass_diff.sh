@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Whether a change alters the machine code of the sm_90a kernels, without a GPU: builds the
 # library's CUDA objects for sm_90a from the working tree and from REV (a commit), disassembles
-# both (cuobjdump and nvdisasm from PyPI's nvidia-cuda-* wheels, pinned below) and compares each kernel's
-# instructions, addresses and encodings left out. A refactor whose kernels all print "same" runs
+# both (cuobjdump and nvdisasm from PyPI's nvidia-cuda-* wheels, pinned below) and compares each
+# kernel's instructions, addresses and encodings left out. A refactor whose kernels all print "same" runs
 # the code that was timed before it.
 #   scripts/sass_diff.sh HEAD~1          # prints same / differs / only in one tree, per kernel
 set -euo pipefail
@@ -33,12 +33,13 @@ dump() {  # dump SOURCE_TREE BUILD_DIR OUT_DIR
   cmake --build "$2" --target proxyattn > /dev/null
   rm -rf "$3" && mkdir -p "$3"
   # (objects without device code make cuobjdump fail: they add nothing)
-  find "$2/src" -name '*.cu.o' | sort | while read -r o; do "$tool" -sass "$o" 2>/dev/null || true; done | awk -v out="$3" '
+  find "$2/src" -name '*.cu.o' | sort | while read -r o; do "$tool" -sass "$o" 2>/dev/null || true; done |
+    awk -v out="$3" '
     # A kernel in an anonymous namespace carries a hash of its file path in its name: dropped
     # (the mangled length before _GLOBAL__N__ says how much).
     function plain(s,   digits, rest) {
       while (match(s, /[0-9]+_GLOBAL__N__/)) {
-        digits = substr(s, RSTART, RLENGTH - 12)
+        digits = substr(s, RSTART, RLENGTH - length("_GLOBAL__N__"))
         rest = substr(s, RSTART + length(digits) + digits)
         s = substr(s, 1, RSTART - 1) "anon" rest
       }
