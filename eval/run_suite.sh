@@ -47,9 +47,16 @@
 #      5 / 0 discordant, p 0.063)
 #  21, 22. The defaults since 2026-12-04 are 32 head columns (the rows named columns32-g91): both
 #      baselines matched to them in every cell (21 where the margins were smallest)
+#  23. Qwen at 16,384 tokens, 300 more prompts of its eight answerable tasks (indices 35-72,
+#      PROMPTS/qwen_more2): dense, the defaults and both baselines matched, so that the cell where
+#      the defaults and the XAttention-style selector differ by one prompt of 300 (8 / 9 discordant)
+#      is judged on 600. Runs between step 22's SmolLM2 and Qwen parts (SmolLM2 arrives first).
+#        python3 eval/build_prompts.py .model --texts .model/text --lengths 16384:300 --tasks passkey \
+#          niah_single_number niah_single_word niah_single_uuid niah_multikey niah_multivalue \
+#          niah_multiquery vt --first-index 35 --out .model/eval/qwen_more2
 # Steps 1-9 ran the earlier defaults (gamma 0.92, last_block_gamma 0) under the name pa, and a run
 # resumes by method name: the current defaults go under another name (last99-g91 in 11 and 12).
-# SUITE_STEPS (default all: "1 2 3 ... 22") picks steps.
+# SUITE_STEPS (default all: "1 2 3 ... 23") picks steps.
 # Models: QWEN and SMOL (folders with the GGUF, eval/MODELS.md); prompts: PROMPTS/qwen and
 # PROMPTS/smollm2 from eval/build_prompts.py.
 #   bash eval/run_suite.sh /tmp/pa_eval
@@ -66,7 +73,7 @@ ABLATIONS="previous=pa:proxy_groups=1,budget_mode=row_ratio,gamma=0.95,exact_las
 SMOL_ABLATIONS="gamma-0.95=pa:gamma=0.95 columns-32=pa:head_columns=32 stride-2=pa:stride=2
   layer0-dense=pa:dense_layers=0 proxy-per-head=perhead"
 step() {  # step N ARGS: run_eval.py ARGS if N is in SUITE_STEPS and the model is on this machine
-  [[ " ${SUITE_STEPS:-$(seq -s ' ' 22)} " == *" $1 "* ]] || return 0
+  [[ " ${SUITE_STEPS:-$(seq -s ' ' 23)} " == *" $1 "* ]] || return 0
   shift
   # SUITE_WAIT_S: how long to wait for a model still being assembled (its parts arrive by call).
   for _ in $(seq $(( ${SUITE_WAIT_S:-0} / 5 ))); do ls "$1"/*.gguf > /dev/null 2>&1 && break; sleep 5; done
@@ -126,4 +133,5 @@ step 21 "$Q" "$P/qwen_more" --lengths 16384 --methods $XA32 $FP32 --out "$R/qwen
 step 22 "$S" "$P/smollm2" --lengths 8096 --methods $XA32 --out "$R/smollm2.jsonl"
 step 22 "$S" "$P/smollm2_more" --lengths 8096 --methods $XA32 --out "$R/smollm2_more.jsonl"
 step 22 "$S" "$P/smollm2_more2" --lengths 8096 --methods $XA32 --out "$R/smollm2_more.jsonl"
+step 23 "$Q" "$P/qwen_more2" --lengths 16384 --methods dense "$COLUMNS32" $XA32 $FP32 --out "$R/qwen.jsonl"
 step 22 "$Q" "$P/qwen" --lengths 32672 --methods $XA32 $FP32 --out "$R/qwen.jsonl"
