@@ -141,18 +141,21 @@ chain() {
     for tree in after $([ -d $W/ab/before ] && echo before); do
       for shape in ${NCU_SHAPES:-14,2,64 32,8,128}; do
         echo "== $tree tree, shape $shape, ${NCU_TOKENS:-32768} tokens ${NCU_FLAGS:-}"
+        # SourceCounters: the report is kept for its per-instruction page (none left from a run before)
+        rep=$W/ncu_${tree}_${shape//,/_}
+        rm -f $rep.ncu-rep
         PYTHONPATH=$([ $tree = before ] && echo $W/ab/before) timeout 300 ncu --kernel-name regex:${NCU_KERNEL:-sparse_attention} \
           --launch-skip 2 --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis \
           $(for x in ${NCU_SECTIONS:-}; do echo --section $x; done) \
           --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats --metrics \
           sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active,lts__t_sector_hit_rate.pct,dram__bytes_read.sum \
-          $([[ ${NCU_SECTIONS:-} == *SourceCounters* ]] && echo "--clock-control none -f -o $W/ncu_${tree}_${shape//,/_}") \
+          $([[ ${NCU_SECTIONS:-} == *SourceCounters* ]] && echo "--clock-control none -f -o $rep") \
           python3 bench/ncu_attention.py --shape ${shape//,/ } --tokens ${NCU_TOKENS:-32768} ${NCU_FLAGS:-}
-        if [ -f $W/ncu_${tree}_${shape//,/_}.ncu-rep ]; then  # SourceCounters: the stalls per SASS instruction
-          ncu -i $W/ncu_${tree}_${shape//,/_}.ncu-rep --page source --csv --print-source sass > $W/ncu_source.csv
-          python3 bench/ncu_source_top.py $W/ncu_source.csv 40
-          xz -c $W/ncu_source.csv > "$OUT/ncu_source_${tree}_${shape//,/_}.csv.xz"
-          ncu -i $W/ncu_${tree}_${shape//,/_}.ncu-rep --print-summary none | grep -E "Duration|Issued Warp|Stall|Eligible|Active Warps" | head -20
+        if [ -f $rep.ncu-rep ]; then  # the stalls per SASS instruction
+          ncu -i $rep.ncu-rep --page source --csv --print-source sass > $rep.csv
+          python3 bench/ncu_source_top.py $rep.csv 40
+          xz -c $rep.csv > "$OUT/ncu_source_${tree}_${shape//,/_}.csv.xz"
+          ncu -i $rep.ncu-rep --print-summary none | grep -E "Duration|Issued Warp|Stall|Eligible|Active Warps" | head -20
         fi
       done
     done > $W/ncu.log 2>&1
