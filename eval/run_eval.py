@@ -9,6 +9,9 @@ Methods ([label=]spec):
 - pa[:name=value,...]: proxyattn.attention with those options (proxyattn.Options fields, or
   preset=paper); dense_layers=0+1 runs the listed layers dense (the transformers integration's
   per-layer settings).
+- pa:pooling=sum|max+sum[,...]: the same selection with stage 1's cells ranked by their summed
+  probability (or max plus sum) instead of the largest, each row keeping as many blocks as the
+  library's own mask (eval/baselines/pooling.py; a study, not a library option).
 - perhead[:name=value,...]: the same rules with a proxy of its own for every query head (each
   head estimated alone, then one sparse pass): what a per-head test of agreement with the shared
   proxy could buy at most, at Hq / g times the stage-1 cost.
@@ -44,7 +47,7 @@ import proxyattn  # noqa: E402
 import proxyattn.transformers as pat  # noqa: E402
 import tasks  # noqa: E402
 from build_prompts import read_prompts  # noqa: E402
-from eval.baselines import density as density_of, from_csr, match_density, to_csr  # noqa: E402
+from eval.baselines import density as density_of, from_csr, match_density, pooling, to_csr  # noqa: E402
 from load_model import find_gguf, load  # noqa: E402
 
 BASELINES = ("flexprefill", "xattention", "static")
@@ -126,8 +129,11 @@ def _pa(method, q, k, v, scale, layer):
     if layer in method.dense_layers:
         out, lse = proxyattn.dense_attention(q, k, v, scale, return_lse=True)
         return out, lse, 1.0
-    if method.kind == "perhead":
-        mask = _perhead_mask(method, q, k, scale)
+    if method.kind == "perhead" or "pooling" in method.options:
+        if method.kind == "perhead":
+            mask = _perhead_mask(method, q, k, scale)
+        else:
+            mask = pooling.select(q, k, scale, **method.options)
         ro, ci = to_csr(mask)
         out, lse = proxyattn.sparse_attention(q, k, v, (ro, ci), scale, return_lse=True)
         return out, lse, density_of(mask)

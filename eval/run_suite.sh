@@ -54,9 +54,14 @@
 #        python3 eval/build_prompts.py .model --texts .model/text --lengths 16384:300 --tasks passkey \
 #          niah_single_number niah_single_word niah_single_uuid niah_multikey niah_multivalue \
 #          niah_multiquery vt --first-index 35 --out .model/eval/qwen_more2
+#  24. A study of stage 1's pooling (eval/baselines/pooling.py; not a library option): each head's
+#      cells ranked by their mean summed proxy probability (POOLING, default sum) instead of the
+#      largest, every row keeping as many blocks as the defaults' own mask, so that only which
+#      blocks changes: Qwen's 600 prompts at 16,384 (the cell where the XAttention-style selector,
+#      which ranks by block mass, answers more variable-tracking prompts), then its 300 at 32,672.
 # Steps 1-9 ran the earlier defaults (gamma 0.92, last_block_gamma 0) under the name pa, and a run
 # resumes by method name: the current defaults go under another name (last99-g91 in 11 and 12).
-# SUITE_STEPS (default all: "1 2 3 ... 23") picks steps.
+# SUITE_STEPS (default all: "1 2 3 ... 24") picks steps.
 # Models: QWEN and SMOL (folders with the GGUF, eval/MODELS.md); prompts: PROMPTS/qwen and
 # PROMPTS/smollm2 from eval/build_prompts.py.
 #   bash eval/run_suite.sh /tmp/pa_eval
@@ -73,7 +78,7 @@ ABLATIONS="previous=pa:proxy_groups=1,budget_mode=row_ratio,gamma=0.95,exact_las
 SMOL_ABLATIONS="gamma-0.95=pa:gamma=0.95 columns-32=pa:head_columns=32 stride-2=pa:stride=2
   layer0-dense=pa:dense_layers=0 proxy-per-head=perhead"
 step() {  # step N ARGS: run_eval.py ARGS if N is in SUITE_STEPS and the model is on this machine
-  [[ " ${SUITE_STEPS:-$(seq -s ' ' 23)} " == *" $1 "* ]] || return 0
+  [[ " ${SUITE_STEPS:-$(seq -s ' ' 24)} " == *" $1 "* ]] || return 0
   shift
   # SUITE_WAIT_S: how long to wait for a model still being assembled (its parts arrive by call).
   for _ in $(seq $(( ${SUITE_WAIT_S:-0} / 5 ))); do ls "$1"/*.gguf > /dev/null 2>&1 && break; sleep 5; done
@@ -135,3 +140,8 @@ step 22 "$S" "$P/smollm2_more" --lengths 8096 --methods $XA32 --out "$R/smollm2_
 step 22 "$S" "$P/smollm2_more2" --lengths 8096 --methods $XA32 --out "$R/smollm2_more.jsonl"
 step 23 "$Q" "$P/qwen_more2" --lengths 16384 --methods dense "$COLUMNS32" $XA32 $FP32 --out "$R/qwen.jsonl"
 step 22 "$Q" "$P/qwen" --lengths 32672 --methods $XA32 $FP32 --out "$R/qwen.jsonl"
+POOL="${POOLING:-sum}-pooling=$C32,pooling=${POOLING:-sum}"
+step 24 "$Q" "$P/qwen" --lengths 16384 --methods "$POOL" --out "$R/qwen.jsonl"
+step 24 "$Q" "$P/qwen_more" --lengths 16384 --methods "$POOL" --out "$R/qwen.jsonl"
+step 24 "$Q" "$P/qwen_more2" --lengths 16384 --methods "$POOL" --out "$R/qwen.jsonl"
+step 24 "$Q" "$P/qwen" --lengths 32672 --methods "$POOL" --out "$R/qwen.jsonl"

@@ -9,6 +9,7 @@ Everything is plain PyTorch and runs unchanged on CPU or CUDA tensors.
 """
 from .common import density, from_csr, to_csr
 from .flexprefill import flexprefill_estimate, flexprefill_mask
+from . import pooling
 from .matching import Match, match_density
 from .static import static_mask
 from .xattention import xattention_estimate, xattention_mask, xattention_scores
@@ -17,5 +18,5 @@ __all__ = [
     "density", "to_csr", "from_csr",
     "flexprefill_estimate", "flexprefill_mask",
     "xattention_estimate", "xattention_mask", "xattention_scores",
-    "static_mask", "Match", "match_density",
+    "static_mask", "Match", "match_density", "pooling",
 ]
