@@ -8,7 +8,8 @@ stall reasons of the sparse attention kernel. Run it under ncu (the GPU session'
     sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active python3 bench/ncu_attention.py --shape 14 2 64
 
 The first two calls warm up (plans, tensor maps); the third is profiled. --full-mask runs the
-sparse kernel on a mask that keeps every causal block instead (the mask's index reads); --estimate
+sparse kernel on a mask that keeps every causal block instead (the mask's index reads), --density P
+on a random mask keeping the diagonal and each other causal block with probability P; --estimate
 runs the estimator with the defaults instead (profile its stage 1 with --kernel-name
 regex:stage1_sm90, and --section SourceCounters for the stalls per source line).
 """
@@ -25,6 +26,8 @@ def main():
     ap.add_argument("--tokens", type=int, default=32768)
     ap.add_argument("--calls", type=int, default=3)
     ap.add_argument("--full-mask", action="store_true", help="sparse_attention on a mask of every causal block")
+    ap.add_argument("--density", type=float, default=0.0,
+                    help="sparse_attention on a random mask: the diagonal and each other causal block with this probability")
     ap.add_argument("--estimate", action="store_true", help="the estimator (the defaults) instead of attention")
     args = ap.parse_args()
     hq, hkv, d = args.shape
@@ -38,6 +41,17 @@ def main():
         row_offsets[1:] = (rows + 1).cumsum(0)
         starts = torch.repeat_interleave(row_offsets[:-1], rows + 1)
         col_indices = (torch.arange(int(row_offsets[-1]), device="cuda") - starts).to(torch.int32)
+        call = lambda: proxyattn.sparse_attention(q, k, v, (row_offsets, col_indices))  # noqa: E731
+    if args.density > 0:
+        nb = (args.tokens + 127) // 128
+        m = torch.arange(nb, device="cuda")
+        keep = torch.rand(nb, hq, nb, device="cuda", generator=g) < args.density
+        keep &= m[None, None, :] <= m[:, None, None]
+        keep |= m[None, None, :] == m[:, None, None]  # rows m * hq + h, as the library's CSR
+        rows = keep.reshape(nb * hq, nb)
+        row_offsets = torch.zeros(nb * hq + 1, dtype=torch.int64, device="cuda")
+        row_offsets[1:] = rows.sum(-1).cumsum(0)
+        col_indices = rows.nonzero()[:, 1].to(torch.int32)
         call = lambda: proxyattn.sparse_attention(q, k, v, (row_offsets, col_indices))  # noqa: E731
     if args.estimate:
         call = lambda: proxyattn.estimate(q, k, copy=False)  # noqa: E731
