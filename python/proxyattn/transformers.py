@@ -111,6 +111,9 @@ def attention_function(sequence_attention):
         v = value[:, :, :keys].transpose(1, 2)
         layer = getattr(module, "layer_idx", None)
         # One sequence per call: [b, n, h, d] views of this layout do not flatten into a batch.
+        # A single sequence's output is returned as a view, not stacked (a copy of the whole output).
+        if q.shape[0] == 1:
+            return sequence_attention(q[0], k[0], v[0], scaling, layer)[None], None
         return torch.stack([sequence_attention(q[b], k[b], v[b], scaling, layer) for b in range(q.shape[0])]), None
 
     return forward
