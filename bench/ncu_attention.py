@@ -34,20 +34,16 @@ def main():
     g = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(args.tokens, h, d, device="cuda", dtype=torch.bfloat16, generator=g) for h in (hq, hkv, hkv))
     call = lambda: proxyattn.dense_attention(q, k, v)  # noqa: E731
-    if args.full_mask:
-        nb = (args.tokens + 127) // 128
-        rows = torch.arange(nb, device="cuda").repeat_interleave(hq)  # row m * hq + h keeps blocks 0..m
-        row_offsets = torch.zeros(rows.numel() + 1, dtype=torch.int64, device="cuda")
-        row_offsets[1:] = (rows + 1).cumsum(0)
-        starts = torch.repeat_interleave(row_offsets[:-1], rows + 1)
-        col_indices = (torch.arange(int(row_offsets[-1]), device="cuda") - starts).to(torch.int32)
-        call = lambda: proxyattn.sparse_attention(q, k, v, (row_offsets, col_indices))  # noqa: E731
-    if args.density > 0:
+    if args.full_mask or args.density > 0:
+        # keep[m, h, n]: head h's query block m computes key block n (CSR row m * hq + h, as the library's)
         nb = (args.tokens + 127) // 128
         m = torch.arange(nb, device="cuda")
-        keep = torch.rand(nb, hq, nb, device="cuda", generator=g) < args.density
-        keep &= m[None, None, :] <= m[:, None, None]
-        keep |= m[None, None, :] == m[:, None, None]  # rows m * hq + h, as the library's CSR
+        causal = m[None, None, :] <= m[:, None, None]
+        if args.full_mask:
+            keep = causal.expand(nb, hq, nb)
+        else:
+            keep = (torch.rand(nb, hq, nb, device="cuda", generator=g) < args.density) & causal
+            keep |= m[None, None, :] == m[:, None, None]
         rows = keep.reshape(nb * hq, nb)
         row_offsets = torch.zeros(nb * hq + 1, dtype=torch.int64, device="cuda")
         row_offsets[1:] = rows.sum(-1).cumsum(0)

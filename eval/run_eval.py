@@ -130,10 +130,8 @@ def _pa(method, q, k, v, scale, layer):
         out, lse = proxyattn.dense_attention(q, k, v, scale, return_lse=True)
         return out, lse, 1.0
     if method.kind == "perhead" or "pooling" in method.options:
-        if method.kind == "perhead":
-            mask = _perhead_mask(method, q, k, scale)
-        else:
-            mask = pooling.select(q, k, scale, **method.options)
+        mask = (_perhead_mask(method, q, k, scale) if method.kind == "perhead"
+                else pooling.select(q, k, scale, **method.options))
         ro, ci = to_csr(mask)
         out, lse = proxyattn.sparse_attention(q, k, v, (ro, ci), scale, return_lse=True)
         return out, lse, density_of(mask)

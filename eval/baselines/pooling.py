@@ -89,12 +89,11 @@ def select(q, k, scale, pooling="sum", **options):
     m = torch.arange(nb, device=q.device)
     # Priorities in take order: the diagonal, the sink, the preferred blocks in the head's order,
     # then the cell scores (probabilities or their means: below 2). Ties go to the lower block.
-    prio = cells.clone()
     columns = torch.minimum(budget, torch.tensor(o["head_columns"], device=q.device))
     preferred = (rank[:, None, :] < columns[:, None, None]).expand(hq, nb, nb).clone()
     if o["exact_last_block"]:
         preferred[:, nb - 1, :] = True
-    prio = torch.where(preferred, 4.0 + (nb - rank[:, None, :]).double(), prio)
+    prio = torch.where(preferred, 4.0 + (nb - rank[:, None, :]).double(), cells)
     if o["keep_sink"]:
         prio[:, :, 0] = 2.0 * nb + 8.0
     prio[:, m, m] = 2.0 * nb + 16.0
