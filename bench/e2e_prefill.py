@@ -15,9 +15,15 @@ attention share = 1 - none / mode), estimate (none plus ProxyAttn's estimator: e
 (estimate - none) / proxyattn), dense (our dense kernel), proxyattn (real masks) and fixed-D
 (fixed density D).
 
+--compile runs every mode a second time with the rest of the model's elementwise work fused, as
+serving engines fuse it: torch.compile (inductor, dynamic shapes) of each decoder layer's MLP and
+two norms, the final norm and the rotary embedding; attention stays outside the compiled parts, so
+each mode calls the same attention function as in eager (transformers' own mask handling under
+compile would build a dense mask for sdpa).
+
     python3 bench/e2e_prefill.py --lengths 131072 262144 --modes sdpa-cudnn sdpa-flash none estimate fixed-0.2
     python3 bench/e2e_prefill.py --gguf --yarn 4 --prompts .model/eval/qwen .model/eval/qwen_long \
-        --lengths 32672 65440 130976 --modes sdpa-cudnn sdpa-flash none estimate dense proxyattn
+        --lengths 32672 65440 130976 --modes sdpa-cudnn sdpa-flash none estimate dense proxyattn --compile
 """
 import argparse
 import contextlib
@@ -118,6 +124,25 @@ def build_model(args):
     return model.eval()
 
 
+def compile_rest(model):
+    """Compiles the model's non-attention elementwise work in place (see --compile): each decoder
+    layer's MLP and norms, the final norm and the modeling module's rotary function. One graph per
+    module class serves every layer and every length (dynamic shapes); returns how many modules."""
+    torch._dynamo.config.recompile_limit = 64
+    body = model.model
+    count = 0
+    for layer in body.layers:
+        for name in ("mlp", "input_layernorm", "post_attention_layernorm"):
+            getattr(layer, name).compile(dynamic=True)
+            count += 1
+    body.norm.compile(dynamic=True)
+    modeling = sys.modules[type(body.layers[0]).__module__]
+    if hasattr(modeling, "apply_rotary_pos_emb"):
+        modeling.apply_rotary_pos_emb = torch.compile(modeling.apply_rotary_pos_emb, dynamic=True)
+        count += 1
+    return count + 1
+
+
 def sync():
     if DEVICE == "cuda":
         torch.cuda.synchronize()
@@ -168,6 +193,8 @@ def main():
     p.add_argument("--gguf", action="store_true", help="load the real model of --model-dir (eval/load_model.py)")
     p.add_argument("--model-dir", default="/tmp/proxyattn_model")
     p.add_argument("--tiny", action="store_true", help="a 2-layer model: checks the script runs")
+    p.add_argument("--compile", action="store_true",
+                   help="run the modes again with the rest of the model compiled (see above)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
 
@@ -179,6 +206,22 @@ def main():
     impl = {"sdpa": "sdpa", "sdpa-cudnn": "sdpa", "sdpa-flash": "sdpa", "none": "pa_none", "dense": "pa_dense",
             "proxyattn": pat.NAME, "estimate": "pa_estimate"}
     rows = []
+    variants = [False, True] if args.compile else [False]
+    for compiled in variants:
+        if compiled:
+            print(f"compiled {compile_rest(model)} modules of the model (MLPs, norms, rotary)", flush=True)
+        run_lengths(args, model, impl, compiled, rows)
+    report(args, rows, variants)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(gpu=torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu", torch=torch.__version__,
+                           transformers=transformers.__version__, commit=os.environ.get("PROXYATTN_COMMIT"),
+                           model="gguf:" + args.model_dir if args.gguf else "Llama-3.1-8B architecture, random bf16",
+                           yarn=args.yarn, prompts=args.prompts,
+                           rows=rows), f, indent=1)
+
+
+def run_lengths(args, model, impl, compiled, rows):
     for n in args.lengths:
         if args.prompts:
             tokens, task = prompt_ids(args.prompts, n)
@@ -209,33 +252,32 @@ def main():
                     sys.exit(f"mode proxyattn: no layer ran ProxyAttn at {n} tokens (proxyattn.transformers sent "
                              "every call to sdpa: see its rules for head dims, dtypes and masks)")
                 density = sum(_stats["density"]) / len(_stats["density"])
-            rows.append(dict(tokens=n, mode=mode, seconds=seconds, density=density, peak_bytes=peak))
-            print(f"{n:>7} {mode:>10} {seconds * 1e3:9.1f} ms  peak {peak / 2**30:6.2f} GiB"
+            rows.append(dict(tokens=n, mode=mode, compiled=compiled, seconds=seconds, density=density, peak_bytes=peak))
+            print(f"{n:>7} {mode:>10}{' compiled' if compiled else ''} {seconds * 1e3:9.1f} ms  peak {peak / 2**30:6.2f} GiB"
                   + (f"  density {density:.3f}" if density else ""), flush=True)
-    # Speed-ups against sdpa (cuDNN where it ran), attention and estimator shares, peak memory.
-    print("\n| tokens | mode | density | TTFT | speed-up vs sdpa | attention share | estimator share | peak memory |")
-    print("|---|---|---|---|---|---|---|---|")
-    for n in args.lengths:
-        by = {r["mode"]: r for r in rows if r["tokens"] == n}
-        base = by.get("sdpa-cudnn") or by.get("sdpa") or by.get("sdpa-flash")
-        rest, est = by.get("none"), by.get("estimate")
-        for r in (r for r in rows if r["tokens"] == n):
-            share = "" if not rest or r["mode"] in ("none", "estimate") else f"{1 - rest['seconds'] / r['seconds']:.0%}"
-            est_share = (f"{(est['seconds'] - rest['seconds']) / r['seconds']:.1%}"
-                         if est and rest and (r["mode"] == "proxyattn" or r["mode"].startswith("fixed-")) else "")
-            speed = f"{base['seconds'] / r['seconds']:.2f}x" if base else ""
-            dens = f"{r['density']:.1%}" if r["density"] else ("100%" if r["mode"].startswith(("sdpa", "dense")) else "-")
-            memory = f"{r['peak_bytes'] / 2**30:.2f} GiB" + (f" ({r['peak_bytes'] / base['peak_bytes']:.3f}x)"
-                                                           if base and base["peak_bytes"] else "")
-            print(f"| {n} | {r['mode']} | {dens} | {r['seconds'] * 1e3:.0f} ms | {speed} | {share} | {est_share} | {memory} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(gpu=torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu", torch=torch.__version__,
-                           transformers=transformers.__version__, commit=os.environ.get("PROXYATTN_COMMIT"),
-                           model="gguf:" + args.model_dir if args.gguf else "Llama-3.1-8B architecture, random bf16",
-                           yarn=args.yarn, prompts=args.prompts,
-                           rows=rows), f, indent=1)
 
+def report(args, rows, variants):
+    """Speed-ups against sdpa (cuDNN where it ran) of the same variant, attention and estimator
+    shares, peak memory."""
+    print("\n| tokens | compiled | mode | density | TTFT | speed-up vs sdpa | attention share | estimator share "
+          "| peak memory |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n in args.lengths:
+        for compiled in variants:
+            mine = [r for r in rows if r["tokens"] == n and r["compiled"] == compiled]
+            by = {r["mode"]: r for r in mine}
+            base = by.get("sdpa-cudnn") or by.get("sdpa") or by.get("sdpa-flash")
+            rest, est = by.get("none"), by.get("estimate")
+            for r in mine:
+                share = "" if not rest or r["mode"] in ("none", "estimate") else f"{1 - rest['seconds'] / r['seconds']:.0%}"
+                est_share = (f"{(est['seconds'] - rest['seconds']) / r['seconds']:.1%}"
+                             if est and rest and (r["mode"] == "proxyattn" or r["mode"].startswith("fixed-")) else "")
+                speed = f"{base['seconds'] / r['seconds']:.2f}x" if base else ""
+                dens = f"{r['density']:.1%}" if r["density"] else ("100%" if r["mode"].startswith(("sdpa", "dense")) else "-")
+                memory = f"{r['peak_bytes'] / 2**30:.2f} GiB" + (f" ({r['peak_bytes'] / base['peak_bytes']:.3f}x)"
+                                                               if base and base["peak_bytes"] else "")
+                print(f"| {n} | {'yes' if compiled else 'no'} | {r['mode']} | {dens} | {r['seconds'] * 1e3:.0f} ms "
+                      f"| {speed} | {share} | {est_share} | {memory} |")
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,8 @@
 #   5. the 128K prompts prefilled in chunks of 16K (ProxyAttn against the cache, as serving engines
 #      prefill), against step 3's one-call answers
 #   6. step 3 for the defaults since 2026-12-04 (32 head columns: the rows named columns32-g91)
+#   7. step 2 in eager and with the rest of the model compiled (bench/e2e_prefill.py --compile), on
+#      the first prompt of each length (PROMPTS/ttft: eval/build_prompts.py LENGTH:1)
 # Models: QWEN (eval/MODELS.md); prompts: PROMPTS/qwen (32,672 tokens) and PROMPTS/qwen_long
 # (65,440 and 130,976 tokens, eval/build_prompts.py).
 #   LONG_STEPS="1 2 3 4 5 6" bash eval/run_long.sh /tmp/pa_long
@@ -20,7 +22,7 @@ Q=${QWEN:-/tmp/proxyattn_model}
 P=${PROMPTS:-.model/eval}
 mkdir -p "$R"
 quiet() { "$@" 2>&1 | grep -v -i -E "warn|de-quantizing|Loading weights"; }
-want() { [[ " ${LONG_STEPS:-1 2 3 4 5 6} " == *" $1 "* ]]; }  # LONG_STEPS picks steps
+want() { [[ " ${LONG_STEPS:-1 2 3 4 5 6 7} " == *" $1 "* ]]; }  # LONG_STEPS picks steps
 ls "$Q"/*.gguf > /dev/null 2>&1 || { echo "no model in $Q"; exit 1; }
 LENGTHS="32672 65440 130976"
 want 1 && { [ -f "$R/study/density.json" ] || quiet python3 eval/long_density.py "$Q" "$P/qwen" "$P/qwen_long" --yarn 4 \
@@ -53,3 +55,6 @@ if want 6; then
       --methods dense "columns32-g91=pa:gamma=0.91,last_block_gamma=0.99,head_columns=32" --out "$R/qwen_yarn.jsonl"
   done
 fi
+want 7 && { [ -f "$R/ttft_qwen_compiled.json" ] || quiet python3 bench/e2e_prefill.py --gguf --model-dir "$Q" \
+  --yarn 4 --prompts "$P/ttft" --lengths $LENGTHS --modes sdpa-cudnn sdpa-flash none estimate dense proxyattn \
+  --compile --json "$R/ttft_qwen_compiled.json"; }

@@ -23,3 +23,19 @@ def test_tiny_model_all_modes(tmp_path):
     fixed = rows[-1]["density"]
     assert 0.3 <= fixed < 0.7, fixed  # 5 blocks: sink + diagonal + 30% of each row, rounded up
     assert rows[3]["density"] == pytest.approx(1.0)  # min_budget_tokens keeps every block this short
+
+
+def test_tiny_model_compiled_rest(tmp_path):
+    """--compile runs every mode again with the MLPs, norms and rotary compiled: the rows come in
+    both variants and the compiled model's prefill still goes through ProxyAttn."""
+    pytest.importorskip("torch._inductor", reason="torch.compile's inductor is not available")
+    out = tmp_path / "e2e.json"
+    run = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--lengths", "640", "--repeats", "1",
+                          "--modes", "sdpa", "proxyattn", "--compile", "--json", str(out)],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mode"], r["compiled"]) for r in rows] == [("sdpa", False), ("proxyattn", False),
+                                                          ("sdpa", True), ("proxyattn", True)]
+    assert rows[3]["density"] == pytest.approx(1.0)
+    assert "compiled 8 modules" in run.stdout  # 2 layers x (MLP, 2 norms), the final norm, rotary
