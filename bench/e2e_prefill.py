@@ -41,6 +41,9 @@ import transformers.masking_utils
 import proxyattn
 import proxyattn.transformers as pat
 
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "eval"))
+import load_model  # noqa: E402  (eval/: the real model's loader, compile_rest)
+
 LLAMA_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                 num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
                 rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
@@ -108,9 +111,7 @@ def register_modes():
 
 def build_model(args):
     if args.gguf:
-        sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "eval"))
-        from load_model import load
-        model, _ = load(args.model_dir, torch.bfloat16, DEVICE, yarn=args.yarn)
+        model, _ = load_model.load(args.model_dir, torch.bfloat16, DEVICE, yarn=args.yarn)
         return model
     shape = dict(LLAMA_8B)
     if args.tiny:  # a smoke test of this script (CPU or GPU), not a measurement
@@ -122,25 +123,6 @@ def build_model(args):
     with torch.device(DEVICE):
         model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     return model.eval()
-
-
-def compile_rest(model):
-    """Compiles the model's non-attention elementwise work in place (see --compile): each decoder
-    layer's MLP and norms, the final norm and the modeling module's rotary function. One graph per
-    module class serves every layer and every length (dynamic shapes); returns how many modules."""
-    torch._dynamo.config.recompile_limit = 64
-    body = model.model
-    count = 0
-    for layer in body.layers:
-        for name in ("mlp", "input_layernorm", "post_attention_layernorm"):
-            getattr(layer, name).compile(dynamic=True)
-            count += 1
-    body.norm.compile(dynamic=True)
-    modeling = sys.modules[type(body.layers[0]).__module__]
-    if hasattr(modeling, "apply_rotary_pos_emb"):
-        modeling.apply_rotary_pos_emb = torch.compile(modeling.apply_rotary_pos_emb, dynamic=True)
-        count += 1
-    return count + 1
 
 
 def sync():
@@ -209,7 +191,7 @@ def main():
     variants = [False, True] if args.compile else [False]
     for compiled in variants:
         if compiled:
-            print(f"compiled {compile_rest(model)} modules of the model (MLPs, norms, rotary)", flush=True)
+            print(f"compiled {load_model.compile_rest(model)} modules of the model (MLPs, norms, rotary)", flush=True)
         run_lengths(args, model, impl, compiled, rows)
     report(args, rows, variants)
     if args.json:

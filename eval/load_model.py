@@ -83,6 +83,29 @@ def load(model_dir, dtype="bfloat16", device="cpu", attn_implementation="sdpa", 
               flush=True)
     return model, tokenizer
 
+def compile_rest(model):
+    """Compiles the model's non-attention elementwise work in place, as serving engines fuse it:
+    each decoder layer's MLP and norms, the final norm and the modeling module's rotary function
+    (torch.compile, inductor, dynamic shapes: one graph per module class serves every layer and
+    every length). Attention stays outside the compiled parts, so every attention function runs as
+    in eager (under compile, transformers' mask handling would build a dense mask for sdpa).
+    Returns how many modules and functions were compiled."""
+    import torch
+
+    torch._dynamo.config.recompile_limit = 64
+    body = model.model
+    count = 0
+    for layer in body.layers:
+        for name in ("mlp", "input_layernorm", "post_attention_layernorm"):
+            getattr(layer, name).compile(dynamic=True)
+            count += 1
+    body.norm.compile(dynamic=True)
+    modeling = sys.modules[type(body.layers[0]).__module__]
+    if hasattr(modeling, "apply_rotary_pos_emb"):
+        modeling.apply_rotary_pos_emb = torch.compile(modeling.apply_rotary_pos_emb, dynamic=True)
+        count += 1
+    return count + 1
+
 
 def apply_yarn(model, factor):
     """Static YaRN over the model's own context (the converted copy that _keep saved stays

@@ -48,7 +48,7 @@ import proxyattn.transformers as pat  # noqa: E402
 import tasks  # noqa: E402
 from build_prompts import read_prompts  # noqa: E402
 from eval.baselines import density as density_of, from_csr, match_density, pooling, to_csr  # noqa: E402
-from load_model import find_gguf, load  # noqa: E402
+from load_model import compile_rest, find_gguf, load  # noqa: E402
 
 BASELINES = ("flexprefill", "xattention", "static")
 
@@ -215,6 +215,9 @@ def main():
     ap.add_argument("--yarn", type=float, default=None,
                     help="extend the context this many times with YaRN (eval/load_model.py); the model's "
                          "name in the results gets +yarnF")
+    ap.add_argument("--compile", action="store_true",
+                    help="the rest of the model compiled (eval/load_model.compile_rest; give the methods labels "
+                         "of their own, such as dense-compiled=dense, since results resume by label)")
     ap.add_argument("--out", required=True, help="JSON lines, appended to and resumed from")
     args = ap.parse_args()
 
@@ -238,6 +241,8 @@ def main():
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = load(args.model_dir, "bfloat16" if device == "cuda" else "float32", device, yarn=args.yarn)
+    if args.compile:
+        print(f"compiled {compile_rest(model)} modules of the model (MLPs, norms, rotary)", flush=True)
     pat.register(min_prefill_tokens=2)  # every prompt's prefill goes through the method under test
     transformers.AttentionInterface.register("pa_eval", pat.attention_function(_layer))
     # The integration's mask function: sdpa's, but none for a long prefill after a cache (a chunk),
@@ -272,7 +277,7 @@ def main():
                                    text=text.strip()[:400], correct=tasks.is_correct(text, p.answers),
                                    score=tasks.score(text, p.answers),
                                    density=sum(x["density"] for x in lay) / len(lay) if lay else 1.0,
-                                   layers=lay, seconds=seconds / len(batch))
+                                   layers=lay, seconds=seconds / len(batch), compiled=args.compile)
                         right += row["correct"]
                         out_file.write(json.dumps(row) + "\n")
                     out_file.flush()

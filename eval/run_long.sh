@@ -13,6 +13,7 @@
 #   6. step 3 for the defaults since 2026-12-04 (32 head columns: the rows named columns32-g91)
 #   7. step 2 in eager and with the rest of the model compiled (bench/e2e_prefill.py --compile), on
 #      the first prompt of each length (PROMPTS/ttft: eval/build_prompts.py LENGTH:1)
+#   8. step 3 at 128K with the rest of the model compiled (dense and the library's defaults)
 # Models: QWEN (eval/MODELS.md); prompts: PROMPTS/qwen (32,672 tokens) and PROMPTS/qwen_long
 # (65,440 and 130,976 tokens, eval/build_prompts.py).
 #   LONG_STEPS="1 2 3 4 5 6" bash eval/run_long.sh /tmp/pa_long
@@ -22,7 +23,7 @@ Q=${QWEN:-/tmp/proxyattn_model}
 P=${PROMPTS:-.model/eval}
 mkdir -p "$R"
 quiet() { "$@" 2>&1 | grep -v -i -E "warn|de-quantizing|Loading weights"; }
-want() { [[ " ${LONG_STEPS:-1 2 3 4 5 6 7} " == *" $1 "* ]]; }  # LONG_STEPS picks steps
+want() { [[ " ${LONG_STEPS:-1 2 3 4 5 6 7 8} " == *" $1 "* ]]; }  # LONG_STEPS picks steps
 ls "$Q"/*.gguf > /dev/null 2>&1 || { echo "no model in $Q"; exit 1; }
 LENGTHS="32672 65440 130976"
 want 1 && { [ -f "$R/study/density.json" ] || quiet python3 eval/long_density.py "$Q" "$P/qwen" "$P/qwen_long" --yarn 4 \
@@ -58,3 +59,5 @@ fi
 want 7 && { [ -f "$R/ttft_qwen_compiled.json" ] || quiet python3 bench/e2e_prefill.py --gguf --model-dir "$Q" \
   --yarn 4 --prompts "$P/ttft" --lengths $LENGTHS --modes sdpa-cudnn sdpa-flash none estimate dense proxyattn \
   --compile --json "$R/ttft_qwen_compiled.json"; }
+want 8 && quiet python3 eval/run_eval.py "$Q" "$P/qwen_long" --yarn 4 --lengths 130976 --compile \
+  --methods dense-compiled=dense defaults-compiled=pa --out "$R/qwen_yarn.jsonl"
