@@ -14,6 +14,9 @@ the new queries attend to every cached key, causal at their own positions. Every
 unchanged, so generation after the prefill is dense. Below 8K tokens the estimation and the kept
 set are close to dense anyway.
 
+torch.compile(model), fullgraph too, keeps the prefill on ProxyAttn (the mask function leaves the
+plain causal mask out while tracing, where transformers' sdpa one would build it densely).
+
 Per-layer settings: register(layers={0: "dense", 5: {"gamma": 0.99}}) runs layer 0 dense and
 layer 5 with its own options over the shared ones; a callable layer_index -> "dense" | dict |
 None works as well.
@@ -46,6 +49,13 @@ def _mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_functio
     call to sdpa, with the bottom-right causal mask it then builds)."""
     from transformers.masking_utils import causal_mask_function, sdpa_mask
     _chunk["shape"] = None
+    causal = ((mask_function is None or mask_function is causal_mask_function) and local_size is None
+              and kwargs.get("allow_is_causal_skip", True) and attention_mask is None)
+    if causal and q_offset == 0 and kv_offset == 0:
+        # A plain causal prompt into an empty cache: no mask, as sdpa_mask decides in eager. Under
+        # torch.compile sdpa_mask would build the dense [q, kv] mask instead (it never skips while
+        # tracing), and the attention function would then send the prefill to sdpa.
+        return None
     if (q_offset > 0 and kv_offset == 0 and kv_length == q_offset + q_length
             and q_length >= max(2, _settings["min_prefill_tokens"])
             and (mask_function is None or mask_function is causal_mask_function) and local_size is None

@@ -52,6 +52,21 @@ def test_same_tokens_as_sdpa_on_cpu(kind):
     assert counts["dense"] == 2 * 11, counts     # every decoding step
 
 
+def test_torch_compile_keeps_the_prefill_on_proxyattn():
+    """Under torch.compile (fullgraph) transformers' sdpa mask function builds a dense mask even for
+    a plain causal prompt; the integration's mask function must still leave it out, so that the
+    compiled model's prefill runs ProxyAttn, with the logits of eager sdpa."""
+    pytest.importorskip("torch._inductor", reason="torch.compile's inductor is not available")
+    dense, sparse = models("llama", torch.float32, "cpu")
+    ids = torch.randint(0, 500, (1, 300), generator=torch.Generator().manual_seed(1))
+    compiled = torch.compile(sparse, fullgraph=True)
+    with torch.no_grad():
+        want = dense(ids).logits
+        got = compiled(ids).logits
+    assert pt.call_counts() == {"proxyattn": 2, "dense": 0}
+    assert torch.allclose(want, got, atol=1e-5)
+
+
 def test_short_prompts_and_padding_stay_dense():
     dense, sparse = models("llama", torch.float32, "cpu")
     ids = torch.randint(0, 500, (2, 300), generator=torch.Generator().manual_seed(2))
