@@ -107,7 +107,7 @@ chain() {
   [ -n "${package_pid:-}" ] && wait $package_pid  # the package
   if [[ $steps == *pytest* ]]; then  # the package's tests with CUDA (the CPU ones run in CI)
     timeout 400 python3 -m pytest -q -p no:cacheprovider python/tests/test_package.py python/tests/test_torch_ops.py \
-      python/tests/test_chunked.py python/tests/test_transformers.py \
+      python/tests/test_chunked.py python/tests/test_transformers.py python/tests/test_e2e_script.py \
       > $W/pytest.log 2>&1; echo "exit $?" > $W/pytest.status
   fi
   if [[ $steps == *bench* ]]; then
