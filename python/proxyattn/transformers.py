@@ -17,7 +17,7 @@ set are close to dense anyway.
 torch.compile(model), fullgraph too, keeps the prefill on ProxyAttn (the mask function leaves the
 plain causal mask out while tracing, where transformers' sdpa one would build it densely). A
 padding mask given to a compiled model, even all ones, cannot be read while tracing: that prefill
-goes to sdpa (generate's prefill runs eager, where an all-ones mask is recognised).
+goes to sdpa, so give none with an unpadded prompt.
 
 Per-layer settings: register(layers={0: "dense", 5: {"gamma": 0.99}}) runs layer 0 dense and
 layer 5 with its own options over the shared ones; a callable layer_index -> "dense" | dict |
