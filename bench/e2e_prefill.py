@@ -261,5 +261,6 @@ def report(args, rows, variants):
                 print(f"| {n} | {'yes' if compiled else 'no'} | {r['mode']} | {dens} | {r['seconds'] * 1e3:.0f} ms "
                       f"| {speed} | {share} | {est_share} | {memory} |")
 
+
 if __name__ == "__main__":
     main()

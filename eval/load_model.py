@@ -83,13 +83,15 @@ def load(model_dir, dtype="bfloat16", device="cpu", attn_implementation="sdpa", 
               flush=True)
     return model, tokenizer
 
+
 def compile_rest(model):
     """Compiles the model's non-attention elementwise work in place, as serving engines fuse it:
     each decoder layer's MLP and norms, the final norm and the modeling module's rotary function
     (torch.compile, inductor, dynamic shapes: one graph per module class serves every layer and
     every length). Attention stays outside the compiled parts, so every attention function runs as
     in eager (under compile, transformers' mask handling would build a dense mask for sdpa).
-    Returns how many modules and functions were compiled."""
+    The rotary function is replaced in its modeling module, so every model of that class in the
+    process gets it. Returns how many modules and functions were compiled."""
     import torch
 
     torch._dynamo.config.recompile_limit = 64
