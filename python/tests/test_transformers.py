@@ -71,6 +71,14 @@ def test_torch_compile_keeps_the_prefill_on_proxyattn(device, dtype, head_dim, t
     assert pt.call_counts() == {"proxyattn": 2, "dense": 0}
     want, got = want.float(), got.float()
     assert ((got - want).norm() / want.norm()).item() < tol
+    # A padding mask cannot be read while tracing: that prefill goes to sdpa, with sdpa's logits.
+    mask = torch.ones_like(ids)
+    mask[0, :10] = 0
+    with torch.no_grad():
+        want = dense(ids, attention_mask=mask).logits.float()
+        got = compiled(ids, attention_mask=mask).logits.float()
+    assert pt.call_counts() == {"proxyattn": 2, "dense": 2}
+    assert ((got - want)[:, 10:].norm() / want[:, 10:].norm()).item() < tol
 
 
 def test_short_prompts_and_padding_stay_dense():
