@@ -102,11 +102,12 @@ def compile_rest(model):
             getattr(layer, name).compile(dynamic=True)
             count += 1
     body.norm.compile(dynamic=True)
+    count += 1
     modeling = sys.modules[type(body.layers[0]).__module__]
     if hasattr(modeling, "apply_rotary_pos_emb"):
         modeling.apply_rotary_pos_emb = torch.compile(modeling.apply_rotary_pos_emb, dynamic=True)
         count += 1
-    return count + 1
+    return count
 
 
 def apply_yarn(model, factor):

@@ -52,16 +52,14 @@ def _mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_functio
     from transformers.masking_utils import causal_mask_function, sdpa_mask
     _chunk["shape"] = None
     causal = ((mask_function is None or mask_function is causal_mask_function) and local_size is None
-              and kwargs.get("allow_is_causal_skip", True) and attention_mask is None)
-    if causal and q_offset == 0 and kv_offset == 0:
+              and kwargs.get("allow_is_causal_skip", True))
+    if causal and attention_mask is None and q_offset == 0 and kv_offset == 0:
         # A plain causal prompt into an empty cache: no mask, as sdpa_mask decides in eager. Under
         # torch.compile sdpa_mask would build the dense [q, kv] mask instead (it never skips while
         # tracing), and the attention function would then send the prefill to sdpa.
         return None
-    if (q_offset > 0 and kv_offset == 0 and kv_length == q_offset + q_length
-            and q_length >= max(2, _settings["min_prefill_tokens"])
-            and (mask_function is None or mask_function is causal_mask_function) and local_size is None
-            and kwargs.get("allow_is_causal_skip", True) and not torch.compiler.is_compiling()
+    if (causal and q_offset > 0 and kv_offset == 0 and kv_length == q_offset + q_length
+            and q_length >= max(2, _settings["min_prefill_tokens"]) and not torch.compiler.is_compiling()
             and (attention_mask is None or bool(attention_mask[:, :kv_length].all()))):
         _chunk["shape"] = (q_length, kv_length)
         return None
