@@ -370,10 +370,11 @@ class Bench:
                                   pairs=kept_pairs(m.row_offsets, m.col_indices, n, hq))
             return masks[key]
 
-        self.measure(ctx, "ours_estimate", lambda i: proxyattn.estimate(*sets[i][:2], copy=False), nsets,
-                     info=lambda: {"mask_sha256": estimated({})["digest"]})
+        base = args.options
+        self.measure(ctx, "ours_estimate", lambda i: proxyattn.estimate(*sets[i][:2], copy=False, **base), nsets,
+                     info=lambda: {"mask_sha256": estimated(base)["digest"]})
         for gamma in [None] + list(args.layer_gammas):
-            options = {} if gamma is None else {"gamma": gamma}
+            options = dict(base) if gamma is None else {**base, "gamma": gamma}
             try:
                 density = estimated(options)["density"]
             except Exception:
@@ -426,6 +427,9 @@ def main():
                    help="also time the whole layer with a plan at each of these gammas (on random inputs "
                         "the estimate then keeps about that fraction of the blocks; default 0.1, none: "
                         "--layer-gammas with no value)")
+    p.add_argument("--options", type=json.loads, default={},
+                   help="JSON object of plan options for every estimate and layer, such as "
+                        "'{\"gamma\": 0.92}' (an A/B against a tree whose defaults differ)")
     p.add_argument("--kernel", default=os.environ.get("PROXYATTN_KERNEL"),
                    metavar="{auto,sm80,sm90}[,ctas=N][,split=N]",
                    help="our kernels: sets PROXYATTN_KERNEL before any of our calls (passed through as "

@@ -14,7 +14,8 @@
 #                  .gpu/results/*.jsonl.gz, its steps SUITE_STEPS) and the long prompts
 #                  (eval/run_long.sh, resuming from .gpu/long/*.gz, its steps LONG_STEPS); last
 #                  the tree against an earlier one (.gpu/before.tar.gz, built from the start on
-#                  the CPUs; AB_ROUNDS, AB_LENGTHS)
+#                  the CPUs; AB_ROUNDS, AB_LENGTHS, AB_SHAPES, AB_REPS; AB_OPTIONS_BEFORE and
+#                  AB_OPTIONS_AFTER: plan options of each tree, JSON, where their defaults differ)
 #   part PART      keep one more model part
 #   run            run STEPS in the foreground, on what "start" built (the machine still warm)
 #   wait SECONDS   wait for the chain (at most SECONDS), then report and copy the results
@@ -186,7 +187,8 @@ chain() {
       for b in $([ $((round % 2)) = 1 ] && echo before after || echo after before); do
         PYTHONPATH=$([ $b = before ] && echo $W/ab/before) timeout 300 python3 bench/cuda_bench.py \
           --shapes ${AB_SHAPES:-llama3.1-8b gemma2-9b qwen2.5-0.5b} --lengths ${AB_LENGTHS:-32768 131072} --densities 1.0 0.1 --skip flash flex \
-          --reps ${AB_REPS:-5} --out $W/ab/bench_${b}_$round.json > $W/ab/bench_${b}_$round.log 2>&1
+          --reps ${AB_REPS:-5} --options "$([ $b = before ] && echo "${AB_OPTIONS_BEFORE:-{\}}" || echo "${AB_OPTIONS_AFTER:-{\}}")" \
+          --out $W/ab/bench_${b}_$round.json > $W/ab/bench_${b}_$round.log 2>&1
       done
     done
     echo "exit 0" > $W/ab.status
