@@ -200,7 +200,8 @@ case "${1:-}" in
   start)
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
     keep_part "$2"
-    export -f chain wait_before_tree; export W STEPS NCU_TOKENS NCU_SHAPES NCU_FLAGS NCU_KERNEL NCU_SECTIONS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS KV_KERNELS KV_CHUNKS KV_PAGES AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS PROXYATTN_COMMIT
+    rm -f $W/*.status  # an earlier chain's, on a machine kept warm
+    export -f chain wait_before_tree; export W STEPS NCU_TOKENS NCU_SHAPES NCU_FLAGS NCU_KERNEL NCU_SECTIONS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS KV_KERNELS KV_CHUNKS KV_PAGES AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS AB_OPTIONS_BEFORE AB_OPTIONS_AFTER PROXYATTN_COMMIT
     setsid nohup bash -c chain > $W/chain.log 2>&1 &
     sleep 2; report ;;
   part)

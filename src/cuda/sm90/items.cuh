@@ -61,9 +61,10 @@ __device__ __forceinline__ Item decode_item(const AttentionParams& p, int index)
 // of 128 / kSub keys, and a tile that starts past the sequence end is skipped. next() gives the
 // tile's first key (in the sequence) or -1 at the end; the producer and the consumers walk the
 // same tiles.
-// kChunked (the consumers): the mask's indices come 32 at a time, lane i holding entry 32 k + i,
-// and the next 32 are loaded a chunk ahead, so that a tile's index is one shuffle and not a load
-// whose latency stands in the chain from one tile's products to the next.
+// kChunked (the producer and the consumers, whole warps): the mask's indices come 32 at a time,
+// lane i holding entry 32 k + i, and the next 32 are loaded a chunk ahead, so that a tile's index
+// is one shuffle and not a load whose latency stands before the tile's copies (the producer) or
+// in the chain from one tile's products to the next (the consumers).
 template <int kSub, bool kChunked = false>
 struct KeyTiles {
   const std::int32_t* cols;  // the row's first entry (null: dense, blocks 0..m)
