@@ -373,7 +373,7 @@ class Bench:
         base = args.options
         self.measure(ctx, "ours_estimate", lambda i: proxyattn.estimate(*sets[i][:2], copy=False, **base), nsets,
                      info=lambda: {"mask_sha256": estimated(base)["digest"]})
-        for gamma in [None] + list(args.layer_gammas):
+        for gamma in [] if "layer" in args.skip else [None] + list(args.layer_gammas):
             options = dict(base) if gamma is None else {**base, "gamma": gamma}
             try:
                 density = estimated(options)["density"]
@@ -413,16 +413,17 @@ def print_table(results):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[8192, 16384, 32768, 65536, 131072])
-    p.add_argument("--densities", type=float, nargs="+", default=[1.0, 0.5, 0.2, 0.1, 0.05])
+    p.add_argument("--densities", type=float, nargs="*", default=[1.0, 0.5, 0.2, 0.1, 0.05],
+                   help="densities of the random masks the sparse kernel runs on (none: no sparse rows)")
     p.add_argument("--shapes", nargs="+", default=["llama3.1-8b", "qwen2.5-7b"], choices=list(SHAPES))
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke run: 8K and 16K, densities 1.0 and 0.1")
     p.add_argument("--verbose", action="store_true", help="print tracebacks of failures")
-    p.add_argument("--skip", nargs="*", default=[], choices=["cudnn", "flash", "flex", "dense", "estimate"],
-                   help="leave out cuDNN SDPA, torch flash SDPA, FlexAttention, our dense attention, or our "
-                        "estimate and whole layer (A/B runs and profiles of one kernel)")
+    p.add_argument("--skip", nargs="*", default=[], choices=["cudnn", "flash", "flex", "dense", "estimate", "layer"],
+                   help="leave out cuDNN SDPA, torch flash SDPA, FlexAttention, our dense attention, our "
+                        "estimate and whole layer, or only the whole layer (A/B runs and profiles of one kernel)")
     p.add_argument("--layer-gammas", type=float, nargs="*", default=[0.1],
                    help="also time the whole layer with a plan at each of these gammas (on random inputs "
                         "the estimate then keeps about that fraction of the blocks; default 0.1, none: "

@@ -14,7 +14,8 @@
 #                  .gpu/results/*.jsonl.gz, its steps SUITE_STEPS) and the long prompts
 #                  (eval/run_long.sh, resuming from .gpu/long/*.gz, its steps LONG_STEPS); last
 #                  the tree against an earlier one (.gpu/before.tar.gz, built from the start on
-#                  the CPUs; AB_ROUNDS, AB_LENGTHS, AB_SHAPES, AB_REPS; AB_OPTIONS_BEFORE and
+#                  the CPUs; AB_ROUNDS, AB_LENGTHS, AB_SHAPES, AB_REPS, AB_DENSITIES (empty: no
+#                  sparse rows), AB_SKIP (cuda_bench.py --skip); AB_OPTIONS_BEFORE and
 #                  AB_OPTIONS_AFTER: plan options of each tree, JSON, where their defaults differ)
 #   part PART      keep one more model part
 #   run            run STEPS in the foreground, on what "start" built (the machine still warm)
@@ -186,7 +187,7 @@ chain() {
     for round in $(seq ${AB_ROUNDS:-2}); do
       for b in $([ $((round % 2)) = 1 ] && echo before after || echo after before); do
         PYTHONPATH=$([ $b = before ] && echo $W/ab/before) timeout 300 python3 bench/cuda_bench.py \
-          --shapes ${AB_SHAPES:-llama3.1-8b gemma2-9b qwen2.5-0.5b} --lengths ${AB_LENGTHS:-32768 131072} --densities 1.0 0.1 --skip flash flex \
+          --shapes ${AB_SHAPES:-llama3.1-8b gemma2-9b qwen2.5-0.5b} --lengths ${AB_LENGTHS:-32768 131072} --densities ${AB_DENSITIES-1.0 0.1} --skip ${AB_SKIP:-flash flex} \
           --reps ${AB_REPS:-5} --options "$([ $b = before ] && echo "${AB_OPTIONS_BEFORE:-{\}}" || echo "${AB_OPTIONS_AFTER:-{\}}")" \
           --out $W/ab/bench_${b}_$round.json > $W/ab/bench_${b}_$round.log 2>&1
       done
@@ -201,7 +202,7 @@ case "${1:-}" in
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
     keep_part "$2"
     rm -f $W/*.status  # an earlier chain's, on a machine kept warm
-    export -f chain wait_before_tree; export W STEPS NCU_TOKENS NCU_SHAPES NCU_FLAGS NCU_KERNEL NCU_SECTIONS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS KV_KERNELS KV_CHUNKS KV_PAGES AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS AB_OPTIONS_BEFORE AB_OPTIONS_AFTER PROXYATTN_COMMIT
+    export -f chain wait_before_tree; export W STEPS NCU_TOKENS NCU_SHAPES NCU_FLAGS NCU_KERNEL NCU_SECTIONS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS KV_KERNELS KV_CHUNKS KV_PAGES AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS AB_DENSITIES AB_SKIP AB_OPTIONS_BEFORE AB_OPTIONS_AFTER PROXYATTN_COMMIT
     setsid nohup bash -c chain > $W/chain.log 2>&1 &
     sleep 2; report ;;
   part)
