@@ -148,7 +148,7 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensor
   ItemOrder order(p.num_items);
   for (int index = order.next(); index >= 0; index = order.next()) {
     const Item it = decode_item(p, index);
-    KeyTiles<L::kSubTiles, true> keys(it);
+    KeyTiles<L::kSubTiles> keys(it);
     int start = keys.next();
     if (start < 0) continue;  // empty row: the consumers write zeros without waiting
     int row = kReadAhead ? kv_tile_row<D>(p, it, start) : -1;
@@ -299,7 +299,7 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Barriers
   ItemOrder order(p.num_items);
   for (int index = order.next(); index >= 0; index = order.next()) {
     const Item it = decode_item(p, index);
-    KeyTiles<L::kSubTiles, true> keys(it);
+    KeyTiles<L::kSubTiles> keys(it);
     int start = keys.next();
     bool diagonal = keys.diagonal();
     float O[D / 2];

@@ -61,36 +61,31 @@ __device__ __forceinline__ Item decode_item(const AttentionParams& p, int index)
 // of 128 / kSub keys, and a tile that starts past the sequence end is skipped. next() gives the
 // tile's first key (in the sequence) or -1 at the end; the producer and the consumers walk the
 // same tiles.
-// kChunked (the producer and the consumers, whole warps): the mask's indices come 32 at a time,
+// Whole warps walk it (the producer and the consumers): the mask's indices come 32 at a time,
 // lane i holding entry 32 k + i, and the next 32 are loaded a chunk ahead, so that a tile's index
 // is one shuffle and not a load whose latency stands before the tile's copies (the producer) or
 // in the chain from one tile's products to the next (the consumers).
-template <int kSub, bool kChunked = false>
+template <int kSub>
 struct KeyTiles {
   const std::int32_t* cols;  // the row's first entry (null: dense, blocks 0..m)
   int e = 0, count;          // next entry, entries in the row
   int m, len, n = -1, sub = kSub;
-  int chunk = -1, ahead = -1;  // kChunked: entries 32 k + lane and 32 (k + 1) + lane
+  int chunk = -1, ahead = -1;  // entries 32 k + lane and 32 (k + 1) + lane
   __device__ __forceinline__ KeyTiles(const Item& it) : cols(it.cols), count(it.count), m(it.m), len(it.len) {
-    if constexpr (kChunked)
-      if (cols) ahead = fetch(0);
+    if (cols) ahead = fetch(0);
   }
-  // Entry `first` + lane of the row, or -1 past its end (kChunked; cols not null).
+  // Entry `first` + lane of the row, or -1 past its end (cols not null).
   __device__ __forceinline__ int fetch(int first) const {
     const int i = first + static_cast<int>(threadIdx.x & 31);
     return i < count ? __ldg(cols + i) : -1;
   }
   __device__ __forceinline__ int entry() {
     if (!cols) return e;
-    if constexpr (kChunked) {
-      if ((e & 31) == 0) {
-        chunk = ahead;
-        ahead = fetch(e + 32);
-      }
-      return __shfl_sync(0xffffffffu, chunk, e & 31);
-    } else {
-      return uniform(__ldg(cols + e));
+    if ((e & 31) == 0) {
+      chunk = ahead;
+      ahead = fetch(e + 32);
     }
+    return __shfl_sync(0xffffffffu, chunk, e & 31);
   }
   __device__ __forceinline__ int next() {
     for (;;) {
