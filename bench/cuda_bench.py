@@ -134,6 +134,19 @@ def graphed(fn, nsets):
     return lambda i: graphs[i].replay()
 
 
+def graphed_or_eager(fn, nsets, eager, label):
+    """(timed function, how): CUDA-graph replays of fn (graphed), or the eager calls where eager is
+    set or the capture fails (which fail in turn if the call does), saying so under label."""
+    if eager:
+        return fn, "eager"
+    try:
+        return graphed(fn, nsets), "cuda_graph"
+    except Exception as ex:
+        how = f"eager (no CUDA graph: {type(ex).__name__}: {str(ex)[:200]})"
+        print(f"{label}: {how}", flush=True)
+        return fn, how
+
+
 def mask_digest(mask):
     """16 hex digits of the sha256 of a BlockMask: its row_offsets bytes, then its col_indices bytes
     up to row_offsets[-1] (the kept entries)."""
@@ -345,13 +358,8 @@ class Bench:
                 sparse(0)
                 return rel_err(out, res["flex"]) if "flex" in res else float("nan")
 
-            timed, how = sparse, "eager"
-            if not args.sparse_eager:
-                try:
-                    timed, how = graphed(sparse, nsets), "cuda_graph"
-                except Exception as ex:  # time the eager calls instead (which fail if the call does), saying so
-                    how = f"eager (no CUDA graph: {type(ex).__name__}: {str(ex)[:200]})"
-                    print(f"{shape:12s} n={n:7d} ours_sparse d={density}: {how}", flush=True)
+            timed, how = graphed_or_eager(sparse, nsets, args.sparse_eager,
+                                          f"{shape:12s} n={n:7d} ours_sparse d={density}")
             self.measure(ctx, "ours_sparse", timed, nsets, pairs, real, check=check_sparse, timing=how)
 
         if "estimate" in args.skip:
@@ -378,13 +386,7 @@ class Bench:
 
         # Replayed from a CUDA graph, as the sparse kernel: the estimator's kernels without the host
         # work of the call, which at 0.3-5 ms would otherwise show in the timing.
-        timed, how = estimate, "eager"
-        if not args.sparse_eager:
-            try:
-                timed, how = graphed(estimate, nsets), "cuda_graph"
-            except Exception as ex:
-                how = f"eager (no CUDA graph: {type(ex).__name__}: {str(ex)[:200]})"
-                print(f"{shape:12s} n={n:7d} ours_estimate: {how}", flush=True)
+        timed, how = graphed_or_eager(estimate, nsets, args.sparse_eager, f"{shape:12s} n={n:7d} ours_estimate")
         self.measure(ctx, "ours_estimate", timed, nsets, info=lambda: {"mask_sha256": estimated(base)["digest"]},
                      timing=how)
         for gamma in [] if "layer" in args.skip else [None] + list(args.layer_gammas):

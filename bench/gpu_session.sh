@@ -186,9 +186,11 @@ chain() {
     # first on a cooler board.
     for round in $(seq ${AB_ROUNDS:-2}); do
       for b in $([ $((round % 2)) = 1 ] && echo before after || echo after before); do
+        options=${AB_OPTIONS_AFTER:-}
+        [ $b = before ] && options=${AB_OPTIONS_BEFORE:-}
         PYTHONPATH=$([ $b = before ] && echo $W/ab/before) timeout 300 python3 bench/cuda_bench.py \
           --shapes ${AB_SHAPES:-llama3.1-8b gemma2-9b qwen2.5-0.5b} --lengths ${AB_LENGTHS:-32768 131072} --densities ${AB_DENSITIES-1.0 0.1} --skip ${AB_SKIP:-flash flex} \
-          --reps ${AB_REPS:-5} --options "$([ $b = before ] && echo "${AB_OPTIONS_BEFORE:-{\}}" || echo "${AB_OPTIONS_AFTER:-{\}}")" \
+          --reps ${AB_REPS:-5} ${options:+--options "$options"} \
           --out $W/ab/bench_${b}_$round.json > $W/ab/bench_${b}_$round.log 2>&1
       done
     done
