@@ -14,7 +14,8 @@ after warm-up; TFLOP/s count 4*D per kept causal (query, key) pair, exactly from
 Ours is the installed proxyattn package (pip install . or scripts/install_python.sh with the CUDA
 backend), called as a user calls it: proxyattn.dense_attention, sparse_attention, estimate
 (copy=False: views, no synchronisation) and attention. The package caches one plan per problem;
-the warm-up calls build them, so no timed call includes plan creation. proxyattn.sparse_attention
+each of our methods starts from an empty cache and its warm-up calls build its plan, so no timed
+call includes plan creation. proxyattn.sparse_attention
 reads the mask's row offsets back to check them (a host synchronisation) except while a CUDA graph
 is captured, so ours_sparse is timed as replays of a CUDA graph holding one call, captured after
 an eager call has checked the mask; ours_estimate too, so that its few-millisecond timings hold
@@ -145,6 +146,15 @@ def graphed_or_eager(fn, nsets, eager, label):
         how = f"eager (no CUDA graph: {type(ex).__name__}: {str(ex)[:200]})"
         print(f"{label}: {how}", flush=True)
         return fn, how
+
+
+def fresh_plans():
+    """Empties the package's plan cache before each of our timed methods, so that each method's
+    plan and workspace are made anew in every tree. Otherwise which calls share a plan depends on
+    the options (sparse_attention takes the default ones), and an A/B between trees whose defaults
+    differ would time one tree's estimate on a second workspace and the other's on a shared one."""
+    torch.cuda.synchronize()
+    proxyattn.clear_plan_cache()
 
 
 def mask_digest(mask):
@@ -324,6 +334,7 @@ class Bench:
             return rel_err(out, ref["dense"]) if "dense" in ref else float("nan")
 
         if "dense" not in args.skip:
+            fresh_plans()
             self.measure(ctx, "ours_dense", dense, nsets, dense_pairs, check=check_dense)
 
         flex = None
@@ -358,6 +369,7 @@ class Bench:
                 sparse(0)
                 return rel_err(out, res["flex"]) if "flex" in res else float("nan")
 
+            fresh_plans()
             timed, how = graphed_or_eager(sparse, nsets, args.sparse_eager,
                                           f"{shape:12s} n={n:7d} ours_sparse d={density}")
             self.measure(ctx, "ours_sparse", timed, nsets, pairs, real, check=check_sparse, timing=how)
@@ -386,6 +398,7 @@ class Bench:
 
         # Replayed from a CUDA graph, as the sparse kernel: the estimator's kernels without the host
         # work of the call, which at 0.3-5 ms would otherwise show in the timing.
+        fresh_plans()
         timed, how = graphed_or_eager(estimate, nsets, args.sparse_eager, f"{shape:12s} n={n:7d} ours_estimate")
         self.measure(ctx, "ours_estimate", timed, nsets, info=lambda: {"mask_sha256": estimated(base)["digest"]},
                      timing=how)
@@ -396,6 +409,7 @@ class Bench:
             except Exception:
                 density = None  # the measurement below fails and says why
             name = "ours_attention" if gamma is None else f"ours_layer_g{gamma:g}"
+            fresh_plans()
             self.measure(ctx, name, lambda i, options=options: proxyattn.attention(*sets[i], out=out, **options),
                          nsets, lambda options=options: estimated(options)["pairs"], density,
                          info=lambda options=options: {"mask_sha256": estimated(options)["digest"]}, gamma=gamma)
