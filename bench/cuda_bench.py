@@ -15,11 +15,11 @@ Ours is the installed proxyattn package (pip install . or scripts/install_python
 backend), called as a user calls it: proxyattn.dense_attention, sparse_attention, estimate
 (copy=False: views, no synchronisation) and attention. The package caches one plan per problem;
 each of our methods starts from an empty cache and its warm-up calls build its plan, so no timed
-call includes plan creation. proxyattn.sparse_attention
-reads the mask's row offsets back to check them (a host synchronisation) except while a CUDA graph
-is captured, so ours_sparse is timed as replays of a CUDA graph holding one call, captured after
-an eager call has checked the mask; ours_estimate too, so that its few-millisecond timings hold
-only the estimator's kernels (--sparse-eager times both as eager calls, host work included).
+call includes plan creation. proxyattn.sparse_attention reads the mask's row offsets back to
+check them (a host synchronisation) except while a CUDA graph is captured, so ours_sparse is
+timed as replays of a CUDA graph holding one call, captured after an eager call has checked the
+mask; ours_estimate too, so that its few-millisecond timings hold only the estimator's kernels
+(--sparse-eager times both as eager calls, host work included).
 
 --kernel auto|sm80|sm90[,ctas=N][,split=N][,pack=1] sets PROXYATTN_KERNEL (the library reads it when it
 builds a plan) before any of our calls; it is recorded in the JSON meta. Every estimate run also
@@ -404,12 +404,12 @@ class Bench:
                      timing=how)
         for gamma in [] if "layer" in args.skip else [None] + list(args.layer_gammas):
             options = dict(base) if gamma is None else {**base, "gamma": gamma}
+            fresh_plans()  # before the density's estimate, whose plan the timed calls then reuse
             try:
                 density = estimated(options)["density"]
             except Exception:
                 density = None  # the measurement below fails and says why
             name = "ours_attention" if gamma is None else f"ours_layer_g{gamma:g}"
-            fresh_plans()
             self.measure(ctx, name, lambda i, options=options: proxyattn.attention(*sets[i], out=out, **options),
                          nsets, lambda options=options: estimated(options)["pairs"], density,
                          info=lambda options=options: {"mask_sha256": estimated(options)["digest"]}, gamma=gamma)

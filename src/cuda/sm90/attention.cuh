@@ -127,8 +127,9 @@ __device__ __forceinline__ void load_kv_tile(std::uint32_t dst, const CUtensorMa
 
 // The producer warp: Q of each item, then K and V of each kept block. Lane 0 issues; the whole
 // warp waits (so that it stays converged), reads the mask's indices a chunk ahead (KeyTiles, as
-// the consumers: the Llama-3.1-8B full mask at 128K 2.5% faster than one load per tile,
-// bench/results/2026-12-03_h200_refactor_ab) and zeroes rows in the one case below.
+// the consumers: the Llama-3.1-8B full mask at 128K 1.1% faster than one load per tile in the
+// same run, bench/results/2026-12-03_h200_refactor_ab/cli_full_mask.txt) and zeroes rows in the
+// one case below.
 template <int D, bool kPaged>
 __device__ __forceinline__ void produce(const AttentionParams& p, const CUtensorMap* tq, const CUtensorMap* tk,
                                         const CUtensorMap* tv, const Barriers& bar, std::uint32_t smem, int lane) {
