@@ -241,9 +241,6 @@ TEST(Synthetic, BadSpecsThrow) {
 // Every Config field has its command-line option (or says why not), and the option exists.
 TEST(Tool, EveryConfigFieldHasAnOption) {
   const auto& options = proxyattn::tool::config_options();
-  CLI::App app;
-  proxyattn::tool::CommonOptions o;
-  proxyattn::tool::add_common_options(app, o);
   std::vector<std::string> fields;
 #define PROXYATTN_NAME(T, name) fields.push_back(#name);
   PROXYATTN_CONFIG_FIELDS(PROXYATTN_NAME)
@@ -251,6 +248,6 @@ TEST(Tool, EveryConfigFieldHasAnOption) {
   ASSERT_EQ(options.size(), fields.size());
   for (std::size_t i = 0; i < fields.size(); ++i) {
     EXPECT_EQ(options[i].first, fields[i]);
-    if (!options[i].second.empty()) EXPECT_NO_THROW(app.get_option(options[i].second)) << options[i].second;
+    if (!options[i].second.empty()) EXPECT_TRUE(proxyattn::tool::is_common_option(options[i].second)) << options[i].second;
   }
 }

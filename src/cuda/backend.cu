@@ -7,13 +7,12 @@
 
 #include "core/backends.hpp"
 #include "core/rules.hpp"
+#include "cuda/attention.hpp"
 #include "cuda/dispatch.cuh"
 #include "cuda/estimate.cuh"
 #include "cuda/kernels.hpp"
 #include "cuda/layout.hpp"
 #include "cuda/runtime.hpp"
-#include "cuda/sm80/attention.cuh"
-#include "cuda/sm90/attention.cuh"
 
 namespace proxyattn::detail::cuda {
 namespace {

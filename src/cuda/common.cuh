@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "core/check.hpp"
 
@@ -27,7 +28,9 @@ struct Elem<__nv_bfloat16> {
   // Two floats into one 32-bit register of a matrix fragment (low half = first).
   static __device__ __forceinline__ std::uint32_t pack(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<std::uint32_t*>(&v);
+    std::uint32_t bits;
+    std::memcpy(&bits, &v, sizeof(bits));
+    return bits;
   }
   static constexpr bool is_bf16 = true;
 };
@@ -37,7 +40,9 @@ struct Elem<__half> {
   static __device__ __forceinline__ __half from_float(float x) { return __float2half_rn(x); }
   static __device__ __forceinline__ std::uint32_t pack(float lo, float hi) {
     __half2 v = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<std::uint32_t*>(&v);
+    std::uint32_t bits;
+    std::memcpy(&bits, &v, sizeof(bits));
+    return bits;
   }
   static constexpr bool is_bf16 = false;
 };

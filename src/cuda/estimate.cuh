@@ -35,7 +35,7 @@ struct EstimateParams {
   float gamma, last_gamma, scale_log2;  // last_gamma: the last query block's cut (rules::last_block_cut)
 };
 
-// What the estimator's kernel choice depends on (kernels.cu).
+// What the estimator's kernel choice depends on (kernels.cpp).
 struct EstimateShape {
   int sort_size, stride, groups;
   std::int64_t num_blocks;

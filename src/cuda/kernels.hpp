@@ -24,7 +24,7 @@ struct KernelRequest {
                              // (3 makes small tests walk many work items per CTA)
   int split = 0;             // 1..8: the sm90 stage 1's cluster size; 0: chosen from the problem
   bool pack = false;         // paged keys on sm90: pack them whatever the page size and the
-                             // queries (kernels.cu), to time packing against reading in place
+                             // queries (kernels.cpp), to time packing against reading in place
 };
 
 // The request in force: the one set_kernel_request set, else the environment's PROXYATTN_KERNEL
@@ -50,7 +50,7 @@ struct Kernels {
 
 struct Tables;  // layout.hpp
 
-// The choice for a plan, made when it is built (kernels.cu).
+// The choice for a plan, made when it is built (kernels.cpp).
 Kernels choose_kernels(const Plan::Impl& plan, const Tables& tables, const KernelRequest& request);
 // The choice of a built CUDA plan, for tests and benchmarks (an error for other plans).
 const Kernels& plan_kernels(const Plan& plan);

@@ -68,7 +68,11 @@ struct KvRows {
   std::int64_t rows;                 // tokens of the K and V views
   __device__ __forceinline__ std::int64_t row(int s, int t) const {
     if (!table) return cu_seqlens_k[s] + t;
+#ifdef __CUDA_ARCH__
     const std::int64_t page = __ldg(table + s * table_stride + t / page_size);
+#else  // a host compiler: this header is also read by the backend's host-only files
+    const std::int64_t page = table[s * table_stride + t / page_size];
+#endif
     const std::int64_t r = page * page_size;
     return page >= 0 && r < rows ? r + t % page_size : -1;
   }

@@ -1,5 +1,6 @@
 #include "common.hpp"
 
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -55,6 +56,13 @@ const std::vector<std::pair<std::string, std::string>>& config_options() {
       {"head_columns", "--head-columns"}, {"last_block_gamma", "--last-block-gamma"},
       {"scale", ""},                    {"backend", "--device"}};
   return options;
+}
+
+bool is_common_option(const std::string& name) {
+  CLI::App app;
+  CommonOptions o;
+  add_common_options(app, o);
+  return app.get_option_no_throw(name) != nullptr;
 }
 
 void finish_options(CommonOptions& o) {

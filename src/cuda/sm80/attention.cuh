@@ -1,45 +1,16 @@
 // Block-sparse flash-attention forward for sm_80+ (mma.sync, cp.async), one CTA of 4 warps per
-// (query tile, head) work item. The kept key blocks come from the CSR mask (or every causal block
+// (query tile, head) work item (parameters and launcher declared in cuda/attention.hpp). The kept key blocks come from the CSR mask (or every causal block
 // for dense attention) through one iterator; keys are processed in tiles of 64 with K and V
 // double-buffered so that the copy of the next tile overlaps the math of this one.
 #pragma once
 
 #include <cstdint>
 
+#include "cuda/attention.hpp"
 #include "cuda/common.cuh"
-#include "cuda/kernel_table.hpp"
-#include "cuda/layout.hpp"
 #include "cuda/sm80/mma.cuh"
 
 namespace proxyattn::detail::cuda {
-
-// A mask row is a query block m of a sequence, in absolute positions: its rows are positions
-// 128 m .., of which those from q_off (= kv_len - q_len, the first query) to kv_len - 1 are
-// queries, at tokens q_begin + position - q_off of q and out. Keys are positions 0 .. kv_len - 1,
-// wherever KvRows puts them.
-struct AttentionParams {
-  const void* q;
-  const void* k;
-  const void* v;
-  void* o;
-  float* lse;  // [q_heads, total_tokens] or null
-  std::int64_t q_tok, q_head, k_tok, k_head, v_tok, v_head, o_tok, o_head;  // strides, elements
-  const std::int64_t* row_offsets;  // null: dense causal
-  const std::int32_t* col_indices;
-  const std::int32_t* schedule;     // rows in the order to run them (backend.cu)
-  const std::int32_t* block_seq;    // sequence of each global query block
-  const std::int32_t* block_offset; // first global block of each sequence
-  const std::int32_t* first_block;  // absolute query block of each sequence's first row
-  const std::int32_t* cu_seqlens;   // queries
-  KvRows kv;                        // keys and values (kv.cu_seqlens_k: their counts)
-  std::int64_t total_tokens;        // queries of the batch
-  std::int64_t total_kv_tokens;     // rows of the K and V views
-  int q_heads, gqa_ratio;
-  int num_rows;                     // mask rows (query blocks x heads)
-  int tiles_per_block;              // set by the launcher: query tiles per 128-row block
-  int num_items;                    // set by the launcher: num_rows * tiles_per_block
-  float scale_log2;                 // softmax scale * log2(e)
-};
 
 // Walks the 64-key tiles of the kept blocks of one row, skipping tiles past the sequence end,
 // tiles wholly after the last query of the CTA, and indices outside [0, m] (a bad raw mask).
@@ -256,10 +227,5 @@ void launch_sparse_attention(AttentionParams p, cudaStream_t stream) {
   kernel<<<p.num_items, 128, smem, stream>>>(p);
   PROXYATTN_LAUNCH_CHECK("sparse_attention_kernel");
 }
-
-// Instantiated once each in a file generated from the kernel table (src/cuda/CMakeLists.txt).
-#define PROXYATTN_DECLARE_ATTENTION(T, D) extern template void launch_sparse_attention<T, D>(AttentionParams, cudaStream_t);
-PROXYATTN_CUDA_KERNELS(PROXYATTN_DECLARE_ATTENTION)
-#undef PROXYATTN_DECLARE_ATTENTION
 
 }  // namespace proxyattn::detail::cuda

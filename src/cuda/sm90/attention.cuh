@@ -1,7 +1,7 @@
 // Block-sparse flash-attention forward for sm90 (sm_90a): TMA loads into a two-stage mbarrier
 // pipeline, wgmma from two consumer warpgroups, one producer warp. docs/kernels.md ("Sparse
 // attention on sm90") has the design; the semantics are those of the sm80 kernel
-// (sm80/attention.cuh): same AttentionParams, same schedule, same masking and outputs.
+// (sm80/attention.cuh): same AttentionParams (cuda/attention.hpp), same schedule, same masking and outputs.
 //
 // CTA = 3 warpgroups. Warpgroup 0 gives its registers away (setmaxnreg) and one of its warps
 // issues the copies: Q of the work item, then K and V of each kept key block into stage
@@ -24,8 +24,8 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "cuda/kernel_table.hpp"
-#include "cuda/sm80/attention.cuh"
+#include "cuda/attention.hpp"
+#include "cuda/sm80/mma.cuh"
 #include "cuda/sm90/binary.hpp"
 #include "cuda/sm90/items.cuh"
 #include "cuda/sm90/softmax.cuh"
@@ -40,10 +40,6 @@ constexpr int kProducerRegs = 24;           // 24 x 128 + 240 x 256 = 64512 = 16
 constexpr int kConsumerRegs = 240;          // registers the CTA starts with (__launch_bounds__)
 constexpr int kTurnBarrier = 1;             // named barriers 1, 2: consumer 0's / 1's turn
 constexpr int kConsumerWarps = 8;           // arrivals on each "empty" barrier
-
-// Keys per K/V tile: one mask block, or half of one at D = 256, where the accumulators of a
-// 64 x 256 output and a 64 x 128 score tile would not fit in a thread's 240 registers.
-constexpr int key_tile(int d) { return d == 256 ? 64 : kTile; }
 
 // Shared memory: Q in two stages (Q of the next item loads while this one runs) or one at
 // D = 256; K and V in two stages each. Each tile is D / 64 panels (16 KB for Q, key_tile x 128
@@ -102,7 +98,7 @@ __device__ __forceinline__ void load_tile(std::uint32_t dst, std::uint32_t panel
 }
 
 // Where the copy of the K or V tile at keys start .. start + kKeys - 1 begins: the token row in
-// the view (packed keys, or a page, which holds whole tiles: kernels.cu packs shorter pages). A
+// the view (packed keys, or a page, which holds whole tiles: kernels.cpp packs shorter pages). A
 // page past the sequence's keys, or outside the cache (a bad table entry), is copied from beyond
 // the end of the view: zeros. The producer reads it once for both K and V (a tile ahead where it
 // reads ahead).
@@ -471,31 +467,12 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-// The three tensor maps of a launch: [tokens, heads, D] boxes of 128 tokens x 64 elements.
-struct TileMaps {
-  CUtensorMap q, k, v;
-};
-
-// Builds them from the operands' base pointers and strides (elements); an error naming the
-// operand where the driver refuses one. Host code, tensor_maps.cu.
-void make_tile_maps(const AttentionParams& p, bool bf16, int head_dim, int kv_heads, TileMaps* maps);
-
-// Whether the sparse attention of a problem fits the kernel's copies: token coordinates are
-// 32-bit (one past the K/V view included: the coordinate of pages that read as zeros). Pages are
-// read in place only where they hold whole K/V tiles (kernels.cu packs shorter ones).
-inline bool sm90_takes(std::int64_t total_tokens, std::int64_t total_kv_tokens) {
-  constexpr std::int64_t kLimit = std::int64_t{1} << 31;
-  return total_tokens < kLimit && total_kv_tokens < kLimit - 1;
-}
-
-// Whether the sm_90a build of this kernel is what runs on `device` (the current device). Asked
-// once per device, so that a launch inside a stream capture makes no such query.
+// The launcher and its check, declared in cuda/attention.hpp.
 template <class T, int D>
 bool kernel_available(int device) {
   return sm90_code_runs<sparse_attention_sm90_kernel<T, D, false>>(device);
 }
 
-// The persistent grid: `grid` CTAs (at most one per item) walking the schedule.
 template <class T, int D>
 void launch_sparse_attention_sm90(AttentionParams p, const TileMaps& maps, int grid, cudaStream_t stream) {
   p.tiles_per_block = 1;
@@ -507,12 +484,5 @@ void launch_sparse_attention_sm90(AttentionParams p, const TileMaps& maps, int g
   kernel<<<std::min(p.num_items, std::max(grid, 1)), kThreads, smem, stream>>>(p, maps.q, maps.k, maps.v);
   PROXYATTN_LAUNCH_CHECK("sparse_attention_sm90_kernel");
 }
-
-// Instantiated once each in a file generated from the kernel table (src/cuda/CMakeLists.txt).
-#define PROXYATTN_DECLARE_SM90(T, D)                    \
-  extern template bool kernel_available<T, D>(int);    \
-  extern template void launch_sparse_attention_sm90<T, D>(AttentionParams, const TileMaps&, int, cudaStream_t);
-PROXYATTN_CUDA_KERNELS(PROXYATTN_DECLARE_SM90)
-#undef PROXYATTN_DECLARE_SM90
 
 }  // namespace proxyattn::detail::cuda::sm90

@@ -6,11 +6,10 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "cuda/sm80/attention.cuh"
+#include "cuda/attention.hpp"
+#include "cuda/common.cuh"
 
 namespace proxyattn::detail::cuda::sm90 {
-
-constexpr int kTile = 128;  // query rows per tile, keys per mask block
 
 // Values that are the same in every lane, made visibly so for the compiler: loop bounds and
 // branches around wgmma must be warp-uniform, or it serialises the wgmma pipeline.

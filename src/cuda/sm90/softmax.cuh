@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "cuda/sm80/attention.cuh"
+#include "cuda/sm80/mma.cuh"
 
 namespace proxyattn::detail::cuda::sm90 {
 

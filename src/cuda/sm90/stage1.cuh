@@ -333,7 +333,7 @@ std::size_t stage1_sm90_tile_bytes(int sort_size) {
   return std::max<std::size_t>(Stage1Layout<D>::kTileBytes, static_cast<std::size_t>(sort_size) * sizeof(unsigned long long));
 }
 
-// The shape of the sm90 stage 1 for a problem, chosen with the plan (cuda/kernels.cu): one
+// The shape of the sm90 stage 1 for a problem, chosen with the plan (cuda/kernels.cpp): one
 // cluster of `split` CTAs per query block of the batch (those that do not end a group exit at
 // once); groups of up to `stride` blocks (128 rows), fewer where their maxima would not fit in
 // shared memory. split (1 to 8; 0: chosen here) is the largest power of two that gives at most

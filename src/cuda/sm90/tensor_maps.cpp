@@ -4,7 +4,7 @@
 #include <cudaTypedefs.h>
 
 #include "core/check.hpp"
-#include "cuda/sm90/attention.cuh"
+#include "cuda/attention.hpp"
 
 namespace proxyattn::detail::cuda::sm90 {
 namespace {
@@ -50,7 +50,7 @@ bool encode(CUtensorMap* map, const void* base, bool bf16, int head_dim, int hea
 void make_tile_maps(const AttentionParams& p, bool bf16, int head_dim, int kv_heads, TileMaps* maps) {
   if (p.total_kv_tokens >= (std::int64_t{1} << 31) - 1)
     fail(ErrorCode::unsupported, "k and v have ", p.total_kv_tokens, " token rows; the sm90 kernel takes fewer than 2^31 - 1");
-  const int keys = key_tile(head_dim);  // a K/V tile per box (pages hold whole tiles, kernels.cu)
+  const int keys = key_tile(head_dim);  // a K/V tile per box (pages hold whole tiles, kernels.cpp)
   auto check = [](bool ok, const char* name, const void* base, std::int64_t tok_stride, std::int64_t head_stride) {
     if (!ok)
       fail(ErrorCode::unsupported, "the driver refused the TMA descriptor of ", name, " (address ", base,

@@ -7,10 +7,10 @@
 #include <cstring>
 
 #include "core/check.hpp"
+#include "cuda/attention.hpp"
 #include "cuda/dispatch.cuh"
 #include "cuda/estimate.cuh"
 #include "cuda/layout.hpp"
-#include "cuda/sm90/attention.cuh"
 
 namespace proxyattn::detail::cuda {
 namespace {
