@@ -116,18 +116,18 @@ TEST(CApi, CallsGiveTheCppApisBytes) {
   const std::uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  const Problem pr = make_problem({300, 1, 700}, 8, 2, 64, DType::float32);
+  const Problem pr = make_problem({300, 1, 700}, 4, 2, 32, DType::float32);
   const Qkv x = random_qkv(pr, rng);
   const pa_tensor q = c_view(x.q), k = c_view(x.k), v = c_view(x.v);
   for (const auto& [c_backend, backend] :
        {std::pair{PA_BACKEND_CPU, Backend::cpu}, std::pair{PA_BACKEND_CPU_REFERENCE, Backend::cpu_reference}}) {
     Plan plan(cpp_config(backend), pr);
-    HostTensor want(DType::float32, {pr.total_tokens(), 8, 64}), want_dense = want;
+    HostTensor want(DType::float32, {pr.total_tokens(), 4, 32}), want_dense = want;
     const HostEstimate e = to_host(plan, attention(plan, x.q.view(), x.k.view(), x.v.view(), want.view(), TensorView{}));
     dense_attention(plan, x.q.view(), x.k.view(), x.v.view(), want_dense.view(), TensorView{});
     const pa_config cfg = c_config(c_backend);
     CPlan p;
-    ASSERT_EQ(pa_plan_create(&cfg, 8, 2, 64, PA_FLOAT32, PA_CPU, 0, pr.cu_seqlens.data(), pr.num_seqs(), nullptr,
+    ASSERT_EQ(pa_plan_create(&cfg, 4, 2, 32, PA_FLOAT32, PA_CPU, 0, pr.cu_seqlens.data(), pr.num_seqs(), nullptr,
                              &p.plan),
               PA_OK)
         << last_error();
