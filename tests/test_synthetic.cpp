@@ -248,6 +248,7 @@ TEST(Tool, EveryConfigFieldHasAnOption) {
   ASSERT_EQ(options.size(), fields.size());
   for (std::size_t i = 0; i < fields.size(); ++i) {
     EXPECT_EQ(options[i].first, fields[i]);
-    if (!options[i].second.empty()) EXPECT_TRUE(proxyattn::tool::is_common_option(options[i].second)) << options[i].second;
+    if (!options[i].second.empty())
+      EXPECT_TRUE(proxyattn::tool::is_common_option(options[i].second)) << options[i].second;
   }
 }

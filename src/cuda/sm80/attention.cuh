@@ -1,7 +1,8 @@
 // Block-sparse flash-attention forward for sm_80+ (mma.sync, cp.async), one CTA of 4 warps per
-// (query tile, head) work item (parameters and launcher declared in cuda/attention.hpp). The kept key blocks come from the CSR mask (or every causal block
-// for dense attention) through one iterator; keys are processed in tiles of 64 with K and V
-// double-buffered so that the copy of the next tile overlaps the math of this one.
+// (query tile, head) work item (parameters and launcher declared in cuda/attention.hpp). The kept
+// key blocks come from the CSR mask (or every causal block for dense attention) through one
+// iterator; keys are processed in tiles of 64 with K and V double-buffered so that the copy of
+// the next tile overlaps the math of this one.
 #pragma once
 
 #include <cstdint>

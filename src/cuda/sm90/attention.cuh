@@ -1,7 +1,8 @@
 // Block-sparse flash-attention forward for sm90 (sm_90a): TMA loads into a two-stage mbarrier
 // pipeline, wgmma from two consumer warpgroups, one producer warp. docs/kernels.md ("Sparse
 // attention on sm90") has the design; the semantics are those of the sm80 kernel
-// (sm80/attention.cuh): same AttentionParams (cuda/attention.hpp), same schedule, same masking and outputs.
+// (sm80/attention.cuh): same AttentionParams (cuda/attention.hpp), same schedule, same masking
+// and outputs.
 //
 // CTA = 3 warpgroups. Warpgroup 0 gives its registers away (setmaxnreg) and one of its warps
 // issues the copies: Q of the work item, then K and V of each kept key block into stage

@@ -7,7 +7,6 @@
 #include <cstdint>
 
 #include "cuda/attention.hpp"
-#include "cuda/common.cuh"
 
 namespace proxyattn::detail::cuda::sm90 {
 
