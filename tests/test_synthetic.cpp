@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "common.hpp"
+#include "commands.hpp"
 #include "synthetic.hpp"
 
 namespace {

@@ -2,8 +2,8 @@
 // forced blocks), and optionally the estimator on the structured input at each length.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
 #include <random>
 
@@ -12,26 +12,6 @@
 #include "synthetic.hpp"
 
 namespace proxyattn::tool {
-
-CLI::App* add_bench(CLI::App& app, BenchOptions& o) {
-  CLI::App* cmd = app.add_subcommand("bench", "time dense and sparse attention over lengths and densities");
-  cmd->add_option("--lengths", o.lengths, "sequence lengths")->check(CLI::Range(static_cast<std::int64_t>(1), static_cast<std::int64_t>(1) << 30));
-  cmd->add_option("--densities", o.densities, "target densities of the random masks, in (0, 1]")
-      ->check(CLI::Validator(
-          [](std::string& s) {
-            const double x = std::strtod(s.c_str(), nullptr);
-            return x >= 1e-6 && x <= 1.0 ? std::string() : "a density must be a number in [1e-6, 1], got " + s;
-          },
-          "DENSITY in [1e-6, 1]"));
-  cmd->add_option("--q-heads", o.q_heads, "query heads")->check(CLI::Range(1, 1024));
-  cmd->add_option("--kv-heads", o.kv_heads, "key/value heads")->check(CLI::Range(1, 1024));
-  cmd->add_option("--head-dim", o.head_dim, "head dimension")->check(CLI::Range(8, 1024));
-  cmd->add_flag("--estimated", o.estimated,
-                "also run the estimator on the embedded structured input and time sparse attention at its density");
-  cmd->add_option("--seed", o.seed, "seed of the inputs and masks");
-  add_common_options(*cmd, o.common);
-  return cmd;
-}
 
 namespace {
 

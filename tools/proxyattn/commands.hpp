@@ -1,10 +1,10 @@
-// The subcommands: each adds its options to the app and runs from the parsed options.
+// The subcommands: their options, the parsed command line, and each one's run.
 #pragma once
 
-#include <CLI/CLI.hpp>
-
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common.hpp"
@@ -19,7 +19,6 @@ struct DemoOptions {
   std::string png;
   int png_kv_head = 0;
 };
-CLI::App* add_demo(CLI::App& app, DemoOptions& o);
 int run_demo(DemoOptions& o);
 
 struct BenchOptions {
@@ -30,7 +29,6 @@ struct BenchOptions {
   bool estimated = false;
   std::uint64_t seed = 1;
 };
-CLI::App* add_bench(CLI::App& app, BenchOptions& o);
 int run_bench(BenchOptions& o);
 
 struct EvalOptions {
@@ -38,7 +36,23 @@ struct EvalOptions {
   std::string path;
   std::string dtype = "file";
 };
-CLI::App* add_eval(CLI::App& app, EvalOptions& o);
 int run_eval(EvalOptions& o);
+
+enum class Command { demo, bench, eval };
+struct CommandLine {
+  Command command = Command::demo;
+  DemoOptions demo;
+  BenchOptions bench;
+  EvalOptions eval;
+};
+// Parses argv into cl (options.cpp). --help, --version and a bad command line are answered here:
+// the exit status is returned (0, or 2 for a usage error), and nothing is to be run.
+std::optional<int> parse_command_line(int argc, char** argv, CommandLine& cl);
+
+// The option that sets each Config field (PROXYATTN_CONFIG_FIELDS; a test checks that every field
+// has one): scale is each call's (1/sqrt(head_dim)), and --device picks the backend.
+const std::vector<std::pair<std::string, std::string>>& config_options();
+// Whether every subcommand has an option of that name ("--gamma"), one of the common options.
+bool is_common_option(const std::string& name);
 
 }  // namespace proxyattn::tool

@@ -1,6 +1,5 @@
 #include "common.hpp"
 
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -14,56 +13,6 @@
 #include "cpu/simd.hpp"
 
 namespace proxyattn::tool {
-
-void add_common_options(CLI::App& app, CommonOptions& o, bool with_dtype) {
-  app.add_option("--device", o.device, "where to run: auto (cuda when present), cpu or cuda")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  if (with_dtype)
-    app.add_option("--dtype", o.dtype, "input dtype: bf16, fp16 or fp32 (fp32 is CPU only)")
-        ->check(CLI::IsMember({"bf16", "fp16", "fp32"}));
-  app.add_option("--block-size", o.config.block_size, "query and key block size B (CUDA: 128)");
-  app.add_option("--stride", o.config.stride, "proxy token stride s");
-  app.add_option("--proxy-groups", o.config.proxy_groups, "proxy groups g, dividing the kv head count");
-  app.add_option("--gamma", o.config.gamma, "attention mass each head's budget covers, in [0, 1]");
-  app.add_option("--min-budget", o.config.min_budget_tokens, "floor on every head's budget, in tokens");
-  app.add_flag("--no-sink", o.no_sink, "do not force the first key block");
-  app.add_option("--budget-mode", o.budget_mode,
-                 "row_ratio (budget ratio applied to each row), last_row_count (one count for all rows) or row_mass "
-                 "(each row's count from the head's masses on its causal prefix)")
-      ->check(CLI::IsMember({"row_ratio", "last_row_count", "row_mass"}))
-      ->capture_default_str();
-  app.add_option("--exact-last-block", o.config.exact_last_block,
-                 "the last query block ranks by each head's own stage-2 masses (true/false)")
-      ->capture_default_str();
-  app.add_option("--head-columns", o.config.head_columns,
-                 "each head first keeps its own highest-mass key blocks in every row, up to this many")
-      ->capture_default_str();
-  app.add_option("--last-block-gamma", o.config.last_block_gamma,
-                 "the last query block keeps each head's blocks up to this share of its mass (at least gamma)")
-      ->capture_default_str();
-  app.add_option("--cpu-kernels", o.cpu_kernels,
-                 "CPU vector kernels: empty for the widest this CPU runs, else sse2, sse4, avx2, avx512 or neon");
-  app.add_option("--repeat", o.repeat, "timed runs per measurement (median); default 1 on the CPU, 5 on CUDA")
-      ->check(CLI::Range(0, 1000));
-  app.add_flag("--json", o.json, "print JSON instead of tables");
-}
-
-const std::vector<std::pair<std::string, std::string>>& config_options() {
-  static const std::vector<std::pair<std::string, std::string>> options = {
-      {"block_size", "--block-size"},   {"stride", "--stride"},           {"proxy_groups", "--proxy-groups"},
-      {"gamma", "--gamma"},             {"min_budget_tokens", "--min-budget"}, {"keep_sink", "--no-sink"},
-      {"budget_mode", "--budget-mode"}, {"exact_last_block", "--exact-last-block"},
-      {"head_columns", "--head-columns"}, {"last_block_gamma", "--last-block-gamma"},
-      {"scale", ""},                    {"backend", "--device"}};
-  return options;
-}
-
-bool is_common_option(const std::string& name) {
-  CLI::App app;
-  CommonOptions o;
-  add_common_options(app, o);
-  return app.get_option_no_throw(name) != nullptr;
-}
 
 void finish_options(CommonOptions& o) {
   o.config.keep_sink = !o.no_sink;

@@ -12,10 +12,6 @@
 
 #include "proxyattn/proxyattn.hpp"
 
-namespace CLI {
-class App;  // CLI11: included where a command line is parsed, not by every includer
-}  // namespace CLI
-
 namespace proxyattn::tool {
 
 // A bad command line or input file: printed and turned into exit status 2.
@@ -40,13 +36,6 @@ struct CommonOptions {
   int repeat = 0;  // 0: 1 on the CPU, 5 on CUDA
 };
 
-// Adds the ProxyAttn parameters and the device/dtype/output options to a subcommand.
-void add_common_options(CLI::App& app, CommonOptions& o, bool with_dtype = true);
-// The option that sets each Config field (PROXYATTN_CONFIG_FIELDS; a test checks that every field
-// has one): scale is each call's (1/sqrt(head_dim)), and --device picks the backend.
-const std::vector<std::pair<std::string, std::string>>& config_options();
-// Whether add_common_options adds an option of that name ("--gamma").
-bool is_common_option(const std::string& name);
 // Applies the string options to o.config and checks them; throws UsageError.
 void finish_options(CommonOptions& o);
 Device resolve_device(const std::string& name);

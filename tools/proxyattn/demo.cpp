@@ -1,5 +1,6 @@
 // demo: ProxyAttn on the embedded structured input (synthetic.hpp), with the accuracy and the
 // time of every stage against dense attention, and a plain reading of the result.
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -8,21 +9,6 @@
 #include "synthetic.hpp"
 
 namespace proxyattn::tool {
-
-CLI::App* add_demo(CLI::App& app, DemoOptions& o) {
-  CLI::App* cmd = app.add_subcommand("demo", "run ProxyAttn on the embedded structured input and compare with dense");
-  cmd->add_option("--tokens", o.tokens,
-                  "sequence length; 0: 32768 on a GPU (the Llama-3.1-8B layer shape), 8192 on the CPU (about 10 s on 2 cores)")
-      ->check(CLI::Range(static_cast<std::int64_t>(0), static_cast<std::int64_t>(1) << 30));
-  cmd->add_option("--q-heads", o.q_heads, "query heads")->check(CLI::Range(1, 1024));
-  cmd->add_option("--kv-heads", o.kv_heads, "key/value heads (must divide --q-heads)")->check(CLI::Range(1, 1024));
-  cmd->add_option("--head-dim", o.head_dim, "head dimension (even, >= 8)")->check(CLI::Range(8, 1024));
-  cmd->add_option("--seed", o.seed, "seed of the embedded input");
-  cmd->add_option("--png", o.png, "write the mask of one kv head's query heads as a PNG picture to this file");
-  cmd->add_option("--png-kv-head", o.png_kv_head, "the kv head whose query heads --png draws")->check(CLI::NonNegativeNumber);
-  add_common_options(*cmd, o.common);
-  return cmd;
-}
 
 namespace {
 

@@ -13,15 +13,6 @@
 
 namespace proxyattn::tool {
 
-CLI::App* add_eval(CLI::App& app, EvalOptions& o) {
-  CLI::App* cmd = app.add_subcommand("eval", "ProxyAttn accuracy and timing on Q, K, V from a safetensors file");
-  cmd->add_option("file", o.path, "safetensors file with tensors q, k, v (and optionally cu_seqlens)")->required();
-  cmd->add_option("--dtype", o.dtype, "compute dtype: file (as stored; fp32 becomes bf16 on cuda), bf16, fp16 or fp32")
-      ->check(CLI::IsMember({"file", "bf16", "fp16", "fp32"}));
-  add_common_options(*cmd, o.common, false);
-  return cmd;
-}
-
 namespace {
 
 const StTensor& need(const std::vector<StTensor>& all, const std::string& name, const std::string& path) {
