@@ -39,6 +39,7 @@ def free_port():
 
 
 def run_rank(rank, world, port, errors):
+    torch.set_num_threads(1)  # up to 4 ranks share the machine's cores
     try:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
         for i, (n, hq, hkv, d, opts) in enumerate(CASES):
@@ -76,8 +77,12 @@ def run_rank(rank, world, port, errors):
 
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
 def test_context_parallel_equals_one_process(world):
+    # The ranks are forked from a server that imported torch and proxyattn and ran nothing: no
+    # thread pool to inherit, and no rank spends a second importing torch again (spawn's cost).
+    mp.set_forkserver_preload(["torch", "torch.distributed", "proxyattn", "pytest"])
     errors = mp.Manager().dict()
-    mp.spawn(run_rank, args=(world, free_port(), errors), nprocs=world, join=True)
+    mp.start_processes(run_rank, args=(world, free_port(), errors), nprocs=world, join=True,
+                       start_method="forkserver")
     assert not errors, "\n".join(f"rank {r}:\n{e}" for r, e in sorted(errors.items()))
 
 
