@@ -46,6 +46,7 @@ void add_common_options(CLI::App& app, CommonOptions& o, bool with_dtype = true)
       ->check(CLI::Range(0, 1000));
   app.add_flag("--json", o.json, "print JSON instead of tables");
 }
+
 CLI::App* add_demo(CLI::App& app, DemoOptions& o) {
   CLI::App* cmd = app.add_subcommand("demo", "run ProxyAttn on the embedded structured input and compare with dense");
   cmd->add_option("--tokens", o.tokens,
@@ -60,6 +61,7 @@ CLI::App* add_demo(CLI::App& app, DemoOptions& o) {
   add_common_options(*cmd, o.common);
   return cmd;
 }
+
 CLI::App* add_bench(CLI::App& app, BenchOptions& o) {
   CLI::App* cmd = app.add_subcommand("bench", "time dense and sparse attention over lengths and densities");
   cmd->add_option("--lengths", o.lengths, "sequence lengths")->check(CLI::Range(static_cast<std::int64_t>(1), static_cast<std::int64_t>(1) << 30));
@@ -79,6 +81,7 @@ CLI::App* add_bench(CLI::App& app, BenchOptions& o) {
   add_common_options(*cmd, o.common);
   return cmd;
 }
+
 CLI::App* add_eval(CLI::App& app, EvalOptions& o) {
   CLI::App* cmd = app.add_subcommand("eval", "ProxyAttn accuracy and timing on Q, K, V from a safetensors file");
   cmd->add_option("file", o.path, "safetensors file with tensors q, k, v (and optionally cu_seqlens)")->required();
