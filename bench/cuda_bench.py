@@ -24,7 +24,9 @@ mask; ours_estimate too, so that its few-millisecond timings hold only the estim
 --kernel auto|sm80|sm90[,ctas=N][,split=N][,pack=1] sets PROXYATTN_KERNEL (the library reads it when it
 builds a plan) before any of our calls; it is recorded in the JSON meta. Every estimate run also
 records the sha256 (16 hex digits) of its mask (row_offsets bytes, then col_indices bytes up to
-row_offsets[-1]), so that two runs or builds can be compared bit for bit.
+row_offsets[-1]), so that two runs or builds can be compared bit for bit, and each of its
+kernels' time per call (kernels_us, from torch.profiler over 20 calls; the rest of the call's time
+lies between its kernels).
 --skip flash flex estimate leaves out peers and stages for a quick A/B of our kernels.
 """
 import argparse
@@ -35,6 +37,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import statistics
 import subprocess
 import traceback
@@ -146,6 +149,36 @@ def graphed_or_eager(fn, nsets, eager, label):
         how = f"eager (no CUDA graph: {type(ex).__name__}: {str(ex)[:200]})"
         print(f"{label}: {how}", flush=True)
         return fn, how
+
+
+def kernel_name(name):
+    """A profiler's kernel name without "void", namespaces and arguments, its template arguments
+    kept where they are plain (stage1_sm90_kernel<__nv_bfloat16, 256>, DeviceScanKernel)."""
+    name = re.sub(r"^void |\(anonymous namespace\)::", "", name)
+    head, _, tail = name.partition("<")
+    head = head.split("(")[0].split("::")[-1].strip()
+    targs = tail.split(">(")[0]
+    return f"{head}<{targs}>" if targs and "::" not in targs else head
+
+
+def kernel_times(fn, calls=20):
+    """Microseconds per call of each kernel (and memset) that fn(0) runs, from torch.profiler over
+    `calls` calls: which kernel a difference in the call's time comes from, and how much of the
+    call's time lies between its kernels."""
+    from torch.profiler import ProfilerActivity, profile
+    fn(0)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn(0)
+        torch.cuda.synchronize()
+    per = {}
+    for ev in prof.events():
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            t = getattr(ev, "device_time", None)
+            t = ev.cuda_time if t is None else t
+            per[kernel_name(ev.name)] = per.get(kernel_name(ev.name), 0.0) + t / calls
+    return per
 
 
 def fresh_plans():
@@ -400,8 +433,13 @@ class Bench:
         # work of the call, which at 0.3-5 ms would otherwise show in the timing.
         fresh_plans()
         timed, how = graphed_or_eager(estimate, nsets, args.sparse_eager, f"{shape:12s} n={n:7d} ours_estimate")
-        self.measure(ctx, "ours_estimate", timed, nsets, info=lambda: {"mask_sha256": estimated(base)["digest"]},
-                     timing=how)
+        rec = self.measure(ctx, "ours_estimate", timed, nsets,
+                           info=lambda: {"mask_sha256": estimated(base)["digest"]}, timing=how)
+        if "ms" in rec:
+            try:
+                rec["kernels_us"] = kernel_times(timed)
+            except Exception as ex:  # the timing stands
+                rec["kernels_error"] = f"{type(ex).__name__}: {ex}"
         for gamma in [] if "layer" in args.skip else [None] + list(args.layer_gammas):
             options = dict(base) if gamma is None else {**base, "gamma": gamma}
             fresh_plans()  # before the density's estimate, whose plan the timed calls then reuse

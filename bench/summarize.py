@@ -88,6 +88,36 @@ def ab(folder):
         print(f"| {shape} | {n // 1024}K | {method} | {dens} | {fmt(c['before'])} | {fmt(c['after'])} | "
               f"{ratio:.3f}{' **' if abs(ratio - 1) > 0.02 else ''} | {masks} |")
     print(f"\n{over} of {len(cells)} more than 2% slower after (** : more than 2% either way)")
+    kernels(runs)
+
+
+def kernels(runs):
+    """The estimator's kernels one by one (cuda_bench.py's kernels_us): each tree's median over its
+    rounds in microseconds, and the call's time that lies between the kernels."""
+    per = {}
+    for side, datas in runs.items():
+        for data in datas:
+            for r in data["results"]:
+                if "kernels_us" not in r:
+                    continue
+                cell = per.setdefault((r["shape"], r["n"]), {})
+                for name, us in r["kernels_us"].items():
+                    cell.setdefault(name, {"before": [], "after": []})[side].append(us)
+                total = sum(r["kernels_us"].values())
+                cell.setdefault("(all kernels)", {"before": [], "after": []})[side].append(total)
+                cell.setdefault("(between kernels)", {"before": [], "after": []})[side].append(1000 * r["ms"] - total)
+    if not per:
+        return
+    print("\nThe estimate's kernels (median us per call over the rounds):\n")
+    print("| shape | N | kernel | before (us) | after (us) | after / before |")
+    print("|---|---|---|---|---|---|")
+    for (shape, n), cell in per.items():
+        for name, c in sorted(cell.items(), key=lambda kv: -statistics.median(kv[1]["before"] or [0])):
+            if not c["before"] or not c["after"]:
+                continue
+            b, a = statistics.median(c["before"]), statistics.median(c["after"])
+            ratio = f"{a / b:.3f}" if b > 0 else "-"
+            print(f"| {shape} | {n // 1024}K | {name} | {b:.1f} | {a:.1f} | {ratio} |")
 
 
 if __name__ == "__main__":
