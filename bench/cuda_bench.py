@@ -40,6 +40,7 @@ import pathlib
 import re
 import statistics
 import subprocess
+import time
 import traceback
 
 import torch
@@ -282,6 +283,9 @@ class Bench:
         pairs: a number or a function giving it; check: a function giving an error to print;
         info: a function giving more fields to record (after the timing); fields: recorded as given."""
         rec = dict(ctx, method=method, density=density, **fields)
+        if self.args.rest > 0:
+            torch.cuda.synchronize()
+            time.sleep(self.args.rest)
         try:
             ms = time_ms(fn, nsets, self.args.warmup, self.args.reps)
             rec["ms"] = ms
@@ -507,6 +511,9 @@ def main():
     p.add_argument("--sparse-eager", action="store_true",
                    help="time ours_sparse and ours_estimate as eager calls (sparse_attention with the "
                         "package's mask check, a host synchronisation) instead of CUDA-graph replays")
+    p.add_argument("--rest", type=float, default=0.0, metavar="SECONDS",
+                   help="idle the GPU this long before each timed method, so that each starts from a "
+                        "board cooled alike rather than from the heat of the method before it")
     p.add_argument("--out", default=None, help="JSON results (default bench/results/cuda_bench_<date>.json)")
     args = p.parse_args()
     if args.kernel:

@@ -16,7 +16,8 @@
 #                  the tree against an earlier one (.gpu/before.tar.gz, built from the start on
 #                  the CPUs; AB_ROUNDS, AB_LENGTHS, AB_SHAPES, AB_REPS, AB_DENSITIES (empty: no
 #                  sparse rows), AB_SKIP (cuda_bench.py --skip); AB_OPTIONS_BEFORE and
-#                  AB_OPTIONS_AFTER: plan options of each tree, JSON, where their defaults differ)
+#                  AB_OPTIONS_AFTER: plan options of each tree, JSON, where their defaults differ;
+#                  AB_ARGS: more cuda_bench.py arguments for both trees, such as "--rest 2")
 #   part PART      keep one more model part
 #   run            run STEPS in the foreground, on what "start" built (the machine still warm)
 #   wait SECONDS   wait for the chain (at most SECONDS), then report and copy the results
@@ -189,7 +190,7 @@ chain() {
         options=${AB_OPTIONS_AFTER:-}
         [ $b = before ] && options=${AB_OPTIONS_BEFORE:-}
         PYTHONPATH=$([ $b = before ] && echo $W/ab/before) timeout 300 python3 bench/cuda_bench.py \
-          --shapes ${AB_SHAPES:-llama3.1-8b gemma2-9b qwen2.5-0.5b} --lengths ${AB_LENGTHS:-32768 131072} --densities ${AB_DENSITIES-1.0 0.1} --skip ${AB_SKIP:-flash flex} \
+          --shapes ${AB_SHAPES:-llama3.1-8b gemma2-9b qwen2.5-0.5b} --lengths ${AB_LENGTHS:-32768 131072} --densities ${AB_DENSITIES-1.0 0.1} --skip ${AB_SKIP:-flash flex} ${AB_ARGS:-} \
           --reps ${AB_REPS:-5} ${options:+--options "$options"} \
           --out $W/ab/bench_${b}_$round.json > $W/ab/bench_${b}_$round.log 2>&1
       done
@@ -204,7 +205,7 @@ case "${1:-}" in
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
     keep_part "$2"
     rm -f $W/*.status  # an earlier chain's, on a machine kept warm
-    export -f chain wait_before_tree; export W STEPS NCU_TOKENS NCU_SHAPES NCU_FLAGS NCU_KERNEL NCU_SECTIONS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS KV_KERNELS KV_CHUNKS KV_PAGES AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS AB_DENSITIES AB_SKIP AB_OPTIONS_BEFORE AB_OPTIONS_AFTER PROXYATTN_COMMIT
+    export -f chain wait_before_tree; export W STEPS NCU_TOKENS NCU_SHAPES NCU_FLAGS NCU_KERNEL NCU_SECTIONS SUITE_STEPS LONG_STEPS LONG_EVERY KV_RUNS KV_ORDERS KV_REPEATS KV_KERNELS KV_CHUNKS KV_PAGES AB_ROUNDS AB_LENGTHS AB_SHAPES AB_REPS AB_DENSITIES AB_SKIP AB_OPTIONS_BEFORE AB_OPTIONS_AFTER AB_ARGS PROXYATTN_COMMIT
     setsid nohup bash -c chain > $W/chain.log 2>&1 &
     sleep 2; report ;;
   part)
