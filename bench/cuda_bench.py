@@ -165,10 +165,8 @@ def kernel_name(name):
 def kernel_times(fn, calls=20):
     """Microseconds per call of each kernel (and memset) that fn(0) runs, from torch.profiler over
     `calls` calls: which kernel a difference in the call's time comes from, and how much of the
-    call's time lies between its kernels."""
+    call's time lies between its kernels. fn has run (warm-up and timing) before this."""
     from torch.profiler import ProfilerActivity, profile
-    fn(0)
-    torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(calls):
             fn(0)
@@ -178,7 +176,8 @@ def kernel_times(fn, calls=20):
         if ev.device_type == torch.autograd.DeviceType.CUDA:
             t = getattr(ev, "device_time", None)
             t = ev.cuda_time if t is None else t
-            per[kernel_name(ev.name)] = per.get(kernel_name(ev.name), 0.0) + t / calls
+            name = kernel_name(ev.name)
+            per[name] = per.get(name, 0.0) + t / calls
     return per
 
 
