@@ -3,6 +3,7 @@
     python3 bench/summarize.py RESULTS.json      # one run: dense, sparse and whole-layer tables
     python3 bench/summarize.py --ab FOLDER       # bench_before_*.json against bench_after_*.json
 """
+import collections
 import glob
 import json
 import os
@@ -94,18 +95,18 @@ def ab(folder):
 def kernels(runs):
     """The estimator's kernels one by one (cuda_bench.py's kernels_us): each tree's median over its
     rounds in microseconds, and the call's time that lies between the kernels."""
-    per = {}
+    per = collections.defaultdict(lambda: collections.defaultdict(lambda: {"before": [], "after": []}))
     for side, datas in runs.items():
         for data in datas:
             for r in data["results"]:
                 if "kernels_us" not in r:
                     continue
-                cell = per.setdefault((r["shape"], r["n"]), {})
+                cell = per[(r["shape"], r["n"])]
                 for name, us in r["kernels_us"].items():
-                    cell.setdefault(name, {"before": [], "after": []})[side].append(us)
+                    cell[name][side].append(us)
                 total = sum(r["kernels_us"].values())
-                cell.setdefault("(all kernels)", {"before": [], "after": []})[side].append(total)
-                cell.setdefault("(between kernels)", {"before": [], "after": []})[side].append(1000 * r["ms"] - total)
+                cell["(all kernels)"][side].append(total)
+                cell["(between kernels)"][side].append(1000 * r["ms"] - total)
     if not per:
         return
     print("\nThe estimate's kernels (median us per call over the rounds):\n")
