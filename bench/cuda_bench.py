@@ -28,6 +28,12 @@ row_offsets[-1]), so that two runs or builds can be compared bit for bit, and ea
 kernels' time per call (kernels_us, from torch.profiler over 20 calls; the rest of the call's time
 lies between its kernels).
 --skip flash flex estimate leaves out peers and stages for a quick A/B of our kernels.
+--ab PYTHONPATH times an earlier tree (its package installed at PYTHONPATH) against this one in one
+run: two worker processes of this script take turns on the GPU, one timed method at a time in ABBA
+order, so that the two timings of a method lie seconds apart on a board in the same state
+(bench/summarize.py --ab reads the two JSONs):
+
+  python3 bench/cuda_bench.py --ab /tmp/before --out ab/bench_after_1.json --ab-out ab/bench_before_1.json
 """
 import argparse
 import datetime
@@ -40,6 +46,7 @@ import pathlib
 import re
 import statistics
 import subprocess
+import sys
 import time
 import traceback
 
@@ -92,35 +99,91 @@ def time_ms(fn, nsets, warmup, reps):
     return statistics.median(times)
 
 
-def l2_persisting_set_aside():
-    """PROXYATTN_BENCH_L2_PERSIST=F (A/B runs): sets aside F of the device's largest L2 share for
-    persisting accesses (cudaLimitPersistingL2CacheSize) before any timing, so that the kernels'
-    evict_last copies get it; returns the bytes, or 0 when unset."""
-    frac = float(os.environ.get("PROXYATTN_BENCH_L2_PERSIST", "0"))
-    if frac <= 0:
-        return 0
-    import ctypes
-    import glob
-    torch.zeros(1, device="cuda")  # the primary context, shared with the runtime below
-    names = ["libcudart.so.13", "libcudart.so.12", "libcudart.so"]
-    names += glob.glob(os.path.join(os.path.dirname(torch.__file__), "..", "nvidia", "*", "lib", "libcudart.so*"))
-    for name in names:
-        try:
-            rt = ctypes.CDLL(name)
-            break
-        except OSError:
-            continue
-    else:
-        raise RuntimeError("PROXYATTN_BENCH_L2_PERSIST: no libcudart found")
-    most = ctypes.c_int(0)
-    rt.cudaDeviceGetAttribute(ctypes.byref(most), 108, torch.cuda.current_device())  # MaxPersistingL2CacheSize
-    size = int(most.value * frac)
-    err = rt.cudaDeviceSetLimit(0x06, ctypes.c_size_t(size))  # cudaLimitPersistingL2CacheSize
-    if err:
-        raise RuntimeError(f"cudaDeviceSetLimit(PersistingL2CacheSize, {size}) failed: error {err}")
-    got = ctypes.c_size_t(0)
-    rt.cudaDeviceGetLimit(ctypes.byref(got), 0x06)
-    return got.value
+class Turns:
+    """The worker side of --ab (--turns R,W): the process runs only between a "go" read from fd R
+    and the key of the method it has just timed, written to fd W, so that the two trees never run
+    kernels at once and their timings of one method lie seconds apart."""
+
+    def __init__(self, spec):
+        r, w = (int(fd) for fd in spec.split(","))
+        self.go, self.done_pipe = os.fdopen(r, "r"), os.fdopen(w, "w", buffering=1)
+        self.wait()
+
+    def wait(self):
+        if self.go.readline() != "go\n":
+            sys.exit("cuda_bench.py --turns: the A/B coordinator is gone")
+
+    def done(self, key):
+        torch.cuda.synchronize()
+        self.done_pipe.write(key + "\n")
+        self.wait()
+
+
+def without_flags(argv, flags):
+    """argv without the given options and their values (as "--flag value" or "--flag=value")."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a.split("=")[0] in flags:
+            skip = "=" not in a
+        else:
+            out.append(a)
+    return out
+
+
+def interleave(args):
+    """--ab: this tree (the package Python finds) and the earlier one (the package on args.ab) as two
+    worker processes of this script, taking turns on the GPU one timed method at a time, the
+    earlier tree first in even turns and second in odd ones (ABBA). Each writes its JSON (--out,
+    --ab-out) and its log beside it (.log). Returns the exit status: 0 when both workers
+    succeeded."""
+    import signal
+    common = without_flags(sys.argv[1:], {"--ab", "--ab-options", "--ab-out", "--out", "--options"})
+    trees = {"before": (args.ab_out, args.ab_options, args.ab), "after": (args.out, args.options, None)}
+    workers = {}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("cuda_bench.py --ab: terminated"))
+    try:
+        for name, (out, options, path) in trees.items():
+            go_r, go_w = os.pipe()
+            done_r, done_w = os.pipe()
+            env = dict(os.environ)
+            if path is not None:
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
+            cmd = [sys.executable, os.path.abspath(__file__)] + common + [
+                "--out", out, "--options", json.dumps(options), "--turns", f"{go_r},{done_w}"]
+            log = open(pathlib.Path(out).with_suffix(".log"), "w")
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=(go_r, done_w))
+            os.close(go_r)
+            os.close(done_w)
+            workers[name] = (proc, os.fdopen(go_w, "w", buffering=1), os.fdopen(done_r, "r"))
+        turn, alive, apart = 0, set(workers), 0
+        while alive:
+            keys = {}
+            for name in ("before", "after") if turn % 2 == 0 else ("after", "before"):
+                if name not in alive:
+                    continue
+                _, go, done = workers[name]
+                try:
+                    go.write("go\n")
+                    line = done.readline()
+                except BrokenPipeError:
+                    line = ""
+                if line:
+                    keys[name] = line.strip()
+                else:
+                    alive.discard(name)  # finished (or failed: its exit status tells)
+            if len(set(keys.values())) > 1:
+                apart += 1
+                print(f"turn {turn}: out of step ({keys})", flush=True)
+            turn += 1
+        codes = {name: w[0].wait() for name, w in workers.items()}
+        print(f"--ab: {turn - 1} turns, {apart} out of step; exit status {codes}", flush=True)
+        return 0 if not any(codes.values()) else 1
+    finally:
+        for proc, _, _ in workers.values():
+            if proc.poll() is None:
+                proc.kill()
 
 
 def graphed(fn, nsets):
@@ -260,8 +323,9 @@ def rel_err(a, b):
 
 
 class Bench:
-    def __init__(self, args):
+    def __init__(self, args, turns=None):
         self.args = args
+        self.turns = turns  # Turns, in a worker of --ab
         self.results = []
         self._flex = None
 
@@ -318,6 +382,8 @@ class Bench:
         print(f"{ctx['shape']:12s} n={ctx['n']:7d} {method:14s}{dens:9s} {line}", flush=True)
         rec.pop("cudnn_ms", None)
         self.results.append(rec)
+        if self.turns:
+            self.turns.done(f"{ctx['shape']} {ctx['n']} {method} {density}")
         return rec
 
     def length(self, shape, n):
@@ -482,7 +548,8 @@ def print_table(results):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--lengths", type=int, nargs="+", default=[8192, 16384, 32768, 65536, 131072])
     p.add_argument("--densities", type=float, nargs="*", default=[1.0, 0.5, 0.2, 0.1, 0.05],
                    help="densities of the random masks the sparse kernel runs on (none: no sparse rows)")
@@ -514,7 +581,20 @@ def main():
                    help="idle the GPU this long before each timed method, so that each starts from a "
                         "board cooled alike rather than from the heat of the method before it")
     p.add_argument("--out", default=None, help="JSON results (default bench/results/cuda_bench_<date>.json)")
+    p.add_argument("--ab", metavar="PYTHONPATH",
+                   help="A/B against an earlier tree, the package installed at PYTHONPATH: both run as "
+                        "workers of this script that take turns on the GPU, one timed method at a time in "
+                        "ABBA order; needs --out and --ab-out (the earlier tree's JSON); each log lies "
+                        "beside its JSON")
+    p.add_argument("--ab-options", type=json.loads, default={}, help="--options of the earlier tree")
+    p.add_argument("--ab-out", help="the earlier tree's JSON results")
+    p.add_argument("--turns", help=argparse.SUPPRESS)  # R,W: a worker of --ab (Turns)
     args = p.parse_args()
+    if args.ab is not None:
+        if not args.out or not args.ab_out:
+            p.error("--ab needs --out and --ab-out")
+        return interleave(args)
+    turns = Turns(args.turns) if args.turns else None
     if args.kernel:
         os.environ["PROXYATTN_KERNEL"] = args.kernel  # read when the library builds a plan
     if args.quick:
@@ -534,11 +614,7 @@ def main():
           f"{meta['sparse_timing']}" + ("" if meta["proxyattn_cuda"] else ", NO CUDA BACKEND: ours will fail"),
           flush=True)
 
-    persist = l2_persisting_set_aside()
-    if persist:
-        meta["l2_persisting_bytes"] = persist
-        print(f"L2 set aside for persisting accesses: {persist / 2**20:.1f} MiB", flush=True)
-    bench = Bench(args)
+    bench = Bench(args, turns)
     bench.run()
 
     out = pathlib.Path(args.out or REPO / "bench" / "results" / f"cuda_bench_{now:%Y-%m-%d_%H%M%S}.json")
@@ -552,4 +628,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

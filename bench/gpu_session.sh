@@ -181,19 +181,14 @@ chain() {
   fi
   if [[ $steps == *ab* ]] && [ -f $W/ab/build.pid ]; then
     # The earlier tree (built in the background since the start) against this one: bench/cuda_bench.py
-    # on each in turn (ratios to cuDNN in each run; the JSONs carry every estimated mask's digest).
+    # --ab runs both as processes that take turns on the GPU, one timed method at a time in ABBA
+    # order (ratios to cuDNN in each tree's own runs; the JSONs carry every estimated mask's digest).
     wait_before_tree
-    # Rounds in ABBA order (before, after; after, before; ...), so that neither tree always runs
-    # first on a cooler board.
     for round in $(seq ${AB_ROUNDS:-2}); do
-      for b in $([ $((round % 2)) = 1 ] && echo before after || echo after before); do
-        options=${AB_OPTIONS_AFTER:-}
-        [ $b = before ] && options=${AB_OPTIONS_BEFORE:-}
-        PYTHONPATH=$([ $b = before ] && echo $W/ab/before) timeout 300 python3 bench/cuda_bench.py \
-          --shapes ${AB_SHAPES:-llama3.1-8b gemma2-9b qwen2.5-0.5b} --lengths ${AB_LENGTHS:-32768 131072} --densities ${AB_DENSITIES-1.0 0.1} --skip ${AB_SKIP:-flash flex} ${AB_ARGS:-} \
-          --reps ${AB_REPS:-5} ${options:+--options "$options"} \
-          --out $W/ab/bench_${b}_$round.json > $W/ab/bench_${b}_$round.log 2>&1
-      done
+      timeout 600 python3 bench/cuda_bench.py --ab $W/ab/before \
+        --shapes ${AB_SHAPES:-llama3.1-8b gemma2-9b qwen2.5-0.5b} --lengths ${AB_LENGTHS:-32768 131072} --densities ${AB_DENSITIES-1.0 0.1} --skip ${AB_SKIP:-flash flex} ${AB_ARGS:-} \
+        --reps ${AB_REPS:-5} --options "${AB_OPTIONS_AFTER:-{\}}" --ab-options "${AB_OPTIONS_BEFORE:-{\}}" \
+        --out $W/ab/bench_after_$round.json --ab-out $W/ab/bench_before_$round.json > $W/ab/round_$round.log 2>&1
     done
     echo "exit 0" > $W/ab.status
   fi
