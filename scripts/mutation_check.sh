@@ -23,7 +23,7 @@ survived=0
 for m in "${mutations[@]}"; do
   file=${m%%@@*}; rest=${m#*@@}; from=${rest%%@@*}; rest=${rest#*@@}; to=${rest%%@@*}; what=${rest#*@@}
   rm -rf "$work/src" "$work/build" && mkdir -p "$work/src"  # a fresh build: tar keeps the old mtimes
-  (cd "$root" && tar cf - --exclude='./build*' --exclude=./.device --exclude=./.git .) | (cd "$work/src" && tar xf -)
+  (cd "$root" && tar cf - --exclude='./build*' --exclude=./.device --exclude=./.gpu --exclude=./.git .) | (cd "$work/src" && tar xf -)
   if ! grep -qF -- "$from" "$work/src/$file"; then
     echo "MISSING  $what (pattern not found in $file)"; survived=1; continue
   fi
