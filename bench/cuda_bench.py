@@ -134,12 +134,13 @@ def without_flags(argv, flags):
 
 def interleave(args):
     """--ab: this tree (the package Python finds) and the earlier one (the package on args.ab) as two
-    worker processes of this script, taking turns on the GPU one timed method at a time, the
-    earlier tree first in even turns and second in odd ones (ABBA). Each writes its JSON (--out,
-    --ab-out) and its log beside it (.log). Returns the exit status: 0 when both workers
-    succeeded."""
+    worker processes of this script, taking turns on the GPU one timed method at a time, the tree
+    args.ab_first first in even turns and second in odd ones (ABBA; a method keeps its turn's
+    parity from run to run, so runs that alternate --ab-first put each tree first equally often).
+    Each writes its JSON (--out, --ab-out) and its log beside it (.log). Returns the exit status: 0
+    when both workers succeeded."""
     import signal
-    common = without_flags(sys.argv[1:], {"--ab", "--ab-options", "--ab-out", "--out", "--options"})
+    common = without_flags(sys.argv[1:], {"--ab", "--ab-options", "--ab-out", "--ab-first", "--out", "--options"})
     trees = {"before": (args.ab_out, args.ab_options, args.ab), "after": (args.out, args.options, None)}
     workers = {}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("cuda_bench.py --ab: terminated"))
@@ -160,7 +161,8 @@ def interleave(args):
         turn, alive, apart = 0, set(workers), 0
         while alive:
             keys = {}
-            for name in ("before", "after") if turn % 2 == 0 else ("after", "before"):
+            first, second = ("before", "after") if args.ab_first == "before" else ("after", "before")
+            for name in (first, second) if turn % 2 == 0 else (second, first):
                 if name not in alive:
                     continue
                 _, go, done = workers[name]
@@ -588,6 +590,8 @@ def main():
                         "beside its JSON")
     p.add_argument("--ab-options", type=json.loads, default={}, help="--options of the earlier tree")
     p.add_argument("--ab-out", help="the earlier tree's JSON results")
+    p.add_argument("--ab-first", choices=["before", "after"], default="before",
+                   help="the tree that runs first in even turns (alternate it from run to run)")
     p.add_argument("--turns", help=argparse.SUPPRESS)  # R,W: a worker of --ab (Turns)
     args = p.parse_args()
     if args.ab is not None:

@@ -182,12 +182,14 @@ chain() {
   if [[ $steps == *ab* ]] && [ -f $W/ab/build.pid ]; then
     # The earlier tree (built in the background since the start) against this one: bench/cuda_bench.py
     # --ab runs both as processes that take turns on the GPU, one timed method at a time in ABBA
-    # order (ratios to cuDNN in each tree's own runs; the JSONs carry every estimated mask's digest).
+    # order, the tree that goes first swapped from round to round (ratios to cuDNN in each tree's
+    # own runs; the JSONs carry every estimated mask's digest).
     wait_before_tree
     for round in $(seq ${AB_ROUNDS:-2}); do
       PYTHONPATH= timeout 600 python3 bench/cuda_bench.py --ab $W/ab/before \
         --shapes ${AB_SHAPES:-llama3.1-8b gemma2-9b qwen2.5-0.5b} --lengths ${AB_LENGTHS:-32768 131072} --densities ${AB_DENSITIES-1.0 0.1} --skip ${AB_SKIP:-flash flex} ${AB_ARGS:-} \
         --reps ${AB_REPS:-5} --options "${AB_OPTIONS_AFTER:-{\}}" --ab-options "${AB_OPTIONS_BEFORE:-{\}}" \
+        --ab-first $([ $((round % 2)) = 1 ] && echo before || echo after) \
         --out $W/ab/bench_after_$round.json --ab-out $W/ab/bench_before_$round.json > $W/ab/round_$round.log 2>&1
     done
     echo "exit 0" > $W/ab.status
