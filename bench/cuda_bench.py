@@ -158,10 +158,10 @@ def interleave(args):
             os.close(go_r)
             os.close(done_w)
             workers[name] = (proc, os.fdopen(go_w, "w", buffering=1), os.fdopen(done_r, "r"))
+        first, second = ("before", "after") if args.ab_first == "before" else ("after", "before")
         turn, alive, apart = 0, set(workers), 0
         while alive:
             keys = {}
-            first, second = ("before", "after") if args.ab_first == "before" else ("after", "before")
             for name in (first, second) if turn % 2 == 0 else (second, first):
                 if name not in alive:
                     continue

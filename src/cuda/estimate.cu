@@ -278,13 +278,15 @@ __global__ void __launch_bounds__(kThreads) budget_kernel(EstimateParams p) {
     __syncthreads();
     const rules::BudgetCut<float> cut = rules::budget_cut(prefix[nb - 1], p.gamma);
     const rules::BudgetCut<float> cut_last = rules::budget_cut(prefix[nb - 1], p.last_gamma);
-    // The last block's own count only where its cut differs (last_block_gamma above gamma): the
-    // same count otherwise, and its pass and atomic cost 1-4% of this kernel.
+    // The last block's own count only where its cut differs (last_block_gamma above gamma), in the
+    // same pass as the head's: the same count otherwise, and its work and atomic cost 1-4% of
+    // this kernel.
     const bool own_last = p.last_gamma != p.gamma;
     int count = 0, count_last = 0;
-    for (int i = lo; i < hi; ++i) count += prefix[i] < cut.target;
     if (own_last)
-      for (int i = lo; i < hi; ++i) count_last += prefix[i] < cut_last.target;
+      for (int i = lo; i < hi; ++i) count += prefix[i] < cut.target, count_last += prefix[i] < cut_last.target;
+    else
+      for (int i = lo; i < hi; ++i) count += prefix[i] < cut.target;
     atomicAdd(&below, count);
     if (own_last) atomicAdd(&below_last, count_last);
     __syncthreads();
