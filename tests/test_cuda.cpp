@@ -110,6 +110,18 @@ void expect_close(const GpuRun& g, const GpuRun& r, const std::string& label, co
   std::fflush(stdout);
 }
 
+// The same call under every kernel choice (cuda_util.hpp), each against the reference r.
+void expect_every_kernel_close(const Config& c, const Problem& pr, const Qkv& x, const BlockMask* mask,
+                               const GpuRun& r, const std::string& label) {
+  for (const KernelChoice& kc : kernel_choices()) {
+    UseKernels use(kc);
+    Plan plan(c, on_cuda(pr));
+    const GpuRun g = run_gpu(plan, x, mask);
+    expect_close(g, r, label + ", " + kc.label, checked_kernels(plan, kc));
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+}
+
 }  // namespace
 
 TEST(Cuda, DenseMatchesReference) {
@@ -122,13 +134,8 @@ TEST(Cuda, DenseMatchesReference) {
     Config c;
     const Qkv x = random_qkv(pr, rng);
     const GpuRun r = run_ref(pr, c, x, nullptr);
-    for (const KernelChoice& kc : kernel_choices()) {
-      UseKernels use(kc);
-      Plan plan(c, on_cuda(pr));
-      const GpuRun g = run_gpu(plan, x, nullptr);
-      expect_close(g, r, name(sh) + ", " + kc.label, checked_kernels(plan, kc));
-      if (HasFatalFailure()) return;
-    }
+    expect_every_kernel_close(c, pr, x, nullptr, r, name(sh));
+    if (HasFatalFailure()) return;
   }
 }
 
@@ -146,15 +153,9 @@ TEST(Cuda, SparseMatchesReferenceOnRandomMasks) {
       MaskOnGpu gm(m);
       const BlockMask hm = m.view();
       const GpuRun r = run_ref(pr, c, x, &hm);
-      for (const KernelChoice& kc : kernel_choices()) {
-        UseKernels use(kc);
-        Plan plan(c, on_cuda(pr));
-        const GpuRun g = run_gpu(plan, x, &gm.view);
-        // Rows that keep nothing give exactly 0, so the whole output must be finite too.
-        expect_close(g, r, name(sh) + (drop_diagonal ? " without diagonals, " : ", ") + kc.label,
-                     checked_kernels(plan, kc));
-        if (HasFatalFailure()) return;
-      }
+      // Rows that keep nothing give exactly 0, so the whole output must be finite too.
+      expect_every_kernel_close(c, pr, x, &gm.view, r, name(sh) + (drop_diagonal ? " without diagonals" : ""));
+      if (HasFatalFailure()) return;
     }
 }
 
@@ -247,13 +248,8 @@ TEST(Cuda, GrowingScoresMatchReference) {
       const BlockMask hm = m.view();
       for (const bool sparse : {false, true}) {
         const GpuRun r = run_ref(pr, c, x, sparse ? &hm : nullptr);
-        for (const KernelChoice& kc : kernel_choices()) {
-          UseKernels use(kc);
-          Plan plan(c, on_cuda(pr));
-          const GpuRun g = run_gpu(plan, x, sparse ? &gm.view : nullptr);
-          expect_close(g, r, label + (sparse ? " sparse, " : " dense, ") + kc.label, checked_kernels(plan, kc));
-          if (HasFatalFailure()) return;
-        }
+        expect_every_kernel_close(c, pr, x, sparse ? &gm.view : nullptr, r, label + (sparse ? " sparse" : " dense"));
+        if (HasFatalFailure()) return;
       }
     }
 }
@@ -295,14 +291,8 @@ TEST(Cuda, LongRowsWithBadEntriesMatchReference) {
     MaskOnGpu gm(raw);
     const BlockMask hm = clean.view();
     const GpuRun r = run_ref(pr, c, x, &hm);
-    for (const KernelChoice& kc : kernel_choices()) {
-      UseKernels use(kc);
-      Plan plan(c, on_cuda(pr));
-      const GpuRun g = run_gpu(plan, x, &gm.view);
-      expect_close(g, r, label + ", rows of up to " + std::to_string(longest) + " entries, " + kc.label,
-                   checked_kernels(plan, kc));
-      if (HasFatalFailure()) return;
-    }
+    expect_every_kernel_close(c, pr, x, &gm.view, r, label + ", rows of up to " + std::to_string(longest) + " entries");
+    if (HasFatalFailure()) return;
   }
 }
 
