@@ -7,8 +7,8 @@
     out = proxyattn.attention_varlen(q_chunk, k, v, cu_seqlens_q, cu_seqlens_k)  # queries: the last positions
     out = proxyattn.attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, block_table)  # paged
 
-Inputs are any DLPack arrays (torch, numpy, cupy), used without a copy; CUDA work runs on the
-caller's current stream. `proxyattn.torch_ops` registers torch custom ops (torch.compile, CUDA
+Inputs are torch, numpy, cupy or jax (CPU) arrays, used without a copy through DLPack; CUDA work
+runs on the caller's current stream. `proxyattn.torch_ops` registers torch custom ops (torch.compile, CUDA
 graphs) and `proxyattn.transformers.register()` adds attn_implementation="proxyattn".
 """
 from ._api import (DEFAULTS, BlockMask, Options, attention, attention_varlen, attention_with_kvcache, clear_plan_cache,

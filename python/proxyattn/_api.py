@@ -97,9 +97,12 @@ class _Call:
         if not causal:
             raise ValueError("causal must be True: proxyattn implements causal (prefill) attention")
         self.fw = _arrays.framework(q, "q")
-        for name, x in (("k", k), ("v", v)):
+        for name, x in (("q", q), ("k", k), ("v", v)):
             if x is not None and _arrays.framework(x, name) != self.fw:
                 raise TypeError(f"{name}: must come from the same framework as q ({self.fw})")
+            if self.fw == "numpy" and x is not None and str(x.dtype) == "bfloat16":
+                raise TypeError(f"{name}: numpy bfloat16 arrays (ml_dtypes) cannot pass through DLPack; use torch or "
+                                f"jax arrays for bfloat16, or float32")
         self.batched = q.ndim == 4
         self.batch_shape = tuple(q.shape[:2]) if self.batched else None
         if self.batched:
@@ -148,6 +151,8 @@ class _Call:
         else:
             if _arrays.framework(out, "out") != self.fw:
                 raise TypeError(f"out: must come from the same framework as q ({self.fw})")
+            if self.fw == "jax":
+                raise TypeError("out: jax arrays cannot be written in place; leave out unset and use the returned array")
             _arrays.writable(out, "out")
             expected = tuple(self.batch_shape) + tuple(self.q.shape[1:]) if self.batched else tuple(self.q.shape)
             if tuple(out.shape) != expected:
@@ -160,6 +165,7 @@ class _Call:
     def result(self, out, lse):
         """out and lse back in the caller's layout: batched inputs give out [b, n, h, d] and
         lse [b, h, n], as flash_attn_func does; packed inputs give lse [h, total]."""
+        out, lse = _arrays.as_framework(out, self.fw), _arrays.as_framework(lse, self.fw)
         if self.batched:
             b, n = self.batch_shape
             out = out.reshape(b, n, *out.shape[1:])
@@ -387,10 +393,12 @@ def estimate(q, k, softmax_scale=None, *, cu_seqlens=None, cu_seqlens_k=None, co
 
     copy=True returns arrays of their own, trimmed to the kept blocks (this reads the count back,
     a synchronisation); copy=False returns views of the plan's workspace, valid until the next
-    estimate with the same shapes and options, without synchronising."""
+    estimate with the same shapes and options, without synchronising. With jax inputs the mask's
+    arrays are numpy copies (jax keeps 64-bit offsets only under jax_enable_x64)."""
     call = _Call(q, k, None, cu_seqlens, softmax_scale, True, _options(options, k.shape[-2]), cu_seqlens_k)
-    row_offsets, col_indices, _, _ = call.plan.estimate(call.q, call.k, call.stream, call.fw)
-    if copy:
+    jax = call.fw == "jax"
+    row_offsets, col_indices, _, _ = call.plan.estimate(call.q, call.k, call.stream, "numpy" if jax else call.fw)
+    if copy or jax:
         nnz = int(row_offsets[-1])
         row_offsets, col_indices = _arrays.clone(row_offsets), _arrays.clone(col_indices[:nnz])
     mask = BlockMask(row_offsets, col_indices, call.options.block_size, call.q.shape[1], call.cu_seqlens,
@@ -412,6 +420,8 @@ def sparse_attention(q, k, v, block_mask, softmax_scale=None, causal=True, *, cu
             row_offsets, col_indices = block_mask
         except (TypeError, ValueError):
             raise TypeError("block_mask: expected a BlockMask or a (row_offsets, col_indices) pair") from None
+    if _arrays.framework(q, "q") == "jax":  # host copies: 64-bit offsets whatever jax's x64 setting
+        row_offsets, col_indices = np.asarray(row_offsets, np.int64), np.asarray(col_indices, np.int32)
     _check_mask_arrays(row_offsets, col_indices)
     call = _Call(q, k, v, cu_seqlens, softmax_scale, causal, Options(block_size=block_size, backend=backend),
                  cu_seqlens_k)

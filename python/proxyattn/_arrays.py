@@ -2,10 +2,14 @@
 and how to allocate outputs and workspaces with the same framework (so torch's caching allocator
 serves them, which keeps CUDA-graph capture and memory accounting right).
 
-torch, numpy and cupy are recognised by the module their array type comes from; none of them is
-imported unless the caller already passed one of its arrays.
+torch, numpy, cupy and jax are recognised by the module their array type comes from; none of them
+is imported unless the caller already passed one of its arrays. jax arrays cannot be written, so
+a call on them writes its outputs into host arrays of the extension (_core.host_empty) and hands
+them to jax through DLPack (as_framework).
 """
 import sys
+
+from . import _core
 
 _DTYPES = ("float32", "float16", "bfloat16")
 
@@ -14,7 +18,12 @@ def framework(x, name):
     mod = type(x).__module__.split(".")[0]
     if mod in ("torch", "numpy", "cupy"):
         return mod
-    raise TypeError(f"{name}: expected a torch tensor, numpy array or cupy array, got {type(x).__name__}")
+    if mod in ("jax", "jaxlib"):
+        if isinstance(x, sys.modules["jax"].core.Tracer):
+            raise TypeError(f"{name}: a traced jax array (inside jax.jit, vmap or grad): proxyattn runs eagerly; "
+                            f"call it outside the traced function")
+        return "jax"
+    raise TypeError(f"{name}: expected a torch tensor, numpy array, cupy array or jax array, got {type(x).__name__}")
 
 
 def dtype_name(x, name):
@@ -32,6 +41,11 @@ def device_of(x, fw):
         return x.device.type, (x.device.index or 0) if x.device.type == "cuda" else 0
     if fw == "cupy":
         return "cuda", x.device.id
+    if fw == "jax":
+        platforms = {d.platform for d in x.devices()}
+        if platforms != {"cpu"}:
+            raise ValueError(f"jax arrays must be on the CPU, got one on {sorted(platforms)}; on a GPU pass torch or "
+                             f"cupy arrays (torch.from_dlpack(x) shares a jax array's memory)")
     return "cpu", 0
 
 
@@ -55,20 +69,37 @@ def empty(fw, like, shape, dtype=None):
         torch = sys.modules["torch"]
         dt = like.dtype if dtype is None else getattr(torch, dtype)
         return torch.empty(shape, dtype=dt, device=like.device)
+    if fw == "jax":  # outputs only (jax calls run on the CPU: no workspace)
+        return _core.host_empty(list(shape), str(like.dtype) if dtype is None else dtype)
     xp = sys.modules["cupy" if fw == "cupy" else "numpy"]
     return xp.empty(shape, dtype=like.dtype if dtype is None else dtype)
 
 
 def strides(x):
     """Strides in elements."""
-    if framework(x, "array") == "torch":
+    fw = framework(x, "array")
+    if fw == "torch":
         return tuple(x.stride())
+    if fw == "jax":  # always row-major
+        out, step = [], 1
+        for n in reversed(x.shape):
+            out.append(step)
+            step *= n
+        return tuple(reversed(out))
     return tuple(s // x.itemsize for s in x.strides)
 
 
 def clone(x):
     """A copy of x in its own memory, on its device."""
     return x.clone() if framework(x, "array") == "torch" else x.copy()
+
+
+def as_framework(x, fw):
+    """x (an output this package made: _core.host_empty's for jax) as an array of fw: jax takes
+    it through DLPack; the other frameworks' outputs are theirs already."""
+    if fw != "jax" or x is None:
+        return x
+    return sys.modules["jax"].dlpack.from_dlpack(x)
 
 
 def to_numpy(x):

@@ -1,5 +1,5 @@
-"""The proxyattn package (nanobind bindings) against the float64 reference, on the CPU with numpy
-and torch inputs, and on CUDA when a GPU is present (those cases skip, saying so, without one)."""
+"""The proxyattn package (nanobind bindings) against the float64 reference, on the CPU with numpy,
+torch and jax inputs, and on CUDA when a GPU is present (those cases skip, saying so, without one)."""
 import numpy as np
 import pytest
 
@@ -11,6 +11,11 @@ try:
     import torch
 except ImportError:  # the numpy cases still run
     torch = None
+try:
+    import jax
+    import jax.numpy as jnp
+except ImportError:
+    jax = None
 
 HAS_CUDA = torch is not None and torch.cuda.is_available() and proxyattn.cuda_available()
 SPARSE = dict(gamma=0.3, min_budget_tokens=0)  # random inputs then drop blocks
@@ -21,6 +26,9 @@ def frameworks():
     if torch is not None:
         cases += [pytest.param(("torch", "cpu", "float32"), id="torch-cpu"),
                   pytest.param(("torch", "cpu", "bfloat16"), id="torch-cpu-bf16")]
+    no_jax = pytest.mark.skipif(jax is None, reason="jax is not installed: the jax cases skip")
+    cases += [pytest.param(("jax", "cpu", "float32"), id="jax-cpu", marks=no_jax),
+              pytest.param(("jax", "cpu", "bfloat16"), id="jax-cpu-bf16", marks=no_jax)]
     gpu = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU (or a CPU-only build): CUDA cases skipped")
     cases += [pytest.param(("torch", "cuda", "bfloat16"), id="torch-cuda-bf16", marks=gpu),
               pytest.param(("torch", "cuda", "float16"), id="torch-cuda-fp16", marks=gpu)]
@@ -35,13 +43,15 @@ def make(arrays, fw, device, dtype):
     """Converts float64 numpy arrays to the framework, rounding through the dtype."""
     if fw == "numpy":
         return [a.astype(dtype) for a in arrays]
+    if fw == "jax":
+        return [jnp.asarray(a, getattr(jnp, dtype)) for a in arrays]
     return [torch.from_numpy(a).to(device=device, dtype=getattr(torch, dtype)) for a in arrays]
 
 
 def host(x):
     if torch is not None and isinstance(x, torch.Tensor):
         return x.detach().float().cpu().numpy()
-    return np.asarray(x, np.float64)
+    return np.asarray(x).astype(np.float64)  # (numpy, and jax: its bfloat16 through ml_dtypes)
 
 
 def randn(rng, *shape):
@@ -102,6 +112,8 @@ def test_sparse_attention_given_mask_strided_views_and_empty_rows(case):
     ro, ci = np.array(offsets, np.int64), np.array(rows, np.int32)
     if fw == "torch":
         ro, ci = torch.from_numpy(ro).to(device), torch.from_numpy(ci).to(device)
+    if fw == "jax":  # int32 offsets unless jax_enable_x64: the call takes them too
+        ro, ci = jnp.asarray(ro), jnp.asarray(ci)
     out, lse = proxyattn.sparse_attention(q, k, v, (ro, ci), return_lse=True)
     ref_out, ref_lse = reference.attention(host(q), host(k), host(v), [0, n], (host(ro).astype(np.int64), host(ci).astype(np.int64)))
     assert (host(out)[128:256, 0] == 0).all() and np.isneginf(host(lse)[0, 128:256]).all()
@@ -186,6 +198,30 @@ def test_cupy_arrays_on_cuda():
     ref_out, _ = reference.attention(*(a.astype(np.float16) for a in arrays), [0, 700],
                                      (cupy.asnumpy(mask.row_offsets), cupy.asnumpy(mask.col_indices).astype(np.int64)))
     assert rel_err(cupy.asnumpy(out), ref_out) < tolerance("float16")
+
+
+@pytest.mark.skipif(jax is None, reason="jax is not installed")
+def test_jax_arrays_come_back_as_jax_arrays_and_cannot_be_written():
+    rng = np.random.default_rng(17)
+    q, k, v = make([randn(rng, 2, 260, 4, 64), randn(rng, 2, 260, 2, 64), randn(rng, 2, 260, 2, 64)], "jax", "cpu",
+                   "bfloat16")
+    out, lse = proxyattn.attention(q, k, v, return_lse=True, **SPARSE)
+    assert isinstance(out, jax.Array) and out.dtype == jnp.bfloat16 and out.shape == q.shape
+    assert isinstance(lse, jax.Array) and lse.dtype == jnp.float32 and lse.shape == (2, 4, 260)
+    mask = proxyattn.estimate(q, k, **SPARSE)  # numpy: 64-bit offsets whatever jax's x64 setting
+    assert isinstance(mask.row_offsets, np.ndarray) and mask.row_offsets.dtype == np.int64
+    again = proxyattn.sparse_attention(q, k, v, mask)
+    assert np.array_equal(host(again), host(out)), "the estimated mask must give attention()'s output"
+    outputs = [proxyattn.dense_attention(q, k, v) for _ in range(3)]  # each call its own buffer
+    assert all(np.array_equal(host(o), host(outputs[0])) for o in outputs)
+    with pytest.raises(TypeError, match="out: jax arrays cannot be written"):
+        proxyattn.attention(q, k, v, out=jnp.zeros_like(q))
+    with pytest.raises(TypeError, match="q: a traced jax array"):
+        jax.jit(lambda a, b, c: proxyattn.attention(a, b, c))(q, k, v)
+    with pytest.raises(TypeError, match="k: must come from the same framework"):
+        proxyattn.attention(q, np.asarray(k, np.float32), v)
+    with pytest.raises(TypeError, match="q: numpy bfloat16 arrays"):
+        proxyattn.attention(np.asarray(q), np.asarray(k), np.asarray(v))
 
 
 def test_every_input_is_checked_before_it_is_read():

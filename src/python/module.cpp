@@ -1,7 +1,7 @@
 // The Python bindings (module proxyattn._core): a thin layer over the C++ API. Arrays arrive
-// through DLPack (torch, numpy, cupy, ...) without a copy; the Python package (python/proxyattn)
+// through DLPack (torch, numpy, cupy, jax) without a copy; the Python package (python/proxyattn)
 // allocates outputs and workspaces with the caller's framework and passes the current stream,
-// so this file never allocates device memory itself.
+// so this file never allocates device memory itself (host outputs for jax: HostArray).
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -10,6 +10,8 @@
 #include <nanobind/stl/vector.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -93,6 +95,29 @@ DType dtype_named(const std::string& s) {
   if (s == "bfloat16") return DType::bfloat16;
   throw Error(ErrorCode::invalid_argument,
               "dtype must be float32, float16 or bfloat16, got '" + s + "'");
+}
+
+// An uninitialised host array that this module owns (64-byte aligned), exported through DLPack
+// as often as asked (__dlpack__): a writable output for callers whose own arrays cannot be written
+// in place (jax), handed to their framework once the call has filled it.
+struct HostArray {
+  std::unique_ptr<void, decltype(&std::free)> data{nullptr, &std::free};
+  std::vector<std::size_t> shape;
+  nb::dlpack::dtype dtype{};
+};
+
+HostArray host_empty(const std::vector<std::size_t>& shape, const std::string& dtype) {
+  using nb::dlpack::dtype_code;
+  const DType t = dtype_named(dtype);
+  HostArray a;
+  a.shape = shape;
+  a.dtype = {static_cast<std::uint8_t>(t == DType::bfloat16 ? dtype_code::Bfloat : dtype_code::Float),
+             static_cast<std::uint8_t>(dtype_size(t) * 8), 1};
+  std::size_t bytes = dtype_size(t);
+  for (const std::size_t n : shape) bytes *= n;
+  a.data.reset(std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64));  // never size 0
+  if (!a.data) throw Error(ErrorCode::runtime, "no host memory for an output of " + std::to_string(bytes) + " bytes");
+  return a;
 }
 
 // A plan plus the last estimate it produced (which lives in the plan's workspace).
@@ -263,6 +288,18 @@ NB_MODULE(_core, m) {
   });
 
   m.def("cuda_available", &cuda_available, "True when this build has CUDA and a device is visible");
+
+  nb::class_<HostArray>(m, "HostArray", "A host array of this module, exported through DLPack")
+      .def("__dlpack__",
+           [](nb::handle self, nb::kwargs) {  // stream, max_version, ...: a host array needs none
+             const HostArray& a = nb::cast<const HostArray&>(self);
+             return nb::ndarray<>(a.data.get(), a.shape.size(), a.shape.data(), self, nullptr, a.dtype,
+                                  nb::device::cpu::value, 0);
+           })
+      .def("__dlpack_device__", [](nb::handle) { return nb::make_tuple(nb::device::cpu::value, 0); })
+      .def_prop_ro("shape", [](const HostArray& a) { return nb::tuple(nb::cast(a.shape)); });
+  m.def("host_empty", &host_empty, nb::arg("shape"), nb::arg("dtype"),
+        "An uninitialised, writable host array of float32, float16 or bfloat16 (a HostArray)");
 
   m.def("config_defaults", [] { return config_to_dict(Config{}); }, "The ProxyAttn options and their defaults");
 
