@@ -52,6 +52,11 @@ def _check(q, k, v, cu_seqlens, cu_seqlens_k=None):
         raise ValueError("cu_seqlens and cu_seqlens_k are only for packed [total, heads, dim] inputs")
 
 
+def _out_like(q):
+    """The output as the ops allocate it: q's shape, contiguous whatever q's strides."""
+    return q.new_empty(q.shape)
+
+
 def _lse_like(q):
     if q.ndim == 4:
         return q.new_empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32)
@@ -70,7 +75,7 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: Op
 @_attention.register_fake
 def _(q, k, v, cu_seqlens, cu_seqlens_k, softmax_scale, options):
     _check(q, k, v, cu_seqlens, cu_seqlens_k)
-    return torch.empty_like(q), _lse_like(q)
+    return _out_like(q), _lse_like(q)
 
 
 @torch.library.custom_op("proxyattn::dense_attention", mutates_args=())
@@ -85,7 +90,7 @@ def _dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: Option
 @_dense.register_fake
 def _(q, k, v, cu_seqlens, cu_seqlens_k, softmax_scale):
     _check(q, k, v, cu_seqlens, cu_seqlens_k)
-    return torch.empty_like(q), _lse_like(q)
+    return _out_like(q), _lse_like(q)
 
 
 @torch.library.custom_op("proxyattn::sparse_attention", mutates_args=())
@@ -102,7 +107,7 @@ def _sparse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, row_offsets: torc
 @_sparse.register_fake
 def _(q, k, v, row_offsets, col_indices, cu_seqlens, cu_seqlens_k, softmax_scale, block_size):
     _check(q, k, v, cu_seqlens, cu_seqlens_k)
-    return torch.empty_like(q), _lse_like(q)
+    return _out_like(q), _lse_like(q)
 
 
 def _check_paged(q, k_cache, v_cache, cache_seqlens, block_table, cu_seqlens_q):
@@ -140,7 +145,7 @@ def _paged(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cache_
 @_paged.register_fake
 def _(q, k_cache, v_cache, cache_seqlens, block_table, cu_seqlens_q, softmax_scale, options, dense):
     _check_paged(q, k_cache, v_cache, cache_seqlens, block_table, cu_seqlens_q)
-    return torch.empty_like(q), _lse_like(q)
+    return _out_like(q), _lse_like(q)
 
 
 def attention(q, k, v, softmax_scale=None, *, cu_seqlens=None, cu_seqlens_k=None, **options):
