@@ -14,6 +14,12 @@ the new queries attend to every cached key, causal at their own positions. Every
 unchanged, so generation after the prefill is dense. Below 8K tokens the estimation and the kept
 set are close to dense anyway.
 
+Attention sinks (gpt-oss: a learned logit per head in every softmax's denominator, passed as
+s_aux) are applied to ProxyAttn's output through its log-sum-exp: out * sigmoid(lse - sink).
+Logit soft-capping (Gemma 2's softcap), which the kernels do not implement, sends the call to the
+model's own eager attention instead (exact, with eager's memory: transformers' sdpa would drop
+the cap), and so do the dense calls of a model with sinks (sdpa has none).
+
 torch.compile(model), fullgraph too, keeps the prefill on ProxyAttn (the mask function leaves the
 plain causal mask out while tracing, where transformers' sdpa one would build it densely). A
 padding mask given to a compiled model, even all ones, cannot be read while tracing: that prefill
@@ -23,6 +29,8 @@ Per-layer settings: register(layers={0: "dense", 5: {"gamma": 0.99}}) runs layer
 layer 5 with its own options over the shared ones; a callable layer_index -> "dense" | dict |
 None works as well.
 """
+import sys
+
 import torch
 
 from . import torch_ops
@@ -41,6 +49,33 @@ _counts = {"proxyattn": 0, "dense": 0}
 def _sdpa():
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     return sdpa_attention_forward
+
+
+def _eager(module, query, key, value, attention_mask, dropout, scaling, kwargs):
+    """The model's own eager attention (eager_attention_forward of the module's modeling file),
+    which implements what sdpa and ProxyAttn do not (softcap, sinks). It adds its mask to the
+    scores, so transformers' boolean sdpa mask (or its absence: causal, bottom-right after a
+    cache, as forward() runs it) becomes an additive one here."""
+    eager = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+    if eager is None:
+        raise NotImplementedError(f"proxyattn: {type(module).__name__} passes softcap or s_aux, which only its eager "
+                                  f"attention implements, and its modeling file has no eager_attention_forward")
+    n, n_kv = query.shape[2], key.shape[2]
+    if attention_mask is None and n > 1:  # one query (a decoding step) sees every key
+        offset = n_kv - n if _is_chunk(n, n_kv) else 0  # else a static cache's prefill: top-left, as sdpa
+        attention_mask = torch.ones(n, n_kv, dtype=torch.bool, device=query.device).tril(offset)[None, None]
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        blocked = torch.finfo(query.dtype).min
+        attention_mask = torch.zeros(attention_mask.shape, dtype=query.dtype, device=query.device).masked_fill(
+            ~attention_mask, blocked)
+    return eager(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+
+
+def _with_sinks(out, lse, sinks):
+    """One sequence's output [n, h, d] with each head's sink logit added to its softmax's
+    denominator: the weights exp(s - lse) become exp(s) / (exp(lse) + exp(sink))."""
+    keep = torch.sigmoid(lse.float() - sinks.float()[:, None])  # [h, n]
+    return (out.float() * keep.t()[:, :, None]).to(out.dtype)
 
 
 def _mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None, attention_mask=None,
@@ -74,8 +109,10 @@ def _is_chunk(q_len, kv_len):
     return kv_len > q_len and _chunk["shape"] == (q_len, kv_len)
 
 
-def _use_proxyattn(module, query, key, attention_mask, dropout, kwargs):
+def _use_proxyattn(module, query, key, attention_mask, dropout, kwargs, sinks_ok):
     q_len, kv_len = query.shape[2], key.shape[2]
+    if kwargs.get("softcap") is not None or (kwargs.get("s_aux") is not None and not sinks_ok):
+        return False
     if q_len < max(2, _settings["min_prefill_tokens"]) or attention_mask is not None:
         return False  # a decoding step (q_len 1), a short prompt, or a padding/window mask
     if kv_len < q_len or dropout > 0.0 or kwargs.get("output_attentions") or kwargs.get("position_bias") is not None:
@@ -95,18 +132,21 @@ def _use_proxyattn(module, query, key, attention_mask, dropout, kwargs):
     return True
 
 
-def attention_function(sequence_attention):
-    """An attention-interface function built on `sequence_attention(q, k, v, scale, layer) -> out`,
+def attention_function(sequence_attention, returns_lse=False):
+    """An attention-interface function built on `sequence_attention(q, k, v, scale, layer) -> out`
+    (or `(out, lse)` with returns_lse, lse [heads, n], which lets it serve models with sinks),
     which gets one sequence's [n, heads, d] views (RoPE applied) of every prefill ProxyAttn can
     take (see the module's docstring) and the layer's index (None where the module has none);
-    every other call goes to transformers' sdpa. Benchmarks and evaluations use it to run other
-    kernels or masks in the same places."""
+    every other call goes to transformers' sdpa (or the model's eager attention, see above).
+    Benchmarks and evaluations use it to run other kernels or masks in the same places."""
 
     def forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
         """query [b, hq, n, d], key and value [b, hkv, n_kv, d]; returns (attn_output
         [b, n, hq, d], None) as transformers' sdpa does."""
-        if not _use_proxyattn(module, query, key, attention_mask, dropout, kwargs):
+        if not _use_proxyattn(module, query, key, attention_mask, dropout, kwargs, returns_lse):
             _counts["dense"] += 1
+            if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
+                return _eager(module, query, key, value, attention_mask, dropout, scaling, kwargs)
             n, n_kv = query.shape[2], key.shape[2]
             if attention_mask is None and _is_chunk(n, n_kv):
                 # _mask built no mask for this prefill after a cache (e.g. float32 on CUDA, which the
@@ -120,11 +160,19 @@ def attention_function(sequence_attention):
         k = key[:, :, :keys].transpose(1, 2)
         v = value[:, :, :keys].transpose(1, 2)
         layer = getattr(module, "layer_idx", None)
+        sinks = kwargs.get("s_aux")
+
+        def one(b):
+            if not returns_lse:
+                return sequence_attention(q[b], k[b], v[b], scaling, layer)
+            out, lse = sequence_attention(q[b], k[b], v[b], scaling, layer)
+            return out if sinks is None else _with_sinks(out, lse, sinks)
+
         # One sequence per call: [b, n, h, d] views of this layout do not flatten into a batch.
         # A single sequence's output is returned as a view, not stacked (a copy of the whole output).
         if q.shape[0] == 1:
-            return sequence_attention(q[0], k[0], v[0], scaling, layer)[None], None
-        return torch.stack([sequence_attention(q[b], k[b], v[b], scaling, layer) for b in range(q.shape[0])]), None
+            return one(0)[None], None
+        return torch.stack([one(b) for b in range(q.shape[0])]), None
 
     return forward
 
@@ -143,13 +191,14 @@ def _layer_options(layer):
 
 
 def _default_attention(q, k, v, scale, layer):
+    """(out, lse) of one sequence."""
     options = _layer_options(layer)
     if options is None:
-        return torch_ops.dense_attention(q, k, v, scale)[0]
-    return torch_ops.attention(q, k, v, scale, **options)[0]
+        return torch_ops.dense_attention(q, k, v, scale)
+    return torch_ops.attention(q, k, v, scale, **options)
 
 
-proxyattn_attention_forward = attention_function(_default_attention)
+proxyattn_attention_forward = attention_function(_default_attention, returns_lse=True)
 
 
 def register(min_prefill_tokens=DEFAULT_MIN_PREFILL_TOKENS, layers=None, **options):

@@ -1,6 +1,7 @@
 """attn_implementation="proxyattn" in transformers: tiny random Llama, Qwen2 and Mistral models
 generate the same tokens as sdpa (the prompt is long enough to go through ProxyAttn, short enough
-that every block is kept), the prefill goes to ProxyAttn and decoding to sdpa."""
+that every block is kept), the prefill goes to ProxyAttn and decoding to sdpa; gpt-oss (attention
+sinks) and Gemma 2 (logit soft-capping) give their eager attention's answers."""
 import copy
 
 import pytest
@@ -19,13 +20,19 @@ def tiny(kind, head_dim=16):
         return transformers.LlamaConfig(**common)
     if kind == "qwen2":
         return transformers.Qwen2Config(**common)
+    if kind == "gpt_oss":  # one full-attention layer (ProxyAttn + sinks), one sliding (eager)
+        common["max_position_embeddings"] = 131072  # what its default YaRN scaling expects
+        return transformers.GptOssConfig(**common, head_dim=head_dim, num_local_experts=4, num_experts_per_tok=2,
+                                         sliding_window=128, layer_types=["full_attention", "sliding_attention"])
+    if kind == "gemma2":  # a cap that binds at the tiny model's scores (Gemma 2's own is 50)
+        return transformers.Gemma2Config(**common, head_dim=head_dim, attn_logit_softcapping=0.05)
     return transformers.MistralConfig(**common, sliding_window=4096)
 
 
-def models(kind, dtype, device, head_dim=16):
+def models(kind, dtype, device, head_dim=16, reference="sdpa"):
     torch.manual_seed(0)
     config = tiny(kind, head_dim)
-    dense = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="sdpa")
+    dense = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation=reference)
     sparse = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="proxyattn")
     sparse.load_state_dict(dense.state_dict())
     return dense.to(device, dtype).eval(), sparse.to(device, dtype).eval()
@@ -144,6 +151,27 @@ def test_a_later_turn_after_a_cache_runs_proxyattn_and_matches_sdpa(kind, device
     counts = pt.call_counts()
     assert counts["proxyattn"] == 2, counts  # the second turn's prefill, in each of the 2 layers
     assert counts["dense"] == 2 * 7, counts  # its decoding steps
+
+
+@pytest.mark.parametrize("kind", ["gpt_oss", "gemma2"])
+def test_sinks_and_softcap_give_the_models_eager_answers(kind):
+    # gpt-oss: its full-attention layer's prefill runs ProxyAttn with the sinks applied through the
+    # lse; its sliding layer's prefill (a window mask) and every decoding step run its eager
+    # attention (sdpa has no sinks). Gemma 2: every call runs eager (the kernels have no softcap).
+    pt.register(min_prefill_tokens=256, gamma=1.0)
+    dense, sparse = models(kind, torch.float32, "cpu", reference="eager")
+    ids = torch.randint(0, 500, (1, 300), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = dense(ids).logits
+        got = sparse(ids).logits
+    assert ((got - want).norm() / want.norm()).item() < 1e-5
+    assert pt.call_counts() == ({"proxyattn": 1, "dense": 1} if kind == "gpt_oss" else {"proxyattn": 0, "dense": 2})
+    with torch.no_grad():
+        assert torch.equal(dense.generate(ids, max_new_tokens=8, do_sample=False),
+                           sparse.generate(ids, max_new_tokens=8, do_sample=False))
+    if kind == "gpt_oss":  # a later turn: the new queries bottom-right against the cache, sinks too
+        assert torch.equal(two_turns(dense, "cpu"), two_turns(sparse, "cpu"))
+        assert pt.call_counts()["proxyattn"] == 1
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU: the CUDA transformers test skips")
