@@ -16,9 +16,10 @@ set are close to dense anyway.
 
 Attention sinks (gpt-oss: a learned logit per head in every softmax's denominator, passed as
 s_aux) are applied to ProxyAttn's output through its log-sum-exp: out * sigmoid(lse - sink).
-Logit soft-capping (Gemma 2's softcap), which the kernels do not implement, sends the call to the
+Logit soft-capping (Gemma 2's softcap) and a model's own sparse selection (indices, block_indices
+of DeepSeek-V3.2-style indexers), which the kernels do not implement, send the call to the
 model's own eager attention instead (exact, with eager's memory: transformers' sdpa would drop
-the cap), and so do the dense calls of a model with sinks (sdpa has none).
+them), and so do the dense calls of a model with sinks (sdpa has none).
 
 torch.compile(model), fullgraph too, keeps the prefill on ProxyAttn (the mask function leaves the
 plain causal mask out while tracing, where transformers' sdpa one would build it densely). A
@@ -43,6 +44,9 @@ _settings = {"min_prefill_tokens": DEFAULT_MIN_PREFILL_TOKENS, "options": {}, "l
 # after a cache, whose keys are the cached ones then the new ones (the mask function then builds
 # no mask; see _mask).
 _chunk = {"shape": None}
+# Arguments that change the attention's result and that only the model's eager attention
+# implements (s_aux: ProxyAttn applies sinks itself where it runs, see attention_function).
+_EAGER_ONLY = ("softcap", "s_aux", "indices", "block_indices")
 _counts = {"proxyattn": 0, "dense": 0}
 
 
@@ -53,13 +57,14 @@ def _sdpa():
 
 def _eager(module, query, key, value, attention_mask, dropout, scaling, kwargs):
     """The model's own eager attention (eager_attention_forward of the module's modeling file),
-    which implements what sdpa and ProxyAttn do not (softcap, sinks). It adds its mask to the
+    which implements what sdpa and ProxyAttn do not (_EAGER_ONLY). It adds its mask to the
     scores, so transformers' boolean sdpa mask (or its absence: causal, bottom-right after a
     cache, as forward() runs it) becomes an additive one here."""
     eager = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
     if eager is None:
-        raise NotImplementedError(f"proxyattn: {type(module).__name__} passes softcap or s_aux, which only its eager "
-                                  f"attention implements, and its modeling file has no eager_attention_forward")
+        given = [name for name in _EAGER_ONLY if kwargs.get(name) is not None]
+        raise NotImplementedError(f"proxyattn: {type(module).__name__} passes {given}, which only its eager attention "
+                                  f"implements, and its modeling file has no eager_attention_forward")
     n, n_kv = query.shape[2], key.shape[2]
     if attention_mask is None and n > 1:  # one query (a decoding step) sees every key
         offset = n_kv - n if _is_chunk(n, n_kv) else 0  # else a static cache's prefill: top-left, as sdpa
@@ -109,10 +114,12 @@ def _is_chunk(q_len, kv_len):
     return kv_len > q_len and _chunk["shape"] == (q_len, kv_len)
 
 
-def _use_proxyattn(module, query, key, attention_mask, dropout, kwargs, sinks_ok):
+def _use_proxyattn(module, query, key, value, attention_mask, dropout, kwargs, sinks_ok):
     q_len, kv_len = query.shape[2], key.shape[2]
-    if kwargs.get("softcap") is not None or (kwargs.get("s_aux") is not None and not sinks_ok):
+    if any(kwargs.get(name) is not None for name in _EAGER_ONLY if not (name == "s_aux" and sinks_ok)):
         return False
+    if value.shape[-1] != query.shape[-1]:
+        return False  # values of another head dim (MLA): the kernels take one
     if q_len < max(2, _settings["min_prefill_tokens"]) or attention_mask is not None:
         return False  # a decoding step (q_len 1), a short prompt, or a padding/window mask
     if kv_len < q_len or dropout > 0.0 or kwargs.get("output_attentions") or kwargs.get("position_bias") is not None:
@@ -143,9 +150,9 @@ def attention_function(sequence_attention, returns_lse=False):
     def forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
         """query [b, hq, n, d], key and value [b, hkv, n_kv, d]; returns (attn_output
         [b, n, hq, d], None) as transformers' sdpa does."""
-        if not _use_proxyattn(module, query, key, attention_mask, dropout, kwargs, returns_lse):
+        if not _use_proxyattn(module, query, key, value, attention_mask, dropout, kwargs, returns_lse):
             _counts["dense"] += 1
-            if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
+            if any(kwargs.get(name) is not None for name in _EAGER_ONLY):
                 return _eager(module, query, key, value, attention_mask, dropout, scaling, kwargs)
             n, n_kv = query.shape[2], key.shape[2]
             if attention_mask is None and _is_chunk(n, n_kv):

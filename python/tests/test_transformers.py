@@ -182,3 +182,35 @@ def test_a_later_turn_the_gpu_kernels_do_not_take_goes_to_sdpa_bottom_right():
     dense, sparse = models("llama", torch.float32, "cuda", head_dim=64)
     assert torch.equal(two_turns(dense, "cuda"), two_turns(sparse, "cuda"))
     assert pt.call_counts()["proxyattn"] == 0
+
+
+def eager_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """The eager attention of this 'modeling file' (IndexedAttention's): records what it was given."""
+    module.eager_calls.append((attention_mask, sorted(name for name, x in kwargs.items() if x is not None)))
+    return torch.zeros(query.shape[0], query.shape[2], query.shape[1], value.shape[-1]), None
+
+
+class IndexedAttention(torch.nn.Module):
+    """A module whose model passes its own sparse selection (indices), as DeepSeek-V3.2's does."""
+    is_causal, layer_idx = True, 0
+
+    def __init__(self):
+        super().__init__()
+        self.eager_calls = []
+
+
+def test_a_models_own_selection_goes_to_its_eager_attention_and_mla_values_to_sdpa():
+    module = IndexedAttention()
+    q, k = torch.randn(1, 4, 300, 16), torch.randn(1, 2, 300, 16)
+    indices = torch.zeros(1, 300, 8, dtype=torch.int64)
+    pt.proxyattn_attention_forward(module, q, k, k, None, scaling=0.25, indices=indices)
+    assert pt.call_counts() == {"proxyattn": 0, "dense": 1}
+    (mask, given), = module.eager_calls
+    assert given == ["indices"]
+    assert mask.dtype == q.dtype and mask.shape == (1, 1, 300, 300)  # the causal mask, additive
+    future = torch.ones(300, 300, dtype=torch.bool).triu(1)
+    assert (mask[0, 0][future] < -1e30).all() and (mask[0, 0][~future] == 0).all()
+    # Values of another head dim (multi-head latent attention) go to sdpa, which takes them.
+    module.num_key_value_groups = 2  # (sdpa repeats the kv heads by it where it needs to)
+    out, _ = pt.proxyattn_attention_forward(module, q, k, torch.randn(1, 2, 300, 8), None, scaling=0.25)
+    assert out.shape == (1, 300, 4, 8) and pt.call_counts()["dense"] == 2 and len(module.eager_calls) == 1
