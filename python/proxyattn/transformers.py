@@ -76,6 +76,35 @@ def _eager(module, query, key, value, attention_mask, dropout, scaling, kwargs):
     return eager(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
 
+_eager_only_cache = {}
+
+
+def _eager_only(modeling_module):
+    """Whether the models of a modeling file (its PreTrainedModel classes) support no attention
+    but eager: such a model may compute attention itself on eager's materialised mask (BLOOM's
+    ALiBi) or add to it (DeepSeek-V4's compressed keys), which this integration's sdpa-style mask
+    (None for a plain causal prompt) would silently change. Found in an eager call: while
+    torch.compile traces (where the import below cannot run), a file not seen before counts as
+    one whose models support sdpa."""
+    if torch.compiler.is_compiling():
+        return _eager_only_cache.get(modeling_module, False)
+    if modeling_module not in _eager_only_cache:
+        from transformers import PreTrainedModel
+        mod = sys.modules.get(modeling_module)
+        models = [c for c in vars(mod).values() if isinstance(c, type) and issubclass(c, PreTrainedModel)
+                  and c.__module__ == modeling_module] if mod is not None else []
+        _eager_only_cache[modeling_module] = bool(models) and not any(
+            c._supports_sdpa or c._supports_flash_attn or c._supports_flex_attn for c in models)
+    return _eager_only_cache[modeling_module]
+
+
+def _refuse_eager_only(modeling_module, what):
+    if _eager_only(modeling_module):
+        raise NotImplementedError(
+            f"proxyattn: {what} supports only transformers' eager attention (neither sdpa nor flash attention), "
+            f"whose full mask it may rely on: load it with attn_implementation=\"eager\"")
+
+
 def _with_sinks(out, lse, sinks):
     """One sequence's output [n, h, d] with each head's sink logit added to its softmax's
     denominator: the weights exp(s - lse) become exp(s) / (exp(lse) + exp(sink))."""
@@ -90,6 +119,10 @@ def _mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_functio
     bottom-right aligned, as ProxyAttn's queries-fewer-than-keys mode does (or, where it hands the
     call to sdpa, with the bottom-right causal mask it then builds)."""
     from transformers.masking_utils import causal_mask_function, sdpa_mask
+    config = kwargs.get("config")
+    if config is not None:  # (a model that computes attention itself asks only for the mask)
+        _refuse_eager_only(type(config).__module__.replace(".configuration_", ".modeling_"),
+                           f"{type(config).__name__}'s model")
     _chunk["shape"] = None
     causal = ((mask_function is None or mask_function is causal_mask_function) and local_size is None
               and kwargs.get("allow_is_causal_skip", True))
@@ -150,6 +183,7 @@ def attention_function(sequence_attention, returns_lse=False):
     def forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
         """query [b, hq, n, d], key and value [b, hkv, n_kv, d]; returns (attn_output
         [b, n, hq, d], None) as transformers' sdpa does."""
+        _refuse_eager_only(type(module).__module__, f"{type(module).__name__}'s model")
         if not _use_proxyattn(module, query, key, value, attention_mask, dropout, kwargs, returns_lse):
             _counts["dense"] += 1
             if any(kwargs.get(name) is not None for name in _EAGER_ONLY):

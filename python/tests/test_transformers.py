@@ -214,3 +214,14 @@ def test_a_models_own_selection_goes_to_its_eager_attention_and_mla_values_to_sd
     module.num_key_value_groups = 2  # (sdpa repeats the kv heads by it where it needs to)
     out, _ = pt.proxyattn_attention_forward(module, q, k, torch.randn(1, 2, 300, 8), None, scaling=0.25)
     assert out.shape == (1, 300, 4, 8) and pt.call_counts()["dense"] == 2 and len(module.eager_calls) == 1
+
+
+def test_a_model_that_runs_only_eager_attention_is_refused():
+    # DeepSeek-V4 supports neither sdpa nor flash attention and appends to eager's mask: the
+    # integration's sdpa-style mask would change its answers, so the first call says so.
+    pytest.importorskip("transformers.models.deepseek_v4", reason="this transformers has no DeepSeek-V4")
+    config = transformers.AutoConfig.for_model("deepseek_v4", vocab_size=500, hidden_size=128, num_hidden_layers=2,
+                                               num_attention_heads=8, num_key_value_heads=2, head_dim=16)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="proxyattn").eval()
+    with torch.no_grad(), pytest.raises(NotImplementedError, match="DeepseekV4.*s model supports only"):
+        model(torch.randint(0, 500, (1, 300)))

@@ -1,0 +1,115 @@
+"""attn_implementation="proxyattn" across transformers' causal language models: each architecture
+as a tiny random model (2 layers, 8 query and 2 kv heads of 16, vocabulary 500), CPU, float32, a
+300-token prompt (ProxyAttn from 256 tokens, gamma 1: every block kept), its logits against the
+same weights under the reference attention (sdpa where the model supports it, else eager).
+
+    python3 bench/transformers_models.py --out models.jsonl          # every architecture, 2 at once
+    python3 bench/transformers_models.py --models llama gpt_oss      # some
+
+One line per architecture: "same" (relative logit error at most 1e-4; with the count of calls
+that ran ProxyAttn, 0 for a model that does not call transformers' attention interface), "differs",
+"refused" (the integration's clear error), or "not built" (the generic tiny config does not make
+a working model: the reason). Each runs in its own process (a timeout or a crash stays there).
+"""
+import argparse
+import concurrent.futures
+import copy
+import json
+import subprocess
+import sys
+
+TINY = dict(vocab_size=500, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=8,
+            num_key_value_heads=2, head_dim=16)
+TOLERANCE = 1e-4
+
+
+def shrink(config):
+    """The config and its text config (multimodal models) cut to TINY where they have the field."""
+    for c in {id(config): config, id(config.get_text_config()): config.get_text_config()}.values():
+        for name, value in TINY.items():
+            if hasattr(c, name):
+                setattr(c, name, value)
+        if isinstance(getattr(c, "layer_types", None), list):
+            c.layer_types = c.layer_types[:TINY["num_hidden_layers"]]
+
+
+def one(name):
+    """The row of one architecture (runs in a child process)."""
+    import warnings
+    warnings.filterwarnings("ignore")
+    import torch
+    import transformers
+    import proxyattn.transformers as pt
+    transformers.logging.set_verbosity_error()
+    pt.register(min_prefill_tokens=256, gamma=1.0)
+    row = {"model": name}
+    try:
+        config = transformers.AutoConfig.for_model(name)
+        shrink(config)
+        model_class = transformers.AutoModelForCausalLM._model_mapping[type(config)]
+        row["reference"] = "sdpa" if model_class._supports_sdpa else "eager"
+        torch.manual_seed(0)
+        ref = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config),
+                                                            attn_implementation=row["reference"]).eval()
+        ours = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="proxyattn")
+        ours.load_state_dict(ref.state_dict())
+        ours.eval()
+        ids = torch.randint(3, TINY["vocab_size"] - 100, (1, 300), generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            want = ref(ids).logits.float()
+    except Exception as e:  # noqa: BLE001 (any failure to build or run the reference: not built)
+        return {**row, "status": "not built", "why": f"{type(e).__name__}: {str(e)[:160]}"}
+    pt.reset_call_counts()
+    try:
+        with torch.no_grad():
+            got = ours(ids).logits.float()
+    except NotImplementedError as e:
+        return {**row, "status": "refused", "why": str(e)[:200]}
+    err = ((got - want).norm() / want.norm()).item()
+    counts = pt.call_counts()
+    return {**row, "status": "same" if err <= TOLERANCE else "differs", "error": err,
+            "proxyattn_calls": counts["proxyattn"], "dense_calls": counts["dense"]}
+
+
+def run_child(name, timeout):
+    try:
+        p = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True, timeout=timeout)
+        lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
+        if lines:
+            return json.loads(lines[-1])
+        return {"model": name, "status": "not built", "why": f"exit {p.returncode}: {p.stderr.strip()[-160:]}"}
+    except subprocess.TimeoutExpired:
+        return {"model": name, "status": "not built", "why": f"over {timeout} s"}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="*", help="model types (default: every causal LM of transformers)")
+    ap.add_argument("--out", help="JSON lines, one per architecture")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--timeout", type=int, default=300, help="seconds per architecture")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one)), flush=True)
+        return
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    names = args.models or sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda n: run_child(n, args.timeout), names))
+    if args.out:
+        with open(args.out, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    for r in rows:
+        detail = (f"error {r['error']:.1e} vs {r['reference']}, ProxyAttn calls {r['proxyattn_calls']}"
+                  if "error" in r else r.get("why", ""))
+        print(f"{r['model']:28s} {r['status']:10s} {detail}")
+    statuses = [r["status"] for r in rows]
+    ran = sum(1 for r in rows if r["status"] == "same" and r["proxyattn_calls"] > 0)
+    print(f"\n{len(rows)} architectures: " + ", ".join(f"{statuses.count(s)} {s}" for s in
+                                                     ("same", "differs", "refused", "not built")) +
+          f"; ProxyAttn ran in {ran} of the same")
+
+
+if __name__ == "__main__":
+    main()
