@@ -8,8 +8,9 @@ same weights under the reference attention (sdpa where the model supports it, el
 
 One line per architecture: "same" (relative logit error at most 1e-4; with the count of calls
 that ran ProxyAttn, 0 for a model that does not call transformers' attention interface), "differs",
-"refused" (the integration's clear error), or "not built" (the generic tiny config does not make
-a working model: the reason). Each runs in its own process (a timeout or a crash stays there).
+"refused" (the integration's clear error), "fails" (building or running it with proxyattn raised
+another error: the reason), or "not built" (the generic tiny config does not make a working
+reference model: the reason). Each runs in its own process (a timeout or a crash stays there).
 """
 import argparse
 import concurrent.futures
@@ -33,6 +34,11 @@ def shrink(config):
             c.layer_types = c.layer_types[:TINY["num_hidden_layers"]]
 
 
+def reason(e):
+    """An exception as one short line."""
+    return " ".join(f"{type(e).__name__}: {e}".split())[:160]
+
+
 def one(name):
     """The row of one architecture (runs in a child process)."""
     import warnings
@@ -51,20 +57,21 @@ def one(name):
         torch.manual_seed(0)
         ref = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config),
                                                             attn_implementation=row["reference"]).eval()
-        ours = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="proxyattn")
-        ours.load_state_dict(ref.state_dict())
-        ours.eval()
         ids = torch.randint(3, TINY["vocab_size"] - 100, (1, 300), generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             want = ref(ids).logits.float()
     except Exception as e:  # noqa: BLE001 (any failure to build or run the reference: not built)
-        return {**row, "status": "not built", "why": f"{type(e).__name__}: {str(e)[:160]}"}
+        return {**row, "status": "not built", "why": reason(e)}
     pt.reset_call_counts()
     try:
+        ours = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="proxyattn")
+        ours.load_state_dict(ref.state_dict())
         with torch.no_grad():
-            got = ours(ids).logits.float()
+            got = ours.eval()(ids).logits.float()
     except NotImplementedError as e:
-        return {**row, "status": "refused", "why": str(e)[:200]}
+        return {**row, "status": "refused", "why": reason(e)}
+    except Exception as e:  # noqa: BLE001
+        return {**row, "status": "fails", "why": reason(e)}
     err = ((got - want).norm() / want.norm()).item()
     counts = pt.call_counts()
     return {**row, "status": "same" if err <= TOLERANCE else "differs", "error": err,
@@ -107,7 +114,7 @@ def main():
     statuses = [r["status"] for r in rows]
     ran = sum(1 for r in rows if r["status"] == "same" and r["proxyattn_calls"] > 0)
     print(f"\n{len(rows)} architectures: " + ", ".join(f"{statuses.count(s)} {s}" for s in
-                                                     ("same", "differs", "refused", "not built")) +
+                                                     ("same", "differs", "refused", "fails", "not built")) +
           f"; ProxyAttn ran in {ran} of the same")
 
 
