@@ -24,7 +24,7 @@ def test_chunked_prefill_generates_the_one_forward_tokens():
     calls = []
     transformers.AttentionInterface.register(
         "pa_eval", pat.attention_function(lambda q, k, v, s, layer: calls.append((q.shape[0], k.shape[0])) or
-                                          pat._default_attention(q, k, v, s, layer)))
+                                          pat._default_attention(q, k, v, s, layer)[0]))
     transformers.AttentionMaskInterface.register("pa_eval", pat._mask)
     try:
         with torch.no_grad():
