@@ -296,8 +296,7 @@ NB_MODULE(_core, m) {
              return nb::ndarray<>(a.data.get(), a.shape.size(), a.shape.data(), self, nullptr, a.dtype,
                                   nb::device::cpu::value, 0);
            })
-      .def("__dlpack_device__", [](nb::handle) { return nb::make_tuple(nb::device::cpu::value, 0); })
-      .def_prop_ro("shape", [](const HostArray& a) { return nb::tuple(nb::cast(a.shape)); });
+      .def("__dlpack_device__", [](nb::handle) { return nb::make_tuple(nb::device::cpu::value, 0); });
   m.def("host_empty", &host_empty, nb::arg("shape"), nb::arg("dtype"),
         "An uninitialised, writable host array of float32, float16 or bfloat16 (a HostArray)");
 
