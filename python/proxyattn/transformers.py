@@ -55,6 +55,11 @@ def _sdpa():
     return sdpa_attention_forward
 
 
+def _causal(n, n_kv, offset, device):
+    """A boolean causal mask [1, 1, n, n_kv], query i seeing keys up to i + offset."""
+    return torch.ones(n, n_kv, dtype=torch.bool, device=device).tril(offset)[None, None]
+
+
 def _eager(module, query, key, value, attention_mask, dropout, scaling, kwargs):
     """The model's own eager attention (eager_attention_forward of the module's modeling file),
     which implements what sdpa and ProxyAttn do not (_EAGER_ONLY). It adds its mask to the
@@ -67,8 +72,8 @@ def _eager(module, query, key, value, attention_mask, dropout, scaling, kwargs):
                                   f"implements, and its modeling file has no eager_attention_forward")
     n, n_kv = query.shape[2], key.shape[2]
     if attention_mask is None and n > 1:  # one query (a decoding step) sees every key
-        offset = n_kv - n if _is_chunk(n, n_kv) else 0  # else a static cache's prefill: top-left, as sdpa
-        attention_mask = torch.ones(n, n_kv, dtype=torch.bool, device=query.device).tril(offset)[None, None]
+        # bottom-right after a cache, else a static cache's prefill: top-left, as sdpa
+        attention_mask = _causal(n, n_kv, n_kv - n if _is_chunk(n, n_kv) else 0, query.device)
     if attention_mask is not None and attention_mask.dtype == torch.bool:
         blocked = torch.finfo(query.dtype).min
         attention_mask = torch.zeros(attention_mask.shape, dtype=query.dtype, device=query.device).masked_fill(
@@ -192,7 +197,7 @@ def attention_function(sequence_attention, returns_lse=False):
             if attention_mask is None and _is_chunk(n, n_kv):
                 # _mask built no mask for this prefill after a cache (e.g. float32 on CUDA, which the
                 # kernels do not take): sdpa needs the bottom-right causal one.
-                attention_mask = torch.ones(n, n_kv, dtype=torch.bool, device=query.device).tril(n_kv - n)[None, None]
+                attention_mask = _causal(n, n_kv, n_kv - n, query.device)
             return _sdpa()(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
         _counts["proxyattn"] += 1
         n = query.shape[2]
