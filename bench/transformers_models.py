@@ -1,7 +1,8 @@
 """attn_implementation="proxyattn" across transformers' causal language models: each architecture
-as a tiny random model (2 layers, 8 query and 2 kv heads of 16, vocabulary 500), CPU, float32, a
-300-token prompt (ProxyAttn from 256 tokens, gamma 1: every block kept), its logits against the
-same weights under the reference attention (sdpa where the model supports it, else eager).
+as a tiny random model (one layer of each of its kinds, 2 where it has one kind; 8 query and 2 kv
+heads of 16, vocabulary 500; multimodal types as their text model), CPU, float32, a 300-token
+prompt (ProxyAttn from 256 tokens, gamma 1: every block kept), its logits against the same
+weights under the reference attention (sdpa where the model supports it, else eager).
 
     python3 bench/transformers_models.py --out models.jsonl          # every architecture, 2 at once
     python3 bench/transformers_models.py --models llama gpt_oss      # some
@@ -21,17 +22,55 @@ import sys
 
 TINY = dict(vocab_size=500, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=8,
             num_key_value_heads=2, head_dim=16)
+# Where a config has them: multi-head latent attention (DeepSeek-style; values of another head dim
+# than the queries, as in the real models), partial rotary dims, and few small experts.
+TINY_PARTS = dict(kv_lora_rank=32, q_lora_rank=48, qk_nope_head_dim=16, qk_rope_head_dim=8, qk_head_dim=24,
+                  v_head_dim=16, rotary_dim=8, n_routed_experts=4, num_experts=4, num_local_experts=4,
+                  num_experts_per_tok=2, moe_topk=2, n_group=1, topk_group=1, moe_intermediate_size=64,
+                  shared_expert_intermediate_size=64, expert_ffn_hidden_size=64,
+                  d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=8,
+                  decoder_attention_heads=8, encoder_ffn_dim=256, decoder_ffn_dim=256)
 TOLERANCE = 1e-4
 
 
 def shrink(config):
-    """The config and its text config (multimodal models) cut to TINY where they have the field."""
+    """The config and its text config (multimodal models) cut to TINY and TINY_PARTS where they
+    have the field; one layer of each kind in layer_types (a hybrid model keeps an attention
+    layer; a model with sliding and full layers keeps both); token ids inside the vocabulary."""
     for c in {id(config): config, id(config.get_text_config()): config.get_text_config()}.values():
-        for name, value in TINY.items():
-            if hasattr(c, name):
-                setattr(c, name, value)
-        if isinstance(getattr(c, "layer_types", None), list):
-            c.layer_types = c.layer_types[:TINY["num_hidden_layers"]]
+        parts = dict(TINY, **{k: v for k, v in TINY_PARTS.items() if hasattr(c, k)})
+        if hasattr(c, "kv_lora_rank"):  # MLA: keys and values of every query head
+            parts.update(head_dim=TINY_PARTS["qk_rope_head_dim"], num_key_value_heads=TINY["num_attention_heads"])
+        if hasattr(c, "attn_layer_period"):  # Jamba-style hybrids: layer 1 of 2 attends
+            parts.update(attn_layer_period=2, attn_layer_offset=1)
+        try:
+            if getattr(c, "per_layer_config", None):  # per-layer overrides: one shape for all
+                c.per_layer_config = {}
+        except AttributeError:
+            pass
+        kinds = getattr(c, "layer_types", None)
+        if isinstance(kinds, list) and kinds:
+            parts["layer_types"] = list(dict.fromkeys(kinds))
+            if getattr(c, "num_kv_shared_layers", 0):  # Gemma 3n: the last layers reuse earlier caches
+                parts["num_kv_shared_layers"] = len(parts["layer_types"])
+                parts["layer_types"] *= 2
+            parts["num_hidden_layers"] = len(parts["layer_types"])
+        layers_before = getattr(c, "num_hidden_layers", None)
+        for name, value in vars(c).items():  # other per-layer lists, cut to the new count
+            if name not in parts and isinstance(value, list) and len(value) == layers_before:
+                parts[name] = value[:parts["num_hidden_layers"]]
+        for name, value in parts.items():
+            try:
+                if hasattr(c, name):
+                    old = getattr(c, name)
+                    if isinstance(old, list) and not isinstance(value, list):  # a value per layer
+                        value = [value] * parts["num_hidden_layers"]
+                    setattr(c, name, value)
+            except (AttributeError, TypeError, ValueError):
+                pass  # derived properties: the model's own fields decide
+        for i, name in enumerate(("pad_token_id", "bos_token_id", "eos_token_id")):
+            if isinstance(getattr(c, name, None), int) and getattr(c, name) >= TINY["vocab_size"]:
+                setattr(c, name, i)
 
 
 def reason(e):
@@ -53,9 +92,11 @@ def one(name):
         config = transformers.AutoConfig.for_model(name)
         shrink(config)
         model_class = transformers.AutoModelForCausalLM._model_mapping[type(config)]
+        if model_class.config_class is type(config.get_text_config()):  # a multimodal type's text model
+            config = config.get_text_config()
         row["reference"] = "sdpa" if model_class._supports_sdpa else "eager"
         torch.manual_seed(0)
-        ref = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config),
+        ref = model_class._from_config(copy.deepcopy(config),
                                                             attn_implementation=row["reference"]).eval()
         ids = torch.randint(3, TINY["vocab_size"] - 100, (1, 300), generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
@@ -64,7 +105,7 @@ def one(name):
         return {**row, "status": "not built", "why": reason(e)}
     pt.reset_call_counts()
     try:
-        ours = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="proxyattn")
+        ours = model_class._from_config(copy.deepcopy(config), attn_implementation="proxyattn")
         ours.load_state_dict(ref.state_dict())
         with torch.no_grad():
             got = ours.eval()(ids).logits.float()
