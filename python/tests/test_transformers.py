@@ -1,7 +1,8 @@
-"""attn_implementation="proxyattn" in transformers: tiny random Llama, Qwen2 and Mistral models
-generate the same tokens as sdpa (the prompt is long enough to go through ProxyAttn, short enough
-that every block is kept), the prefill goes to ProxyAttn and decoding to sdpa; gpt-oss (attention
-sinks) and Gemma 2 (logit soft-capping) give their eager attention's answers."""
+"""attn_implementation="proxyattn" in transformers: tiny random Llama, Qwen2, Mistral and
+Qwen3-Next (hybrid) models generate the same tokens as sdpa (the prompt is long enough to go
+through ProxyAttn, short enough that every block is kept), the prefill goes to ProxyAttn and
+decoding to sdpa; gpt-oss (attention sinks) and Gemma 2 (logit soft-capping) give their eager
+attention's answers."""
 import copy
 
 import pytest
@@ -24,6 +25,11 @@ def tiny(kind, head_dim=16):
         common["max_position_embeddings"] = 131072  # what its default YaRN scaling expects
         return transformers.GptOssConfig(**common, head_dim=head_dim, num_local_experts=4, num_experts_per_tok=2,
                                          sliding_window=128, layer_types=["full_attention", "sliding_attention"])
+    if kind == "qwen3_next":  # a hybrid: a linear-attention layer (its own), a full one (ProxyAttn)
+        return transformers.Qwen3NextConfig(**common, head_dim=head_dim, layer_types=["linear_attention", "full_attention"],
+                                            num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
+                                            shared_expert_intermediate_size=64, linear_num_key_heads=2,
+                                            linear_num_value_heads=4, linear_key_head_dim=16, linear_value_head_dim=16)
     if kind == "gemma2":  # a cap that binds at the tiny model's scores (Gemma 2's own is 50)
         return transformers.Gemma2Config(**common, head_dim=head_dim, attn_logit_softcapping=0.05)
     return transformers.MistralConfig(**common, sliding_window=4096)
@@ -46,8 +52,8 @@ def registered():
     pt.register()
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral"])
-def test_same_tokens_as_sdpa_on_cpu(kind):
+@pytest.mark.parametrize("kind,attention_layers", [("llama", 2), ("qwen2", 2), ("mistral", 2), ("qwen3_next", 1)])
+def test_same_tokens_as_sdpa_on_cpu(kind, attention_layers):
     dense, sparse = models(kind, torch.float32, "cpu")
     ids = torch.randint(0, 500, (1, 300), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -55,8 +61,8 @@ def test_same_tokens_as_sdpa_on_cpu(kind):
         got = sparse.generate(ids, max_new_tokens=12, do_sample=False)
     assert torch.equal(want, got)
     counts = pt.call_counts()
-    assert counts["proxyattn"] == 2, counts      # the prefill of each of the 2 layers
-    assert counts["dense"] == 2 * 11, counts     # every decoding step
+    assert counts["proxyattn"] == attention_layers, counts      # the prefill of each attention layer
+    assert counts["dense"] == attention_layers * 11, counts     # every decoding step
 
 
 COMPILE_CASES = [("cpu", torch.float32, 16, 1e-5),
