@@ -128,9 +128,14 @@ def _mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_functio
     if config is not None:  # (a model that computes attention itself asks only for the mask)
         _refuse_eager_only(type(config).__module__.replace(".configuration_", ".modeling_"),
                            f"{type(config).__name__}'s model")
-    _chunk["shape"] = None
-    causal = ((mask_function is None or mask_function is causal_mask_function) and local_size is None
-              and kwargs.get("allow_is_causal_skip", True))
+    # Plain causal: transformers' causal mask function, or its sliding-window or chunked one (a
+    # local_size it may skip) where the window covers every key; "may skip" means no other mask
+    # function was combined with it.
+    causal = kwargs.get("allow_is_causal_skip", True) and (
+        (local_size is None and (mask_function is None or mask_function is causal_mask_function))
+        or (local_size is not None and local_size >= q_offset + q_length))
+    if causal:  # (a model's sliding layers whose window binds ask for their mask apart)
+        _chunk["shape"] = None
     if causal and attention_mask is None and q_offset == 0 and kv_offset == 0:
         # A plain causal prompt into an empty cache: no mask, as sdpa_mask decides in eager. Under
         # torch.compile sdpa_mask would build the dense [q, kv] mask instead (it never skips while

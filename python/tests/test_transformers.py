@@ -159,6 +159,30 @@ def test_a_later_turn_after_a_cache_runs_proxyattn_and_matches_sdpa(kind, device
     assert counts["dense"] == 2 * 7, counts  # its decoding steps
 
 
+def later_turn_logits(model):
+    """The logits of a 300-token prefill after a 280-token one, in one DynamicCache."""
+    first = torch.randint(0, 500, (1, 280), generator=torch.Generator().manual_seed(3))
+    second = torch.randint(0, 500, (1, 300), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        cache = model(first, use_cache=True).past_key_values
+        pt.reset_call_counts()
+        return model(second, past_key_values=cache, use_cache=True).logits
+
+
+@pytest.mark.parametrize("kind,reference,proxyattn_calls", [
+    ("llama", "sdpa", 2), ("mistral", "sdpa", 2), ("qwen3_next", "sdpa", 1),
+    ("gpt_oss", "eager", 1),  # a full layer (ProxyAttn, sinks) and a sliding one: two masks
+    ("gemma2", "eager", 0)])  # sliding and full layers, every call to eager (softcap)
+def test_a_later_turns_prefill_gives_the_reference_logits(kind, reference, proxyattn_calls):
+    # Logits, not only tokens: a tiny random model's greedy tokens hide large errors.
+    pt.register(min_prefill_tokens=256, gamma=1.0)
+    dense, sparse = models(kind, torch.float32, "cpu", reference=reference)
+    want = later_turn_logits(dense)
+    got = later_turn_logits(sparse)
+    assert ((got - want).norm() / want.norm()).item() < 1e-5
+    assert pt.call_counts()["proxyattn"] == proxyattn_calls, pt.call_counts()
+
+
 @pytest.mark.parametrize("kind", ["gpt_oss", "gemma2"])
 def test_sinks_and_softcap_give_the_models_eager_answers(kind):
     # gpt-oss: its full-attention layer's prefill runs ProxyAttn with the sinks applied through the
