@@ -157,6 +157,21 @@ def _is_chunk(q_len, kv_len):
     return kv_len > q_len and _chunk["shape"] == (q_len, kv_len)
 
 
+def _refuse_a_mask_made_from_none(module, mask, n, n_kv):
+    """After a cache, _mask gives no mask where sdpa's would be the bottom-right causal one, and
+    the attention function applies causality itself. A model that builds a mask of its own from
+    transformers' one (Doge's dynamic mask) would build it without causality: such a mask, which
+    lets a query see keys after it, is refused rather than computed with."""
+    if not isinstance(mask, torch.Tensor) or not _is_chunk(n, n_kv):
+        return
+    future = torch.ones(n, n_kv, dtype=torch.bool, device=mask.device).triu(n_kv - n + 1)
+    blocked = ~mask if mask.dtype == torch.bool else mask <= torch.finfo(mask.dtype).min / 2
+    if not bool(blocked[..., -n:, -n_kv:][..., future].all()):
+        raise NotImplementedError(
+            f"proxyattn: {type(module).__name__} built its own attention mask for a prefill after a cache from "
+            f"transformers' mask, which proxyattn leaves out there: load the model with attn_implementation=\"sdpa\"")
+
+
 def _use_proxyattn(module, query, key, value, attention_mask, dropout, kwargs, sinks_ok):
     q_len, kv_len = query.shape[2], key.shape[2]
     if any(kwargs.get(name) is not None for name in _EAGER_ONLY if not (name == "s_aux" and sinks_ok)):
@@ -194,6 +209,7 @@ def attention_function(sequence_attention, returns_lse=False):
         """query [b, hq, n, d], key and value [b, hkv, n_kv, d]; returns (attn_output
         [b, n, hq, d], None) as transformers' sdpa does."""
         _refuse_eager_only(type(module).__module__, f"{type(module).__name__}'s model")
+        _refuse_a_mask_made_from_none(module, attention_mask, query.shape[2], key.shape[2])
         if not _use_proxyattn(module, query, key, value, attention_mask, dropout, kwargs, returns_lse):
             _counts["dense"] += 1
             if any(kwargs.get(name) is not None for name in _EAGER_ONLY):

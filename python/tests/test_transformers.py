@@ -183,6 +183,20 @@ def test_a_later_turns_prefill_gives_the_reference_logits(kind, reference, proxy
     assert pt.call_counts()["proxyattn"] == proxyattn_calls, pt.call_counts()
 
 
+def test_a_model_that_builds_its_own_mask_is_refused_after_a_cache():
+    # Doge derives a dynamic mask from transformers' one; after a cache the integration gives it
+    # none (causality is applied in the attention function), so Doge's mask would let queries see
+    # later keys (15% off sdpa's logits in a tiny model): refused with an error naming sdpa.
+    pt.register(min_prefill_tokens=256, gamma=1.0)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(
+        transformers.DogeConfig(vocab_size=500, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                num_attention_heads=8, num_key_value_heads=2),
+        attn_implementation="proxyattn").eval()
+    with pytest.raises(NotImplementedError, match="DogeAttention.*sdpa"):
+        later_turn_logits(model)
+
+
 @pytest.mark.parametrize("kind", ["gpt_oss", "gemma2"])
 def test_sinks_and_softcap_give_the_models_eager_answers(kind):
     # gpt-oss: its full-attention layer's prefill runs ProxyAttn with the sinks applied through the
