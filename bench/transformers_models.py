@@ -98,25 +98,39 @@ def one(name):
         torch.manual_seed(0)
         ref = model_class._from_config(copy.deepcopy(config),
                                                             attn_implementation=row["reference"]).eval()
-        ids = torch.randint(3, TINY["vocab_size"] - 100, (1, 300), generator=torch.Generator().manual_seed(1))
+        ids = torch.randint(3, TINY["vocab_size"] - 100, (1, 580), generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
-            want = ref(ids).logits.float()
+            first = ref(ids[:, :300], use_cache=True)
+            want = first.logits.float()
     except Exception as e:  # noqa: BLE001 (any failure to build or run the reference: not built)
         return {**row, "status": "not built", "why": reason(e)}
+    try:  # a second turn of 280 tokens after the first's cache (the reference's, then ours)
+        with torch.no_grad():
+            want2 = ref(ids[:, 300:], past_key_values=first.past_key_values, use_cache=True).logits.float()
+    except Exception as e:  # noqa: BLE001
+        want2, row["turn2"] = None, "not run: " + reason(e)
     pt.reset_call_counts()
     try:
         ours = model_class._from_config(copy.deepcopy(config), attn_implementation="proxyattn")
         ours.load_state_dict(ref.state_dict())
         with torch.no_grad():
-            got = ours.eval()(ids).logits.float()
+            first = ours.eval()(ids[:, :300], use_cache=want2 is not None)
+            got = first.logits.float()
+            counts = pt.call_counts()
+            pt.reset_call_counts()
+            if want2 is not None:
+                got2 = ours(ids[:, 300:], past_key_values=first.past_key_values, use_cache=True).logits.float()
     except NotImplementedError as e:
         return {**row, "status": "refused", "why": reason(e)}
     except Exception as e:  # noqa: BLE001
         return {**row, "status": "fails", "why": reason(e)}
     err = ((got - want).norm() / want.norm()).item()
-    counts = pt.call_counts()
-    return {**row, "status": "same" if err <= TOLERANCE else "differs", "error": err,
-            "proxyattn_calls": counts["proxyattn"], "dense_calls": counts["dense"]}
+    row.update(error=err, proxyattn_calls=counts["proxyattn"], dense_calls=counts["dense"])
+    if want2 is not None:
+        row.update(turn2_error=((got2 - want2).norm() / want2.norm()).item(),
+                   turn2_proxyattn_calls=pt.call_counts()["proxyattn"])
+    worst = max(err, row.get("turn2_error", 0.0))
+    return {**row, "status": "same" if worst <= TOLERANCE else "differs"}
 
 
 def run_child(name, timeout):
@@ -151,6 +165,10 @@ def main():
     for r in rows:
         detail = (f"error {r['error']:.1e} vs {r['reference']}, ProxyAttn calls {r['proxyattn_calls']}"
                   if "error" in r else r.get("why", ""))
+        if "turn2_error" in r:
+            detail += f"; turn 2 error {r['turn2_error']:.1e}, ProxyAttn calls {r['turn2_proxyattn_calls']}"
+        elif "turn2" in r:
+            detail += f"; turn 2 {r['turn2'][:60]}"
         print(f"{r['model']:28s} {r['status']:10s} {detail}")
     statuses = [r["status"] for r in rows]
     ran = sum(1 for r in rows if r["status"] == "same" and r["proxyattn_calls"] > 0)
