@@ -1,14 +1,16 @@
 """attn_implementation="proxyattn" across transformers' causal language models: each architecture
 as a tiny random model (one layer of each of its kinds, 2 where it has one kind; 8 query and 2 kv
-heads of 16, vocabulary 500; multimodal types as their text model), CPU, float32, a 300-token
-prompt (ProxyAttn from 256 tokens, gamma 1: every block kept), its logits against the same
-weights under the reference attention (sdpa where the model supports it, else eager).
+heads of 16, vocabulary 500; multimodal types as their text model), CPU, float32: a 300-token
+prompt, then a second turn of 280 tokens after its cache (ProxyAttn from 256 tokens, gamma 1:
+every block kept), the logits of both against the same weights under the reference attention
+(sdpa where the model supports it, else eager; a second turn the reference cannot run is skipped).
 
     python3 bench/transformers_models.py --out models.jsonl          # every architecture, 2 at once
     python3 bench/transformers_models.py --models llama gpt_oss      # some
 
-One line per architecture: "same" (relative logit error at most 1e-4; with the count of calls
-that ran ProxyAttn, 0 for a model that does not call transformers' attention interface), "differs",
+One line per architecture: "same" (relative logit error at most 1e-4 in both turns; with the
+counts of calls that ran ProxyAttn, 0 for a model that does not call transformers' attention
+interface), "differs",
 "refused" (the integration's clear error), "fails" (building or running it with proxyattn raised
 another error: the reason), or "not built" (the generic tiny config does not make a working
 reference model: the reason). Each runs in its own process (a timeout or a crash stays there).
