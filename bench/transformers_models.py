@@ -10,10 +10,9 @@ every block kept), the logits of both against the same weights under the referen
 
 One line per architecture: "same" (relative logit error at most 1e-4 in both turns; with the
 counts of calls that ran ProxyAttn, 0 for a model that does not call transformers' attention
-interface), "differs",
-"refused" (the integration's clear error), "fails" (building or running it with proxyattn raised
-another error: the reason), or "not built" (the generic tiny config does not make a working
-reference model: the reason). Each runs in its own process (a timeout or a crash stays there).
+interface), "differs", "refused" (the integration's clear error), "fails" (building or running
+it with proxyattn raised another error: the reason), or "not built" (the generic tiny config
+does not make a working reference model: the reason). Each runs in its own process (a timeout or a crash stays there).
 """
 import argparse
 import concurrent.futures
