@@ -12,7 +12,8 @@ after a cache (a later turn of a chat, a chunk of a long prompt, with transforme
 the new queries attend to every cached key, causal at their own positions. Everything else
 (decoding steps, short prompts, padded batches) goes to transformers' own sdpa attention,
 unchanged, so generation after the prefill is dense. Below 8K tokens the estimation and the kept
-set are close to dense anyway.
+set are close to dense anyway. After a cache the mask function gives no mask (causality is
+applied here), so a model that builds its own mask from transformers' one (Doge) is refused there.
 
 Attention sinks (gpt-oss: a learned logit per head in every softmax's denominator, passed as
 s_aux) are applied to ProxyAttn's output through its log-sum-exp: out * sigmoid(lse - sink).
