@@ -165,7 +165,7 @@ def _refuse_a_mask_made_from_none(module, mask, n, n_kv):
     lets a query see keys after it, is refused rather than computed with."""
     if not isinstance(mask, torch.Tensor) or not _is_chunk(n, n_kv):
         return
-    future = torch.ones(n, n_kv, dtype=torch.bool, device=mask.device).triu(n_kv - n + 1)
+    future = ~_causal(n, n_kv, n_kv - n, mask.device)[0, 0]
     blocked = ~mask if mask.dtype == torch.bool else mask <= torch.finfo(mask.dtype).min / 2
     if not bool(blocked[..., -n:, -n_kv:][..., future].all()):
         raise NotImplementedError(
