@@ -12,7 +12,8 @@ One line per architecture: "same" (relative logit error at most 1e-4 in both tur
 counts of calls that ran ProxyAttn, 0 for a model that does not call transformers' attention
 interface), "differs", "refused" (the integration's clear error), "fails" (building or running
 it with proxyattn raised another error: the reason), or "not built" (the generic tiny config
-does not make a working reference model: the reason). Each runs in its own process (a timeout or a crash stays there).
+does not make a working reference model: the reason). Each runs in its own process (a timeout or
+a crash stays there).
 """
 import argparse
 import concurrent.futures
